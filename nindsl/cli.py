@@ -1,0 +1,176 @@
+"""The `nindsl` command: thin wrappers over the Python API.
+
+Exit status: 0 success, 1 a mistake in the user's input (diagnostics on stderr),
+2 a bad command line, 3 an internal error (a bug: please report it), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .diagnostics import NindslError, render
+
+EXIT_USER, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    result = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise NindslError.one("E0504", f"`--set {pair}` is not of the form name=value", None,
+                                  "for example `--set classes=100`")
+        result[name.strip()] = value.strip()
+    return result
+
+
+def _load(args, spec: str | None = None):
+    from . import load
+
+    return load(spec or args.spec, _overrides(getattr(args, "set", None)))
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def cmd_check(args) -> int:
+    from .elaborate import check_library
+    from .parse import parse_file
+    from . import check, syntax
+
+    failed = 0
+    for spec in args.spec:
+        try:
+            module = parse_file(spec)
+            if module.items and not any(isinstance(i, syntax.NetworkDef) for i in module.items):
+                check_library(module)
+                summary = "library of blocks and constants"
+            else:
+                network = check(module, _overrides(args.set))
+                summary = f"{network.name}: {len(network.layers)} layers, {network.total_params:,} parameters"
+        except NindslError as error:
+            _report(error)
+            failed += 1
+            continue
+        if not args.quiet:
+            print(f"{spec}: ok ({summary})")
+    return EXIT_USER if failed else 0
+
+
+def cmd_summary(args) -> int:
+    from .summary import print_summary
+
+    print_summary(_load(args), wide=args.wide)
+    return 0
+
+
+def cmd_fmt(args) -> int:
+    from .fmt import format_module
+    from .io import atomic_write_text
+    from .parse import parse_file
+
+    unformatted = 0
+    for spec in args.spec:
+        module = parse_file(spec)
+        text = format_module(module)
+        if args.stdout:
+            sys.stdout.write(text)
+            continue
+        if text == module.source.text:
+            continue
+        unformatted += 1
+        if args.check:
+            print(f"{spec}: not formatted", file=sys.stderr)
+        else:
+            atomic_write_text(Path(spec), text)
+            print(f"formatted {spec}", file=sys.stderr)
+    return EXIT_USER if args.check and unformatted else 0
+
+
+# --- the parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nindsl", description="Check, lower, compile, train and benchmark "
+                                                                "Network-in-Network specs (.nin).")
+    parser.add_argument("--version", action="version", version=f"nindsl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(func=func)
+        return sub
+
+    def with_set(sub):
+        sub.add_argument("--set", action="append", metavar="NAME=VALUE",
+                         help="override a network parameter, e.g. --set classes=100 (repeatable)")
+
+    check = command("check", cmd_check, "check specs: exit 0 when clean, diagnostics on stderr")
+    check.add_argument("spec", nargs="+")
+    check.add_argument("-q", "--quiet", action="store_true")
+    with_set(check)
+
+    summary = command("summary", cmd_summary, "a table of layers, shapes, parameters and multiply-adds")
+    summary.add_argument("spec")
+    summary.add_argument("--wide", action="store_true", help="show every convolution of each mlpconv")
+    with_set(summary)
+
+    fmt = command("fmt", cmd_fmt, "rewrite specs in canonical layout (comments kept)")
+    fmt.add_argument("spec", nargs="+")
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="only report files that are not formatted")
+    mode.add_argument("--stdout", action="store_true", help="print instead of rewriting")
+
+    return parser
+
+
+def _use_color(args) -> bool:
+    if args.color == "always":
+        return True
+    return args.color == "auto" and sys.stderr.isatty() and "NO_COLOR" not in os.environ
+
+
+_color = False
+
+
+def _report(error: NindslError) -> None:
+    for diagnostic in error.diagnostics:
+        print(render(diagnostic, color=_color), file=sys.stderr)
+    count = len(error.diagnostics)
+    print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _color
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _color = _use_color(args)
+    try:
+        return args.func(args)
+    except NindslError as error:
+        _report(error)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return 0
+    except Exception:  # noqa: BLE001 - the last line of defence against tracebacks
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(f"nindsl {__version__}: internal error: {traceback.format_exc().strip().splitlines()[-1]}\n"
+                  "This is a bug in nindsl, not in your spec: please report it with the command you ran "
+                  "(rerun with --debug for the traceback).", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Errors as data, rendered once.
+
+Every mistake nindsl finds in a user's input becomes a :class:`Diagnostic`: a code,
+a message, a :class:`Span` in a source file, an optional ``help`` and notes. A stage
+collects all it can find and raises one :class:`NindslError` carrying them; the CLI
+renders them rustc-style::
+
+    specs/broken.nin:7:12: error[E0101]: unknown layer `mlpcov`
+       |
+     7 |     conv1: mlpcov([192, 160, 96], kernel = 5, pad = 2)
+       |            ^^^^^^
+       = help: did you mean `mlpconv`?
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+#: Every diagnostic code, with a one-line meaning (``nindsl explain`` material and the
+#: golden tests' index). Codes are stable: tests and users may grep for them.
+CODES: dict[str, str] = {
+    # text
+    "E0001": "syntax error",
+    "E0002": "unclosed delimiter",
+    "E0003": "forbidden character",
+    "E0004": "file is not valid UTF-8",
+    "E0005": "number too large",
+    "E0006": "empty spec",
+    # names and arguments
+    "E0101": "unknown layer or block",
+    "E0102": "unknown argument",
+    "E0103": "duplicate argument",
+    "E0104": "missing argument",
+    "E0105": "wrong type",
+    "E0106": "unknown name",
+    "E0107": "value out of range",
+    "E0108": "duplicate definition",
+    "E0109": "too many positional arguments",
+    "E0110": "misplaced statement",
+    "E0111": "recursive block",
+    # shapes
+    "E0201": "spatial size collapses",
+    "E0202": "layer needs a different rank",
+    "E0203": "declared output does not match",
+    "E0204": "declared input is invalid",
+    # files and imports
+    "E0301": "cannot read file",
+    "E0302": "import cycle",
+    "E0303": "path escapes the project folder",
+    # limits
+    "E0401": "limit exceeded",
+    # weights and artifacts
+    "E0501": "weights do not match the spec",
+    "E0502": "refused or damaged file",
+    "E0503": "bad input data",
+    "E0504": "bad command-line value",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file's text as the diagnostics see it (BOM and CRs already removed)."""
+
+    path: str
+    text: str
+
+    def line(self, number: int) -> str:
+        lines = self.text.split("\n")
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a node came from: 1-based line and column, end column exclusive."""
+
+    source: Source | None
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @property
+    def path(self) -> str:
+        return self.source.path if self.source else "<unknown>"
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}"
+
+
+def span_field():
+    """A dataclass field for a span: kept out of equality, hashing and repr."""
+    return field(default=None, compare=False, repr=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Note:
+    message: str
+    span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str
+    message: str
+    span: Span | None
+    help: str | None = None
+    notes: tuple[Note, ...] = ()
+
+    def render(self, color: bool = False) -> str:
+        return render(self, color=color)
+
+
+class NindslError(Exception):
+    """A user's mistake (or damaged input): one or more located diagnostics."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = tuple(diagnostics)
+        assert self.diagnostics, "a NindslError needs at least one diagnostic"
+        super().__init__("\n".join(render(d) for d in self.diagnostics))
+
+    @classmethod
+    def one(cls, code: str, message: str, span: Span | None = None, help: str | None = None,
+            notes: Iterable[Note] = ()) -> "NindslError":
+        return cls([Diagnostic(code, message, span, help, tuple(notes))])
+
+
+class Collector:
+    """Accumulates diagnostics across a stage so that all mistakes are reported."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, span: Span | None, help: str | None = None,
+              notes: Iterable[Note] = ()) -> None:
+        assert code in CODES, code
+        self.diagnostics.append(Diagnostic(code, message, span, help, tuple(notes)))
+
+    def extend(self, error: NindslError) -> None:
+        self.diagnostics.extend(error.diagnostics)
+
+    def raise_if_any(self) -> None:
+        if self.diagnostics:
+            raise NindslError(self.diagnostics)
+
+    def __bool__(self) -> bool:
+        return bool(self.diagnostics)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A ``did you mean `x`?`` hint, or None when nothing is close."""
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+def _display_width(text: str) -> int:
+    """Columns a prefix of a source line takes on a terminal (tabs to 4)."""
+    width = 0
+    for char in text:
+        width = (width // 4 + 1) * 4 if char == "\t" else width + 1
+    return width
+
+
+def _snippet(span: Span, marker: str = "^") -> list[str]:
+    if span.source is None:
+        return []
+    raw = span.source.line(span.line)
+    shown = raw.expandtabs(4)
+    gutter = " " * len(str(span.line))
+    start = _display_width(raw[: span.column - 1])
+    if span.end_line == span.line:
+        end = _display_width(raw[: max(span.end_column - 1, span.column)])
+    else:
+        end = _display_width(raw.rstrip())
+    carets = marker * max(end - start, 1)
+    return [f" {gutter} |", f" {span.line} | {shown}", f" {gutter} | {' ' * start}{carets}"]
+
+
+def render(diagnostic: Diagnostic, color: bool = False) -> str:
+    """Render one diagnostic as text: header, source line, caret, help and notes."""
+    red, blue, bold, reset = ("\x1b[31;1m", "\x1b[34;1m", "\x1b[1m", "\x1b[0m") if color else ("",) * 4
+    where = f"{diagnostic.span}: " if diagnostic.span else ""
+    lines = [f"{bold}{where}{red}error[{diagnostic.code}]{reset}{bold}: {diagnostic.message}{reset}"]
+    if diagnostic.span:
+        lines += _snippet(diagnostic.span)
+    for note in diagnostic.notes:
+        if note.span:
+            lines.append(f"{blue}note{reset}: {note.span}: {note.message}")
+            lines += _snippet(note.span, marker="-")
+        else:
+            lines.append(f"{blue}note{reset}: {note.message}")
+    if diagnostic.help:
+        lines.append(f"{blue}help{reset}: {diagnostic.help}")
+    return "\n".join(lines)

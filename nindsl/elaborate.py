@@ -1,0 +1,752 @@
+"""Stage 2: syntax tree → IR network (imports, constants, blocks, repeats, arguments).
+
+Every argument of every layer is bound against the layer's signature in
+:data:`SIGNATURES` and converted to its type; all mistakes are collected. Shapes are
+left to :mod:`nindsl.shapes`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from . import ir, limits
+from . import syntax as ast
+from .diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean
+from .parse import parse, parse_file
+
+# --- values --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A bare name with no binding: an enum value (`ceil`, `relu`) or a batch dim (`N`)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class CallValue:
+    """``normal(std = 0.05)`` as a value: bound later against its own signature."""
+
+    func: str
+    args: tuple[tuple[str | None, Any, Span | None, ast.Expr], ...]
+    span: Span | None
+    func_span: Span | None
+
+
+class _EvalError(Exception):
+    def __init__(self, code: str, message: str, span: Span | None, help: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.span, self.help = code, message, span, help
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            tuple: "a list", Symbol: "a name", CallValue: "a call"}.get(type(value), type(value).__name__)
+
+
+def evaluate(expr: ast.Expr, env: dict[str, Any]) -> Any:
+    """The value of an expression; unbound names become :class:`Symbol`."""
+    match expr:
+        case ast.Number(value=value) | ast.String(value=value) | ast.Bool(value=value):
+            return value
+        case ast.Name(id=name):
+            return env.get(name, Symbol(name))
+        case ast.ListExpr(items=items):
+            return tuple(evaluate(item, env) for item in items)
+        case ast.Call(func=func, args=args):
+            return CallValue(func, tuple((a.name, evaluate(a.value, env), a.span, a.value) for a in args),
+                             expr.span, expr.func_span)
+        case ast.Unary(op=op, operand=operand):
+            value = _number(operand, evaluate(operand, env), env)
+            return -value if op == "-" else value
+        case ast.BinOp(op=op, left=left, right=right):
+            a, b = _number(left, evaluate(left, env), env), _number(right, evaluate(right, env), env)
+            if op in ("/", "//") and b == 0:
+                raise _EvalError("E0107", "division by zero", right.span)
+            result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                      "/": lambda: a / b, "//": lambda: a // b}[op]()
+            if isinstance(result, int) and abs(result) > limits.MAX_INT:
+                raise _EvalError("E0005", f"value {result:.3g} is too large (the most is {limits.MAX_INT:,})",
+                                 expr.span)
+            if isinstance(result, float) and result != result or result in (float("inf"), float("-inf")):
+                raise _EvalError("E0005", "arithmetic overflows", expr.span)
+            return result
+    raise AssertionError(f"unknown expression {expr!r}")  # pragma: no cover
+
+
+def _number(expr: ast.Expr, value: Any, env: dict[str, Any]) -> int | float:
+    if isinstance(value, Symbol):
+        raise _EvalError("E0106", f"unknown name `{value.name}`", expr.span, did_you_mean(value.name, env))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _EvalError("E0105", f"arithmetic needs numbers, got {_type_name(value)}", expr.span)
+    return value
+
+
+# --- argument types ------------------------------------------------------------------
+
+
+class _ConvError(Exception):
+    def __init__(self, code: str, message: str, help: str | None = None, span: Span | None = None):
+        super().__init__(message)
+        self.code, self.message, self.help, self.span = code, message, help, span
+
+
+def _int(value: Any, minimum: int, what: str, env) -> int:
+    if isinstance(value, Symbol):
+        raise _ConvError("E0106", f"unknown name `{value.name}`", did_you_mean(value.name, env))
+    if isinstance(value, float) and not isinstance(value, bool):
+        hint = f"write `{int(value)}`" if value.is_integer() else "use `//` for integer division"
+        raise _ConvError("E0105", f"{what} must be an integer, got {value:g}", hint)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _ConvError("E0105", f"{what} must be an integer, got {_type_name(value)}")
+    if value < minimum:
+        raise _ConvError("E0107", f"{what} must be at least {minimum}, got {value}")
+    if value > limits.MAX_DIM:
+        raise _ConvError("E0401", f"{what} is {value:,}; the most is {limits.MAX_DIM:,}")
+    return value
+
+
+def _float(value: Any, low: float, high: float | None, what: str, env, high_open: bool = False) -> float:
+    if isinstance(value, Symbol):
+        raise _ConvError("E0106", f"unknown name `{value.name}`", did_you_mean(value.name, env))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _ConvError("E0105", f"{what} must be a number, got {_type_name(value)}")
+    if value < low or high is not None and (value >= high if high_open else value > high):
+        bound = f"in [{low:g}, {high:g}{')' if high_open else ']'}" if high is not None else f"at least {low:g}"
+        raise _ConvError("E0107", f"{what} must be {bound}, got {value:g}")
+    return float(value)
+
+
+def _enum(choices: tuple[str, ...]):
+    def convert(value: Any, what: str, env) -> str:
+        name = value.name if isinstance(value, Symbol) else value if isinstance(value, str) else None
+        if name in choices:
+            return name
+        shown = f"`{name}`" if name is not None else _type_name(value)
+        raise _ConvError("E0107", f"{what} must be one of {', '.join(choices)}; got {shown}",
+                         did_you_mean(name, choices) if name else None)
+    return convert
+
+
+def _widths(value: Any, what: str, env, spans: list[Span | None]) -> tuple[int, ...]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise _ConvError("E0105", f"{what} must be a list of channel counts",
+                         f"write `[{value}]` for a single convolution")
+    if not isinstance(value, tuple) or not value:
+        raise _ConvError("E0105", f"{what} must be a non-empty list of channel counts, got {_type_name(value)}")
+    out = []
+    for index, item in enumerate(value):
+        try:
+            out.append(_int(item, 1, f"{what}[{index}]", env))
+        except _ConvError as error:
+            error.span = spans[index] if index < len(spans) else None
+            raise
+    return tuple(out)
+
+
+# --- signatures -------------------------------------------------------------------------
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class P:
+    """One parameter of a layer (or of `normal(...)`, `sgd(...)`, ...)."""
+
+    name: str
+    kind: str
+    default: Any = REQUIRED
+
+
+@dataclass(frozen=True)
+class Signature:
+    params: tuple[P, ...]
+    build: Callable[..., Any]
+
+    def usage(self, name: str) -> str:
+        def show(p: P) -> str:
+            return p.name if p.default is REQUIRED else f"{p.name} = {_show_default(p.default)}"
+        return f"{name}({', '.join(show(p) for p in self.params)})"
+
+
+def _show_default(value: Any) -> str:
+    if value is None:
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_ROUND, _ACT = _enum(("floor", "ceil")), _enum(("relu", "none"))
+_INIT = (P("init", "init", None), P("lr_scale", "scale", 1.0))
+_POOL = (P("kernel", "size"), P("stride", "size", None), P("pad", "count", 0), P("round", "round", "floor"))
+
+
+def _pool(mode: str):
+    def build(*, kernel, stride, pad, round, **common):
+        return ir.Pool(mode=mode, kernel=kernel, stride=stride or kernel, pad=pad, ceil=round == "ceil", **common)
+    return build
+
+
+def _same(cls, **fixed):
+    return lambda **kwargs: cls(**fixed, **kwargs)
+
+
+SIGNATURES: dict[str, Signature] = {
+    "mlpconv": Signature((P("channels", "widths"), P("kernel", "size"), P("stride", "size", 1),
+                          P("pad", "count", 0), *_INIT), ir.MlpConv),
+    "conv": Signature((P("out", "size"), P("kernel", "size"), P("stride", "size", 1), P("pad", "count", 0),
+                       P("act", "act", "relu"), *_INIT), ir.Conv),
+    "maxpool": Signature(_POOL, _pool("max")),
+    "avgpool": Signature(_POOL, _pool("avg")),
+    "global_avgpool": Signature((), _same(ir.GlobalPool, mode="avg")),
+    "global_maxpool": Signature((), _same(ir.GlobalPool, mode="max")),
+    "dropout": Signature((P("p", "prob"),), ir.Dropout),
+    "softmax": Signature((), ir.Softmax),
+    "relu": Signature((), ir.Relu),
+    "batchnorm": Signature((P("eps", "positive", 1e-5), P("momentum", "fraction", 0.1)), ir.BatchNorm),
+    "flatten": Signature((), ir.Flatten),
+    "dense": Signature((P("out", "size"), P("act", "act", "none"), *_INIT), ir.Dense),
+}
+
+INITS: dict[str, Signature] = {
+    "normal": Signature((P("std", "positive"), P("mean", "number", 0.0)), _same(ir.Init, kind="normal")),
+    "xavier": Signature((), _same(ir.Init, kind="xavier")),
+    "kaiming": Signature((), _same(ir.Init, kind="kaiming")),
+}
+
+OPTIMIZERS: dict[str, Signature] = {
+    "sgd": Signature((P("lr", "positive"), P("momentum", "fraction", 0.0), P("weight_decay", "scale", 0.0),
+                      P("nesterov", "bool", False)), ir.Sgd),
+}
+
+SCHEDULES: dict[str, Signature] = {
+    "step": Signature((P("every", "size"), P("gamma", "fraction", 0.1)), _same(ir.Schedule, kind="step")),
+    "multistep": Signature((P("milestones", "epochs"), P("gamma", "fraction", 0.1)),
+                           _same(ir.Schedule, kind="multistep")),
+    "cosine": Signature((), _same(ir.Schedule, kind="cosine")),
+    "constant": Signature((), _same(ir.Schedule, kind="constant")),
+}
+
+#: The `train { ... }` settings: name → (kind, default from ir.TrainConfig)
+TRAIN_SETTINGS: dict[str, str] = {
+    "epochs": "size", "batch": "size", "optimizer": "optimizer", "schedule": "schedule", "init": "init",
+    "bias_lr_scale": "scale", "data": "string", "val_split": "fraction", "seed": "count",
+}
+
+
+class _Binder:
+    """Converts argument values to the types their parameters need, collecting errors."""
+
+    def __init__(self, errors: "_Errors"):
+        self.errors = errors
+
+    def convert(self, kind: str, value: Any, what: str, span: Span | None, expr: ast.Expr | None, env) -> Any:
+        item_spans = [item.span for item in expr.items] if isinstance(expr, ast.ListExpr) else []
+        match kind:
+            case "size": return _int(value, 1, what, env)
+            case "count": return _int(value, 0, what, env)
+            case "widths": return _widths(value, what, env, item_spans)
+            case "prob": return _float(value, 0.0, 1.0, what, env, high_open=True)
+            case "fraction": return _float(value, 0.0, 1.0, what, env)
+            case "scale": return _float(value, 0.0, None, what, env)
+            case "positive":
+                result = _float(value, 0.0, None, what, env)
+                if result == 0:
+                    raise _ConvError("E0107", f"{what} must be greater than 0")
+                return result
+            case "number": return _float(value, float("-inf"), None, what, env)
+            case "round": return _ROUND(value, what, env)
+            case "act": return _ACT(value, what, env)
+            case "bool":
+                if not isinstance(value, bool):
+                    raise _ConvError("E0105", f"{what} must be true or false, got {_type_name(value)}")
+                return value
+            case "string":
+                if isinstance(value, Symbol):
+                    return value.name
+                if not isinstance(value, str):
+                    raise _ConvError("E0105", f"{what} must be a string, got {_type_name(value)}")
+                return value
+            case "epochs":
+                if not isinstance(value, tuple) or not value:
+                    raise _ConvError("E0105", f"{what} must be a non-empty list of epochs")
+                return tuple(_int(v, 1, f"{what}[{i}]", env) for i, v in enumerate(value))
+            case "init": return self.call(value, INITS, what, span, env)
+            case "optimizer": return self.call(value, OPTIMIZERS, what, span, env)
+            case "schedule": return self.call(value, SCHEDULES, what, span, env)
+            case "any": return value
+        raise AssertionError(kind)  # pragma: no cover
+
+    def call(self, value: Any, table: dict[str, Signature], what: str, span: Span | None, env) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, Symbol) and value.name in table:  # `init = xavier` without ()
+            value = CallValue(value.name, (), span, span)
+        if not isinstance(value, CallValue):
+            raise _ConvError("E0105", f"{what} must be one of {', '.join(f'{k}(...)' for k in table)}, "
+                                      f"got {_type_name(value)}")
+        if value.func not in table:
+            self.errors.error("E0107", f"unknown {what} `{value.func}`", value.func_span,
+                              did_you_mean(value.func, table) or f"known: {', '.join(table)}")
+            return _FAILED
+        return self.bind(value.func, table[value.func], value.args, value.span, value.func_span, env)
+
+    def bind(self, name: str, signature: Signature, args, call_span, func_span, env,
+             extra: dict[str, Any] | None = None) -> Any:
+        """Bind ``args`` [(name|None, value, span, expr)] to ``signature``; build the result."""
+        params = {p.name: p for p in signature.params}
+        bound: dict[str, Any] = {}
+        where: dict[str, Span | None] = {}
+        failed = False
+        positional = [p.name for p in signature.params]
+        position = 0
+        for arg_name, value, span, expr in args:
+            if arg_name is None:
+                if position >= len(positional):
+                    self.errors.error("E0109", f"`{name}` takes at most {len(positional)} positional "
+                                               f"argument{'s' if len(positional) != 1 else ''}", span,
+                                      f"usage: {signature.usage(name)}")
+                    failed = True
+                    continue
+                arg_name = positional[position]
+                position += 1
+            elif arg_name not in params:
+                self.errors.error("E0102", f"`{name}` has no argument `{arg_name}`", span,
+                                  did_you_mean(arg_name, params) or f"usage: {signature.usage(name)}")
+                failed = True
+                continue
+            if arg_name in bound or arg_name in where:
+                self.errors.error("E0103", f"argument `{arg_name}` is given twice", span,
+                                  notes=[Note("first given here", where.get(arg_name))])
+                failed = True
+                continue
+            where[arg_name] = span
+            value_span = getattr(expr, "span", None) or span
+            if value is _FAILED:
+                failed = True
+                continue
+            try:
+                bound[arg_name] = self.convert(params[arg_name].kind, value, f"`{arg_name}`", value_span, expr, env)
+            except _ConvError as error:
+                self.errors.error(error.code, error.message, error.span or value_span, error.help)
+                failed = True
+            else:
+                if bound[arg_name] is _FAILED:
+                    failed = True
+        for param in signature.params:
+            if param.name not in where and param.default is REQUIRED:
+                self.errors.error("E0104", f"`{name}` needs argument `{param.name}`", func_span or call_span,
+                                  f"usage: {signature.usage(name)}")
+                failed = True
+            elif param.name not in where:
+                bound[param.name] = param.default
+        if failed:
+            return _FAILED
+        return signature.build(**bound, **(extra or {}))
+
+
+_FAILED = object()  # a value whose errors are already reported
+
+# --- modules, imports and scopes ---------------------------------------------------------
+
+
+@dataclass
+class Scope:
+    """What one file defines: constants and blocks (its own and its imports')."""
+
+    module: ast.Module
+    constants: dict[str, Any] = field(default_factory=dict)
+    blocks: dict[str, tuple[ast.BlockDef, "Scope"]] = field(default_factory=dict)
+
+
+class _Errors(Collector):
+    """A collector that adds "in block `x` called here" notes while expanding blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.context: list[Note] = []
+
+    def error(self, code, message, span, help=None, notes=()):
+        super().error(code, message, span, help, tuple(notes) + tuple(reversed(self.context)))
+
+
+class _Loader:
+    def __init__(self, root: Path | None, errors: _Errors):
+        self.root = root
+        self.errors = errors
+        self.scopes: dict[str, Scope] = {}
+        self.sources: list[Source] = []
+
+    def scope(self, module: ast.Module, chain: tuple[str, ...]) -> Scope:
+        scope = Scope(module)
+        defined: dict[str, Span | None] = {}
+        for item in module.items:
+            match item:
+                case ast.Import():
+                    imported = self.load_import(item, module, chain)
+                    if imported is not None:
+                        scope.constants.update(imported.constants)
+                        scope.blocks.update(imported.blocks)
+                case ast.Let(name=name) | ast.BlockDef(name=name):
+                    name_span = item.name_span
+                    if name in defined:
+                        self.errors.error("E0108", f"`{name}` is defined twice in this file", name_span,
+                                          notes=[Note("first defined here", defined[name])])
+                        continue
+                    defined[name] = name_span
+                    if isinstance(item, ast.BlockDef):
+                        scope.blocks[name] = (item, scope)
+                        continue
+                    try:
+                        scope.constants[name] = evaluate(item.value, scope.constants)
+                    except _EvalError as error:
+                        self.errors.error(error.code, error.message, error.span, error.help)
+        return scope
+
+    def load_import(self, item: ast.Import, importer: ast.Module, chain: tuple[str, ...]) -> Scope | None:
+        base = Path(importer.source.path).parent if importer.source and importer.source.path != "<string>" \
+            else Path.cwd()
+        if os.path.isabs(item.path):
+            self.errors.error("E0303", f"import `{item.path}` is an absolute path", item.span,
+                              "imports are relative to the importing file")
+            return None
+        target = (base / item.path).resolve()
+        root = self.root.resolve() if self.root else base.resolve()
+        if not target.is_relative_to(root):
+            self.errors.error("E0303", f"import `{item.path}` leads outside the project folder `{root}`", item.span,
+                              "keep imported specs inside the project folder (symlinks are followed)")
+            return None
+        key = str(target)
+        if key in chain:
+            cycle = [Path(p).name for p in chain[chain.index(key):]] + [target.name]
+            self.errors.error("E0302", f"import cycle: {' → '.join(cycle)}", item.span,
+                              "move the shared blocks into a file that both import")
+            return None
+        if len(chain) >= limits.MAX_IMPORT_DEPTH:
+            self.errors.error("E0401", f"imports nest deeper than {limits.MAX_IMPORT_DEPTH} files", item.span)
+            return None
+        if key in self.scopes:
+            return self.scopes[key]
+        try:
+            module = parse_file(target)
+        except NindslError as error:
+            if error.diagnostics[0].code == "E0301" and error.diagnostics[0].span is None:
+                self.errors.error("E0301", f"cannot import `{item.path}`: {error.diagnostics[0].message}",
+                                  item.span)
+            else:
+                self.errors.extend(error)
+            return None
+        self.sources.append(module.source)
+        scope = self.scope(module, chain + (key,))
+        self.scopes[key] = scope
+        return scope
+
+
+# --- expanding a network --------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A layer whose label is not final yet (unnamed layers are numbered at the end)."""
+
+    func: str
+    label: str | None
+    layer: Any  # built with a placeholder label
+
+
+class _Expander:
+    def __init__(self, errors: _Errors):
+        self.errors = errors
+        self.binder = _Binder(errors)
+        self.layers: list[_Pending] = []
+        self.work = 0
+
+    def body(self, stmts, env, scope: Scope, prefix: str, suffix: str, depth: int, stack: tuple[str, ...]):
+        for stmt in stmts:
+            self.work += 1
+            if self.work > 2 * limits.MAX_LAYERS or len(self.layers) > limits.MAX_LAYERS:
+                self.errors.error("E0401", f"the network expands to more than {limits.MAX_LAYERS:,} layers",
+                                  stmt.span, "lower the repeat counts")
+                raise _Abort
+            match stmt:
+                case ast.TensorDecl():
+                    self.errors.error("E0110", f"`{stmt.kind}` may only appear in a network, first or last",
+                                      stmt.span)
+                case ast.Repeat():
+                    self.repeat(stmt, env, scope, prefix, suffix, depth, stack)
+                case ast.LayerStmt():
+                    self.layer(stmt, env, scope, prefix, suffix, depth, stack)
+
+    def repeat(self, stmt: ast.Repeat, env, scope, prefix, suffix, depth, stack):
+        if depth >= limits.MAX_NESTING:
+            self.errors.error("E0401", f"blocks and repeats nest deeper than {limits.MAX_NESTING}", stmt.span)
+            raise _Abort
+        try:
+            count = _int(evaluate(stmt.count, env), 0, "a repeat count", env)
+        except _EvalError as error:
+            return self.errors.error(error.code, error.message, error.span, error.help)
+        except _ConvError as error:
+            return self.errors.error(error.code if error.code != "E0401" else "E0401",
+                                     error.message, stmt.count.span, error.help)
+        if count > limits.MAX_REPEAT:
+            return self.errors.error("E0401", f"repeat count {count:,} is over the limit of {limits.MAX_REPEAT:,}",
+                                     stmt.count.span)
+        for index in range(count):
+            self.body(stmt.body, env, scope, prefix, f"{suffix}_{index + 1}", depth + 1, stack)
+
+    def layer(self, stmt: ast.LayerStmt, env, scope: Scope, prefix, suffix, depth, stack):
+        call = stmt.call
+        label = f"{prefix}{stmt.label}{suffix}" if stmt.label else None
+        try:
+            args = tuple((a.name, evaluate(a.value, env), a.span, a.value) for a in call.args)
+        except _EvalError as error:
+            return self.errors.error(error.code, error.message, error.span, error.help)
+        if call.func in SIGNATURES:
+            layer = self.binder.bind(call.func, SIGNATURES[call.func], args, call.span, call.func_span, env,
+                                     extra={"label": label or "", "span": stmt.span})
+            if layer is not _FAILED:
+                self.layers.append(_Pending(call.func, label, layer))
+            return
+        if call.func in scope.blocks:
+            return self.block(stmt, args, scope.blocks[call.func], prefix, suffix, depth, stack)
+        self.errors.error("E0101", f"unknown layer `{call.func}`", call.func_span,
+                          did_you_mean(call.func, [*SIGNATURES, *scope.blocks])
+                          or f"layers: {', '.join(SIGNATURES)}")
+
+    def block(self, stmt, args, definition, prefix, suffix, depth, stack):
+        block, block_scope = definition
+        call = stmt.call
+        if block.name in stack:
+            chain = " → ".join(stack[stack.index(block.name):] + (block.name,))
+            self.errors.error("E0111", f"block `{block.name}` calls itself: {chain}", call.func_span)
+            raise _Abort
+        if depth >= limits.MAX_NESTING:
+            self.errors.error("E0401", f"blocks and repeats nest deeper than {limits.MAX_NESTING}", call.span)
+            raise _Abort
+        defaults = {}
+        for param in block.params:
+            if param.default is None:
+                defaults[param.name] = REQUIRED
+                continue
+            try:
+                defaults[param.name] = evaluate(param.default, block_scope.constants)
+            except _EvalError as error:
+                self.errors.error(error.code, error.message, error.span, error.help)
+                return
+        signature = Signature(tuple(P(p.name, "any", defaults[p.name]) for p in block.params),
+                              lambda **values: values)
+        values = self.binder.bind(call.func, signature, args, call.span, call.func_span, {})
+        if values is _FAILED:
+            return
+        env = {**block_scope.constants, **values}
+        inner_prefix = f"{prefix}{stmt.label}{suffix}_" if stmt.label else prefix
+        self.errors.context.append(Note(f"in block `{block.name}` called here", call.span))
+        try:
+            self.body(block.body, env, block_scope, inner_prefix, "" if stmt.label else suffix,
+                      depth + 1, stack + (block.name,))
+        finally:
+            self.errors.context.pop()
+
+    def finish(self) -> tuple[ir.Layer, ...]:
+        """Give unnamed layers stable names (`mlpconv1`, ...) and check labels are unique."""
+        taken: dict[str, Span | None] = {}
+        for pending in self.layers:
+            if pending.label is None:
+                continue
+            if pending.label in taken:
+                self.errors.error("E0108", f"two layers are labelled `{pending.label}`", pending.layer.span,
+                                  "label the block call (`b1: my_block(...)`) so its layers get distinct names",
+                                  notes=[Note("first labelled here", taken[pending.label])])
+            taken.setdefault(pending.label, pending.layer.span)
+        counters: dict[str, int] = {}
+        layers = []
+        for pending in self.layers:
+            label = pending.label
+            while label is None or label in taken and pending.label is None:
+                counters[pending.func] = counters.get(pending.func, 0) + 1
+                label = f"{pending.func}{counters[pending.func]}"
+            taken.setdefault(label, pending.layer.span)
+            layers.append(replace(pending.layer, label=label))
+        return tuple(layers)
+
+
+class _Abort(Exception):
+    """Expansion stopped at a limit; the diagnostic is already collected."""
+
+
+# --- the stage ----------------------------------------------------------------------------
+
+
+def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root: str | Path | None = None) \
+        -> ir.Network:
+    """Resolve imports, constants, blocks and repeats; bind and check every argument.
+
+    ``overrides`` maps network parameters to expression text (``--set classes=100``).
+    ``root`` is the project folder imports must stay in (default: the spec's folder).
+    Raises :class:`NindslError` with every mistake found.
+    """
+    errors = _Errors()
+    loader = _Loader(Path(root) if root else None, errors)
+    if module.source:
+        loader.sources.append(module.source)
+        origin = str(Path(module.source.path).resolve()) if module.source.path != "<string>" else "<string>"
+    else:
+        origin = "<string>"
+    scope = loader.scope(module, (origin,))
+    networks = [item for item in module.items if isinstance(item, ast.NetworkDef)]
+    trains = [item for item in module.items if isinstance(item, ast.TrainDef)]
+    for extra in networks[1:]:
+        errors.error("E0108", "a spec defines one network", extra.name_span,
+                     notes=[Note("the first is here", networks[0].name_span)],
+                     help="move the other into a file of its own; share blocks with `import`")
+    for extra in trains[1:]:
+        errors.error("E0108", "a spec has one `train` section", extra.span,
+                     notes=[Note("the first is here", trains[0].span)])
+    if not networks:
+        span = Span(module.source, 1, 1, 1, 2) if module.source else None
+        what = "defines blocks and constants but no `network`" if module.items else "is empty"
+        errors.error("E0006", f"the spec {what}", span,
+                     "a spec needs e.g. `network name() { input image: f32[N, 1, 8, 8] ... }`")
+        errors.raise_if_any()
+    network = _network(networks[0], scope, overrides or {}, errors)
+    train = _train(trains[0] if trains else None, scope.constants, errors)
+    errors.raise_if_any()
+    return replace(network, train=train, sources=tuple(loader.sources))
+
+
+def check_library(module: ast.Module, root: str | Path | None = None) -> None:
+    """Check a file of blocks and constants meant to be imported (no network)."""
+    errors = _Errors()
+    origin = str(Path(module.source.path).resolve()) if module.source else "<string>"
+    _Loader(Path(root) if root else None, errors).scope(module, (origin,))
+    errors.raise_if_any()
+
+
+def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], errors: _Errors) -> ir.Network:
+    params: dict[str, Any] = {}
+    seen: dict[str, Span | None] = {}
+    for param in node.params:
+        if param.name in seen:
+            errors.error("E0108", f"parameter `{param.name}` is declared twice", param.span,
+                         notes=[Note("first declared here", seen[param.name])])
+            continue
+        seen[param.name] = param.span
+        if param.default is None and param.name not in overrides:
+            errors.error("E0104", f"network parameter `{param.name}` has no default", param.span,
+                         f"give one (`{param.name} = ...`) or pass `--set {param.name}=...`")
+            continue
+        if param.default is not None:
+            try:
+                params[param.name] = evaluate(param.default, scope.constants)
+            except _EvalError as error:
+                errors.error(error.code, error.message, error.span, error.help)
+    for name, text in overrides.items():
+        if name not in seen:
+            errors.error("E0504", f"`--set {name}=...`: network `{node.name}` has no parameter `{name}`",
+                         node.name_span, did_you_mean(name, seen) or
+                         f"its parameters: {', '.join(seen) or 'none'}")
+            continue
+        try:
+            value_module = parse(f"let value = {text}", path=f"--set {name}")
+            params[name] = evaluate(value_module.items[0].value, scope.constants)
+        except NindslError as error:
+            errors.error("E0504", f"`--set {name}={text}` is not a valid value", None,
+                         error.diagnostics[0].message)
+        except (_EvalError, IndexError, AttributeError):
+            errors.error("E0504", f"`--set {name}={text}` is not a valid value", None)
+    env = {**scope.constants, **params}
+
+    body = list(node.body)
+    decls = [s for s in body if isinstance(s, ast.TensorDecl)]
+    inputs = [d for d in decls if d.kind == "input"]
+    outputs = [d for d in decls if d.kind == "output"]
+    if not inputs:
+        errors.error("E0110", f"network `{node.name}` declares no input", node.name_span,
+                     "start it with e.g. `input image: f32[N, 3, 32, 32]`")
+    elif body[0] is not inputs[0]:
+        errors.error("E0110", "`input` must be the first statement of a network", inputs[0].span)
+    if outputs and body[-1] is not outputs[-1]:
+        errors.error("E0110", "`output` must be the last statement of a network", outputs[-1].span)
+    for extra in inputs[1:] + outputs[1:]:
+        errors.error("E0110", f"a network has one `{extra.kind}`", extra.span)
+
+    input_spec = _tensor(inputs[0], env, None, errors) if inputs else None
+    batch = input_spec.shape[0] if input_spec else "N"
+    output_spec = _tensor(outputs[0], env, batch, errors) if outputs else None
+
+    expander = _Expander(errors)
+    try:
+        expander.body([s for s in body if not isinstance(s, ast.TensorDecl)], env, scope, "", "", 0, ())
+    except _Abort:
+        pass
+    layers = expander.finish()
+    if input_spec is None:
+        input_spec = ir.TensorSpec("input", "f32", ("N", 1, 1, 1))
+    if output_spec is None:
+        output_spec = ir.TensorSpec("output", "f32", ())  # filled from the inferred shape
+    return ir.Network(node.name, input_spec, output_spec, layers, params=tuple(params.items()))
+
+
+DTYPES = ("f32",)
+
+
+def _tensor(decl: ast.TensorDecl, env, batch, errors: _Errors) -> ir.TensorSpec | None:
+    if decl.dtype not in DTYPES:
+        errors.error("E0204", f"unsupported dtype `{decl.dtype}`", decl.dtype_span,
+                     did_you_mean(decl.dtype, DTYPES) or f"supported: {', '.join(DTYPES)}")
+    shape: list[ir.Dim] = []
+    for index, dim in enumerate(decl.dims):
+        try:
+            value = evaluate(dim, env)
+            if index == 0 and isinstance(value, Symbol):
+                if batch is not None and isinstance(batch, str) and value.name != batch:
+                    errors.error("E0203", f"batch dimension `{value.name}` differs from the input's `{batch}`",
+                                 dim.span, f"write `{batch}`")
+                shape.append(value.name)
+                continue
+            shape.append(_int(value, 1, f"dimension {index} of `{decl.name}`", env))
+        except _EvalError as error:
+            errors.error(error.code, error.message, error.span, error.help)
+            return None
+        except _ConvError as error:
+            errors.error(error.code, error.message, dim.span, error.help)
+            return None
+    if decl.kind == "input" and len(shape) not in (2, 4):
+        errors.error("E0204", f"input `{decl.name}` has rank {len(shape)}; nindsl takes [N, C, H, W] images "
+                              "or [N, features] vectors", decl.span)
+        return None
+    return ir.TensorSpec(decl.name, decl.dtype, tuple(shape), decl.span)
+
+
+def _train(node: ast.TrainDef | None, constants, errors: _Errors) -> ir.TrainConfig:
+    if node is None:
+        return ir.TrainConfig()
+    binder = _Binder(errors)
+    values: dict[str, Any] = {}
+    seen: dict[str, Span | None] = {}
+    for setting in node.settings:
+        if setting.name not in TRAIN_SETTINGS:
+            errors.error("E0102", f"unknown training setting `{setting.name}`", setting.span,
+                         did_you_mean(setting.name, TRAIN_SETTINGS) or f"settings: {', '.join(TRAIN_SETTINGS)}")
+            continue
+        if setting.name in seen:
+            errors.error("E0103", f"`{setting.name}` is set twice", setting.span,
+                         notes=[Note("first set here", seen[setting.name])])
+            continue
+        seen[setting.name] = setting.span
+        try:
+            value = evaluate(setting.value, constants)
+            converted = binder.convert(TRAIN_SETTINGS[setting.name], value, f"`{setting.name}`",
+                                       setting.value.span, setting.value, constants)
+        except _EvalError as error:
+            errors.error(error.code, error.message, error.span, error.help)
+            continue
+        except _ConvError as error:
+            errors.error(error.code, error.message, error.span or setting.value.span, error.help)
+            continue
+        if converted is not _FAILED:
+            values[setting.name] = converted
+    return ir.TrainConfig(**values, span=node.span)

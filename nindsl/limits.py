@@ -1,0 +1,16 @@
+"""Bounds on the work a spec may ask for, checked before anything is expanded.
+
+A spec is untrusted input: these keep ``nindsl check`` finite in time and memory
+whatever the text says (RELIABILITY.md, rule 5).
+"""
+
+MAX_FILE_BYTES = 1 << 20  # 1 MiB of spec text
+MAX_NUMBER_DIGITS = 24  # longer literals are refused before conversion
+MAX_INT = 1 << 40  # any integer value (sizes, counts)
+MAX_DIM = 1 << 20  # one tensor dimension
+MAX_REPEAT = 10_000  # one `repeat n`
+MAX_NESTING = 32  # blocks and repeats inside each other
+MAX_IMPORT_DEPTH = 16  # chain of imports
+MAX_LAYERS = 100_000  # layers of one network after expansion
+MAX_PARAMETERS = 2_000_000_000  # weights of one network (8 GB of float32)
+MAX_LIST = 4_096  # items of one list literal (e.g. mlpconv widths)

@@ -1,0 +1,106 @@
+"""`nindsl summary`: the network at a glance, and the paper's argument for its head."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import ir
+
+
+def _shape(shape) -> str:
+    return "×".join(str(d) for d in shape[1:]) or "scalar"
+
+
+def _window(kernel: int, stride: int, pad: int) -> str:
+    text = f"{kernel}×{kernel}"
+    if stride != 1:
+        text += f"/{stride}"
+    if pad:
+        text += f" p{pad}"
+    return text
+
+
+DESCRIBE: dict[type, Callable[[ir.Layer], str]] = {
+    ir.MlpConv: lambda l: f"mlpconv {_window(l.kernel, l.stride, l.pad)} → {', '.join(map(str, l.channels))}",
+    ir.Conv: lambda l: f"conv {_window(l.kernel, l.stride, l.pad)} → {l.out}" + ("" if l.act == "relu" else ", linear"),
+    ir.Pool: lambda l: f"{l.mode}pool {_window(l.kernel, l.stride, l.pad)}, {'ceil' if l.ceil else 'floor'}",
+    ir.GlobalPool: lambda l: f"global {l.mode} pool",
+    ir.Dropout: lambda l: f"dropout {l.p:g}",
+    ir.Softmax: lambda l: "softmax",
+    ir.Relu: lambda l: "relu",
+    ir.BatchNorm: lambda l: "batchnorm",
+    ir.Flatten: lambda l: "flatten",
+    ir.Dense: lambda l: f"dense → {l.out}" + (", relu" if l.act == "relu" else ""),
+}
+
+
+def head_comparison(network: ir.Network) -> str | None:
+    """The paper's point: what a fully connected classifier over the same map would cost."""
+    for index in range(len(network.layers) - 1, -1, -1):
+        layer, shape = network.layers[index], network.shapes[index]
+        pools_to_one = isinstance(layer, ir.Pool) and layer.mode == "avg" and shape.out_shape[2:] == (1, 1)
+        if isinstance(layer, ir.GlobalPool) and layer.mode == "avg" or pools_to_one:
+            _, classes, height, width = shape.in_shape
+            maker = next((i for i in range(index - 1, -1, -1)
+                          if isinstance(network.layers[i], (ir.MlpConv, ir.Conv))), None)
+            if maker is None:
+                return None
+            last = network.layers[maker]
+            features = network.shapes[maker].in_shape[1]
+            if isinstance(last, ir.MlpConv) and len(last.channels) > 1:
+                features = last.channels[-2]
+            fc = features * height * width * classes + classes
+            return (f"head: global average pooling has 0 parameters; a fully connected classifier over the same "
+                    f"{features}×{height}×{width} feature map would need {fc:,} "
+                    f"(here a 1×1 convolution makes the {classes} class maps with "
+                    f"{features * classes + classes:,}).")
+    return None
+
+
+def rows(network: ir.Network, wide: bool = False) -> list[tuple[str, str, str, int, int]]:
+    """(label, description, output shape, parameters, multiply-adds) per layer."""
+    out = []
+    for layer, shape in zip(network.layers, network.shapes):
+        if wide and isinstance(layer, ir.MlpConv):
+            height, width = shape.out_shape[2:]
+            c_in = shape.in_shape[1]
+            for index, c_out in enumerate(layer.channels):
+                kernel = layer.kernel if index == 0 else 1
+                description = (_window(kernel, layer.stride, layer.pad) if index == 0 else "1×1") + f" conv → {c_out}"
+                params = kernel * kernel * c_in * c_out + c_out
+                out.append((f"{layer.label}.{index}", description, _shape((0, c_out, height, width)), params,
+                            kernel * kernel * c_in * c_out * height * width))
+                c_in = c_out
+            continue
+        out.append((layer.label, DESCRIBE[type(layer)](layer), _shape(shape.out_shape), shape.params, shape.macs))
+    return out
+
+
+def print_summary(network: ir.Network, wide: bool = False, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, highlight=False)
+    if not console.is_terminal:
+        console.width = 132  # a pipe or file: no terminal to fit, keep rows on one line
+    table = Table(title=f"{network.name}: {network.input.name} {network.input.dtype}"
+                        f"[{', '.join(str(d) for d in network.input.shape)}]",
+                  title_justify="left", show_footer=True)
+    total_params, total_macs = network.total_params, network.total_macs
+    table.add_column("layer", footer="total")
+    table.add_column("op", no_wrap=True)
+    table.add_column("output", footer=_shape(network.output.shape))
+    table.add_column("params", justify="right", footer=f"{total_params:,}")
+    table.add_column("mult-adds", justify="right", footer=f"{total_macs:,}")
+    table.add_column("share", justify="right")
+    for label, description, shape, params, macs in rows(network, wide):
+        share = f"{100 * macs / total_macs:.1f}%" if total_macs and macs else ""
+        table.add_row(label, description, shape, f"{params:,}" if params else "", f"{macs:,}" if macs else "",
+                      share)
+    console.print(table)
+    memory = sum(w.size for w in network.weights) * 4
+    console.print(f"weights: {total_params:,} parameters, {memory / 2**20:.1f} MiB as float32; "
+                  f"{total_macs / 1e6:,.1f} M multiply-adds per image")
+    comparison = head_comparison(network)
+    if comparison:
+        console.print(comparison)
