@@ -2,7 +2,7 @@
 
 A ``.nin`` spec goes through one stage per module::
 
-    parse.py → elaborate.py → shapes.py → lower_onnx.py / twin.py → build_tvm.py
+    parser.py → elaborate.py → shapes.py → lower_onnx.py / twin.py → build_tvm.py
 
 >>> import nindsl
 >>> net = nindsl.load("specs/nin_cifar10.nin")          # doctest: +SKIP
@@ -27,7 +27,7 @@ __all__ = ["parse", "check", "load", "Network", "Module", "NindslError", "Diagno
 
 def parse(text: str, path: str = "<string>") -> Module:
     """Parse spec text into a syntax tree; raise :class:`NindslError` on bad syntax."""
-    from .parse import parse as _parse
+    from .parser import parse as _parse
 
     return _parse(text, path)
 
@@ -47,6 +47,6 @@ def check(spec: Module | str, overrides: dict[str, str] | None = None, root: str
 
 def load(path: str | Path, overrides: dict[str, str] | None = None, root: str | Path | None = None) -> Network:
     """Read, parse and check the spec at ``path``."""
-    from .parse import parse_file
+    from .parser import parse_file
 
     return check(parse_file(path), overrides, root)

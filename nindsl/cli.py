@@ -40,7 +40,7 @@ def _load(args, spec: str | None = None):
 
 def cmd_check(args) -> int:
     from .elaborate import check_library
-    from .parse import parse_file
+    from .parser import parse_file
     from . import check, syntax
 
     failed = 0
@@ -72,7 +72,7 @@ def cmd_summary(args) -> int:
 def cmd_fmt(args) -> int:
     from .fmt import format_module
     from .io import atomic_write_text
-    from .parse import parse_file
+    from .parser import parse_file
 
     unformatted = 0
     for spec in args.spec:
@@ -101,10 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nindsl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    # the same options after the command name (`nindsl check --debug x.nin`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--color", choices=("auto", "always", "never"), default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, func, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help)
+        sub = commands.add_parser(name, help=help, description=help, parents=[common])
         sub.set_defaults(func=func)
         return sub
 

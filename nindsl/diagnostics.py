@@ -162,6 +162,9 @@ def _display_width(text: str) -> int:
     return width
 
 
+_MAX_SHOWN = 100
+
+
 def _snippet(span: Span, marker: str = "^") -> list[str]:
     if span.source is None:
         return []
@@ -174,6 +177,11 @@ def _snippet(span: Span, marker: str = "^") -> list[str]:
     else:
         end = _display_width(raw.rstrip())
     carets = marker * max(end - start, 1)
+    if len(shown) > _MAX_SHOWN:  # keep a huge line readable: a window around the span
+        left = max(0, min(start - 20, len(shown) - _MAX_SHOWN))
+        shown = ("…" if left else "") + shown[left: left + _MAX_SHOWN] + ("…" if left + _MAX_SHOWN < len(shown) else "")
+        start = start - left + (1 if left else 0)
+        carets = carets[: _MAX_SHOWN - (start - (1 if left else 0))]
     return [f" {gutter} |", f" {span.line} | {shown}", f" {gutter} | {' ' * start}{carets}"]
 
 

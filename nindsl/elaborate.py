@@ -15,7 +15,7 @@ from typing import Any, Callable
 from . import ir, limits
 from . import syntax as ast
 from .diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean
-from .parse import parse, parse_file
+from .parser import parse, parse_file
 
 # --- values --------------------------------------------------------------------------
 
@@ -416,8 +416,9 @@ class _Loader:
         target = (base / item.path).resolve()
         root = self.root.resolve() if self.root else base.resolve()
         if not target.is_relative_to(root):
-            self.errors.error("E0303", f"import `{item.path}` leads outside the project folder `{root}`", item.span,
-                              "keep imported specs inside the project folder (symlinks are followed)")
+            self.errors.error("E0303", f"import `{item.path}` leads outside the project folder", item.span,
+                              "imports must stay inside the folder of the spec being checked "
+                              "(symlinks are followed)")
             return None
         key = str(target)
         if key in chain:
@@ -431,7 +432,7 @@ class _Loader:
         if key in self.scopes:
             return self.scopes[key]
         try:
-            module = parse_file(target)
+            module = parse_file(_shown(target))
         except NindslError as error:
             if error.diagnostics[0].code == "E0301" and error.diagnostics[0].span is None:
                 self.errors.error("E0301", f"cannot import `{item.path}`: {error.diagnostics[0].message}",
@@ -443,6 +444,15 @@ class _Loader:
         scope = self.scope(module, chain + (key,))
         self.scopes[key] = scope
         return scope
+
+
+def _shown(path: Path) -> str:
+    """A path as diagnostics show it: relative to the working folder when that is shorter."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive
+        return str(path)
+    return relative if not relative.startswith("../..") else str(path)
 
 
 # --- expanding a network --------------------------------------------------------------------

@@ -4,7 +4,7 @@ The printer is the parser's inverse: ``parse(format_module(m)) == m`` and format
 idempotent. Layout: four-space indents, one statement a line, ``name = value`` with
 spaces, aligned ``=`` in ``train``, single blank lines kept where the author put them.
 
->>> from nindsl.parse import parse
+>>> from nindsl.parser import parse
 >>> print(format_module(parse("let  x=1+2*3 # seven")), end="")
 let x = 1 + 2 * 3  # seven
 """

@@ -1,7 +1,7 @@
 """The syntax tree of a .nin file: what was written, before any meaning is given.
 
 Frozen dataclasses with a ``span`` that equality ignores, so ``parse(fmt(x)) ==
-parse(x)`` compares structure only. No Lark object leaves ``parse.py``.
+parse(x)`` compares structure only. No Lark object leaves ``parser.py``.
 """
 
 from __future__ import annotations

@@ -147,10 +147,11 @@ def _describe(terminal: str) -> str:
     return terminal.lower()
 
 
-def _unclosed(source: Source) -> ast.Comment | None:
-    """The innermost opener left open at the end of the text, if any (as line/col)."""
+def _unclosed(source: Source, upto: int | None = None) -> ast.Comment | None:
+    """The innermost opener still open at offset ``upto`` (default: the end), as line/col."""
     stack: list[tuple[str, int, int]] = []
-    line, column, index, text = 1, 1, 0, source.text
+    text = source.text if upto is None else source.text[:upto]
+    line, column, index = 1, 1, 0
     while index < len(text):
         char = text[index]
         if char == "#":
@@ -189,7 +190,16 @@ def _syntax_error(error: UnexpectedInput, source: Source):
                           Span(source, line, column, line, column + 1), help)
     token = getattr(error, "token", None)
     at_end = isinstance(error, UnexpectedEOF) or (token is not None and token.type == "$END")
-    opener = _unclosed(source) if at_end or (token is not None and token.type in ("RBRACE", "RPAR", "RSQB")) else None
+    opener = _unclosed(source) if at_end else None
+    if token is not None and not at_end and token.start_pos is not None:
+        inner = _unclosed(source, token.start_pos)
+        if inner is not None and inner.text in "([" and inner.line < token.line:
+            closer = _OPENERS[inner.text]
+            end = len(source.line(inner.line).split("#")[0].rstrip()) + 1
+            return Diagnostic("E0002", f"`{inner.text}` is not closed before the next line",
+                              Span(source, inner.line, end, inner.line, end + 1), f"add `{closer}` here",
+                              (Note("opened here", Span(source, inner.line, inner.column, inner.line,
+                                                        inner.column + 1)),))
     if at_end:
         lines = source.text.rstrip("\n").split("\n")
         line, column = len(lines), len(lines[-1]) + 1

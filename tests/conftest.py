@@ -1,0 +1,40 @@
+"""Shared fixtures: run the CLI in-process and capture what a user would see."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SHIPPED = sorted(p for p in SPECS.glob("*.nin") if p.name != "blocks.nin")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli("check", "x.nin", cwd=...)`` → Result(code, out, err)."""
+    from nindsl.cli import main
+
+    def run(*argv: str, cwd: Path | None = None) -> Result:
+        old = Path.cwd()
+        if cwd is not None:
+            os.chdir(cwd)
+        try:
+            code = main([str(a) for a in argv])
+        finally:
+            os.chdir(old)
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
