@@ -142,10 +142,24 @@ class Collector:
 
     def raise_if_any(self) -> None:
         if self.diagnostics:
-            raise NindslError(self.diagnostics)
+            raise NindslError(sorted_by_location(self.diagnostics))
 
     def __bool__(self) -> bool:
         return bool(self.diagnostics)
+
+
+def sorted_by_location(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Files in the order first seen; within a file, by line and column."""
+    files: dict[str, int] = {}
+    for diagnostic in diagnostics:
+        files.setdefault(diagnostic.span.path if diagnostic.span else "", len(files))
+
+    def key(diagnostic: Diagnostic):
+        if diagnostic.span is None:
+            return (files[""], 0, 0)
+        return (files[diagnostic.span.path], diagnostic.span.line, diagnostic.span.column)
+
+    return sorted(diagnostics, key=key)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

@@ -100,7 +100,7 @@ def _int(value: Any, minimum: int, what: str, env) -> int:
         raise _ConvError("E0106", f"unknown name `{value.name}`", did_you_mean(value.name, env))
     if isinstance(value, float) and not isinstance(value, bool):
         hint = f"write `{int(value)}`" if value.is_integer() else "use `//` for integer division"
-        raise _ConvError("E0105", f"{what} must be an integer, got {value:g}", hint)
+        raise _ConvError("E0105", f"{what} must be an integer, got {value!r}", hint)
     if not isinstance(value, int) or isinstance(value, bool):
         raise _ConvError("E0105", f"{what} must be an integer, got {_type_name(value)}")
     if value < minimum:
