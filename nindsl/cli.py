@@ -92,6 +92,53 @@ def cmd_fmt(args) -> int:
     return EXIT_USER if args.check and unformatted else 0
 
 
+def cmd_compile(args) -> int:
+    network = _load(args)
+    target = args.target
+    if target == "onnx":
+        from .lower_onnx import write_onnx
+
+        out = Path(args.output or f"{network.name}.onnx")
+        write_onnx(network, out, weights=args.weights, seed=args.seed)
+        print(f"wrote {out} ({network.total_params:,} parameters, opset {_opset()})")
+    elif target == "torch":
+        from .twin import write_twin_source
+
+        out = Path(args.output or f"{network.name}.py")
+        write_twin_source(network, out)
+        print(f"wrote {out}")
+    else:
+        from .build_tvm import compile_command
+
+        return compile_command(network, args)
+    return 0
+
+
+def _opset() -> int:
+    from .lower_onnx import OPSET
+
+    return OPSET
+
+
+def cmd_run(args) -> int:
+    from .run import run_command
+
+    return run_command(args)
+
+
+def cmd_inspect(args) -> int:
+    from .lower_onnx import describe_model
+
+    print(describe_model(args.model))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import train_command
+
+    return train_command(args)
+
+
 # --- the parser ------------------------------------------------------------------------------
 
 
@@ -133,6 +180,44 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true", help="only report files that are not formatted")
     mode.add_argument("--stdout", action="store_true", help="print instead of rewriting")
 
+    compile_ = command("compile", cmd_compile, "lower a spec to ONNX or a PyTorch twin, or build it with TVM")
+    compile_.add_argument("spec")
+    compile_.add_argument("--target", "-t", default="onnx",
+                          help="onnx | torch | llvm | cuda | a profile name in backends/ | a profile .toml")
+    compile_.add_argument("-o", "--output", help="output file (onnx, torch) or artifact folder (TVM)")
+    compile_.add_argument("--weights", help="a checkpoint (safetensors or .npz, or a `nindsl train` folder)")
+    compile_.add_argument("--seed", type=int, default=0, help="seed for weights drawn from the spec's init")
+    compile_.add_argument("--batch", help="TVM: the batch size(s) to build for (default: dynamic)")
+    compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
+    compile_.add_argument("--trials", type=int, help="TVM: tuning trials in all")
+    compile_.add_argument("--db", help="TVM: tuning database folder")
+    with_set(compile_)
+
+    run = command("run", cmd_run, "run one batch through a spec, an .onnx model or a TVM artifact")
+    run.add_argument("model", help="a .nin spec, a .onnx file or an artifact folder")
+    run.add_argument("--input", "-i", required=True, help=".npy array or image files (png, jpg, ...)",
+                     nargs="+")
+    run.add_argument("--backend", default=None, help="onnxruntime | reference | torch | tvm (default: by model)")
+    run.add_argument("--output", "-o", help="save the raw outputs as .npy")
+    run.add_argument("--weights", help="with a spec: a checkpoint to run with")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--top", type=int, default=3, help="classes to print per example")
+    with_set(run)
+
+    inspect = command("inspect", cmd_inspect, "say what spec, version and weights an .onnx file was built from")
+    inspect.add_argument("model")
+
+    train = command("train", cmd_train, "train the spec's PyTorch twin as its `train` section says")
+    train.add_argument("spec")
+    train.add_argument("--data", help="digits | cifar10:FOLDER | cifar100:FOLDER | FILE.npz (default: the spec's)")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch", type=int)
+    train.add_argument("--out", default=None, help="output folder (default: runs/NETWORK)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    with_set(train)
     return parser
 
 

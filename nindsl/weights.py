@@ -1,0 +1,178 @@
+"""Weights: drawn from the spec's init, or read from a checkpoint, always checked.
+
+Every backend (ONNX, the PyTorch twin, TVM) takes its weights from here as a dict
+``name → float32 array`` whose names and shapes are ``network.weights``. Checkpoints are
+safetensors (what ``nindsl train`` writes) or ``.npz``; a pickle is never loaded.
+
+>>> import nindsl
+>>> net = nindsl.check("network t() { input x: f32[N, 1, 4, 4] conv(2, 3) }")
+>>> sorted((k, v.shape) for k, v in initial_weights(net, seed=0).items())
+[('conv1.bias', (2,)), ('conv1.weight', (2, 1, 3, 3))]
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from . import ir
+from .diagnostics import Collector, NindslError
+from .io import atomic_write_bytes
+
+CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", "model.safetensors")
+
+
+def _owners(network: ir.Network) -> dict[str, ir.Layer]:
+    return {w.name: layer for layer, shape in zip(network.layers, network.shapes) for w in shape.weights}
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _draw(init: ir.Init, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    fan_in, fan_out = _fans(shape)
+    if init.kind == "xavier":
+        bound = float(np.sqrt(6.0 / (fan_in + fan_out)))
+        return rng.uniform(-bound, bound, shape)
+    if init.kind == "kaiming":
+        return rng.normal(0.0, float(np.sqrt(2.0 / fan_in)), shape)
+    return rng.normal(init.mean, init.std, shape)
+
+
+def initial_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights drawn from each layer's ``init`` (else the train section's), biases 0.
+
+    Each tensor has its own random stream, derived from the seed and its name, so adding
+    a layer does not change the others' initial values.
+    """
+    owners = _owners(network)
+    weights = {}
+    for weight in network.weights:
+        if weight.role == "weight" and not isinstance(owners[weight.name], ir.BatchNorm):
+            init = getattr(owners[weight.name], "init", None) or network.train.init
+            rng = np.random.default_rng([seed, zlib.crc32(weight.name.encode())])
+            weights[weight.name] = _draw(init, weight.shape, rng).astype(np.float32)
+        else:
+            ones = weight.role in ("weight", "running_var")  # batchnorm scale and variance
+            weights[weight.name] = (np.ones if ones else np.zeros)(weight.shape, dtype=np.float32)
+    return weights
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def _refused(path: Path, why: str, help: str | None = None) -> NindslError:
+    return NindslError.one("E0502", f"`{path}`: {why}", None, help)
+
+
+def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of a safetensors or .npz file (a folder: its best checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        found = next((path / name for name in CHECKPOINT_NAMES if (path / name).is_file()), None)
+        if found is None:
+            raise _refused(path, f"the folder holds no checkpoint ({', '.join(CHECKPOINT_NAMES)})")
+        path = found
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except FileNotFoundError:
+        raise NindslError.one("E0301", f"no such file `{path}`", None) from None
+    except OSError as error:
+        raise NindslError.one("E0301", f"cannot read `{path}`: {error.strerror}", None) from None
+    if head[:1] == b"\x80" or head[:2] in (b"PK",) and _is_torch_zip(path):
+        raise _refused(path, "is a pickle (a PyTorch .pt/.pth file?); nindsl never loads pickles, "
+                             "which can run code", "save the weights with safetensors, or `nindsl train`")
+    if head[:2] == b"PK":
+        return _read_npz(path), {}
+    if len(head) == 8:
+        return _read_safetensors(path)
+    raise _refused(path, "is neither safetensors nor .npz (it is too short)")
+
+
+def _is_torch_zip(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(".pkl") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise _refused(path, f"is not a readable .npz file ({error})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    data = path.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise _refused(path, "is truncated or not safetensors (its header runs past the end of the file)")
+    try:
+        metadata = json.loads(data[8: 8 + length]).get("__metadata__") or {}
+        tensors = load(data)
+    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as error:
+        raise _refused(path, f"is damaged or not safetensors ({error})") from None
+    return tensors, metadata
+
+
+def check_weights(network: ir.Network, tensors: dict[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:
+    """Match tensors to the network: one error listing every missing, extra or mis-shaped one."""
+    errors = Collector()
+    owners = _owners(network)
+    expected = {w.name: w.shape for w in network.weights}
+    for name, shape in expected.items():
+        layer = owners[name]
+        if name not in tensors:
+            errors.error("E0501", f"`{origin}` has no tensor `{name}` for layer `{layer.label}`", layer.span,
+                         f"expected shape {list(shape)}")
+        elif tuple(tensors[name].shape) != shape:
+            errors.error("E0501", f"`{name}` in `{origin}` has shape {list(tensors[name].shape)}; layer "
+                                  f"`{layer.label}` needs {list(shape)}", layer.span,
+                         "was the checkpoint trained from another spec or with other --set values?")
+        elif not np.issubdtype(tensors[name].dtype, np.floating):
+            errors.error("E0501", f"`{name}` in `{origin}` is {tensors[name].dtype}, not floating point",
+                         layer.span)
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        shown = ", ".join(f"`{n}`" for n in extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+        errors.error("E0501", f"`{origin}` has tensors the spec does not: {shown}", network.input.span,
+                     "does the checkpoint belong to this spec?")
+    errors.raise_if_any()
+    return {name: np.ascontiguousarray(tensors[name], dtype=np.float32) for name in expected}
+
+
+def load_weights(network: ir.Network, path: str | Path) -> dict[str, np.ndarray]:
+    """Read a checkpoint and check it against ``network``; raise a located NindslError."""
+    tensors, _ = read_tensors(path)
+    return check_weights(network, tensors, str(path))
+
+
+def resolve(network: ir.Network, weights: str | Path | dict | None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights for a backend: a checkpoint path, a dict (checked), or drawn from the init."""
+    if weights is None:
+        return initial_weights(network, seed)
+    if isinstance(weights, dict):
+        return check_weights(network, {k: np.asarray(v) for k, v in weights.items()}, "weights")
+    return load_weights(network, weights)
+
+
+def save_weights(path: str | Path, weights: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write safetensors atomically (tensors in name order: byte-identical for equal input)."""
+    from safetensors.numpy import save
+
+    ordered = {name: np.ascontiguousarray(weights[name]) for name in sorted(weights)}
+    atomic_write_bytes(path, save(ordered, metadata=metadata))
