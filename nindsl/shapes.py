@@ -65,6 +65,15 @@ def _window(shape, kernel: int, stride: int, pad: int, what: str, ceil: bool | N
     if height + 2 * pad < kernel or width + 2 * pad < kernel:
         raise ShapeError(f"{what}'s {kernel}×{kernel} window is larger than its {height}×{width} input"
                          + (f" (padded: {height + 2 * pad}×{width + 2 * pad})" if pad else ""))
+    if ceil:
+        for extent in {height, width}:
+            if pool_size(extent, kernel, stride, pad, True) != -(-(extent + 2 * pad - kernel) // stride) + 1:
+                raise ShapeError(
+                    f"with `round = ceil`, the last {kernel}×{kernel} window over {extent} would start past "
+                    "the input: engines disagree on keeping it (ONNX's shape inference keeps it, "
+                    "ONNX Runtime and PyTorch drop it)",
+                    f"use `round = floor` (gives {conv_size(extent, kernel, stride, pad)}), a stride no larger "
+                    "than the window, or less padding", code="E0107")
     size = (lambda s: pool_size(s, kernel, stride, pad, ceil)) if ceil is not None else \
         (lambda s: conv_size(s, kernel, stride, pad))
     return size(height), size(width)
