@@ -15,6 +15,9 @@ from typing import Iterator
 
 from .diagnostics import NindslError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: temporary files get the modes a plain open() would give
+
 
 def _refuse(path: Path, error: OSError) -> NindslError:
     reason = error.strerror or str(error)
@@ -27,6 +30,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -52,6 +56,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        staging.chmod(0o777 & ~_UMASK)
     except OSError as error:
         raise _refuse(path, error) from None
     try:

@@ -1,0 +1,1 @@
+"""Target profiles shipped with nindsl (TOML data; see README.md here)."""

@@ -1,0 +1,249 @@
+"""Stage 5: ONNX → TVM Relax → a deployable artifact folder, and running one.
+
+An artifact is a folder, written atomically::
+
+    model.so            the exported library (native code: see "Trust" below)
+    weights.safetensors the weights, passed to the library at run time
+    model.onnx          the ONNX model it was built from
+    manifest.json       spec hash, names, shapes, target, versions, file hashes
+
+Trust: loading a library runs its native code. ``nindsl run`` loads ``model.so`` only when
+its sha256 equals the manifest's, the manifest's TVM version is the running one, and the
+target's device is present; it refuses anything else before loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, ir
+from .diagnostics import NindslError
+from .io import atomic_directory
+from .profiles import Profile, load_profile, resolved_target
+
+LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
+FORMAT = 1  # bumped when the artifact layout changes
+
+
+def require_tvm():
+    """Import TVM, or explain how to install it."""
+    try:
+        import tvm  # noqa: F401
+        from tvm import relax  # noqa: F401
+    except ImportError:
+        raise NindslError.one("E0504", "TVM is not installed, so nindsl cannot build for LLVM or CUDA", None,
+                              "install it with: pip install 'nindsl[tvm]'") from None
+    import tvm
+
+    return tvm
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _relax_name(name: str) -> str:
+    """How TVM's ONNX importer sanitises an initializer name into a parameter name."""
+    return re.sub(r"[^0-9a-zA-Z_]", "_", name)
+
+
+def _batch(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        batch = int(text)
+    except ValueError:
+        raise NindslError.one("E0504", f"--batch must be one whole number, got `{text}`", None,
+                              "leave it out for a build that takes any batch size") from None
+    if batch < 1:
+        raise NindslError.one("E0504", f"--batch must be at least 1, got {batch}", None)
+    return batch
+
+
+def import_onnx(model, network: ir.Network, batch: int | None):
+    """ONNX → Relax module with the weights as parameters (so the library holds no weights)."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    shapes = None  # the ONNX model's own: a symbolic batch dimension
+    if batch is not None:
+        shapes = {network.input.name: [batch, *network.input.shape[1:]]}
+    module = from_onnx(model, shape_dict=shapes, keep_params_in_input=True)
+    module, _ = relax.frontend.detach_params(module)
+    return module
+
+
+def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, batch: int | None = None,
+          tuned_module=None):
+    """Compile a network for a profile: (executable, onnx model, weights, parameter order)."""
+    tvm = require_tvm()
+    from .lower_onnx import to_onnx
+    from .weights import resolve
+
+    weights = resolve(network, weights, seed)
+    model = to_onnx(network, weights)
+    module = tuned_module if tuned_module is not None else import_onnx(model, network, batch)
+    params = [str(p.name) for p in module["main"].params][1:]
+    by_relax = {**{_relax_name(w.name): w.name for w in network.weights}, **{w.name: w.name for w in network.weights}}
+    order = [by_relax[p] for p in params]
+    target = tvm.target.Target(resolved_target(profile))
+    if profile.device == "cuda" and profile.schedule.untuned != "dlight":
+        raise NindslError.one("E0504", f"profile `{profile.name}`: GPU builds need `untuned = \"dlight\"`", None,
+                              "untuned GPU kernels must have every loop bound to threads")
+    # TVM's default pipeline for a GPU target schedules every kernel with DLight's default
+    # rules (Matmul, GEMV, Reduction, GeneralReduction, Fallback); for LLVM, its CPU rules.
+    executable = tvm.compile(module, target=target)
+    return executable, model, weights, order, target
+
+
+def write_artifact(out: Path, network: ir.Network, profile: Profile, executable, model, weights, order,
+                   target, batch: int | None, seconds: float, tuning_db: str | None = None) -> None:
+    import tvm
+
+    from .lower_onnx import serialize
+    from .weights import save_weights
+
+    with atomic_directory(out) as staging:
+        executable.export_library(str(staging / LIBRARY))
+        save_weights(staging / WEIGHTS, weights, {"spec_hash": network.spec_hash})
+        (staging / ONNX_FILE).write_bytes(serialize(model))
+        shape = list(network.input.shape)
+        if batch is not None:
+            shape[0] = batch
+        manifest = {
+            "format": FORMAT,
+            "nindsl_version": __version__,
+            "tvm_version": tvm.__version__,
+            "network": network.name,
+            "spec_hash": network.spec_hash,
+            "params": dict(network.params),
+            "input": {"name": network.input.name, "shape": shape, "dtype": "float32"},
+            "output": {"name": network.output.name, "shape": list(network.output.shape), "dtype": "float32"},
+            "profile": profile.name,
+            "device": profile.device,
+            "target": json.loads(str(target)) if str(target).startswith("{") else str(target),
+            "parity": {"rtol": profile.parity.rtol, "atol": profile.parity.atol},
+            "parameters": order,
+            "tuning_db": tuning_db,
+            "compile_seconds": round(seconds, 2),
+            "files": {name: _sha256(staging / name) for name in (LIBRARY, WEIGHTS, ONNX_FILE)},
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def compile_command(network: ir.Network, args) -> int:
+    """`nindsl compile SPEC --target llvm|cuda|PROFILE|PATH.toml` (with --tune: tuning first)."""
+    profile = load_profile(args.target)
+    require_tvm()
+    batch = _batch(args.batch)
+    out = Path(args.output or f"{network.name}-{profile.name}")
+    start = time.perf_counter()
+    tuned, db = None, None
+    if args.tune:
+        from .tune import tune
+
+        if batch is None:
+            batch = 1
+            print("tuning needs a fixed batch size: building for --batch 1", file=sys.stderr)
+        tuned, db = tune(network, profile, batch=batch, trials=args.trials, db=args.db,
+                         weights=args.weights, seed=args.seed)
+    executable, model, weights, order, target = build(network, profile, args.weights, args.seed, batch, tuned)
+    seconds = time.perf_counter() - start
+    write_artifact(out, network, profile, executable, model, weights, order, target, batch, seconds,
+                   str(db) if db else None)
+    kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
+    detail = f", {kernels} GPU kernels" if kernels is not None else ""
+    print(f"wrote {out}/ for {profile.name} ({profile.device}{detail}) in {seconds:.1f} s")
+    return 0
+
+
+def gpu_kernel_count(library: Path) -> int:
+    """CUDA kernels embedded in a library (its PTX/cubin carries `.entry` / kernel names)."""
+    data = library.read_bytes()
+    return len(set(re.findall(rb"\.entry\s+([A-Za-z0-9_]+)", data))) or data.count(b"_kernel\x00")
+
+
+# --- running an artifact -------------------------------------------------------------------
+
+
+def _refuse(folder: Path, why: str, help: str | None = None) -> NindslError:
+    return NindslError.one("E0502", f"artifact `{folder}`: {why}", None, help)
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _refuse(folder, f"no {MANIFEST}: not a nindsl artifact",
+                      "build one with `nindsl compile SPEC --target llvm`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _refuse(folder, f"{MANIFEST} is damaged ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _refuse(folder, f"unknown artifact format {manifest.get('format') if isinstance(manifest, dict) else '?'}")
+    return manifest
+
+
+class Artifact:
+    """A verified artifact, loaded on its device: ``Artifact(folder)(batch) → outputs``."""
+
+    def __init__(self, folder: str | Path):
+        tvm = require_tvm()
+        from tvm import relax
+
+        from .weights import read_tensors
+
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest["tvm_version"] != tvm.__version__:
+            raise _refuse(folder, f"built by TVM {manifest['tvm_version']}; this is TVM {tvm.__version__}",
+                          "compile the spec again with this TVM")
+        for name, expected in manifest["files"].items():
+            if not (folder / name).is_file():
+                raise _refuse(folder, f"{name} is missing")
+            if _sha256(folder / name) != expected:
+                raise _refuse(folder, f"{name} does not match its manifest (changed or damaged after the build); "
+                                      "it is not loaded", "compile the spec again")
+        self.device = tvm.cuda(0) if manifest["device"] == "cuda" else tvm.cpu(0)
+        if not self.device.exist:
+            raise _refuse(folder, f"it runs on `{manifest['device']}`, and this machine has no such device",
+                          "run it on a machine with a CUDA GPU, or build for --target llvm")
+        tensors, _ = read_tensors(folder / WEIGHTS)
+        self.manifest = manifest
+        self.weights = [tvm.runtime.tensor(tensors[name], self.device) for name in manifest["parameters"]]
+        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(folder / LIBRARY)), self.device)
+
+    def check_input(self, batch: np.ndarray) -> None:
+        expected = self.manifest["input"]["shape"]
+        if batch.ndim != len(expected) or any(isinstance(e, int) and e != a for e, a in zip(expected, batch.shape)):
+            raise NindslError.one("E0503", f"the input has shape {list(batch.shape)}, but this artifact was "
+                                           f"built for {expected}", None,
+                                  "rebuild without --batch for any batch size" if isinstance(expected[0], int)
+                                  else None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import tvm
+
+        self.check_input(batch)
+        x = tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self.device)
+        return self.vm["main"](x, *self.weights).numpy()
+
+
+def run_artifact(folder: Path, inputs: list[str]) -> np.ndarray:
+    from .run import Signature, load_input
+
+    artifact = Artifact(folder)
+    spec = artifact.manifest["input"]
+    batch = load_input(inputs, Signature(spec["name"], tuple(spec["shape"]), artifact.manifest["output"]["name"]))
+    return artifact(batch)

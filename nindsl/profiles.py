@@ -1,0 +1,175 @@
+"""Target profiles: `backends/NAME.toml` → a frozen :class:`Profile` (no TVM needed).
+
+>>> load_profile("llvm").device
+'cpu'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .diagnostics import NindslError, Source, Span, did_you_mean
+
+
+@dataclass(frozen=True)
+class Tuning:
+    trials_per_task: int = 64
+    max_minutes: float = 30.0
+    weight_prepack: bool = True
+
+
+@dataclass(frozen=True)
+class Parity:
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Schedule:
+    untuned: str = "default"  # default | dlight
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str = ""
+    device: str = "cpu"  # cpu | cuda
+    target: dict[str, Any] = field(default_factory=dict)  # TVM's JSON-style target
+    schedule: Schedule = Schedule()
+    tuning: Tuning = Tuning()
+    parity: Parity = Parity()
+    path: str | None = field(default=None, compare=False)
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(self.target)
+
+
+DEVICES = ("cpu", "cuda")
+UNTUNED = ("default", "dlight")
+
+
+def profile_folder():
+    """The installed profiles (``backends/`` in a checkout)."""
+    return resources.files("nindsl.backends")
+
+
+def profile_names() -> list[str]:
+    return sorted(p.name[:-5] for p in profile_folder().iterdir() if p.name.endswith(".toml"))
+
+
+def _error(message: str, path: str | None, text: str | None, key: str | None = None,
+           help: str | None = None) -> NindslError:
+    """An error located at the line that sets ``key`` (TOML keeps no positions)."""
+    span = None
+    if path and text is not None:
+        source = Source(path, text)
+        number = 1
+        if key:
+            pattern = re.compile(rf'^\s*(\[{re.escape(key)}\]|"?{re.escape(key)}"?\s*=)')
+            number = next((i for i, line in enumerate(text.split("\n"), 1) if pattern.match(line)), 1)
+        line = source.line(number)
+        indent = len(line) - len(line.lstrip())
+        span = Span(source, number, indent + 1, number, max(len(line.rstrip()), indent + 1) + 1)
+    return NindslError.one("E0504", message, span, help)
+
+
+def _typed(cls, table: dict, path, text, section: str):
+    known = {f.name: f for f in fields(cls)}
+    for key in table:
+        if key not in known:
+            raise _error(f"unknown key `{key}` in [{section}]", path, text, key,
+                         did_you_mean(key, known) or f"known keys: {', '.join(known)}")
+    values = {}
+    for key, value in table.items():
+        expected = type(getattr(cls(), key)) if cls is not Profile else None
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if expected is not None and not isinstance(value, expected):
+            raise _error(f"`{key}` in [{section}] must be {expected.__name__}, got {value!r}", path, text, key)
+        values[key] = value
+    return cls(**values)
+
+
+def _resolve_host(target: dict[str, Any]) -> dict[str, Any]:
+    """Fill in `mcpu = "host"` and `num-cores = "auto"` for this machine."""
+    target = dict(target)
+    if target.get("kind") == "llvm":
+        if target.get("mcpu") == "host":
+            from tvm.target import codegen
+
+            target["mcpu"] = codegen.llvm_get_system_cpu()
+        if target.get("num-cores") == "auto":
+            target["num-cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else os.cpu_count() or 1
+    if isinstance(target.get("host"), dict):
+        target["host"] = _resolve_host(target["host"])
+    return target
+
+
+def parse_profile(text: str, path: str) -> Profile:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = re.search(r"line (\d+), column (\d+)", str(error))
+        source = Source(path, text)
+        span = Span(source, int(match[1]), int(match[2]), int(match[1]), int(match[2]) + 1) if match else None
+        raise NindslError.one("E0504", f"`{path}` is not valid TOML: {str(error).split(' (at')[0]}", span) \
+            from None
+    sections = {"schedule": Schedule, "tuning": Tuning, "parity": Parity}
+    top = {k: v for k, v in data.items() if k not in sections}
+    profile = _typed(Profile, top, path, text, "profile")
+    if "name" not in data:
+        raise _error("a profile needs `name`", path, text)
+    if profile.device not in DEVICES:
+        raise _error(f"`device` must be one of {', '.join(DEVICES)}, got `{profile.device}`", path, text, "device")
+    if not isinstance(profile.target, dict) or "kind" not in profile.target:
+        raise _error("a profile needs a [target] table with `kind`", path, text, "target",
+                     'for example [target] kind = "llvm"')
+    parts = {name: _typed(cls, data.get(name, {}), path, text, name) for name, cls in sections.items()}
+    if parts["schedule"].untuned not in UNTUNED:
+        raise _error(f"`untuned` must be one of {', '.join(UNTUNED)}", path, text, "untuned")
+    return Profile(**{**{f.name: getattr(profile, f.name) for f in fields(Profile)}, **parts, "path": path})
+
+
+def load_profile(spec: str) -> Profile:
+    """A profile by name (`llvm`), by path (`my.toml`), or from an inline TVM target table."""
+    if spec.lstrip().startswith("{"):
+        try:
+            target = json.loads(spec)
+        except json.JSONDecodeError as error:
+            raise NindslError.one("E0504", f"--target is not a valid JSON table: {error}", None) from None
+        kind = target.get("kind") if isinstance(target, dict) else None
+        if kind is None:
+            raise NindslError.one("E0504", "an inline --target table needs a `kind`", None,
+                                  'for example --target \'{"kind": "llvm", "num-cores": 2}\'')
+        device = "cuda" if kind == "cuda" else "cpu"
+        return Profile(name=kind, description="inline target", device=device, target=target,
+                       schedule=Schedule("dlight" if device == "cuda" else "default"))
+    if spec.endswith(".toml") or os.sep in spec:
+        path = Path(spec)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise NindslError.one("E0301", f"cannot read profile `{spec}`: {error.strerror}", None) from None
+        return parse_profile(text, spec)
+    names = profile_names()
+    if spec not in names:
+        raise NindslError.one("E0504", f"unknown target `{spec}`", None,
+                              did_you_mean(spec, names + ["onnx", "torch"])
+                              or f"targets: onnx, torch, {', '.join(names)}, or a profile .toml")
+    resource = profile_folder() / f"{spec}.toml"
+    return parse_profile(resource.read_text(encoding="utf-8"), f"backends/{spec}.toml")
+
+
+def resolved_target(profile: Profile) -> dict[str, Any]:
+    """The profile's target with host-dependent values filled in (needs TVM for `host`)."""
+    return _resolve_host(profile.target)
