@@ -1,0 +1,230 @@
+"""Training data for ``nindsl train``: scikit-learn's digits, CIFAR folders, ``.npz`` files.
+
+Every source becomes float32 images ``[N, C, H, W]`` and int64 labels, checked against
+the network's input shape and number of classes before any training starts::
+
+    digits            1,797 real 8×8 digits shipped with scikit-learn (pixels 0..16 → 0..1)
+    cifar10:FOLDER    the CIFAR-10 "python version": data_batch_1..5 and test_batch
+    cifar100:FOLDER   the CIFAR-100 "python version": train and test (fine labels)
+    FILE.npz          arrays `images` [N, C, H, W] or [N, H, W] and `labels` [N]
+
+CIFAR pixels are scaled to 0..1 and evaluated on the test batch; digits and ``.npz``
+files hold out ``val_split`` of the examples, stratified, with a fixed seed, so every run
+and every training seed is judged on the same images.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import ir
+from .diagnostics import NindslError
+from .shapes import _fmt
+
+SPLIT_SEED = 0  # the held-out split never changes with the training seed
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_CIFAR = {  # kind → (folder name in the archive, training files, held-out files, label key)
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
+}
+USAGE = "digits | cifar10:FOLDER | cifar100:FOLDER | FILE.npz"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Training and held-out examples (the held-out part may be empty)."""
+
+    name: str
+    train_images: np.ndarray  # float32 [N, C, H, W]
+    train_labels: np.ndarray  # int64 [N]
+    val_images: np.ndarray
+    val_labels: np.ndarray
+
+
+def _bad(message: str, help: str | None = None) -> NindslError:
+    return NindslError.one("E0503", message, None, help)
+
+
+def load_data(network: ir.Network, data: str | None = None) -> Dataset:
+    """Read ``data`` (default: the spec's ``train { data = ... }``) and check it fits the network."""
+    data = data or network.train.data
+    kind, sep, rest = data.partition(":")
+    if sep and kind in _CIFAR:
+        train, val = _cifar(kind, Path(rest))
+        dataset = Dataset(data, *train, *val)
+    elif data == "digits":
+        dataset = Dataset(data, *_split(*_digits(), network.train.val_split))
+    elif data.endswith(".npz"):
+        dataset = Dataset(data, *_split(*_npz(Path(data)), network.train.val_split))
+    else:
+        raise _bad(f"unknown data set `{data}`", f"use {USAGE}")
+    if not len(dataset.train_labels):
+        raise _bad(f"`{data}` has no training examples")
+    for images, labels in ((dataset.train_images, dataset.train_labels), (dataset.val_images, dataset.val_labels)):
+        _check(network, images, labels, data)
+    return dataset
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return (digits.images[:, None] / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def _split(images: np.ndarray, labels: np.ndarray, fraction: float) -> tuple[np.ndarray, ...]:
+    """Hold out ``fraction`` of each class (at least one example of a class that has two)."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    held = np.zeros(len(labels), dtype=bool)
+    if fraction > 0:
+        for label in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == label))
+            count = min(len(members) - 1, max(1, round(len(members) * fraction)))
+            held[members[:count]] = True
+    return images[~held], labels[~held], images[held], labels[held]
+
+
+def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    expected = "an .npz file with arrays `images` [N, C, H, W] (or [N, H, W]) and `labels` [N]"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in ("images", "labels") if name in archive.files}
+            names = archive.files
+    except FileNotFoundError:
+        raise _bad(f"no such data file `{path}`", f"expected {expected}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise _bad(f"cannot read `{path}` as .npz ({error})", f"expected {expected}") from None
+    missing = [name for name in ("images", "labels") if name not in arrays]
+    if missing:
+        raise _bad(f"`{path}` has no array {' or '.join(f'`{m}`' for m in missing)} "
+                   f"(it has: {', '.join(names) or 'nothing'})", f"expected {expected}")
+    images, labels = arrays["images"], arrays["labels"]
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise _bad(f"`images` in `{path}` has shape {list(images.shape)}", f"expected {expected}")
+    if images.dtype == np.uint8:
+        images = images / 255.0
+    elif not np.issubdtype(images.dtype, np.floating):
+        raise _bad(f"`images` in `{path}` is {images.dtype}", "use uint8 pixels (0..255, scaled to 0..1) "
+                                                               "or floating point (used as they are)")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise _bad(f"`labels` in `{path}` is {labels.dtype} {list(labels.shape)}; expected integers [N]")
+    if len(labels) != len(images):
+        raise _bad(f"`{path}` has {len(images)} images but {len(labels)} labels")
+    return images.astype(np.float32), labels.astype(np.int64)
+
+
+# --- CIFAR's python batches ------------------------------------------------------------------
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Reads CIFAR's pickled batches without letting them run code.
+
+    A pickle runs code only by naming a callable (``find_class``) and calling it. Here
+    the only callables are numpy's array and dtype rebuilders, which allocate an array of
+    a given dtype and fill it from bytes, and a latin-1 text-to-bytes conversion (how
+    protocol 2 spells bytes in Python 3); dicts, lists, bytes, strings and numbers need
+    no lookup at all. Anything else (``os.system``, ``builtins.eval``...) is refused
+    before it is imported.
+    """
+
+    @staticmethod
+    def _allowed() -> dict[tuple[str, str], object]:
+        try:
+            from numpy._core import multiarray, numeric
+        except ImportError:  # numpy < 2
+            from numpy.core import multiarray, numeric  # type: ignore[no-redef]
+        objects = {"_reconstruct": multiarray._reconstruct, "ndarray": np.ndarray, "dtype": np.dtype,
+                   "_frombuffer": getattr(numeric, "_frombuffer", None)}
+        modules = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                   "numpy._core.numeric")
+        allowed = {(m, n): obj for m in modules for n, obj in objects.items() if obj is not None}
+        return allowed | {("_codecs", "encode"): _latin1}
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = self._allowed()
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"it asks for `{module}.{name}`, which may run code; "
+                                         "a CIFAR batch holds only numpy arrays and lists")
+        return allowed[(module, name)]
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"it asks to encode text as `{encoding}`; only latin1 is allowed")
+    return text.encode("latin1")
+
+
+def _read_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as handle:
+            batch = _NumpyOnlyUnpickler(handle, encoding="bytes").load()
+        batch = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
+        pixels, labels = np.asarray(batch["data"]), np.asarray(batch[label_key])
+        if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"`data` is {pixels.dtype} {list(pixels.shape)}, not uint8 [N, 3072]")
+        if labels.shape != (len(pixels),) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"`{label_key}` does not hold one integer per image")
+    except OSError as error:
+        raise NindslError.one("E0301", f"cannot read `{path}`: {error.strerror}", None) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, AttributeError,
+            IndexError) as error:
+        raise _bad(f"`{path}` is not a CIFAR python batch: {error}",
+                   f"expected a pickled dict with `data` (uint8 [N, 3072]) and `{label_key}`; "
+                   f"get the python version from {CIFAR_URL}") from None
+    return (pixels.reshape(-1, 3, 32, 32) / 255.0).astype(np.float32), labels.astype(np.int64)
+
+
+def _cifar(kind: str, folder: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    subfolder, train_files, test_files, label_key = _CIFAR[kind]
+    if (folder / subfolder).is_dir():
+        folder = folder / subfolder
+    layout = f"{', '.join(train_files + test_files)} (in `{subfolder}/` as extracted from the python archive)"
+    if not folder.is_dir():
+        raise _bad(f"no such folder `{folder}` for {kind}", f"the folder should hold {layout}; see {CIFAR_URL}")
+    missing = [name for name in train_files + test_files if not (folder / name).is_file()]
+    if missing:
+        raise _bad(f"`{folder}` is not a {kind} folder: it has no {', '.join(f'`{m}`' for m in missing)}",
+                   f"the folder should hold {layout}; see {CIFAR_URL}")
+
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [_read_batch(folder / name, label_key) for name in names]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    return read(train_files), read(test_files)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+
+def classes(network: ir.Network) -> int:
+    """How many classes the network scores: its output must be [N, classes]."""
+    shape = network.output.shape
+    if len(shape) != 2 or not isinstance(shape[1], int):
+        raise NindslError.one("E0202", f"training needs an [N, classes] output; `{network.output.name}` is "
+                                       f"{_fmt(shape)}", network.output.span,
+                              "end the network with global_avgpool() (and softmax())")
+    return shape[1]
+
+
+def _check(network: ir.Network, images: np.ndarray, labels: np.ndarray, origin: str) -> None:
+    expected = tuple(network.input.shape[1:])
+    if tuple(images.shape[1:]) != expected:
+        got = "×".join(map(str, images.shape[1:]))
+        raise NindslError.one("E0503", f"`{origin}` has {got} images but the network's input "
+                                       f"`{network.input.name}` is {_fmt(network.input.shape)}",
+                              network.input.span, "train on data of the input's [C, H, W] shape, or change the "
+                                                  "spec's input")
+    count = classes(network)
+    if len(labels) and (labels.min() < 0 or labels.max() >= count):
+        raise NindslError.one("E0503", f"`{origin}` has labels {labels.min()}..{labels.max()} but the network "
+                                       f"scores {count} classes (0..{count - 1})", network.output.span,
+                              "set the number of classes to match, e.g. `--set classes=100`")
+    if not np.isfinite(images).all():
+        raise _bad(f"`{origin}` has images with NaN or infinite values")

@@ -1,0 +1,436 @@
+"""Stage 5: train the PyTorch twin as the spec's ``train`` section says.
+
+As the paper (and Caffe) did: SGD with momentum; weight decay on convolution and dense
+weights, not on biases or batch-norm scales; each layer's ``lr_scale`` and the section's
+``bias_lr_scale`` multiply the learning rate; the schedule (step, multistep, cosine,
+constant) sets it per epoch; dropout where the spec puts it; initial weights from
+:func:`nindsl.weights.initial_weights`, as every backend draws them. Rank 0 writes,
+each file atomically and none of them a pickle::
+
+    OUT/last.safetensors        weights after the last finished epoch
+    OUT/best.safetensors        weights with the best held-out accuracy (`--weights OUT` reads it)
+    OUT/last.state.safetensors  weights, momentum buffers and progress, for --resume
+    OUT/metrics.json            one record per epoch
+
+Every random stream (shuffling, dropout) is derived from (seed, epoch, rank), so a run
+resumed after an interruption ends with the same weights as one that never stopped.
+Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel: gloo on CPU,
+NCCL on GPU; the spec's batch is the global batch, split evenly across the processes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__, ir
+from .data import classes, load_data
+from .diagnostics import NindslError
+from .io import atomic_write_text
+from .twin import load_state, twin_class
+from .weights import check_weights, initial_weights, read_tensors, save_weights
+
+STATE = "last.state.safetensors"
+EVAL_CHUNK = 1000  # examples per forward pass when evaluating
+
+
+# --- the recipe ---------------------------------------------------------------------------
+
+
+def learning_rate(config: ir.TrainConfig, epoch: int, epochs: int) -> float:
+    """The base learning rate during ``epoch`` (counted from 0) of ``epochs``.
+
+    >>> learning_rate(ir.TrainConfig(optimizer=ir.Sgd(0.1), schedule=ir.Schedule("step", every=2)), 3, 6)
+    0.010000000000000002
+    """
+    lr, schedule = config.optimizer.lr, config.schedule
+    if schedule.kind == "step":
+        return lr * schedule.gamma ** (epoch // schedule.every)
+    if schedule.kind == "multistep":
+        return lr * schedule.gamma ** sum(epoch >= m for m in schedule.milestones)
+    if schedule.kind == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    return lr
+
+
+def param_groups(network: ir.Network, twin: torch.nn.Module) -> list[dict]:
+    """SGD parameter groups: one per (learning-rate scale, weight decay) pair."""
+    owners = {w.name: (layer, w) for layer, s in zip(network.layers, network.shapes) for w in s.weights}
+    config = network.train
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for name, param in twin.named_parameters():
+        layer, weight = owners[name]
+        scale = getattr(layer, "lr_scale", 1.0) * (config.bias_lr_scale if weight.role == "bias" else 1.0)
+        decays = weight.role == "weight" and not isinstance(layer, ir.BatchNorm)
+        groups.setdefault((scale, config.optimizer.weight_decay if decays else 0.0), []).append(param)
+    return [{"params": params, "lr_scale": scale, "weight_decay": decay} for (scale, decay), params in groups.items()]
+
+
+class _Scores(torch.nn.Module):
+    """The twin without its final softmax: what cross-entropy takes (and DDP wraps)."""
+
+    def __init__(self, twin: torch.nn.Module):
+        super().__init__()
+        self.twin = twin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.twin.logits(x)
+
+
+# --- processes and devices --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process sits in a torchrun job (one process: rank 0 of 1)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _ranks(device: str) -> Ranks:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK and join the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks()
+    import torch.distributed as dist
+
+    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
+                  int(os.environ.get("LOCAL_WORLD_SIZE", str(world))))
+    if not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(ranks.local_rank)
+        dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=ranks.rank, world_size=world)
+    return ranks
+
+
+def _device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise NindslError.one("E0504", f"unknown device `{device}`", None, "use --device cpu or --device cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NindslError.one("E0504", "--device cuda, but PyTorch sees no CUDA GPU", None, "use --device cpu")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _threads(ranks: Ranks) -> int:
+    """OMP_NUM_THREADS when set for a single process, else the cores shared by this node's processes."""
+    if ranks.world == 1 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return max(1, _cores() // ranks.local_world)
+
+
+def _all_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    if ranks.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(values)
+    return values
+
+
+def _stream_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+# --- resuming ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    """What a run needs to be continued exactly: stored with every checkpoint."""
+
+    epochs: int
+    batch: int
+    data: str
+    seed: int
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float | None = None
+    best_epoch: int = 0
+
+    def metadata(self, network: ir.Network) -> dict[str, str]:
+        return {"nindsl": __version__, "network": network.name, "spec_hash": network.spec_hash,
+                "epoch": str(len(self.history)), "epochs": str(self.epochs), "batch": str(self.batch),
+                "data": self.data, "seed": str(self.seed), "best_epoch": str(self.best_epoch),
+                "best_val_acc": json.dumps(self.best_val_acc), "history": json.dumps(self.history)}
+
+
+def _read_state(network: ir.Network, out: Path) -> tuple[Settings, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The settings, weights and momentum buffers of the run in ``out``, checked against ``network``."""
+    path = out / STATE
+    if not path.is_file():
+        raise NindslError.one("E0301", f"nothing to resume: `{path}` does not exist", None,
+                              "run without --resume to start training, or pass the --out of the run")
+    tensors, meta = read_tensors(path)
+    if meta.get("spec_hash") != network.spec_hash:
+        raise NindslError.one("E0502", f"`{path}` belongs to another spec (network `{meta.get('network', '?')}`, "
+                                       f"spec sha256 {str(meta.get('spec_hash'))[:12]}…), not to `{network.name}` "
+                                       f"({network.spec_hash[:12]}…)", network.input.span,
+                              "resume with the spec and --set values the run started with, or train into "
+                              "another --out")
+    try:
+        settings = Settings(int(meta["epochs"]), int(meta["batch"]), meta["data"], int(meta["seed"]),
+                            json.loads(meta["history"]), json.loads(meta["best_val_acc"]), int(meta["best_epoch"]))
+    except (KeyError, ValueError) as error:
+        raise NindslError.one("E0502", f"`{path}` is damaged: its metadata lacks or garbles {error}", None) from None
+    weights = check_weights(network, {n[len("weight."):]: t for n, t in tensors.items() if n.startswith("weight.")},
+                            str(path))
+    momentum = {n[len("momentum."):]: t for n, t in tensors.items() if n.startswith("momentum.")}
+    trainable = {w.name: w.shape for w in network.weights if w.trainable}
+    if momentum and {n: tuple(t.shape) for n, t in momentum.items()} != trainable:
+        raise NindslError.one("E0502", f"`{path}` is damaged: its momentum buffers do not match the weights", None)
+    return settings, weights, momentum
+
+
+def _settings(network: ir.Network, stored: Settings | None, **given) -> Settings:
+    """Command-line values over the stored run's (which must not change) over the spec's."""
+    if stored is None:
+        config = network.train
+        defaults = {"epochs": config.epochs, "batch": config.batch, "data": config.data, "seed": config.seed}
+        return Settings(**{k: given[k] if given[k] is not None else v for k, v in defaults.items()})
+    for key in ("batch", "data", "seed"):
+        if given[key] is not None and given[key] != getattr(stored, key):
+            raise NindslError.one("E0504", f"--{key} {given[key]} differs from the resumed run's "
+                                           f"{getattr(stored, key)}", None,
+                                  f"drop --{key}: a resumed run keeps its settings, so it ends as an "
+                                  "uninterrupted one would")
+    if given["epochs"] is not None:
+        stored.epochs = given["epochs"]
+    return stored
+
+
+# --- one epoch ------------------------------------------------------------------------------------
+
+
+def _run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               labels: torch.Tensor, epoch: int, settings: Settings, ranks: Ranks, bar) -> dict[str, float]:
+    """One pass over this rank's share of the training set; loss, accuracy and speed over all ranks."""
+    from torch.utils.data import DistributedSampler
+
+    torch.manual_seed(_stream_seed(settings.seed, epoch, ranks.rank))  # dropout
+    sampler = DistributedSampler(range(len(labels)), num_replicas=ranks.world, rank=ranks.rank, seed=settings.seed)
+    sampler.set_epoch(epoch)
+    order = torch.tensor(list(sampler), device=images.device)
+    batches = list(order.split(settings.batch // ranks.world))
+    if len(batches) > 1 and len(batches[-1]) < 2:
+        batches.pop()  # batch norm needs two examples
+    bar.reset(total=len(batches))
+    model.train()
+    totals = torch.zeros(3, dtype=torch.float64, device=images.device)
+    start = time.perf_counter()
+    for step, index in enumerate(batches, 1):
+        scores = model(images[index])
+        loss = F.cross_entropy(scores, labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        totals += torch.stack([loss.detach().double() * len(index), (scores.argmax(1) == labels[index]).sum(),
+                               torch.tensor(len(index), device=images.device)])
+        bar.advance(step, totals, time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    loss_sum, correct, count = _all_sum(totals, ranks).tolist()
+    return {"loss": loss_sum / count, "acc": correct / count, "images_per_s": count / elapsed, "time_s": elapsed}
+
+
+def _evaluate(twin: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, ranks: Ranks) -> tuple[float, float]:
+    """Held-out loss and accuracy; each rank scores every world-th chunk."""
+    twin.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=images.device)
+    with torch.no_grad():
+        for start in range(ranks.rank * EVAL_CHUNK, len(labels), ranks.world * EVAL_CHUNK):
+            x, y = images[start: start + EVAL_CHUNK], labels[start: start + EVAL_CHUNK]
+            scores = twin.logits(x)
+            totals += torch.stack([F.cross_entropy(scores, y, reduction="sum").double(),
+                                   (scores.argmax(1) == y).sum(), torch.tensor(len(y), device=images.device)])
+    loss_sum, correct, count = _all_sum(totals, ranks).tolist()
+    return loss_sum / count, correct / count
+
+
+class _Bar:
+    """A rich progress bar (rank 0 only) with loss, accuracy and images/s."""
+
+    def __init__(self, show: bool):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), transient=True, disable=not show)
+        self.task = self.progress.add_task("", stats="")
+        self.show = show
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        self.progress.update(self.task, description=f"epoch {epoch}/{epochs}")
+
+    def reset(self, total: int) -> None:
+        self.progress.reset(self.task, total=total, stats="")
+
+    def advance(self, step: int, totals: torch.Tensor, elapsed: float) -> None:
+        if not self.show:
+            return
+        if step % 10 == 0:
+            loss_sum, correct, count = totals.tolist()
+            self.progress.update(self.task, stats=f"loss {loss_sum / count:.3f}  acc {correct / count:.1%}  "
+                                                  f"{count / elapsed:,.0f} img/s")
+        self.progress.advance(self.task)
+
+    def line(self, record: dict) -> None:
+        if self.show:
+            val = f"  val {record['val_acc']:.1%}" if record["val_acc"] is not None else ""
+            self.progress.console.print(
+                f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}  "
+                f"lr {record['lr']:.4g}  {record['images_per_s']:,.0f} img/s  {record['time_s']:.1f} s",
+                highlight=False)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def _checkpoint(out: Path, network: ir.Network, twin: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                settings: Settings, improved: bool, world: int) -> None:
+    """Write best (if improved), last, the resume state, then metrics; each atomically."""
+    weights = {name: t.detach().cpu().numpy() for name, t in twin.state_dict().items()}
+    meta = settings.metadata(network)
+    model_meta = {k: meta[k] for k in ("nindsl", "network", "spec_hash", "epoch")}
+    model_meta["val_acc"] = json.dumps(settings.history[-1]["val_acc"])
+    if improved:
+        save_weights(out / "best.safetensors", weights, model_meta)
+    save_weights(out / "last.safetensors", weights, model_meta)
+    state = {f"weight.{name}": value for name, value in weights.items()}
+    for name, param in twin.named_parameters():
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            state[f"momentum.{name}"] = buffer.detach().cpu().numpy()
+    save_weights(out / STATE, state, meta)
+    metrics = {"network": network.name, "spec_hash": network.spec_hash, "epochs": settings.epochs,
+               "batch": settings.batch, "data": settings.data, "seed": settings.seed, "world_size": world,
+               "best_epoch": settings.best_epoch, "best_val_acc": settings.best_val_acc, "history": settings.history}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+
+
+# --- the API --------------------------------------------------------------------------------------
+
+
+def train(network: ir.Network, data: str | None = None, epochs: int | None = None, batch: int | None = None,
+          out: str | Path | None = None, resume: bool = False, device: str = "cpu", seed: int | None = None,
+          progress: bool = True) -> dict:
+    """Train the twin of ``network``; checkpoints and metrics go to ``out`` (default ``runs/NAME``).
+
+    ``data``, ``epochs``, ``batch`` and ``seed`` override the spec's train section. Returns
+    the run's history, best held-out accuracy and epoch, output folder and wall time.
+    """
+    _device(device)
+    config = network.train
+    if config.optimizer.nesterov and not config.optimizer.momentum:
+        raise NindslError.one("E0107", "nesterov needs momentum > 0", config.span, "set `momentum = 0.9`")
+    ranks = _ranks(device)
+    out = Path(out or Path("runs") / network.name)
+    try:
+        return _train(network, data, epochs, batch, out, resume, device, seed, progress and ranks.main, ranks)
+    except KeyboardInterrupt:
+        if progress and ranks.main and (out / STATE).exists():
+            print(f"interrupted: `--resume --out {out}` continues from the last finished epoch", file=sys.stderr)
+        raise
+    finally:
+        if ranks.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(network: ir.Network, data: str | None, epochs: int | None, batch: int | None, out: Path, resume: bool,
+           device: str, seed: int | None, show: bool, ranks: Ranks) -> dict:
+    start = time.perf_counter()
+    torch.set_num_threads(_threads(ranks))
+    where = torch.device(device, ranks.local_rank) if device == "cuda" else torch.device("cpu")
+    if resume:
+        stored, weights, momentum = _read_state(network, out)
+    elif (out / STATE).exists():
+        raise NindslError.one("E0504", f"`{out}` already holds a training run", None,
+                              "pass --resume to continue it, or choose another --out")
+    else:
+        stored, momentum = None, {}
+    settings = _settings(network, stored, epochs=epochs, batch=batch, data=data, seed=seed)
+    if settings.batch % ranks.world:
+        raise NindslError.one("E0504", f"batch {settings.batch} does not split evenly over {ranks.world} processes",
+                              None, "use a batch size that is a multiple of --nproc-per-node")
+    classes(network)
+    dataset = load_data(network, settings.data)
+    if not resume:
+        weights = initial_weights(network, settings.seed)
+
+    twin = twin_class(network)()
+    load_state(twin, weights)
+    twin.to(where)
+    sgd = network.train.optimizer
+    optimizer = torch.optim.SGD(param_groups(network, twin), lr=sgd.lr, momentum=sgd.momentum, nesterov=sgd.nesterov)
+    for name, param in twin.named_parameters():
+        if name in momentum:
+            optimizer.state[param]["momentum_buffer"] = torch.from_numpy(momentum[name]).to(where)
+    model: torch.nn.Module = _Scores(twin)
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[ranks.local_rank] if device == "cuda" else None)
+    images, labels = (torch.from_numpy(a).to(where) for a in (dataset.train_images, dataset.train_labels))
+    val_images, val_labels = (torch.from_numpy(a).to(where) for a in (dataset.val_images, dataset.val_labels))
+    if ranks.main:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise NindslError.one("E0301", f"cannot create the output folder `{out}`: {error.strerror}", None) \
+                from None
+
+    bar = _Bar(show)
+    with bar.progress:
+        for epoch in range(len(settings.history), settings.epochs):
+            bar.start_epoch(epoch + 1, settings.epochs)
+            lr = learning_rate(network.train, epoch, settings.epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            record = {"epoch": epoch + 1, **_run_epoch(model, optimizer, images, labels, epoch, settings, ranks, bar)}
+            val_loss, val_acc = _evaluate(twin, val_images, val_labels, ranks) if len(val_labels) else (None, None)
+            record.update(val_loss=val_loss, val_acc=val_acc, lr=lr)
+            settings.history.append(record)
+            improved = val_acc is None or settings.best_val_acc is None or val_acc > settings.best_val_acc
+            if improved:
+                settings.best_val_acc, settings.best_epoch = val_acc, epoch + 1
+            if ranks.main:
+                _checkpoint(out, network, twin, optimizer, settings, improved, ranks.world)
+            bar.line(record)
+    return {"out": str(out), "epochs": settings.epochs, "best_val_acc": settings.best_val_acc,
+            "best_epoch": settings.best_epoch, "history": settings.history, "wall_s": time.perf_counter() - start,
+            "rank": ranks.rank, "world_size": ranks.world}
+
+
+def train_command(args) -> int:
+    """`nindsl train SPEC [--data ...] [--epochs N] [--batch N] [--out DIR] [--resume] ...`."""
+    from . import load
+    from .cli import _overrides
+
+    network = load(args.spec, _overrides(args.set))
+    result = train(network, data=args.data, epochs=args.epochs, batch=args.batch, out=args.out, resume=args.resume,
+                   device=args.device, seed=args.seed, progress=not args.quiet)
+    if result["rank"] == 0:
+        best = result["best_val_acc"]
+        score = f"best held-out accuracy {best:.2%} (epoch {result['best_epoch']})" if best is not None else \
+            "no held-out examples"
+        print(f"trained {network.name} for {result['epochs']} epochs in {result['wall_s']:.1f} s; {score}; "
+              f"weights: {Path(result['out']) / 'best.safetensors'}")
+    return 0
