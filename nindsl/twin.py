@@ -41,7 +41,7 @@ class MlpConv(nn.ModuleList):
 
     def forward(self, x):
         for conv in self:
-            x = torch.relu(conv(x))
+            x = torch.relu_(conv(x))  # in place: the convolution's output is not needed again
         return x
 '''
 
@@ -81,7 +81,7 @@ class Twin:
     """One layer in the generated module: its constructor, and how forward() calls it."""
 
     make: str  # e.g. "nn.Conv2d(3, 96, 5, stride=1, padding=2)"
-    relu: bool = False  # forward applies torch.relu to the layer's output
+    relu: bool = False  # forward applies ReLU (in place) to the layer's output
     helper: str = ""  # a helper class the constructor needs
 
 
@@ -185,7 +185,7 @@ def twin_source(network: ir.Network) -> str:
         "",
         "    def logits(self, x):",
         '        """Every layer but a final softmax: the scores the training loss takes."""',
-        *(f"        x = torch.relu(self.{layer.label}(x))" if twin.relu else f"        x = self.{layer.label}(x)"
+        *(f"        x = torch.relu_(self.{layer.label}(x))" if twin.relu else f"        x = self.{layer.label}(x)"
           for layer, twin in body),
         "        return x",
         "",
