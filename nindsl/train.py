@@ -382,7 +382,7 @@ def _train(network: ir.Network, data: str | None, epochs: int | None, batch: int
     optimizer = torch.optim.SGD(param_groups(network, twin), lr=sgd.lr, momentum=sgd.momentum, nesterov=sgd.nesterov)
     for name, param in twin.named_parameters():
         if name in momentum:
-            optimizer.state[param]["momentum_buffer"] = torch.from_numpy(momentum[name]).to(where)
+            optimizer.state[param]["momentum_buffer"] = torch.tensor(momentum[name], device=where)
     model: torch.nn.Module = _Scores(twin)
     if ranks.world > 1:
         from torch.nn.parallel import DistributedDataParallel

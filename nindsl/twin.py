@@ -132,7 +132,7 @@ def _reserved() -> set[str]:
         from torch import nn
     except ImportError:  # the source can still be written without torch installed
         return _MODULE_NAMES
-    return _MODULE_NAMES | set(dir(nn.Module))
+    return _MODULE_NAMES | set(dir(nn.Module)) | set(vars(nn.Module()))  # methods, and `_modules` & co.
 
 
 def class_name(network: ir.Network) -> str:

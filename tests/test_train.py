@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import nindsl  # noqa: E402
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, SPECS  # noqa: E402
 from nindsl import ir  # noqa: E402
 from nindsl import train as training  # noqa: E402
 from nindsl.data import load_data  # noqa: E402
@@ -191,7 +191,7 @@ def test_a_pickle_posing_as_a_checkpoint_is_refused(tmp_path):
 
 
 def test_resume_without_a_run_says_so(tmp_path, cli):
-    result = cli("train", "specs/nin_digits.nin", "--out", tmp_path, "--resume", "--quiet")
+    result = cli("train", SPECS / "nin_digits.nin", "--out", tmp_path, "--resume", "--quiet")
     assert result.code == 1 and "nothing to resume" in result.err and "Traceback" not in result.err
 
 
@@ -269,9 +269,9 @@ def test_bad_npz_data(tmp_path, arrays, message):
 
 
 @pytest.mark.parametrize("data,message", [("imagenet", "unknown data set"), ("missing.npz", "no such data file"),
-                                          ("specs/nin_digits.nin.npz", "no such data file")])
+                                          ("cifar10:nowhere", "no such folder `nowhere`")])
 def test_unknown_or_missing_data_from_the_cli(cli, tmp_path, data, message):
-    result = cli("train", "specs/nin_digits.nin", "--data", data, "--out", tmp_path, "--quiet")
+    result = cli("train", SPECS / "nin_digits.nin", "--data", data, "--out", tmp_path, "--quiet")
     assert result.code == 1 and message in result.err and "Traceback" not in result.err
     assert not list(tmp_path.iterdir())
 

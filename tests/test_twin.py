@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import nindsl  # noqa: E402
-from conftest import SHIPPED  # noqa: E402
+from conftest import SHIPPED, SPECS  # noqa: E402
 from nindsl import ir  # noqa: E402
 from nindsl.diagnostics import NindslError  # noqa: E402
 from nindsl.shapes import pool_size  # noqa: E402
@@ -47,7 +47,7 @@ def test_source_imports_only_torch(spec):
 
 
 def test_source_runs_standalone_and_matches_to_torch(tmp_path):
-    network = nindsl.load("specs/nin_digits.nin")
+    network = nindsl.load(SPECS / "nin_digits.nin")
     path = tmp_path / "twin.py"
     write_twin_source(network, path)
     run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
@@ -63,7 +63,7 @@ def test_source_runs_standalone_and_matches_to_torch(tmp_path):
 
 
 def test_weights_come_from_a_dict_or_a_checkpoint(tmp_path):
-    network = nindsl.load("specs/nin_digits.nin")
+    network = nindsl.load(SPECS / "nin_digits.nin")
     weights = initial_weights(network, seed=7)
     save_weights(tmp_path / "w.safetensors", weights)
     for source in (weights, tmp_path / "w.safetensors"):
@@ -158,7 +158,7 @@ def test_batchnorm_trains_its_running_statistics():
     assert not torch.equal(twin.bn1.running_mean, torch.zeros(4))
 
 
-@pytest.mark.parametrize("label", ["forward", "eval", "class"])
+@pytest.mark.parametrize("label", ["forward", "eval", "class", "_modules"])
 def test_labels_that_clash_with_module_attributes_are_refused(label):
     network = nindsl.check(f"network p() {{ input x: f32[N, 1, 4, 4] {label}: conv(2, 3) }}")
     with pytest.raises(NindslError) as error:
@@ -168,6 +168,6 @@ def test_labels_that_clash_with_module_attributes_are_refused(label):
 
 def test_compile_target_torch_writes_the_source(cli, tmp_path):
     out = tmp_path / "digits.py"
-    result = cli("compile", "specs/nin_digits.nin", "--target", "torch", "-o", out)
+    result = cli("compile", SPECS / "nin_digits.nin", "--target", "torch", "-o", out)
     assert result.code == 0, result.err
-    assert out.read_text() == twin_source(nindsl.load("specs/nin_digits.nin"))
+    assert out.read_text() == twin_source(nindsl.load(SPECS / "nin_digits.nin"))
