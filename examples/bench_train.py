@@ -26,7 +26,7 @@ from torch import nn
 import nindsl
 from nindsl.cli import main as nindsl_main
 from nindsl.data import load_data
-from nindsl.train import Ranks, _Scores, _threads, param_groups
+from nindsl.training import Ranks, _Scores, _threads, param_groups
 from nindsl.twin import to_torch
 from nindsl.weights import read_tensors
 

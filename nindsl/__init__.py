@@ -22,7 +22,8 @@ from .ir import Network
 from .syntax import Module
 
 __version__ = "0.1.0"
-__all__ = ["parse", "check", "load", "Network", "Module", "NindslError", "Diagnostic", "__version__"]
+__all__ = ["parse", "check", "load", "to_onnx", "to_torch", "train", "Network", "Module", "NindslError",
+           "Diagnostic", "__version__"]
 
 
 def parse(text: str, path: str = "<string>") -> Module:
@@ -50,3 +51,24 @@ def load(path: str | Path, overrides: dict[str, str] | None = None, root: str | 
     from .parser import parse_file
 
     return check(parse_file(path), overrides, root)
+
+
+def to_onnx(network: Network, weights=None, seed: int = 0):
+    """The checked ``onnx.ModelProto`` of a network; needs ``nindsl[onnx]``."""
+    from .lower_onnx import to_onnx as _to_onnx
+
+    return _to_onnx(network, weights, seed)
+
+
+def to_torch(network: Network, weights=None, seed: int = 0):
+    """The PyTorch twin (an ``nn.Module``) of a checked network; needs ``nindsl[torch]``."""
+    from .twin import to_torch as _to_torch
+
+    return _to_torch(network, weights, seed)
+
+
+def train(network: Network, **options) -> dict:
+    """Train the twin as the spec's ``train`` section says (see :func:`nindsl.training.train`)."""
+    from .training import train as _train
+
+    return _train(network, **options)

@@ -19,6 +19,7 @@ import json
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,22 @@ def import_onnx(model, network: ir.Network, batch: int | None):
     return module
 
 
+@dataclass
+class Build:
+    """A compiled network and what its artifact needs."""
+
+    executable: object  # tvm.runtime.Executable
+    model: object  # the onnx.ModelProto it came from
+    weights: dict[str, np.ndarray]
+    order: list[str]  # weight names in the order the library takes them
+    target: object  # tvm.target.Target
+    packs: bool  # weights go through `main_transform_params` first (CPU pre-packing)
+    batch: int | None
+
+
 def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, batch: int | None = None,
-          tuned_module=None):
-    """Compile a network for a profile: (executable, onnx model, weights, parameter order)."""
+          tuned_module=None) -> Build:
+    """Compile a network for a profile (untuned, or from a tuned Relax module)."""
     tvm = require_tvm()
     from .lower_onnx import to_onnx
     from .weights import resolve
@@ -94,7 +108,11 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     weights = resolve(network, weights, seed)
     model = to_onnx(network, weights)
     module = tuned_module if tuned_module is not None else import_onnx(model, network, batch)
-    params = [str(p.name) for p in module["main"].params][1:]
+    # With weight pre-packing, `main_transform_params` takes the weights and `main` the packed ones.
+    packs = any(gv.name_hint == "main_transform_params" for gv in module.get_global_vars())
+    # `main_transform_params` takes the weights as one tuple, in the imported module's order
+    takes = (import_onnx(model, network, batch) if packs else module)["main"].params[1:]
+    params = [str(p.name) for p in takes]
     by_relax = {**{_relax_name(w.name): w.name for w in network.weights}, **{w.name: w.name for w in network.weights}}
     order = [by_relax[p] for p in params]
     target = tvm.target.Target(resolved_target(profile))
@@ -104,23 +122,24 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     # TVM's default pipeline for a GPU target schedules every kernel with DLight's default
     # rules (Matmul, GEMV, Reduction, GeneralReduction, Fallback); for LLVM, its CPU rules.
     executable = tvm.compile(module, target=target)
-    return executable, model, weights, order, target
+    return Build(executable, model, weights, order, target, packs, batch)
 
 
-def write_artifact(out: Path, network: ir.Network, profile: Profile, executable, model, weights, order,
-                   target, batch: int | None, seconds: float, tuning_db: str | None = None) -> None:
+def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Build, seconds: float,
+                   tuning_db: str | None = None) -> None:
     import tvm
 
     from .lower_onnx import serialize
     from .weights import save_weights
 
     with atomic_directory(out) as staging:
-        executable.export_library(str(staging / LIBRARY))
-        save_weights(staging / WEIGHTS, weights, {"spec_hash": network.spec_hash})
-        (staging / ONNX_FILE).write_bytes(serialize(model))
+        built.executable.export_library(str(staging / LIBRARY))
+        save_weights(staging / WEIGHTS, built.weights, {"spec_hash": network.spec_hash})
+        (staging / ONNX_FILE).write_bytes(serialize(built.model))
         shape = list(network.input.shape)
-        if batch is not None:
-            shape[0] = batch
+        if built.batch is not None:
+            shape[0] = built.batch
+        target = built.target
         manifest = {
             "format": FORMAT,
             "nindsl_version": __version__,
@@ -134,7 +153,8 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, executable,
             "device": profile.device,
             "target": json.loads(str(target)) if str(target).startswith("{") else str(target),
             "parity": {"rtol": profile.parity.rtol, "atol": profile.parity.atol},
-            "parameters": order,
+            "parameters": built.order,
+            "transform_params": built.packs,
             "tuning_db": tuning_db,
             "compile_seconds": round(seconds, 2),
             "files": {name: _sha256(staging / name) for name in (LIBRARY, WEIGHTS, ONNX_FILE)},
@@ -158,10 +178,9 @@ def compile_command(network: ir.Network, args) -> int:
             print("tuning needs a fixed batch size: building for --batch 1", file=sys.stderr)
         tuned, db = tune(network, profile, batch=batch, trials=args.trials, db=args.db,
                          weights=args.weights, seed=args.seed)
-    executable, model, weights, order, target = build(network, profile, args.weights, args.seed, batch, tuned)
+    built = build(network, profile, args.weights, args.seed, batch, tuned)
     seconds = time.perf_counter() - start
-    write_artifact(out, network, profile, executable, model, weights, order, target, batch, seconds,
-                   str(db) if db else None)
+    write_artifact(out, network, profile, built, seconds, str(db) if db else None)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
     detail = f", {kernels} GPU kernels" if kernels is not None else ""
     print(f"wrote {out}/ for {profile.name} ({profile.device}{detail}) in {seconds:.1f} s")
@@ -195,12 +214,50 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-class Artifact:
-    """A verified artifact, loaded on its device: ``Artifact(folder)(batch) → outputs``."""
+class Runner:
+    """A loaded library on its device: ``runner(batch) → outputs``."""
+
+    def __init__(self, library, device, weights: list, packs: bool, input_shape: list):
+        from tvm import relax
+
+        self.device = device
+        self.input_shape = input_shape
+        self.vm = relax.VirtualMachine(library, device)
+        if packs:  # pack the weights once, as the tuned kernels want them
+            weights = list(self.vm["main_transform_params"](weights))
+        self.weights = weights
+
+    @classmethod
+    def from_build(cls, built: Build, device=None) -> "Runner":
+        import tvm
+
+        device = device or tvm.cpu(0)
+        weights = [tvm.runtime.tensor(built.weights[name], device) for name in built.order]
+        dims = built.model.graph.input[0].type.tensor_type.shape.dim
+        shape = [built.batch or dims[0].dim_param, *(d.dim_value for d in dims[1:])]
+        return cls(built.executable, device, weights, built.packs, shape)
+
+    def check_input(self, batch: np.ndarray) -> None:
+        expected = self.input_shape
+        if batch.ndim != len(expected) or any(isinstance(e, int) and e != a for e, a in zip(expected, batch.shape)):
+            raise NindslError.one("E0503", f"the input has shape {list(batch.shape)}, but this artifact was "
+                                           f"built for {expected}", None,
+                                  "rebuild without --batch for any batch size" if isinstance(expected[0], int)
+                                  else None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import tvm
+
+        self.check_input(batch)
+        x = tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self.device)
+        return self.vm["main"](x, *self.weights).numpy()
+
+
+class Artifact(Runner):
+    """A verified artifact folder, loaded on its device."""
 
     def __init__(self, folder: str | Path):
         tvm = require_tvm()
-        from tvm import relax
 
         from .weights import read_tensors
 
@@ -215,29 +272,15 @@ class Artifact:
             if _sha256(folder / name) != expected:
                 raise _refuse(folder, f"{name} does not match its manifest (changed or damaged after the build); "
                                       "it is not loaded", "compile the spec again")
-        self.device = tvm.cuda(0) if manifest["device"] == "cuda" else tvm.cpu(0)
-        if not self.device.exist:
+        device = tvm.cuda(0) if manifest["device"] == "cuda" else tvm.cpu(0)
+        if not device.exist:
             raise _refuse(folder, f"it runs on `{manifest['device']}`, and this machine has no such device",
                           "run it on a machine with a CUDA GPU, or build for --target llvm")
         tensors, _ = read_tensors(folder / WEIGHTS)
         self.manifest = manifest
-        self.weights = [tvm.runtime.tensor(tensors[name], self.device) for name in manifest["parameters"]]
-        self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(folder / LIBRARY)), self.device)
-
-    def check_input(self, batch: np.ndarray) -> None:
-        expected = self.manifest["input"]["shape"]
-        if batch.ndim != len(expected) or any(isinstance(e, int) and e != a for e, a in zip(expected, batch.shape)):
-            raise NindslError.one("E0503", f"the input has shape {list(batch.shape)}, but this artifact was "
-                                           f"built for {expected}", None,
-                                  "rebuild without --batch for any batch size" if isinstance(expected[0], int)
-                                  else None)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        import tvm
-
-        self.check_input(batch)
-        x = tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self.device)
-        return self.vm["main"](x, *self.weights).numpy()
+        weights = [tvm.runtime.tensor(tensors[name], device) for name in manifest["parameters"]]
+        super().__init__(tvm.runtime.load_module(str(folder / LIBRARY)), device, weights,
+                         manifest.get("transform_params", False), manifest["input"]["shape"])
 
 
 def run_artifact(folder: Path, inputs: list[str]) -> np.ndarray:

@@ -133,8 +133,14 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench_command
+
+    return bench_command(args)
+
+
 def cmd_train(args) -> int:
-    from .train import train_command
+    from .training import train_command
 
     return train_command(args)
 
@@ -218,6 +224,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     with_set(train)
+
+    bench = command("bench", cmd_bench, "time ONNX Runtime, the PyTorch twin and TVM (untuned, tuned) side by side")
+    bench.add_argument("spec")
+    bench.add_argument("--target", default="llvm", help="TVM target profile (default: llvm)")
+    bench.add_argument("--batch", default="1,64", help="comma-separated batch sizes (default: 1,64)")
+    bench.add_argument("--engines", help="comma-separated subset of: onnxruntime, torch, tvm-untuned, tvm-tuned")
+    bench.add_argument("--repeats", type=int, default=20, help="timed rounds per batch size")
+    bench.add_argument("--trials", type=int, help="tuning trials in all, when tvm-tuned must tune first")
+    bench.add_argument("--db", help="tuning database folder")
+    bench.add_argument("--json", help="write the records as JSON here")
+    bench.add_argument("--plot", help="write a PNG of latency per engine and batch size here")
+    bench.add_argument("--quiet", action="store_true")
+    with_set(bench)
     return parser
 
 

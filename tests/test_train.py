@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 import nindsl  # noqa: E402
 from conftest import ROOT, SPECS  # noqa: E402
 from nindsl import ir  # noqa: E402
-from nindsl import train as training  # noqa: E402
+from nindsl import training  # noqa: E402
 from nindsl.data import load_data  # noqa: E402
 from nindsl.diagnostics import NindslError  # noqa: E402
 from nindsl.twin import to_torch  # noqa: E402

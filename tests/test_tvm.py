@@ -27,9 +27,9 @@ LLVM = load_profile("llvm")
 
 def _artifact(network, folder, weights=None, batch=None, profile=LLVM):
     weights = weights if weights is not None else test_weights(network)
-    executable, model, weights, order, target = build(network, profile, weights, batch=batch)
-    write_artifact(folder, network, profile, executable, model, weights, order, target, batch, 0.0)
-    return weights
+    built = build(network, profile, weights, batch=batch)
+    write_artifact(folder, network, profile, built, 0.0)
+    return built.weights
 
 
 @pytest.mark.parametrize("spec", SHIPPED, ids=lambda p: p.stem)

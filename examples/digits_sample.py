@@ -1,0 +1,35 @@
+"""Write a few held-out digits as an .npy batch for `nindsl run`.
+
+    python examples/digits_sample.py OUT.npy [COUNT]
+
+Uses the same fixed held-out split as `nindsl train`, so these images were not trained on.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import nindsl
+from nindsl.data import load_data
+from nindsl.io import atomic_write_bytes
+
+SPEC = Path(__file__).resolve().parent.parent / "specs" / "nin_digits.nin"
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("digits_sample.npy")
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    data = load_data(nindsl.load(SPEC))
+    buffer = io.BytesIO()
+    np.save(buffer, data.val_images[:count])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, buffer.getvalue())
+    print(f"wrote {out}: {count} held-out digits, labels {data.val_labels[:count].tolist()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""`nindsl bench`: every engine on the same inputs, in one run, against the machine's peak.
+
+Engines are timed in interleaved rounds (one call of each per round) so that a noisy
+neighbour slows them alike; the report gives the median and the 10th–90th percentile
+spread. Achieved GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a
+large float32 matrix multiply measured on the spot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import ir
+from .diagnostics import NindslError
+
+ENGINES = ("onnxruntime", "torch", "tvm-untuned", "tvm-tuned")
+
+
+@dataclass
+class Record:
+    engine: str
+    batch: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    images_per_s: float
+    gflops: float
+    peak_fraction: float
+    max_abs_diff: float  # against ONNX Runtime's outputs
+    note: str = ""
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a float32 matrix multiply (numpy's BLAS) on this machine, now."""
+    a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
+    a @ b  # warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times) / 1e9
+
+
+def _onnxruntime(network: ir.Network, weights) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    from .lower_onnx import serialize, to_onnx
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = cores()
+    session = ort.InferenceSession(serialize(to_onnx(network, weights)), options,
+                                   providers=["CPUExecutionProvider"])
+    name = network.input.name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _torch(network: ir.Network, weights) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    from .twin import to_torch
+
+    torch.set_num_threads(cores())
+    module = to_torch(network, weights=weights).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x)).numpy()
+    return run
+
+
+def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials, db, progress: bool):
+    from .build_tvm import Runner, build
+
+    module = None
+    if tuned:
+        from .tune import tune
+
+        module, _ = tune(network, profile, batch=batch, trials=trials, db=db, weights=weights, progress=progress)
+    return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module))
+
+
+def measure(run: Callable, x: np.ndarray, repeats: int) -> list[float]:
+    return [_once(run, x) for _ in range(repeats)]
+
+
+def _once(run: Callable, x: np.ndarray) -> float:
+    start = time.perf_counter()
+    run(x)
+    return time.perf_counter() - start
+
+
+def bench(network: ir.Network, batches: list[int], engines: list[str], target: str = "llvm",
+          repeats: int = 20, trials: int | None = None, db: str | None = None, seed: int = 0,
+          progress: bool = True) -> tuple[list[Record], float]:
+    """Time each engine at each batch size; returns the records and the measured peak."""
+    from .weights import initial_weights
+
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise NindslError.one("E0504", f"unknown engine `{unknown[0]}`", None, f"engines: {', '.join(ENGINES)}")
+    weights = initial_weights(network, seed)
+    peak = matmul_peak()
+    profile = None
+    if any(e.startswith("tvm") for e in engines):
+        from .build_tvm import require_tvm
+        from .profiles import load_profile
+
+        require_tvm()
+        profile = load_profile(target)
+    records = []
+    for batch in batches:
+        x = np.random.default_rng(batch).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
+        runners: dict[str, Callable] = {}
+        for engine in engines:
+            if progress:
+                print(f"preparing {engine} for batch {batch} ...", file=sys.stderr)
+            if engine == "onnxruntime":
+                runners[engine] = _onnxruntime(network, weights)
+            elif engine == "torch":
+                runners[engine] = _torch(network, weights)
+            else:
+                runners[engine] = _tvm(network, weights, batch, profile, engine == "tvm-tuned", trials, db, progress)
+        reference = runners["onnxruntime"](x) if "onnxruntime" in runners else None
+        times: dict[str, list[float]] = {engine: [] for engine in runners}
+        differences = {}
+        for engine, run in runners.items():  # warm up, and check the numbers while at it
+            out = run(x)
+            differences[engine] = float(np.abs(out - reference).max()) if reference is not None else float("nan")
+            run(x)
+        for _ in range(repeats):  # interleaved rounds
+            for engine, run in runners.items():
+                times[engine].append(_once(run, x))
+        flops = 2 * network.total_macs * batch
+        for engine, samples in times.items():
+            median = statistics.median(samples)
+            deciles = statistics.quantiles(samples, n=10) if len(samples) > 1 else [median] * 9
+            records.append(Record(engine, batch, median * 1e3, deciles[0] * 1e3, deciles[-1] * 1e3,
+                                  batch / median, flops / median / 1e9, flops / median / 1e9 / peak,
+                                  differences[engine]))
+    return records, peak
+
+
+def print_table(records: list[Record], peak: float, network: ir.Network, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, highlight=False)
+    if not console.is_terminal:
+        console.width = 132
+    table = Table(title=f"{network.name}: {network.total_macs / 1e6:,.1f} M multiply-adds per image; "
+                        f"peak {peak:,.0f} GFLOP/s (float32 matmul, {cores()} cores)", title_justify="left")
+    for column in ("engine", "batch", "median ms", "p10–p90 ms", "images/s", "GFLOP/s", "of peak", "× ORT",
+                   "max |Δ| vs ORT"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    ort = {r.batch: r.median_ms for r in records if r.engine == "onnxruntime"}
+    for r in records:
+        ratio = f"{r.median_ms / ort[r.batch]:.2f}" if r.batch in ort else ""
+        table.add_row(r.engine, str(r.batch), f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}–{r.p90_ms:.2f}",
+                      f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}", f"{100 * r.peak_fraction:.0f}%", ratio,
+                      f"{r.max_abs_diff:.1e}")
+    console.print(table)
+
+
+def plot(records: list[Record], path: Path, title: str) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io import atomic_write_bytes
+
+    batches = sorted({r.batch for r in records})
+    engines = [e for e in ENGINES if any(r.engine == e for r in records)]
+    figure, axes = plt.subplots(1, len(batches), figsize=(4.5 * len(batches), 3.6), squeeze=False)
+    for axis, batch in zip(axes[0], batches):
+        values = [next((r.median_ms for r in records if r.engine == e and r.batch == batch), 0) for e in engines]
+        bars = axis.bar(engines, values, color=["#4c72b0", "#dd8452", "#c44e52", "#55a868"][: len(engines)])
+        axis.bar_label(bars, fmt="%.3g")
+        axis.set_yscale("log")
+        axis.set_title(f"batch {batch}")
+        axis.set_ylabel("median latency (ms, log scale)")
+        axis.tick_params(axis="x", rotation=20)
+    figure.suptitle(title)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise NindslError.one("E0504", f"--batch must be a comma-separated list of sizes, got `{text}`", None,
+                              "for example --batch 1,64")
+    return batches
+
+
+def bench_command(args) -> int:
+    import nindsl
+
+    from .cli import _overrides
+    from .io import atomic_write_text
+
+    network = nindsl.load(args.spec, _overrides(args.set))
+    engines = [e.strip() for e in args.engines.split(",")] if args.engines else list(ENGINES)
+    records, peak = bench(network, _batches(args.batch), engines, args.target, args.repeats, args.trials, args.db,
+                          progress=not args.quiet)
+    print_table(records, peak, network)
+    if args.json:
+        payload = [{**asdict(r), "network": network.name, "spec_hash": network.spec_hash, "peak_gflops": peak,
+                    "cores": cores()} for r in records]
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.plot:
+        plot(records, Path(args.plot), f"{network.name} on {cores()} cores")
+    return 0

@@ -1,0 +1,248 @@
+"""Auto-tuning with MetaSchedule: every task gets trials, weighted by its share of the work.
+
+Plan: extract the Relax module's tuning tasks, estimate each one's floating-point work
+(FLOPs × how often it runs), and split the trial budget in proportion, with a floor so
+that no task is left on its default schedule. Tasks are tuned one at a time, largest
+first, into a JSON database that persists between runs:
+
+    ~/.cache/nindsl/tuning/tvm-<version>/<profile>-<target hash>/
+
+so a record is only reused for the same TVM version and target (MetaSchedule itself keys
+records by the workload's structure). Every measured candidate is appended as it is
+measured: an interrupted run keeps its records, and the next run tunes only what is
+missing. TVM fails hard on a torn JSON line, so the files are repaired before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ir
+from .diagnostics import NindslError
+from .io import atomic_write_text
+from .profiles import Profile, resolved_target
+
+MIN_TRIALS = 8  # every task gets at least this many
+BUILD_TIMEOUT, RUN_TIMEOUT = 180.0, 60.0  # seconds per candidate
+WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+
+
+@dataclass
+class Task:
+    """One tuning task and its planned share of the budget."""
+
+    name: str
+    extracted: object  # meta_schedule.ExtractedTask
+    weight: float  # how many times the network runs it
+    flops: float  # per run
+    trials: int = 0  # planned in all
+    done: int = 0  # already in the database
+
+    @property
+    def work(self) -> float:
+        return self.flops * self.weight
+
+
+def cache_root() -> Path:
+    root = os.environ.get("NINDSL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
+                                                          or os.path.expanduser("~/.cache"), "nindsl")
+    return Path(root)
+
+
+def database_dir(profile: Profile, db: str | Path | None = None) -> Path:
+    """The tuning database folder for this target and TVM version."""
+    import tvm
+
+    target = json.dumps(resolved_target(profile), sort_keys=True)
+    key = hashlib.sha256(f"{target}\0{tvm.__version__}".encode()).hexdigest()[:12]
+    base = Path(db) if db else cache_root() / "tuning"
+    return base / f"tvm-{tvm.__version__}" / f"{profile.name}-{key}"
+
+
+def repair_database(folder: Path) -> int:
+    """Drop torn or foreign lines (a killed run, a hand edit) so TVM can open the files.
+
+    Returns how many lines were dropped. A record whose workload index is not in the
+    workload file is dropped too.
+    """
+    dropped = 0
+    workloads_path, records_path = folder / WORKLOADS, folder / RECORDS
+    kept_workloads: list[str] = []
+    if workloads_path.exists():
+        for line in workloads_path.read_text(errors="replace").splitlines():
+            try:
+                json.loads(line)
+                kept_workloads.append(line)
+            except json.JSONDecodeError:
+                dropped += 1
+    kept_records: list[str] = []
+    if records_path.exists():
+        for line in records_path.read_text(errors="replace").splitlines():
+            try:
+                index, _ = json.loads(line)
+                if not isinstance(index, int) or not 0 <= index < len(kept_workloads):
+                    raise ValueError(index)
+                kept_records.append(line)
+            except (json.JSONDecodeError, ValueError, TypeError):
+                dropped += 1
+    if dropped:
+        atomic_write_text(workloads_path, "".join(line + "\n" for line in kept_workloads))
+        atomic_write_text(records_path, "".join(line + "\n" for line in kept_records))
+    return dropped
+
+
+def plan(tasks: list[Task], total: int) -> None:
+    """Split ``total`` trials: a floor for every task, the rest by share of the work."""
+    floor = min(MIN_TRIALS, max(1, total // max(len(tasks), 1)))
+    spare = max(total - floor * len(tasks), 0)
+    work = sum(t.work for t in tasks) or 1.0
+    for task in tasks:
+        task.trials = floor + int(round(spare * task.work / work))
+
+
+def prepare(network: ir.Network, profile: Profile, batch: int, weights=None, seed: int = 0):
+    """The Relax module as tuning sees it (static batch; layout-free weights marked)."""
+    import tvm
+    from tvm.relax import transform
+    from tvm.relax.pipeline import zero_pipeline
+
+    from .build_tvm import import_onnx
+    from .lower_onnx import to_onnx
+    from .weights import resolve
+
+    model = to_onnx(network, resolve(network, weights, seed))
+    module = import_onnx(model, network, batch)
+    passes = [transform.DecomposeOpsForInference(), transform.CanonicalizeBindings(), zero_pipeline()]
+    if profile.tuning.weight_prepack and profile.device == "cpu":
+        passes.append(transform.AttachAttrLayoutFreeBuffers())
+    with tvm.target.Target(resolved_target(profile)):
+        return tvm.transform.Sequential(passes)(module)
+
+
+def extract(module, target, folder: Path) -> list[Task]:
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    tasks = []
+    for task in ms.relax_integration.extract_tasks(module, target):
+        try:
+            flops = float(estimate_tir_flops(task.dispatched[0]))
+        except Exception:  # noqa: BLE001 - an op the estimator does not know: count it as light
+            flops = 0.0
+        tasks.append(Task(task.task_name, task, float(task.weight), flops))
+    return tasks
+
+
+def context(task: Task, folder: Path, trials: int):
+    """A tune context whose evolutionary search is sized to the trials it will spend:
+    MetaSchedule's default population (512, 4 generations) costs ~40 s per task even for
+    one trial, which would dominate a small budget."""
+    from tvm.s_tir import meta_schedule as ms
+
+    population = max(64, min(512, 8 * trials))
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=population,
+                                                     init_min_unmeasured=min(50, population // 2))
+    (tune_context,), _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        [task.extracted], work_dir=str(folder), strategy=strategy)
+    return tune_context
+
+
+def _progress_callback(state: dict):
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        """Prints trials and the best latency so far after each measured batch."""
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            for result in runner_results:
+                state["trials"] += 1
+                seconds = [float(s) for s in (result.run_secs or [])]
+                if result.error_msg is None and seconds:
+                    state["best"] = min(state["best"], sum(seconds) / len(seconds))
+            _show(state)
+
+    return Progress()
+
+
+def _show(state: dict, final: bool = False) -> None:
+    if not state["progress"]:
+        return
+    elapsed = time.perf_counter() - state["start"]
+    done, total = state["trials"], max(state["planned"], 1)
+    left = elapsed / done * (total - done) if done else float("nan")
+    best = f"{state['best'] * 1e3:.3f} ms" if state["best"] < float("inf") else "-"
+    line = (f"\rtuning task {state['index']}/{state['tasks']} {state['name'][:28]:<28} "
+            f"trials {done}/{total}  best {best}  elapsed {elapsed / 60:.1f} min  left ~{left / 60:.1f} min ")
+    print(line, end="\n" if final else "", file=sys.stderr, flush=True)
+
+
+def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None = None,
+         db: str | Path | None = None, weights=None, seed: int = 0, runner="local",
+         progress: bool = True, max_minutes: float | None = None):
+    """Tune every task of the network for ``profile``; return (tuned Relax module, database folder).
+
+    The returned module has the database's schedules applied (and, on CPU with
+    ``weight_prepack``, a ``main_transform_params`` function that packs the weights).
+    """
+    import tvm
+    from tvm.relax import transform
+    from tvm.s_tir import meta_schedule as ms
+
+    target = tvm.target.Target(resolved_target(profile))
+    folder = database_dir(profile, db)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NindslError.one("E0301", f"cannot create the tuning database `{folder}`: {error.strerror}", None) \
+            from None
+    dropped = repair_database(folder)
+    if dropped and progress:
+        print(f"tuning database: dropped {dropped} torn or foreign line(s)", file=sys.stderr)
+    module = prepare(network, profile, batch, weights, seed)
+    tasks = extract(module, target, folder)
+    total = trials if trials is not None else profile.tuning.trials_per_task * len(tasks)
+    plan(tasks, total)
+    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
+    for task in tasks:
+        workload = database.commit_workload(task.extracted.dispatched[0])
+        task.done = len(database.get_top_k(workload, 1 << 30))
+    limit = (max_minutes if max_minutes is not None else profile.tuning.max_minutes) * 60
+    state = {"trials": 0, "planned": sum(max(t.trials - t.done, 0) for t in tasks), "best": float("inf"),
+             "start": time.perf_counter(), "progress": progress, "tasks": len(tasks), "index": 0, "name": ""}
+    callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(state)]
+    # One builder and runner for all tasks: their worker processes start (and import TVM) once.
+    # The generous build timeout covers that start on a busy machine; MetaSchedule's 30 s does not.
+    builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT)
+    if runner == "local":
+        runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT)
+    # Largest share of the work first: if the time limit cuts the run short, it cuts the small tasks.
+    for index, task in enumerate(sorted(tasks, key=lambda t: -t.work), start=1):
+        wanted = task.trials - task.done
+        if wanted <= 0:
+            continue
+        if time.perf_counter() - state["start"] > limit:
+            if progress:
+                print(f"\ntime limit of {limit / 60:.0f} min reached; the rest keep their current schedules",
+                      file=sys.stderr)
+            break
+        state.update(index=index, name=task.name, best=float("inf"))
+        ms.tune_tasks(tasks=[context(task, folder, wanted)], task_weights=[task.weight], work_dir=str(folder),
+                      max_trials_global=wanted, max_trials_per_task=wanted,
+                      num_trials_per_iter=min(64, wanted), database=database, builder=builder, runner=runner,
+                      measure_callbacks=callbacks)
+    _show(state, final=True)
+    with target:
+        passes = [transform.MetaScheduleApplyDatabase(str(folder))]
+        if profile.tuning.weight_prepack and profile.device == "cpu":
+            passes += [transform.SplitLayoutRewritePreproc(), transform.LiftTransformParams(),
+                       transform.FoldConstant()]
+        tuned = tvm.transform.Sequential(passes)(module)
+    return tuned, folder

@@ -1,0 +1,39 @@
+"""`nindsl bench`: one table, JSON records and a plot (numbers, not timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from conftest import SPECS  # noqa: E402
+
+
+def test_bench_writes_records_and_a_plot(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    engines = "onnxruntime,torch"
+    try:
+        import tvm  # noqa: F401
+        engines += ",tvm-untuned"
+    except ImportError:
+        pass
+    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1,4", "--engines", engines, "--repeats", "3",
+                 "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png", "--quiet")
+    assert result.code == 0, result.err
+    records = json.loads((tmp_path / "b.json").read_text())
+    assert {(r["engine"], r["batch"]) for r in records} == {(e, b) for e in engines.split(",") for b in (1, 4)}
+    for record in records:
+        assert record["median_ms"] > 0 and record["peak_gflops"] > 0
+        assert record["max_abs_diff"] < 1e-4  # every engine computes what ONNX Runtime does
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "median ms" in result.out
+
+
+def test_bench_explains_bad_options(cli):
+    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1,x")
+    assert result.code == 1 and "comma-separated list" in result.err
+    result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime,tensorrt")
+    assert result.code == 1 and "unknown engine `tensorrt`" in result.err
