@@ -24,7 +24,7 @@ import numpy as np
 
 from . import ir
 from .diagnostics import NindslError
-from .shapes import _fmt
+from .shapes import format_shape
 
 SPLIT_SEED = 0  # the held-out split never changes with the training seed
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -208,7 +208,7 @@ def classes(network: ir.Network) -> int:
     shape = network.output.shape
     if len(shape) != 2 or not isinstance(shape[1], int):
         raise NindslError.one("E0202", f"training needs an [N, classes] output; `{network.output.name}` is "
-                                       f"{_fmt(shape)}", network.output.span,
+                                       f"{format_shape(shape)}", network.output.span,
                               "end the network with global_avgpool() (and softmax())")
     return shape[1]
 
@@ -218,7 +218,7 @@ def _check(network: ir.Network, images: np.ndarray, labels: np.ndarray, origin: 
     if tuple(images.shape[1:]) != expected:
         got = "×".join(map(str, images.shape[1:]))
         raise NindslError.one("E0503", f"`{origin}` has {got} images but the network's input "
-                                       f"`{network.input.name}` is {_fmt(network.input.shape)}",
+                                       f"`{network.input.name}` is {format_shape(network.input.shape)}",
                               network.input.span, "train on data of the input's [C, H, W] shape, or change the "
                                                   "spec's input")
     count = classes(network)

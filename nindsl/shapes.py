@@ -43,13 +43,13 @@ class ShapeError(Exception):
         self.message, self.help, self.code = message, help, code
 
 
-def _fmt(shape) -> str:
+def format_shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _image(layer: ir.Layer, shape, what: str) -> tuple:
     if len(shape) != 4:
-        raise ShapeError(f"{what} needs a [N, C, H, W] input, got {_fmt(shape)}",
+        raise ShapeError(f"{what} needs a [N, C, H, W] input, got {format_shape(shape)}",
                          "convolutions and pooling come before global pooling, flatten() and dense()",
                          code="E0202")
     return shape
@@ -121,7 +121,7 @@ def elementwise(layer: ir.Layer, shape) -> ir.LayerShape:
 
 def softmax(layer: ir.Softmax, shape) -> ir.LayerShape:
     if len(shape) != 2:
-        raise ShapeError(f"softmax needs an [N, classes] input, got {_fmt(shape)}",
+        raise ShapeError(f"softmax needs an [N, classes] input, got {format_shape(shape)}",
                          "put global_avgpool() (or flatten()) before softmax()", code="E0202")
     return ir.LayerShape(shape, shape)
 
@@ -142,7 +142,7 @@ def flatten(layer: ir.Flatten, shape) -> ir.LayerShape:
 
 def dense(layer: ir.Dense, shape) -> ir.LayerShape:
     if len(shape) != 2:
-        raise ShapeError(f"dense needs an [N, features] input, got {_fmt(shape)}",
+        raise ShapeError(f"dense needs an [N, features] input, got {format_shape(shape)}",
                          "put flatten() (or global_avgpool()) before dense()", code="E0202")
     n, features = shape
     weights = (ir.Weight(f"{layer.label}.weight", (layer.out, features), "weight"),
@@ -190,8 +190,8 @@ def _ceil_fix(layers, input_shape, failed: int) -> tuple[list[int], tuple] | Non
 
 
 def _trace(network: ir.Network, shapes) -> list[Note]:
-    steps = [f"{network.input.name} {_fmt(network.input.shape)}"]
-    steps += [f"{layer.label} {_fmt(s.out_shape)}" for layer, s in zip(network.layers, shapes)]
+    steps = [f"{network.input.name} {format_shape(network.input.shape)}"]
+    steps += [f"{layer.label} {format_shape(s.out_shape)}" for layer, s in zip(network.layers, shapes)]
     if len(steps) > 12:
         steps = steps[:1] + ["…"] + steps[-10:]
     return [Note("shape trace: " + " → ".join(steps))]
@@ -226,8 +226,8 @@ def infer(network: ir.Network) -> ir.Network:
     if not output.shape:
         output = replace(output, shape=final)
     elif tuple(output.shape) != tuple(final):
-        errors.error("E0203", f"the network ends with {_fmt(final)} but `{output.name}` is declared "
-                              f"{_fmt(output.shape)}", output.span, _output_help(network, shapes, output.shape))
+        errors.error("E0203", f"the network ends with {format_shape(final)} but `{output.name}` is declared "
+                              f"{format_shape(output.shape)}", output.span, _output_help(network, shapes, output.shape))
     total = sum(s.params for s in shapes)
     if total > limits.MAX_PARAMETERS:
         errors.error("E0401", f"the network has {total:,} parameters; the limit is {limits.MAX_PARAMETERS:,}",

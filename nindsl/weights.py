@@ -87,14 +87,27 @@ def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
         raise NindslError.one("E0301", f"no such file `{path}`", None) from None
     except OSError as error:
         raise NindslError.one("E0301", f"cannot read `{path}`: {error.strerror}", None) from None
-    if head[:1] == b"\x80" or head[:2] in (b"PK",) and _is_torch_zip(path):
+    if _is_safetensors(path, head):
+        return _read_safetensors(path)
+    if head[:1] == b"\x80" or head[:2] == b"PK" and _is_torch_zip(path):
         raise _refused(path, "is a pickle (a PyTorch .pt/.pth file?); nindsl never loads pickles, "
                              "which can run code", "save the weights with safetensors, or `nindsl train`")
     if head[:2] == b"PK":
         return _read_npz(path), {}
     if len(head) == 8:
-        return _read_safetensors(path)
+        return _read_safetensors(path)  # says what is wrong with it
     raise _refused(path, "is neither safetensors nor .npz (it is too short)")
+
+
+def _is_safetensors(path: Path, head: bytes) -> bool:
+    """An 8-byte little-endian header length, then a JSON object. (The first byte alone
+    can be 0x80, a pickle's first byte, so this is asked before the pickle check.)"""
+    if len(head) < 8:
+        return False
+    (length,) = struct.unpack("<Q", head)
+    with open(path, "rb") as handle:
+        handle.seek(8)
+        return 2 <= length <= path.stat().st_size - 8 and handle.read(1) == b"{"
 
 
 def _is_torch_zip(path: Path) -> bool:

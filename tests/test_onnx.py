@@ -17,7 +17,7 @@ from nindsl.run import run_onnx  # noqa: E402
 from nindsl.weights import save_weights  # noqa: E402
 
 from conftest import SHIPPED, SPECS  # noqa: E402
-from numerics import assert_agree, test_inputs, test_weights  # noqa: E402
+from numerics import assert_agree, reference_is_reliable, test_inputs, test_weights  # noqa: E402
 from strategies import specs  # noqa: E402
 
 
@@ -55,8 +55,11 @@ def _agree(network, batch=2, seed=0):
     model = to_onnx(network, test_weights(network, seed))
     x = test_inputs(network, batch, seed + 1)
     plain, optimized = _sessions(model)
-    reference = run_onnx(model, x, "reference")
     feed = {network.input.name: x}
+    if not reference_is_reliable(network):  # an upstream bug: compare the two ORT modes only
+        assert_agree(optimized.run(None, feed)[0], plain.run(None, feed)[0], "ORT all vs no optimisation")
+        return plain.run(None, feed)[0]
+    reference = run_onnx(model, x, "reference")
     assert_agree(plain.run(None, feed)[0], reference, "ORT (no optimisation) vs reference")
     assert_agree(optimized.run(None, feed)[0], reference, "ORT (all optimisations) vs reference")
     return reference
@@ -250,3 +253,34 @@ def test_run_reads_images(cli, tmp_path):
     Image.fromarray(picture).save(tmp_path / "one.png")
     result = cli("run", SPECS / "nin_digits.nin", "--input", tmp_path / "one.png", tmp_path / "one.png")
     assert result.code == 0 and result.out.count("example ") == 2
+
+
+def test_upstream_reference_maxpool_bug():
+    """onnx 1.23.2's ReferenceEvaluator gives a 6×6 zero-padded output where ONNX Runtime,
+    PyTorch and nindsl's shape rule give 4×4. When this test fails, the bug is fixed
+    upstream: drop numerics.reference_is_reliable."""
+    torch = pytest.importorskip("torch")
+    network = nindsl.check("network t() { input x: f32[N, 1, 3, 3] p: maxpool(2, stride = 1, pad = 1, round = ceil) }")
+    x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3) - 4
+    model = to_onnx(network)
+    expected = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, 1, 1, ceil_mode=True).numpy()
+    assert network.shapes[0].out_shape == ("N", 1, 4, 4)
+    assert_agree(run_onnx(model, x), expected, "ORT vs PyTorch", 0)
+    assert run_onnx(model, x, "reference").shape == (1, 1, 6, 6)
+
+
+def test_safetensors_whose_header_starts_like_a_pickle_still_loads(tmp_path):
+    """Found by the TVM differential test: a header length of 128 + 256·k makes the first
+    byte 0x80, a pickle's protocol marker."""
+    import struct
+
+    network = nindsl.load(SPECS / "nin_digits.nin")
+    weights = test_weights(network)
+    path = tmp_path / "w.safetensors"
+    for padding in range(300):
+        save_weights(path, weights, {"pad": "x" * padding})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80 and struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 128
+    loaded = nindsl.weights.load_weights(network, path)
+    assert all(np.array_equal(loaded[k], weights[k]) for k in weights)

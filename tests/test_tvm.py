@@ -43,7 +43,7 @@ def test_llvm_build_equals_onnxruntime(spec, tmp_path):
         assert_agree(artifact(x), run_onnx(to_onnx(network, weights), x), f"TVM vs ORT, batch {batch}")
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(specs(max_layers=4))
 def test_random_specs_llvm_equals_onnxruntime(case):
     import tempfile
