@@ -96,11 +96,11 @@ def cmd_compile(args) -> int:
     network = _load(args)
     target = args.target
     if target == "onnx":
-        from .lower_onnx import write_onnx
+        from .lower_onnx import OPSET, write_onnx
 
         out = Path(args.output or f"{network.name}.onnx")
         write_onnx(network, out, weights=args.weights, seed=args.seed)
-        print(f"wrote {out} ({network.total_params:,} parameters, opset {_opset()})")
+        print(f"wrote {out} ({network.total_params:,} parameters, opset {OPSET})")
     elif target == "torch":
         from .twin import write_twin_source
 
@@ -112,12 +112,6 @@ def cmd_compile(args) -> int:
 
         return compile_command(network, args)
     return 0
-
-
-def _opset() -> int:
-    from .lower_onnx import OPSET
-
-    return OPSET
 
 
 def cmd_run(args) -> int:

@@ -499,8 +499,7 @@ class _Expander:
         except _EvalError as error:
             return self.errors.error(error.code, error.message, error.span, error.help)
         except _ConvError as error:
-            return self.errors.error(error.code if error.code != "E0401" else "E0401",
-                                     error.message, stmt.count.span, error.help)
+            return self.errors.error(error.code, error.message, stmt.count.span, error.help)
         if count > limits.MAX_REPEAT:
             return self.errors.error("E0401", f"repeat count {count:,} is over the limit of {limits.MAX_REPEAT:,}",
                                      stmt.count.span)

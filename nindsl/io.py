@@ -25,6 +25,16 @@ def _refuse(path: Path, error: OSError) -> NindslError:
                            "check the folder exists, is writable and has free space")
 
 
+def ensure_folder(path: str | Path, what: str) -> Path:
+    """Create ``path`` (and its parents), or raise a user error naming ``what`` it is for."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NindslError.one("E0301", f"cannot create {what} `{path}`: {error.strerror}", None) from None
+    return path
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     tmp = None

@@ -12,9 +12,10 @@ import threading
 import unicodedata
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
 from . import limits
 from . import syntax as ast
@@ -141,13 +142,22 @@ _TOKEN_NAMES = {
 def _describe(terminal: str) -> str:
     if terminal in _TOKEN_NAMES:
         return _TOKEN_NAMES[terminal]
-    pattern = grammar().get_terminal(terminal).pattern if terminal in grammar()._terminals_dict else None
-    if pattern is not None and pattern.type == "str":
+    try:
+        pattern = grammar().get_terminal(terminal).pattern
+    except KeyError:
+        return terminal.lower()
+    if pattern.type == "str":
         return f"`{pattern.value}`"
     return terminal.lower()
 
 
-def _unclosed(source: Source, upto: int | None = None) -> ast.Comment | None:
+class _Opener(NamedTuple):
+    char: str
+    line: int
+    column: int
+
+
+def _unclosed(source: Source, upto: int | None = None) -> _Opener | None:
     """The innermost opener still open at offset ``upto`` (default: the end), as line/col."""
     stack: list[tuple[str, int, int]] = []
     text = source.text if upto is None else source.text[:upto]
@@ -176,7 +186,7 @@ def _unclosed(source: Source, upto: int | None = None) -> ast.Comment | None:
     if not stack:
         return None
     char, line, column = stack[-1]
-    return ast.Comment(char, line, column)
+    return _Opener(char, line, column)
 
 
 def _syntax_error(error: UnexpectedInput, source: Source):
@@ -193,10 +203,10 @@ def _syntax_error(error: UnexpectedInput, source: Source):
     opener = _unclosed(source) if at_end else None
     if token is not None and not at_end and token.start_pos is not None:
         inner = _unclosed(source, token.start_pos)
-        if inner is not None and inner.text in "([" and inner.line < token.line:
-            closer = _OPENERS[inner.text]
+        if inner is not None and inner.char in "([" and inner.line < token.line:
+            closer = _OPENERS[inner.char]
             end = len(source.line(inner.line).split("#")[0].rstrip()) + 1
-            return Diagnostic("E0002", f"`{inner.text}` is not closed before the next line",
+            return Diagnostic("E0002", f"`{inner.char}` is not closed before the next line",
                               Span(source, inner.line, end, inner.line, end + 1), f"add `{closer}` here",
                               (Note("opened here", Span(source, inner.line, inner.column, inner.line,
                                                         inner.column + 1)),))
@@ -204,8 +214,8 @@ def _syntax_error(error: UnexpectedInput, source: Source):
         lines = source.text.rstrip("\n").split("\n")
         line, column = len(lines), len(lines[-1]) + 1
     if opener is not None and at_end:
-        closer = _OPENERS[opener.text]
-        return Diagnostic("E0002", f"`{opener.text}` is never closed",
+        closer = _OPENERS[opener.char]
+        return Diagnostic("E0002", f"`{opener.char}` is never closed",
                           Span(source, line, column, line, column + 1),
                           f"add `{closer}` to close it",
                           (Note("opened here", Span(source, opener.line, opener.column, opener.line, opener.column + 1)),))

@@ -34,6 +34,11 @@ def _shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def shape_fits(expected, shape) -> bool:
+    """Does an array shape fit a declared one (a named batch dimension takes any size)?"""
+    return len(shape) == len(expected) and all(not isinstance(e, int) or e == a for e, a in zip(expected, shape))
+
+
 def load_input(paths: list[str], signature: Signature) -> np.ndarray:
     """Read ``.npy`` or image files into one float32 batch matching ``signature``."""
     expected = signature.input_shape
@@ -43,7 +48,7 @@ def load_input(paths: list[str], signature: Signature) -> np.ndarray:
             array = array[None]  # one example without its batch dimension
     else:
         array = np.stack([_read_image(Path(p), expected) for p in paths])
-    if array.ndim != len(expected) or any(isinstance(e, int) and e != a for e, a in zip(expected, array.shape)):
+    if not shape_fits(expected, array.shape):
         raise _bad_input(f"the input has shape {_shape(array.shape)}, but `{signature.input_name}` expects "
                          f"{_shape(expected)}", "give an array of that shape (the batch size may vary)")
     return np.ascontiguousarray(array, dtype=np.float32)

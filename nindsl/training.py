@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from . import __version__, ir
 from .data import classes, load_data
 from .diagnostics import NindslError
-from .io import atomic_write_text
+from .io import atomic_write_text, ensure_folder
 from .twin import load_state, twin_class
 from .weights import check_weights, initial_weights, read_tensors, save_weights
 
@@ -391,11 +391,7 @@ def _train(network: ir.Network, data: str | None, epochs: int | None, batch: int
     images, labels = (torch.from_numpy(a).to(where) for a in (dataset.train_images, dataset.train_labels))
     val_images, val_labels = (torch.from_numpy(a).to(where) for a in (dataset.val_images, dataset.val_labels))
     if ranks.main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise NindslError.one("E0301", f"cannot create the output folder `{out}`: {error.strerror}", None) \
-                from None
+        ensure_folder(out, "the output folder")
 
     bar = _Bar(show)
     with bar.progress:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import ir
-from .diagnostics import NindslError
-from .io import atomic_write_text
+from .io import atomic_write_text, ensure_folder
 from .profiles import Profile, resolved_target
 
 MIN_TRIALS = 8  # every task gets at least this many
@@ -227,12 +226,7 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     from tvm.s_tir import meta_schedule as ms
 
     target = tvm.target.Target(resolved_target(profile))
-    folder = database_dir(profile, db)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise NindslError.one("E0301", f"cannot create the tuning database `{folder}`: {error.strerror}", None) \
-            from None
+    folder = ensure_folder(database_dir(profile, db), "the tuning database")
     dropped = repair_database(folder)
     if dropped and progress:
         print(f"tuning database: dropped {dropped} torn or foreign line(s)", file=sys.stderr)
