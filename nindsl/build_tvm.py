@@ -175,7 +175,9 @@ def compile_command(network: ir.Network, args) -> int:
             batch = 1
             print("tuning needs a fixed batch size: building for --batch 1", file=sys.stderr)
         tuned, db = tune(network, profile, batch=batch, trials=args.trials, db=args.db,
-                         weights=args.weights, seed=args.seed)
+                         weights=args.weights, seed=args.seed, runner=measuring_runner(args))
+    elif args.rpc:
+        raise NindslError.one("E0504", "--rpc measures tuning candidates: it needs --tune", None)
     built = build(network, profile, args.weights, args.seed, batch, tuned)
     seconds = time.perf_counter() - start
     write_artifact(out, network, profile, built, seconds, str(db) if db else None)
@@ -183,6 +185,21 @@ def compile_command(network: ir.Network, args) -> int:
     detail = f", {kernels} GPU kernels" if kernels is not None else ""
     print(f"wrote {out}/ for {profile.name} ({profile.device}{detail}) in {seconds:.1f} s")
     return 0
+
+
+def measuring_runner(args):
+    """Where tuning measures candidates: here, or on the devices behind `--rpc HOST:PORT --key KEY`."""
+    if args.key and not args.rpc:
+        raise NindslError.one("E0504", "--key names a device at an RPC tracker: give --rpc HOST:PORT too", None)
+    if not args.rpc:
+        return "local"
+    from .rpc import parse_address, runner
+
+    parse_address(args.rpc)
+    if not args.key:
+        raise NindslError.one("E0504", "--rpc needs --key KEY: the key the devices registered under", None,
+                              "list them with: python -m tvm.exec.query_rpc_tracker --port PORT")
+    return runner(args.rpc, args.key)
 
 
 def gpu_kernel_count(library: Path) -> int:

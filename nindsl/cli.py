@@ -133,6 +133,12 @@ def cmd_bench(args) -> int:
     return bench_command(args)
 
 
+def cmd_rpc(args) -> int:
+    from .rpc import rpc_command
+
+    return rpc_command(args)
+
+
 def cmd_train(args) -> int:
     from .training import train_command
 
@@ -159,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, parents=[common])
         sub.set_defaults(func=func)
         return sub
+
+    def rpc_options(sub):
+        sub.add_argument("--rpc", metavar="HOST:PORT", help="TVM: measure tuning candidates on the devices "
+                         "registered with this RPC tracker")
+        sub.add_argument("--key", help="TVM: with --rpc, the device key to measure on")
 
     def with_set(sub):
         sub.add_argument("--set", action="append", metavar="NAME=VALUE",
@@ -191,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
     compile_.add_argument("--trials", type=int, help="TVM: tuning trials in all")
     compile_.add_argument("--db", help="TVM: tuning database folder")
+    rpc_options(compile_)
     with_set(compile_)
 
     run = command("run", cmd_run, "run one batch through a spec, an .onnx model or a TVM artifact")
@@ -230,7 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="write the records as JSON here")
     bench.add_argument("--plot", help="write a PNG of latency per engine and batch size here")
     bench.add_argument("--quiet", action="store_true")
+    rpc_options(bench)
     with_set(bench)
+
+    rpc = command("rpc", cmd_rpc, "start a TVM RPC tracker or server for tuning on other devices "
+                  "(loopback only unless --host)")
+    rpc.add_argument("role", choices=("tracker", "server"))
+    rpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    rpc.add_argument("--port", type=int, help="port (default: 9190 for a tracker, 9090 for a server)")
+    rpc.add_argument("--tracker", help="server: the tracker's HOST:PORT")
+    rpc.add_argument("--key", help="server: the device key it registers under")
     return parser
 
 

@@ -756,6 +756,26 @@ def _train(node: ast.TrainDef | None, constants, errors: _Errors) -> ir.TrainCon
         except _ConvError as error:
             errors.error(error.code, error.message, error.span or setting.value.span, error.help)
             continue
-        if converted is not _FAILED:
-            values[setting.name] = converted
+        if converted is _FAILED:
+            continue
+        if setting.name == "data" and not _data_stays_inside(converted, setting.value.span, errors):
+            continue
+        values[setting.name] = converted
     return ir.TrainConfig(**values, span=node.span)
+
+
+def _data_stays_inside(data: str, span: Span | None, errors: _Errors) -> bool:
+    """A data path written in a spec stays inside the project, like an import (RELIABILITY.md);
+    `nindsl train --data PATH` on the command line may name any path."""
+    path = data.partition(":")[2] if ":" in data else data
+    if not path or data == "digits":
+        return True
+    if os.path.isabs(path):
+        errors.error("E0303", f"data path `{path}` is absolute", span,
+                     "paths in a spec are relative to the project; pass this one with `nindsl train --data`")
+        return False
+    if os.path.normpath(path).split(os.sep)[0] == "..":
+        errors.error("E0303", f"data path `{path}` leads outside the project folder", span,
+                     "paths in a spec stay inside the project; pass this one with `nindsl train --data`")
+        return False
+    return True

@@ -27,7 +27,9 @@ from . import ir
 from .io import atomic_write_text, ensure_folder
 from .profiles import Profile, resolved_target
 
-MIN_TRIALS = 8  # every task gets at least this many
+MIN_TRIALS = 8  # every task with arithmetic gets at least this many
+MIN_TRIALS_LIGHT = 2  # a task without (reshapes, transposes): only its loop order and threads to pick
+PER_ROUND = 16  # candidates measured per round; the cost model retrains between rounds
 BUILD_TIMEOUT, RUN_TIMEOUT = 180.0, 60.0  # seconds per candidate
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 
@@ -129,10 +131,11 @@ def _fast_worker_start() -> None:
 def plan(tasks: list[Task], total: int) -> None:
     """Split ``total`` trials: a floor for every task, the rest by share of the work."""
     floor = min(MIN_TRIALS, max(1, total // max(len(tasks), 1)))
-    spare = max(total - floor * len(tasks), 0)
+    floors = [floor if t.work > 0 else min(floor, MIN_TRIALS_LIGHT) for t in tasks]
+    spare = max(total - sum(floors), 0)
     work = sum(t.work for t in tasks) or 1.0
-    for task in tasks:
-        task.trials = floor + int(round(spare * task.work / work))
+    for task, least in zip(tasks, floors):
+        task.trials = least + int(round(spare * task.work / work))
 
 
 def prepare(network: ir.Network, profile: Profile, batch: int, weights=None, seed: int = 0):
@@ -260,7 +263,7 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
         state.update(index=index, name=task.name, best=float("inf"))
         ms.tune_tasks(tasks=[context(task, folder, wanted)], task_weights=[task.weight], work_dir=str(folder),
                       max_trials_global=wanted, max_trials_per_task=wanted,
-                      num_trials_per_iter=min(64, wanted), database=database, builder=builder, runner=runner,
+                      num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder, runner=runner,
                       measure_callbacks=callbacks)
     _show(state, final=True)
     with target:

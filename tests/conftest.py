@@ -7,6 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis budgets: a few hundred examples per property in CI; `HYPOTHESIS_PROFILE=long`
+# for a campaign of tens of thousands (run by hand, reported in the issue notes).
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+def examples(ci: int, long: int) -> int:
+    """How many examples an expensive property runs under the current profile."""
+    return long if PROFILE == "long" else ci
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

@@ -98,3 +98,25 @@ def test_internal_errors_are_not_user_errors(cli, monkeypatch):
         path.unlink()
     assert result.code == 3
     assert "internal error" in result.err and "Traceback" not in result.err
+
+
+WRITERS = {  # command → its arguments, writing under {out}
+    "compile-onnx": ["compile", "{spec}", "--target", "onnx", "-o", "{out}/m.onnx"],
+    "compile-torch": ["compile", "{spec}", "--target", "torch", "-o", "{out}/m.py"],
+    "train": ["train", "{spec}", "--out", "{out}/run", "--epochs", "1", "--quiet"],
+}  # (`fmt` formats any text that parses: test_fmt.py checks it leaves unparsable text alone)
+
+
+@pytest.mark.parametrize("command", WRITERS)
+@pytest.mark.parametrize("spec", CASES, ids=[c.stem for c in CASES])
+def test_no_command_writes_anything_for_a_broken_spec(cli, spec, command, tmp_path):
+    """Every writing command refuses a broken spec the way `check` does, and writes nothing."""
+    project = _project(spec, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    before = {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
+    result = cli(*[a.format(spec=spec.name, out=out) for a in WRITERS[command]], "--color", "never", cwd=project)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert re.search(r"^\S+:\d+:\d+: error\[E\d{4}\]", result.err, flags=re.M), result.err
+    assert list(out.iterdir()) == []
+    assert {p: p.read_bytes() for p in project.rglob("*") if p.is_file()} == before

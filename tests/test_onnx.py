@@ -8,8 +8,6 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from hypothesis import given, settings  # noqa: E402
-
 import nindsl  # noqa: E402
 from nindsl import ir, lower_onnx, shapes, summary  # noqa: E402
 from nindsl.lower_onnx import read_model, serialize, to_onnx, write_onnx  # noqa: E402
@@ -18,7 +16,6 @@ from nindsl.weights import save_weights  # noqa: E402
 
 from conftest import SHIPPED, SPECS  # noqa: E402
 from numerics import assert_agree, reference_is_reliable, test_inputs, test_weights  # noqa: E402
-from strategies import specs  # noqa: E402
 
 
 def test_every_layer_has_a_rule_in_every_table():
@@ -70,13 +67,6 @@ def test_onnxruntime_agrees_with_the_reference_evaluator(spec):
     network = nindsl.load(spec)
     out = _agree(network, batch=1 if "imagenet" in spec.name else 2)
     assert np.isfinite(out).all() and out.std() > 0
-
-
-@settings(max_examples=25, deadline=None)
-@given(specs())
-def test_random_specs_agree(case):
-    text, _, _ = case
-    _agree(nindsl.check(text), batch=3)
 
 
 def test_ceil_borders_and_batchnorm_agree():

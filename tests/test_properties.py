@@ -1,10 +1,9 @@
-"""Property-based tests on the real grammar (Hypothesis; profile via HYPOTHESIS_PROFILE)."""
+"""Property-based tests on the real grammar (Hypothesis; profiles in conftest.py, picked by
+HYPOTHESIS_PROFILE)."""
 
 from __future__ import annotations
 
-import os
-
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import given, strategies as st
 from hypothesis.extra.lark import from_lark
 
 import nindsl
@@ -15,12 +14,6 @@ from nindsl.parser import grammar
 
 from conftest import SHIPPED
 from strategies import specs
-
-settings.register_profile("ci", max_examples=200, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=20_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The lexer glues tokens; give the generator separators so keywords stay keywords.
 _TEXT = from_lark(grammar(), start="start", explicit={

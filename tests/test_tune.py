@@ -20,7 +20,7 @@ def test_every_task_gets_trials_weighted_by_work():
     tasks = [Task("big_conv", None, 1, 9e8), Task("small_conv", None, 2, 5e7), Task("reshape", None, 1, 0.0)]
     plan(tasks, 200)
     trials = {t.name: t.trials for t in tasks}
-    assert all(n >= 8 for n in trials.values())
+    assert trials["big_conv"] >= 8 and trials["small_conv"] >= 8 and trials["reshape"] >= 2
     assert trials["big_conv"] > trials["small_conv"] > trials["reshape"]
     assert abs(sum(trials.values()) - 200) <= len(tasks)
 
@@ -70,3 +70,99 @@ def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tm
     assert cli(*args, "-o", tmp_path / "b").code == 0  # all trials done: nothing is measured again
     again = (database_dir(load_profile("llvm"), tmp_path / "db") / RECORDS).read_text().splitlines()
     assert again == records
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(condition, seconds: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_tuning_measures_on_rpc_servers_behind_a_tracker(cli, tmp_path):
+    """A tracker and two servers on loopback, started the way the README says."""
+    import subprocess
+    import sys
+
+    from nindsl.rpc import servers
+
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    start = [sys.executable, "-m", "nindsl", "rpc"]
+    logs = [open(tmp_path / f"rpc{i}.log", "w+") for i in range(3)]  # files: a full pipe would block them
+    processes = [subprocess.Popen([*start, "tracker", "--port", str(port)], stderr=logs[0], stdout=logs[0],
+                                  start_new_session=True)]
+    try:
+        def registered() -> int:
+            try:
+                return servers(address, "test-cpu")
+            except nindsl.NindslError:
+                return 0
+
+        _wait_for(lambda: processes[0].poll() is None and _tracker_up(port), 60, "the tracker")
+        for log in logs[1:]:
+            processes.append(subprocess.Popen([*start, "server", "--tracker", address, "--key", "test-cpu",
+                                               "--port", str(_free_port())], stderr=log, stdout=log,
+                                              start_new_session=True))
+        _wait_for(lambda: registered() == 2, 120, "two servers to register")
+
+        spec = tmp_path / "tiny.nin"
+        spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n"
+                        "    global_avgpool()\n}\n")
+        result = cli("compile", spec, "-t", "llvm", "--tune", "--trials", "4", "--db", tmp_path / "db",
+                     "--rpc", address, "--key", "test-cpu", "-o", tmp_path / "art")
+        assert result.code == 0, result.err
+        records = list((tmp_path / "db").glob(f"*/*/{RECORDS}"))
+        measured = [json.loads(line) for line in records[0].read_text().splitlines()]
+        assert measured and all(r[1][1] and min(r[1][1]) < 1e9 for r in measured)  # real run times came back
+
+        wrong = cli("compile", spec, "-t", "llvm", "--tune", "--rpc", address, "--key", "gpu", "--db",
+                    tmp_path / "db", "-o", tmp_path / "art2")
+        assert wrong.code == 1 and "no RPC server with key `gpu`" in wrong.err and "test-cpu" in wrong.err
+        assert "listening on 127.0.0.1 only" in (tmp_path / "rpc0.log").read_text()
+    finally:
+        import os
+        import signal
+
+        for process in processes:  # each is a process group: a server forks its workers
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        for log in logs:
+            log.close()
+
+
+def _tracker_up(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_rpc_options_are_checked(cli, tmp_path):
+    spec = tmp_path / "tiny.nin"
+    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    cases = {("--tune", "--rpc", "localhost"): "--rpc must be HOST:PORT",
+             ("--tune", "--rpc", "127.0.0.1:9"): "--rpc needs --key",
+             ("--tune", "--key", "cpu"): "give --rpc HOST:PORT too",
+             ("--rpc", "127.0.0.1:9", "--key", "cpu"): "it needs --tune",
+             ("--tune", "--rpc", "127.0.0.1:1", "--key", "cpu"): "cannot reach the RPC tracker"}
+    for options, message in cases.items():
+        result = cli("compile", spec, "-t", "llvm", *options, "-o", tmp_path / "art")
+        assert result.code == 1 and message in result.err, (options, result.err)
+        assert not (tmp_path / "art").exists()

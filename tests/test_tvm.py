@@ -10,8 +10,6 @@ import pytest
 tvm = pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
 
-from hypothesis import given, settings  # noqa: E402
-
 import nindsl  # noqa: E402
 from nindsl.build_tvm import Artifact, build, gpu_kernel_count, write_artifact  # noqa: E402
 from nindsl.lower_onnx import to_onnx  # noqa: E402
@@ -20,7 +18,6 @@ from nindsl.run import run_onnx  # noqa: E402
 
 from conftest import SHIPPED, SPECS  # noqa: E402
 from numerics import assert_agree, test_inputs, test_weights  # noqa: E402
-from strategies import specs  # noqa: E402
 
 LLVM = load_profile("llvm")
 
@@ -41,19 +38,6 @@ def test_llvm_build_equals_onnxruntime(spec, tmp_path):
     for batch in batches:  # one artifact, any batch size
         x = test_inputs(network, batch, seed=batch)
         assert_agree(artifact(x), run_onnx(to_onnx(network, weights), x), f"TVM vs ORT, batch {batch}")
-
-
-@settings(max_examples=4, deadline=None)
-@given(specs(max_layers=4))
-def test_random_specs_llvm_equals_onnxruntime(case):
-    import tempfile
-    from pathlib import Path
-
-    network = nindsl.check(case[0])
-    with tempfile.TemporaryDirectory() as folder:
-        weights = _artifact(network, Path(folder) / "a")
-        x = test_inputs(network, 2)
-        assert_agree(Artifact(Path(folder) / "a")(x), run_onnx(to_onnx(network, weights), x), "TVM vs ORT")
 
 
 def test_static_batch_artifact_refuses_other_sizes(tmp_path):

@@ -1,0 +1,90 @@
+"""Tuning over TVM RPC: candidates measured on devices registered with a tracker.
+
+    nindsl rpc tracker                                   # 127.0.0.1:9190
+    nindsl rpc server --tracker 127.0.0.1:9190 --key cpu # as many as there are devices
+    nindsl compile SPEC --target llvm --tune --rpc 127.0.0.1:9190 --key cpu
+
+Candidates are still built here; the tracker hands each to a free server with that key,
+which loads and times it. An RPC server runs whatever library it is sent, so the tracker
+and servers that nindsl starts listen on the loopback interface unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from .diagnostics import NindslError
+
+LOOPBACK = "127.0.0.1"
+SESSION_TIMEOUT = 60  # seconds one measurement may take on the remote device
+
+
+def _usage(message: str, help: str | None = None) -> NindslError:
+    return NindslError.one("E0504", message, None, help)
+
+
+def parse_address(text: str, what: str = "--rpc") -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _usage(f"{what} must be HOST:PORT, got `{text}`", f"for example {what} {LOOPBACK}:9190")
+    return host, int(port)
+
+
+def servers(address: str, key: str) -> int:
+    """How many servers with ``key`` the tracker at ``address`` knows; a clear error if none."""
+    from tvm import rpc
+
+    host, port = parse_address(address)
+    try:
+        # TVM retries a refused connection for a minute: ask once, briefly, first
+        socket.create_connection((host, port), timeout=5).close()
+        summary = rpc.connect_tracker(host, port).summary()
+    except (OSError, RuntimeError) as error:
+        raise _usage(f"cannot reach the RPC tracker at {host}:{port}: {error}",
+                     "start one with: nindsl rpc tracker") from None
+    count = sum(1 for server in summary.get("server_info", []) if server.get("key", "").split(":")[-1] == key)
+    if count == 0:
+        known = sorted({s.get("key", "").split(":")[-1] for s in summary.get("server_info", [])} - {""})
+        raise _usage(f"no RPC server with key `{key}` is registered at {host}:{port}"
+                     + (f" (keys there: {', '.join(known)})" if known else ""),
+                     f"start one with: nindsl rpc server --tracker {host}:{port} --key {key}")
+    return count
+
+
+def runner(address: str, key: str):
+    """A MetaSchedule runner that measures on every server with ``key``, in parallel."""
+    from tvm.s_tir import meta_schedule as ms
+
+    count = servers(address, key)
+    host, port = parse_address(address)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key,
+                                 session_timeout_sec=SESSION_TIMEOUT)
+    return ms.runner.RPCRunner(rpc_config=config, max_workers=count)
+
+
+def rpc_command(args) -> int:
+    """`nindsl rpc tracker|server`: TVM's own tracker and server, on loopback by default."""
+    from .build_tvm import require_tvm
+
+    require_tvm()
+    if args.host != LOOPBACK:
+        print(f"warning: listening on {args.host}: an RPC {args.role} accepts connections from other "
+              "machines and its servers run any code sent to them; do this on a trusted network only",
+              file=sys.stderr)
+    else:
+        print(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others", file=sys.stderr)
+    command = [sys.executable, "-m", f"tvm.exec.rpc_{args.role}", "--host", args.host]
+    if args.role == "tracker":
+        command += ["--port", str(args.port or 9190)]
+    else:
+        if not args.tracker or not args.key:
+            raise _usage("`nindsl rpc server` needs --tracker HOST:PORT and --key KEY",
+                         "the key names the kind of device; tuning asks for it with --key")
+        parse_address(args.tracker, "--tracker")
+        command += ["--port", str(args.port or 9090), "--tracker", args.tracker, "--key", args.key]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 0  # not reached
