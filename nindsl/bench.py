@@ -53,10 +53,13 @@ def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """GFLOP/s of a large float32 matrix multiply on this machine, now: the best of the
     BLAS libraries at hand (numpy's, PyTorch's, ONNX Runtime's MLAS), so that "of peak"
-    is measured against the fastest multiply this machine actually runs."""
+    is measured against the fastest multiply this machine actually runs. On a GPU:
+    PyTorch's cuBLAS, without TF32."""
+    if device == "cuda":
+        return _cuda_matmul_peak(4 * size, repeats)
     a = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
     candidates: list[Callable[[], object]] = [lambda: a @ b]
@@ -75,6 +78,22 @@ def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
     return max(2 * size**3 / _matmul_seconds(multiply, repeats) / 1e9 for multiply in candidates)
 
 
+def _cuda_matmul_peak(size: int, repeats: int) -> float:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise NindslError.one("E0504", "this PyTorch sees no CUDA GPU", None,
+                              "install a CUDA build of torch for GPU benchmarks, or leave out --target cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a, b = (torch.randn(size, size, device="cuda") for _ in range(2))
+
+    def multiply():
+        a @ b
+        torch.cuda.synchronize()
+
+    return 2 * size**3 / _matmul_seconds(multiply, repeats) / 1e9
+
+
 def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -89,31 +108,38 @@ def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
     return lambda: session.run(None, {"a": a, "b": b})
 
 
-def _onnxruntime(network: ir.Network, weights) -> Callable[[np.ndarray], np.ndarray]:
+def _onnxruntime(network: ir.Network, weights, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
     from .lower_onnx import serialize, to_onnx
 
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    if provider not in ort.get_available_providers():
+        raise NindslError.one("E0504", f"this ONNX Runtime has no {provider}", None,
+                              "install onnxruntime-gpu for GPU benchmarks, or leave out --target cuda")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = cores()
-    session = ort.InferenceSession(serialize(to_onnx(network, weights)), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(serialize(to_onnx(network, weights)), options, providers=[provider])
     name = network.input.name
     return lambda x: session.run(None, {name: x})[0]
 
 
-def _torch(network: ir.Network, weights) -> Callable[[np.ndarray], np.ndarray]:
+def _torch(network: ir.Network, weights, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
     from .twin import to_torch
 
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NindslError.one("E0504", "this PyTorch sees no CUDA GPU", None,
+                              "install a CUDA build of torch for GPU benchmarks, or leave out --target cuda")
     torch.set_num_threads(cores())
-    module = to_torch(network, weights=weights).eval()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
+    module = to_torch(network, weights=weights).eval().to(device)
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> np.ndarray:  # host to host, as for the other engines
         with torch.inference_mode():
-            return module(torch.from_numpy(x)).numpy()
+            return module(torch.from_numpy(x).to(device)).cpu().numpy()
     return run
 
 
@@ -126,7 +152,13 @@ def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials,
 
         module, _ = tune(network, profile, batch=batch, trials=trials, db=db, weights=weights, progress=progress,
                          runner=runner)
-    return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module))
+    import tvm
+
+    device = tvm.cuda(0) if profile.device == "cuda" else tvm.cpu(0)
+    if not device.exist:
+        raise NindslError.one("E0504", f"profile `{profile.name}` runs on {profile.device}, and TVM sees no such "
+                                       "device here", None, "benchmark a CPU target, e.g. --target llvm")
+    return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
 
 
 def measure(run: Callable, x: np.ndarray, repeats: int) -> list[float]:
@@ -149,14 +181,14 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
     if unknown:
         raise NindslError.one("E0504", f"unknown engine `{unknown[0]}`", None, f"engines: {', '.join(ENGINES)}")
     weights = initial_weights(network, seed)
-    peak = matmul_peak()
-    profile = None
+    from .profiles import load_profile
+
+    profile = load_profile(target)  # its device is every engine's: cpu, or cuda for all four
     if any(e.startswith("tvm") for e in engines):
         from .build_tvm import require_tvm
-        from .profiles import load_profile
 
         require_tvm()
-        profile = load_profile(target)
+    peak = matmul_peak(device=profile.device)
     records = []
     for batch in batches:
         x = np.random.default_rng(batch).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
@@ -165,9 +197,9 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
             if progress:
                 print(f"preparing {engine} for batch {batch} ...", file=sys.stderr)
             if engine == "onnxruntime":
-                runners[engine] = _onnxruntime(network, weights)
+                runners[engine] = _onnxruntime(network, weights, profile.device)
             elif engine == "torch":
-                runners[engine] = _torch(network, weights)
+                runners[engine] = _torch(network, weights, profile.device)
             else:
                 runners[engine] = _tvm(network, weights, batch, profile, engine == "tvm-tuned", trials, db, progress,
                                        runner)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -32,6 +33,9 @@ MIN_TRIALS_LIGHT = 2  # a task without (reshapes, transposes): only its loop ord
 PER_ROUND = 16  # candidates measured per round; the cost model retrains between rounds
 BUILD_TIMEOUT, RUN_TIMEOUT = 180.0, 60.0  # seconds per candidate
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+# Part of the database key: bumped when what a record means changes (the search spaces, how
+# candidates are measured), so that records of an older nindsl are not reused.
+SEARCH_VERSION = 2
 
 
 @dataclass
@@ -61,7 +65,7 @@ def database_dir(profile: Profile, db: str | Path | None = None) -> Path:
     import tvm
 
     target = json.dumps(resolved_target(profile), sort_keys=True)
-    key = hashlib.sha256(f"{target}\0{tvm.__version__}".encode()).hexdigest()[:12]
+    key = hashlib.sha256(f"{target}\0{tvm.__version__}\0{SEARCH_VERSION}".encode()).hexdigest()[:12]
     base = Path(db) if db else cache_root() / "tuning"
     return base / f"tvm-{tvm.__version__}" / f"{profile.name}-{key}"
 
@@ -174,14 +178,23 @@ def extract(module, target, folder: Path) -> list[Task]:
 def context(task: Task, folder: Path, trials: int):
     """A tune context whose evolutionary search is sized to the trials it will spend:
     MetaSchedule's default population (512, 4 generations) costs ~40 s per task even for
-    one trial, which would dominate a small budget."""
+    one trial, which would dominate a small budget. Stride-1 convolutions search the
+    direct-convolution template (schedules.py) instead of MetaSchedule's generic space."""
     from tvm.s_tir import meta_schedule as ms
+
+    from . import schedules
 
     population = max(64, min(512, 8 * trials))
     strategy = ms.search_strategy.EvolutionarySearch(population_size=population,
                                                      init_min_unmeasured=min(50, population // 2))
+    space = "post-order-apply"
+    target = task.extracted.target
+    if target.kind.name == "llvm" and schedules.applies(task.extracted.dispatched[0]):
+        space = ms.space_generator.ScheduleFn(
+            lambda sch: schedules.direct_conv2d(sch, target), sch_rules=[],
+            postprocs=[ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteLayout()], mutator_probs={})
     (tune_context,), _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        [task.extracted], work_dir=str(folder), strategy=strategy)
+        [task.extracted], work_dir=str(folder), space=space, strategy=strategy)
     return tune_context
 
 
@@ -230,6 +243,11 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
 
     target = tvm.target.Target(resolved_target(profile))
     folder = ensure_folder(database_dir(profile, db), "the tuning database")
+    # MetaSchedule's own INFO lines go to its log files under the database, not the terminal
+    # (its console handler takes the level this logger has when tuning starts).
+    console = logging.getLogger("tvm.s_tir.meta_schedule")
+    if console.level == logging.NOTSET:
+        console.setLevel(logging.WARNING)
     dropped = repair_database(folder)
     if dropped and progress:
         print(f"tuning database: dropped {dropped} torn or foreign line(s)", file=sys.stderr)

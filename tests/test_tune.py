@@ -166,3 +166,28 @@ def test_rpc_options_are_checked(cli, tmp_path):
         result = cli("compile", spec, "-t", "llvm", *options, "-o", tmp_path / "art")
         assert result.code == 1 and message in result.err, (options, result.err)
         assert not (tmp_path / "art").exists()
+
+
+def test_register_blocks_divide_the_work_and_fit_the_registers():
+    from nindsl.schedules import blocks
+
+    assert blocks(192, 16, 8, 12) == ([2, 3, 4, 6, 8, 12], [8, 16])  # AVX2: 8 lanes
+    assert blocks(192, 16, 16, 28) == ([2, 3, 4, 6, 8, 12, 16], [16])  # AVX-512: 16 lanes
+    assert blocks(96, 55, 8, 12) == ([2, 3, 4, 6], [11])  # a row that is no whole vector
+    assert blocks(7, 8, 8, 12) == ([7], [8]) and blocks(5, 8, 8, 3) == ([1], [8])
+
+
+def test_the_convolution_template_takes_stride_one_convolutions(tmp_path):
+    from nindsl.schedules import applies
+    from nindsl.tune import extract, prepare
+
+    network = nindsl.check("network t() {\n    input x: f32[N, 2, 12, 12]\n    conv(8, 3, pad = 1)\n"
+                           "    conv(8, 3, stride = 2)\n    global_avgpool()\n}\n")
+    profile = load_profile("llvm")
+    from nindsl.profiles import resolved_target
+
+    target = tvm.target.Target(resolved_target(profile))
+    tasks = {t.name: applies(t.extracted.dispatched[0])
+             for t in extract(prepare(network, profile, 1), target, tmp_path)}
+    assert sorted(v for k, v in tasks.items() if "conv2d" in k) == [False, True]
+    assert not any(v for k, v in tasks.items() if "conv2d" not in k)

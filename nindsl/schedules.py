@@ -1,0 +1,95 @@
+"""A schedule template for CPU convolutions, tuned by MetaSchedule in place of its generic space.
+
+MetaSchedule's generic CPU search space finds good convolution schedules only after
+hundreds of trials per kernel: most of its random tilings are far from the machine's
+limit. The direct convolution below is the shape that reaches it (the same micro-kernel
+as oneDNN's and ONNX Runtime's direct and im2col kernels): for each output row, a block of
+``fi`` output channels × ``xi`` output columns is accumulated in vector registers over
+every input channel and kernel tap, the input columns loaded as vectors and each weight
+broadcast; bias and activation are applied as the block is stored; weights are
+pre-packed (by MetaSchedule's layout rewrite) so that the ``fi`` weights of a tap are
+adjacent. Only the block sizes are left to tuning, as perfect tiles, so every trial is a
+plausible kernel and a few dozen trials find the best for each convolution.
+
+It applies to stride-1 NCHW convolutions (every mlpconv after the first layer of the
+shipped networks); other kernels keep MetaSchedule's generic space.
+"""
+
+from __future__ import annotations
+
+def _lanes_and_accumulators(target) -> tuple[int, int]:
+    """float32 lanes per vector register, and how many registers may hold sums (the rest
+    hold the loaded inputs and broadcast weights): AVX-512 has 32, AVX2 and SSE 16."""
+    from tvm.target import codegen
+
+    def has(feature: str) -> bool:
+        return target is not None and bool(codegen.llvm_cpu_has_features(feature, target))
+
+    if has("avx512f"):
+        return 16, 28
+    return (8, 12) if has("avx") else (4, 12)
+
+
+def blocks(channels: int, columns: int, lanes: int, accumulators: int) -> tuple[list[int], list[int]]:
+    """The register block sizes worth trying: output-channel blocks that divide ``channels``
+    and column blocks of whole vectors that divide ``columns`` (or all of a narrow row),
+    small enough that the largest column block fits the accumulator registers."""
+    widths = [w for w in range(lanes, 4 * lanes + 1, lanes) if columns % w == 0] or \
+        [w for w in range(min(columns, 2 * lanes), 0, -1) if columns % w == 0][:1]
+    narrowest = -(-min(widths) // lanes)  # vectors per column block
+    heights = [h for h in range(2, 17) if channels % h == 0 and h * narrowest <= accumulators] or [1]
+    return heights, widths
+
+
+def _conv_block(sch):
+    from tvm.s_tir.schedule import ScheduleError
+
+    try:
+        return sch.get_sblock("conv2d_nchw")
+    except (ScheduleError, ValueError, RuntimeError):  # the name is not in this function
+        return None
+
+
+def applies(func) -> bool:
+    """Whether ``func`` (a task's PrimFunc module) is a stride-1 NCHW convolution."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    block = _conv_block(sch)
+    if block is None:
+        return False
+    # stride 1 and no dilation: the input is read at [n, rc, yy + ry, xx + rx]
+    rows, columns = (str(r.min) for r in sch.get(block).reads[0].region[2:])
+    return (rows, columns) == ("v_yy + v_ry", "v_xx + v_rx")
+
+
+def direct_conv2d(sch, target=None) -> None:
+    """The template: ``sch`` holds one fused convolution (+ bias, + activation) task."""
+    conv = _conv_block(sch)
+    n, f, y, x, rc, ry, rx = sch.get_loops(conv)
+    heights, widths = blocks(int(sch.get(f).extent), int(sch.get(x).extent), *_lanes_and_accumulators(target))
+    height = sch.sample_categorical(heights, [1 / len(heights)] * len(heights))
+    width = sch.sample_categorical(widths, [1 / len(widths)] * len(widths))
+    fo, fi = sch.split(f, [None, height])
+    xo, xi = sch.split(x, [None, width])
+    sch.reorder(n, fo, y, xo, rc, ry, rx, fi, xi)
+    # Accumulate in a local block (registers), and fold the elementwise epilogue into its store.
+    store = sch.cache_write(conv, 0, "local")
+    while True:
+        consumers = sch.get_consumers(store)
+        if len(consumers) != 1:
+            break
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001 - not elementwise: it stays a separate loop nest
+            break
+    sch.reverse_compute_at(store, xo, preserve_unit_loops=True)  # a loop count that no decision changes
+    sch.vectorize(xi)
+    sch.unroll(fi)
+    sch.vectorize(sch.get_loops(store)[-1])
+    sch.parallel(sch.fuse(n, fo, y))
+    for producer in sch.get_producers(conv):  # the padded copy of the input
+        loops = sch.get_loops(producer)
+        sch.parallel(sch.fuse(*loops[:2]))
+        sch.vectorize(loops[-1])
+    sch.decompose_reduction(conv, rc)
