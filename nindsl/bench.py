@@ -1,8 +1,12 @@
 """`nindsl bench`: every engine on the same inputs, in one run, against the machine's peak.
 
-Engines are timed in interleaved rounds (one call of each per round) so that a noisy
-neighbour slows them alike; the report gives the median and the 10th–90th percentile
-spread. Achieved GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a
+Engines are timed in interleaved rounds so that a noisy neighbour slows them alike: each
+round gives every engine a few untimed calls and then a block of timed ones. Calls are not
+interleaved one by one because thread pools spin after a call (ONNX Runtime's and TVM's
+do): measured here on nin_cifar10, one-by-one interleaving made ORT 1.3× and TVM 1.6× slower
+than either alone, blocks of twenty after five untimed calls come closest to each engine alone (and a
+sleep between engines made ORT 3× slower: an idle virtual CPU wakes slowly). The report gives the median and the 10th–90th
+percentile spread. Achieved GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a
 large float32 matrix multiply measured on the spot.
 """
 
@@ -23,6 +27,7 @@ from . import ir
 from .diagnostics import NindslError
 
 ENGINES = ("onnxruntime", "torch", "tvm-untuned", "tvm-tuned")
+BLOCK, WARM = 20, 5  # timed and untimed calls per engine per round
 
 
 @dataclass
@@ -161,10 +166,6 @@ def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials,
     return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
 
 
-def measure(run: Callable, x: np.ndarray, repeats: int) -> list[float]:
-    return [_once(run, x) for _ in range(repeats)]
-
-
 def _once(run: Callable, x: np.ndarray) -> float:
     start = time.perf_counter()
     run(x)
@@ -210,9 +211,11 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
             out = run(x)
             differences[engine] = float(np.abs(out - reference).max()) if reference is not None else float("nan")
             run(x)
-        for _ in range(repeats):  # interleaved rounds
+        for start in range(0, repeats, BLOCK):  # interleaved rounds
             for engine, run in runners.items():
-                times[engine].append(_once(run, x))
+                for _ in range(WARM):  # the previous engine's threads settle
+                    run(x)
+                times[engine] += [_once(run, x) for _ in range(min(BLOCK, repeats - start))]
         flops = 2 * network.total_macs * batch
         for engine, samples in times.items():
             median = statistics.median(samples)

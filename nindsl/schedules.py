@@ -63,7 +63,33 @@ def applies(func) -> bool:
     return (rows, columns) == ("v_yy + v_ry", "v_xx + v_rx")
 
 
-def direct_conv2d(sch, target=None) -> None:
+def space_size(func, target) -> int | None:
+    """How many candidates the template has for ``func``; None where it does not apply."""
+    from tvm import s_tir
+
+    if not applies(func):
+        return None
+    sch = s_tir.Schedule(func)
+    _, f, _, x, *_ = sch.get_loops(_conv_block(sch))
+    heights, widths = blocks(int(sch.get(f).extent), int(sch.get(x).extent), *_lanes_and_accumulators(target))
+    return 2 * len(heights) * len(widths)  # two loop orders
+
+
+def design_spaces(sch, target=None) -> list:
+    """The template's two loop orders, each a design space whose block sizes are tuned:
+    channel blocks outside rows keeps a block's weights in cache while it sweeps the rows
+    (large kernels: 5×5 × 96 × 192 weights are 1.8 MB); rows outside channel blocks keeps a
+    row of the input in cache while every channel block reads it (1×1 kernels over large
+    maps: the input outweighs the weights)."""
+    spaces = []
+    for rows_outside in (False, True):
+        space = sch.copy()
+        direct_conv2d(space, target, rows_outside)
+        spaces.append(space)
+    return spaces
+
+
+def direct_conv2d(sch, target=None, rows_outside: bool = False) -> None:
     """The template: ``sch`` holds one fused convolution (+ bias, + activation) task."""
     conv = _conv_block(sch)
     n, f, y, x, rc, ry, rx = sch.get_loops(conv)
@@ -72,7 +98,8 @@ def direct_conv2d(sch, target=None) -> None:
     width = sch.sample_categorical(widths, [1 / len(widths)] * len(widths))
     fo, fi = sch.split(f, [None, height])
     xo, xi = sch.split(x, [None, width])
-    sch.reorder(n, fo, y, xo, rc, ry, rx, fi, xi)
+    outer = (n, y, fo) if rows_outside else (n, fo, y)
+    sch.reorder(*outer, xo, rc, ry, rx, fi, xi)
     # Accumulate in a local block (registers), and fold the elementwise epilogue into its store.
     store = sch.cache_write(conv, 0, "local")
     while True:
@@ -87,7 +114,7 @@ def direct_conv2d(sch, target=None) -> None:
     sch.vectorize(xi)
     sch.unroll(fi)
     sch.vectorize(sch.get_loops(store)[-1])
-    sch.parallel(sch.fuse(n, fo, y))
+    sch.parallel(sch.fuse(*outer))
     for producer in sch.get_producers(conv):  # the padded copy of the input
         loops = sch.get_loops(producer)
         sch.parallel(sch.fuse(*loops[:2]))

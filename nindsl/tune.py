@@ -35,7 +35,7 @@ BUILD_TIMEOUT, RUN_TIMEOUT = 180.0, 60.0  # seconds per candidate
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 # Part of the database key: bumped when what a record means changes (the search spaces, how
 # candidates are measured), so that records of an older nindsl are not reused.
-SEARCH_VERSION = 2
+SEARCH_VERSION = 3
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Task:
     flops: float  # per run
     trials: int = 0  # planned in all
     done: int = 0  # already in the database
+    space: int | None = None  # candidates in its search space, when it is a small, countable one
 
     @property
     def work(self) -> float:
@@ -133,13 +134,20 @@ def _fast_worker_start() -> None:
 
 
 def plan(tasks: list[Task], total: int) -> None:
-    """Split ``total`` trials: a floor for every task, the rest by share of the work."""
+    """Split ``total`` trials: a floor for every task, the rest by share of the work.
+
+    A task whose search space is countable (the convolution template's) gets no more trials
+    than it has candidates: tuning then spends less than ``total``, and rather that than
+    pour the rest into kernels too light to matter.
+    """
     floor = min(MIN_TRIALS, max(1, total // max(len(tasks), 1)))
     floors = [floor if t.work > 0 else min(floor, MIN_TRIALS_LIGHT) for t in tasks]
     spare = max(total - sum(floors), 0)
     work = sum(t.work for t in tasks) or 1.0
     for task, least in zip(tasks, floors):
-        task.trials = least + int(round(spare * task.work / work))
+        task.trials = least + int(spare * task.work / work)
+        if task.space is not None:
+            task.trials = min(task.trials, task.space)
 
 
 def prepare(network: ir.Network, profile: Profile, batch: int, weights=None, seed: int = 0):
@@ -165,13 +173,16 @@ def extract(module, target, folder: Path) -> list[Task]:
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
+    from . import schedules
+
     tasks = []
     for task in ms.relax_integration.extract_tasks(module, target):
         try:
             flops = float(estimate_tir_flops(task.dispatched[0]))
         except Exception:  # noqa: BLE001 - an op the estimator does not know: count it as light
             flops = 0.0
-        tasks.append(Task(task.task_name, task, float(task.weight), flops))
+        space = schedules.space_size(task.dispatched[0], target) if target.kind.name == "llvm" else None
+        tasks.append(Task(task.task_name, task, float(task.weight), flops, space=space))
     return tasks
 
 
@@ -189,9 +200,9 @@ def context(task: Task, folder: Path, trials: int):
                                                      init_min_unmeasured=min(50, population // 2))
     space = "post-order-apply"
     target = task.extracted.target
-    if target.kind.name == "llvm" and schedules.applies(task.extracted.dispatched[0]):
+    if task.space is not None:  # a stride-1 convolution on a CPU
         space = ms.space_generator.ScheduleFn(
-            lambda sch: schedules.direct_conv2d(sch, target), sch_rules=[],
+            lambda sch: schedules.design_spaces(sch, target), sch_rules=[],
             postprocs=[ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteLayout()], mutator_probs={})
     (tune_context,), _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
         [task.extracted], work_dir=str(folder), space=space, strategy=strategy)
@@ -243,11 +254,6 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
 
     target = tvm.target.Target(resolved_target(profile))
     folder = ensure_folder(database_dir(profile, db), "the tuning database")
-    # MetaSchedule's own INFO lines go to its log files under the database, not the terminal
-    # (its console handler takes the level this logger has when tuning starts).
-    console = logging.getLogger("tvm.s_tir.meta_schedule")
-    if console.level == logging.NOTSET:
-        console.setLevel(logging.WARNING)
     dropped = repair_database(folder)
     if dropped and progress:
         print(f"tuning database: dropped {dropped} torn or foreign line(s)", file=sys.stderr)
@@ -279,6 +285,9 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                       file=sys.stderr)
             break
         state.update(index=index, name=task.name, best=float("inf"))
+        # MetaSchedule's INFO lines go to its log files under the database, not the terminal:
+        # its console handler takes the level this logger has when a tuning call starts.
+        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
         ms.tune_tasks(tasks=[context(task, folder, wanted)], task_weights=[task.weight], work_dir=str(folder),
                       max_trials_global=wanted, max_trials_per_task=wanted,
                       num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder, runner=runner,

@@ -191,3 +191,12 @@ def test_the_convolution_template_takes_stride_one_convolutions(tmp_path):
              for t in extract(prepare(network, profile, 1), target, tmp_path)}
     assert sorted(v for k, v in tasks.items() if "conv2d" in k) == [False, True]
     assert not any(v for k, v in tasks.items() if "conv2d" not in k)
+
+
+def test_countable_spaces_are_not_overspent():
+    tasks = [Task("conv", None, 1, 9e8, space=12), Task("strided", None, 1, 3e8), Task("pool", None, 1, 1e6),
+             Task("reshape", None, 1, 0.0)]
+    plan(tasks, 200)
+    trials = {t.name: t.trials for t in tasks}
+    assert trials["conv"] == 12 and trials["reshape"] == 2 and 8 <= trials["pool"] < 10
+    assert 45 < trials["strided"] < 55
