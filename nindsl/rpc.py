@@ -69,6 +69,11 @@ def rpc_command(args) -> int:
     from .build_tvm import require_tvm
 
     require_tvm()
+    try:
+        import tornado  # noqa: F401 - TVM's tracker and server need it
+    except ImportError:
+        raise _usage("TVM's RPC tracker and server need the `tornado` package",
+                     "install it with: pip install 'nindsl[tvm]'") from None
     if args.host != LOOPBACK:
         print(f"warning: listening on {args.host}: an RPC {args.role} accepts connections from other "
               "machines and its servers run any code sent to them; do this on a trusted network only",
@@ -76,14 +81,16 @@ def rpc_command(args) -> int:
     else:
         print(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others", file=sys.stderr)
     command = [sys.executable, "-m", f"tvm.exec.rpc_{args.role}", "--host", args.host]
-    if args.role == "tracker":
-        command += ["--port", str(args.port or 9190)]
+    if args.role == "tracker":  # exactly this port: it is the one tuning is told
+        port = args.port or 9190
+        command += ["--port", str(port), "--port-end", str(port + 1)]
     else:
         if not args.tracker or not args.key:
             raise _usage("`nindsl rpc server` needs --tracker HOST:PORT and --key KEY",
                          "the key names the kind of device; tuning asks for it with --key")
         parse_address(args.tracker, "--tracker")
-        command += ["--port", str(args.port or 9090), "--tracker", args.tracker, "--key", args.key]
+        port = args.port or 9090  # the first free one from here: several servers may share a machine
+        command += ["--port", str(port), "--port-end", str(port + 100), "--tracker", args.tracker, "--key", args.key]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)

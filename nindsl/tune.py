@@ -292,7 +292,10 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                       max_trials_global=wanted, max_trials_per_task=wanted,
                       num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder, runner=runner,
                       measure_callbacks=callbacks)
-    _show(state, final=True)
+    if state["trials"]:
+        _show(state, final=True)
+    elif progress:
+        print(f"tuning: the database at {folder} already holds this network's records", file=sys.stderr)
     with target:
         passes = [transform.MetaScheduleApplyDatabase(str(folder))]
         if profile.tuning.weight_prepack and profile.device == "cpu":

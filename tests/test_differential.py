@@ -30,7 +30,7 @@ from strategies import specs  # noqa: E402
 REGRESSIONS = sorted((FIXTURES / "differential").glob("*.nin"))
 
 
-@settings(max_examples=examples(ci=20, long=1000), deadline=None)
+@settings(max_examples=examples(ci=20, long=300), deadline=None)
 @given(specs(max_layers=5))
 def test_every_engine_agrees_on_random_specs(case):
     text, _, _ = case

@@ -169,8 +169,8 @@ def test_tuning_killed_mid_run_keeps_its_records_and_resumes(tmp_path, tiny):
 def test_eight_concurrent_compiles_into_one_place_all_finish_complete(tmp_path, tiny, cli):
     pytest.importorskip("tvm")
     outputs = {"onnx": tmp_path / "tiny.onnx", "llvm": tmp_path / "artifact"}
-    children = [nindsl_process("compile", tiny, "--target", target, "-o", out, cwd=tmp_path)
-                for target, out in outputs.items() for _ in range(4)]
+    children = [nindsl_process("compile", tiny, "--target", target, "-o", out, "--seed", str(seed), cwd=tmp_path)
+                for target, out in outputs.items() for seed in range(8)]
     for child in children:
         _, err = child.communicate(timeout=600)
         assert child.returncode == 0, err
@@ -180,6 +180,14 @@ def test_eight_concurrent_compiles_into_one_place_all_finish_complete(tmp_path, 
     onnx.checker.check_model(onnx.load(outputs["onnx"]), full_check=True)
     np.save(tmp_path / "x.npy", np.ones((1, 1, 8, 8), np.float32))
     assert cli("run", outputs["llvm"], "-i", tmp_path / "x.npy").code == 0  # checks every file's sha256
+    # one writer's files, not a mix: the weights are the ones its ONNX model holds
+    from nindsl.lower_onnx import read_model
+
+    model = read_model(outputs["llvm"] / "model.onnx")
+    weights, _ = read_tensors(outputs["llvm"] / "weights.safetensors")
+    import onnx.numpy_helper
+
+    assert all(np.array_equal(weights[t.name], onnx.numpy_helper.to_array(t)) for t in model.graph.initializer)
 
 
 def test_concurrent_writers_of_one_file_never_expose_a_partial_one(tmp_path):

@@ -136,13 +136,17 @@ def test_tuning_measures_on_rpc_servers_behind_a_tracker(cli, tmp_path):
         import os
         import signal
 
+        import contextlib
+
         for process in processes:  # each is a process group: a server forks its workers
-            os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in processes:
             try:
                 process.wait(20)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
         for log in logs:
             log.close()
 
