@@ -14,11 +14,16 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("long", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+if os.environ.get("HYPOTHESIS_EXAMPLES"):  # a campaign of another size: HYPOTHESIS_EXAMPLES=5000
+    settings.register_profile(PROFILE, settings.get_profile(PROFILE),
+                              max_examples=int(os.environ["HYPOTHESIS_EXAMPLES"]))
 settings.load_profile(PROFILE)
 
 
 def examples(ci: int, long: int) -> int:
     """How many examples an expensive property runs under the current profile."""
+    if os.environ.get("HYPOTHESIS_EXAMPLES"):
+        return int(os.environ["HYPOTHESIS_EXAMPLES"])
     return long if PROFILE == "long" else ci
 
 ROOT = Path(__file__).resolve().parent.parent

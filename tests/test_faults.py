@@ -143,7 +143,7 @@ def test_artifact_killed_mid_build_keeps_the_previous_one(tmp_path, tiny, cli, p
 def test_tuning_killed_mid_run_keeps_its_records_and_resumes(tmp_path, tiny):
     pytest.importorskip("tvm")
     db = tmp_path / "db"
-    child = nindsl_process("compile", tiny, "--target", "llvm", "--tune", "--trials", "40", "--db", db,
+    child = nindsl_process("compile", tiny, "--target", "llvm", "--tune", "--trials", "12", "--db", db,
                            "-o", tmp_path / "art", cwd=tmp_path)
 
     def records() -> list[str]:
@@ -156,7 +156,7 @@ def test_tuning_killed_mid_run_keeps_its_records_and_resumes(tmp_path, tiny):
     with open(next(db.glob("*/*/database_tuning_record.json")), "a") as handle:
         handle.write('[0, {"trace": [')  # what a kill in the middle of TVM's append leaves
 
-    again = nindsl_process("compile", tiny, "--target", "llvm", "--tune", "--trials", "40", "--db", db,
+    again = nindsl_process("compile", tiny, "--target", "llvm", "--tune", "--trials", "12", "--db", db,
                            "-o", tmp_path / "art", cwd=tmp_path)
     _, err = again.communicate(timeout=900)
     assert again.returncode == 0, err
