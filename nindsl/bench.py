@@ -3,11 +3,12 @@
 Engines are timed in interleaved rounds so that a noisy neighbour slows them alike: each
 round gives every engine a few untimed calls and then a block of timed ones. Calls are not
 interleaved one by one because thread pools spin after a call (ONNX Runtime's and TVM's
-do): measured here on nin_cifar10, one-by-one interleaving made ORT 1.3× and TVM 1.6× slower
-than either alone, blocks of twenty after five untimed calls come closest to each engine alone (and a
-sleep between engines made ORT 3× slower: an idle virtual CPU wakes slowly). The report gives the median and the 10th–90th
-percentile spread. Achieved GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a
-large float32 matrix multiply measured on the spot.
+do): measured here on nin_cifar10, one-by-one interleaving made ORT 1.3× and TVM 1.6×
+slower than either alone; blocks of twenty after five untimed calls came closest to each
+engine alone; a sleep between engines made ORT 3× slower (an idle virtual CPU wakes
+slowly). The report gives the median and the 10th–90th percentile spread. Achieved
+GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a large float32 matrix
+multiply measured on the spot.
 """
 
 from __future__ import annotations
@@ -149,20 +150,20 @@ def _torch(network: ir.Network, weights, device: str = "cpu") -> Callable[[np.nd
 
 
 def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials, db, progress: bool, runner):
+    import tvm
+
     from .build_tvm import Runner, build
 
+    device = tvm.cuda(0) if profile.device == "cuda" else tvm.cpu(0)
+    if not device.exist:  # before tuning, which would measure on it
+        raise NindslError.one("E0504", f"profile `{profile.name}` runs on {profile.device}, and TVM sees no such "
+                                       "device here", None, "benchmark a CPU target, e.g. --target llvm")
     module = None
     if tuned:
         from .tune import tune
 
         module, _ = tune(network, profile, batch=batch, trials=trials, db=db, weights=weights, progress=progress,
                          runner=runner)
-    import tvm
-
-    device = tvm.cuda(0) if profile.device == "cuda" else tvm.cpu(0)
-    if not device.exist:
-        raise NindslError.one("E0504", f"profile `{profile.name}` runs on {profile.device}, and TVM sees no such "
-                                       "device here", None, "benchmark a CPU target, e.g. --target llvm")
     return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
 
 
@@ -297,7 +298,9 @@ def bench_command(args) -> int:
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else list(ENGINES)
     from .build_tvm import measuring_runner
 
-    runner = measuring_runner(args) if "tvm-tuned" in engines else "local"
+    if args.rpc and "tvm-tuned" not in engines:
+        raise NindslError.one("E0504", "--rpc measures tuning candidates: it needs the tvm-tuned engine", None)
+    runner = measuring_runner(args) if "tvm-tuned" in engines or args.key else "local"
     records, peak = bench(network, _batches(args.batch), engines, args.target, args.repeats, args.trials, args.db,
                           progress=not args.quiet, runner=runner)
     print_table(records, peak, network)

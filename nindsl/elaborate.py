@@ -768,7 +768,7 @@ def _data_stays_inside(data: str, span: Span | None, errors: _Errors) -> bool:
     """A data path written in a spec stays inside the project, like an import (RELIABILITY.md);
     `nindsl train --data PATH` on the command line may name any path."""
     path = data.partition(":")[2] if ":" in data else data
-    if not path or data == "digits":
+    if not path:
         return True
     if os.path.isabs(path):
         errors.error("E0303", f"data path `{path}` is absolute", span,

@@ -8,14 +8,16 @@ as oneDNN's and ONNX Runtime's direct and im2col kernels): for each output row, 
 every input channel and kernel tap, the input columns loaded as vectors and each weight
 broadcast; bias and activation are applied as the block is stored; weights are
 pre-packed (by MetaSchedule's layout rewrite) so that the ``fi`` weights of a tap are
-adjacent. Only the block sizes are left to tuning, as perfect tiles, so every trial is a
-plausible kernel and a few dozen trials find the best for each convolution.
+adjacent. Only the block sizes (from short lists that fit the registers) and the order
+of the outer loops are left to tuning, so every trial is a plausible kernel and a few
+dozen trials measure every candidate of a convolution.
 
 It applies to stride-1 NCHW convolutions (every mlpconv after the first layer of the
 shipped networks); other kernels keep MetaSchedule's generic space.
 """
 
 from __future__ import annotations
+
 
 def _lanes_and_accumulators(target) -> tuple[int, int]:
     """float32 lanes per vector register, and how many registers may hold sums (the rest
@@ -33,7 +35,7 @@ def _lanes_and_accumulators(target) -> tuple[int, int]:
 def blocks(channels: int, columns: int, lanes: int, accumulators: int) -> tuple[list[int], list[int]]:
     """The register block sizes worth trying: output-channel blocks that divide ``channels``
     and column blocks of whole vectors that divide ``columns`` (or all of a narrow row),
-    small enough that the largest column block fits the accumulator registers."""
+    few enough that a block of the narrowest width fits the accumulator registers."""
     widths = [w for w in range(lanes, 4 * lanes + 1, lanes) if columns % w == 0] or \
         [w for w in range(min(columns, 2 * lanes), 0, -1) if columns % w == 0][:1]
     narrowest = -(-min(widths) // lanes)  # vectors per column block
@@ -42,35 +44,34 @@ def blocks(channels: int, columns: int, lanes: int, accumulators: int) -> tuple[
 
 
 def _conv_block(sch):
+    """The block of a stride-1 NCHW convolution in ``sch``, or None."""
     from tvm.s_tir.schedule import ScheduleError
 
     try:
-        return sch.get_sblock("conv2d_nchw")
+        block = sch.get_sblock("conv2d_nchw")
     except (ScheduleError, ValueError, RuntimeError):  # the name is not in this function
         return None
+    # stride 1 and no dilation: the input is read at [n, rc, yy + ry, xx + rx]
+    rows, columns = (str(r.min) for r in sch.get(block).reads[0].region[2:])
+    return block if (rows, columns) == ("v_yy + v_ry", "v_xx + v_rx") else None
 
 
 def applies(func) -> bool:
     """Whether ``func`` (a task's PrimFunc module) is a stride-1 NCHW convolution."""
     from tvm import s_tir
 
-    sch = s_tir.Schedule(func)
-    block = _conv_block(sch)
-    if block is None:
-        return False
-    # stride 1 and no dilation: the input is read at [n, rc, yy + ry, xx + rx]
-    rows, columns = (str(r.min) for r in sch.get(block).reads[0].region[2:])
-    return (rows, columns) == ("v_yy + v_ry", "v_xx + v_rx")
+    return _conv_block(s_tir.Schedule(func)) is not None
 
 
 def space_size(func, target) -> int | None:
     """How many candidates the template has for ``func``; None where it does not apply."""
     from tvm import s_tir
 
-    if not applies(func):
-        return None
     sch = s_tir.Schedule(func)
-    _, f, _, x, *_ = sch.get_loops(_conv_block(sch))
+    block = _conv_block(sch)
+    if block is None:
+        return None
+    _, f, _, x, *_ = sch.get_loops(block)
     heights, widths = blocks(int(sch.get(f).extent), int(sch.get(x).extent), *_lanes_and_accumulators(target))
     return 2 * len(heights) * len(widths)  # two loop orders
 

@@ -37,3 +37,8 @@ def test_bench_explains_bad_options(cli):
     assert result.code == 1 and "comma-separated list" in result.err
     result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime,tensorrt")
     assert result.code == 1 and "unknown engine `tensorrt`" in result.err
+    result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime", "--rpc", "127.0.0.1:9190",
+                 "--key", "cpu")
+    assert result.code == 1 and "needs the tvm-tuned engine" in result.err
+    result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime", "--key", "cpu")
+    assert result.code == 1 and "give --rpc HOST:PORT too" in result.err
