@@ -74,12 +74,6 @@ def rpc_command(args) -> int:
     except ImportError:
         raise _usage("TVM's RPC tracker and server need the `tornado` package",
                      "install it with: pip install 'nindsl[tvm]'") from None
-    if args.host != LOOPBACK:
-        print(f"warning: listening on {args.host}: an RPC {args.role} accepts connections from other "
-              "machines and its servers run any code sent to them; do this on a trusted network only",
-              file=sys.stderr)
-    else:
-        print(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others", file=sys.stderr)
     command = [sys.executable, "-m", f"tvm.exec.rpc_{args.role}", "--host", args.host]
     if args.role == "tracker":  # exactly this port: it is the one tuning is told
         port = args.port or 9190
@@ -91,6 +85,12 @@ def rpc_command(args) -> int:
         parse_address(args.tracker, "--tracker")
         port = args.port or 9090  # the first free one from here: several servers may share a machine
         command += ["--port", str(port), "--port-end", str(port + 100), "--tracker", args.tracker, "--key", args.key]
+    if args.host != LOOPBACK:
+        print(f"warning: listening on {args.host}: an RPC {args.role} accepts connections from other "
+              "machines and its servers run any code sent to them; do this on a trusted network only",
+              file=sys.stderr)
+    else:
+        print(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
