@@ -19,6 +19,9 @@ shipped networks); other kernels keep MetaSchedule's generic space.
 from __future__ import annotations
 
 
+ORDERS = ("channels", "rows", "packed")
+
+
 def _lanes_and_accumulators(target) -> tuple[int, int]:
     """float32 lanes per vector register, and how many registers may hold sums (the rest
     hold the loaded inputs and broadcast weights): AVX-512 has 32, AVX2 and SSE 16."""
@@ -32,15 +35,28 @@ def _lanes_and_accumulators(target) -> tuple[int, int]:
     return (8, 12) if has("avx") else (4, 12)
 
 
-def blocks(channels: int, columns: int, lanes: int, accumulators: int) -> tuple[list[int], list[int]]:
+def blocks(channels: int, columns: int, lanes: int, accumulators: int, rows: int = 1) -> tuple[list[int], list[int]]:
     """The register block sizes worth trying: output-channel blocks that divide ``channels``
     and column blocks of whole vectors that divide ``columns`` (or all of a narrow row),
-    few enough that a block of the narrowest width fits the accumulator registers."""
+    few enough that a block of the narrowest width, ``rows`` rows high, fits the
+    accumulator registers."""
     widths = [w for w in range(lanes, 4 * lanes + 1, lanes) if columns % w == 0] or \
         [w for w in range(min(columns, 2 * lanes), 0, -1) if columns % w == 0][:1]
     narrowest = -(-min(widths) // lanes)  # vectors per column block
-    heights = [h for h in range(2, 17) if channels % h == 0 and h * narrowest <= accumulators] or [1]
+    heights = [h for h in range(2, 17) if channels % h == 0 and h * rows * narrowest <= accumulators] or [1]
     return heights, widths
+
+
+def row_blocks(rows: int, columns: int, lanes: int) -> list[int]:
+    """Output rows per register block. A row of one or two vectors gives a block too few
+    columns to reuse each broadcast weight: two rows at a time double that reuse."""
+    return [1, 2] if rows % 2 == 0 and columns <= 2 * lanes else [1]
+
+
+def spaces(channels: int, rows: int, columns: int, lanes: int, accumulators: int) -> list[tuple]:
+    """Every design space of the template: (loop order, rows per block, heights, widths)."""
+    return [(order, block, *blocks(channels, columns, lanes, accumulators, block))
+            for order in ORDERS for block in row_blocks(rows, columns, lanes)]
 
 
 def _conv_block(sch):
@@ -63,44 +79,62 @@ def applies(func) -> bool:
     return _conv_block(s_tir.Schedule(func)) is not None
 
 
-def space_size(func, target) -> int | None:
-    """How many candidates the template has for ``func``; None where it does not apply."""
+def _spaces(sch, block, target) -> list[tuple]:
+    _, f, y, x, *_ = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
+    return spaces(f, y, x, *_lanes_and_accumulators(target))
+
+
+def candidates(func, target) -> list[tuple[str, int, int, int]]:
+    """Every candidate of the template for ``func``: (order, rows, height, width); none
+    where the template does not apply."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
     block = _conv_block(sch)
     if block is None:
-        return None
-    _, f, _, x, *_ = sch.get_loops(block)
-    heights, widths = blocks(int(sch.get(f).extent), int(sch.get(x).extent), *_lanes_and_accumulators(target))
-    return 2 * len(heights) * len(widths)  # two loop orders
+        return []
+    return [(order, rows, height, width) for order, rows, heights, widths in _spaces(sch, block, target)
+            for height in heights for width in widths]
+
+
+def space_size(func, target) -> int | None:
+    """How many candidates the template has for ``func``; None where it does not apply."""
+    return len(candidates(func, target)) or None
 
 
 def design_spaces(sch, target=None) -> list:
-    """The template's two loop orders, each a design space whose block sizes are tuned:
-    channel blocks outside rows keeps a block's weights in cache while it sweeps the rows
-    (large kernels: 5×5 × 96 × 192 weights are 1.8 MB); rows outside channel blocks keeps a
-    row of the input in cache while every channel block reads it (1×1 kernels over large
-    maps: the input outweighs the weights)."""
-    spaces = []
-    for rows_outside in (False, True):
+    """The template's design spaces (loop order × rows per block), whose block sizes are tuned.
+
+    - ``channels``: channel blocks outside rows keeps a block's weights in cache while it
+      sweeps the rows (large kernels: 5×5 × 96 × 192 weights are 1.8 MB);
+    - ``rows``: rows outside channel blocks keeps a row of the input in cache while every
+      channel block reads it (1×1 kernels over large maps: the input outweighs the weights);
+    - ``packed``: as ``rows``, but the input tile of a row block is first copied into a
+      contiguous buffer. In NCHW the channels of one pixel lie a whole map apart (4 KB for a
+      32×32 map): a reduction over channels then reads addresses that all fall into the
+      same few sets of the L1 cache, which holds only 8 of them per set.
+    """
+    result = []
+    for order, rows, heights, widths in _spaces(sch, _conv_block(sch), target):
         space = sch.copy()
-        direct_conv2d(space, target, rows_outside)
-        spaces.append(space)
-    return spaces
+        direct_conv2d(space, order, rows, heights, widths)
+        result.append(space)
+    return result
 
 
-def direct_conv2d(sch, target=None, rows_outside: bool = False) -> None:
-    """The template: ``sch`` holds one fused convolution (+ bias, + activation) task."""
+def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[int]) -> None:
+    """The template: ``sch`` holds one fused convolution (+ bias, + activation) task; a
+    register block is ``height`` output channels × ``rows`` rows × ``width`` columns."""
     conv = _conv_block(sch)
     n, f, y, x, rc, ry, rx = sch.get_loops(conv)
-    heights, widths = blocks(int(sch.get(f).extent), int(sch.get(x).extent), *_lanes_and_accumulators(target))
     height = sch.sample_categorical(heights, [1 / len(heights)] * len(heights))
     width = sch.sample_categorical(widths, [1 / len(widths)] * len(widths))
     fo, fi = sch.split(f, [None, height])
+    yo, yi = sch.split(y, [None, rows])
     xo, xi = sch.split(x, [None, width])
-    outer = (n, y, fo) if rows_outside else (n, fo, y)
-    sch.reorder(*outer, xo, rc, ry, rx, fi, xi)
+    outer = {"channels": (n, fo, yo, xo), "rows": (n, yo, fo, xo), "packed": (n, yo, xo)}[order]
+    block = fo if order == "packed" else xo  # one register block's whole reduction runs under it
+    sch.reorder(*outer, *([fo] if order == "packed" else []), rc, ry, rx, fi, yi, xi)
     # Accumulate in a local block (registers), and fold the elementwise epilogue into its store.
     store = sch.cache_write(conv, 0, "local")
     while True:
@@ -111,13 +145,23 @@ def direct_conv2d(sch, target=None, rows_outside: bool = False) -> None:
             sch.reverse_compute_inline(consumers[0])
         except Exception:  # noqa: BLE001 - not elementwise: it stays a separate loop nest
             break
-    sch.reverse_compute_at(store, xo, preserve_unit_loops=True)  # a loop count that no decision changes
+    sch.reverse_compute_at(store, block, preserve_unit_loops=True)  # a loop count that no decision changes
     sch.vectorize(xi)
+    sch.unroll(yi)
     sch.unroll(fi)
     sch.vectorize(sch.get_loops(store)[-1])
+    if order == "packed":
+        # The input tile that every channel block of this row block reads, padding included,
+        # copied once per tile into a buffer as small as the tile (TVM compacts it).
+        tile = sch.cache_read(conv, 0, "global")
+        for producer in sch.get_producers(tile):  # the padded copy of the input
+            sch.compute_inline(producer)
+        sch.compute_at(tile, xo, preserve_unit_loops=True)
+        sch.vectorize(sch.get_loops(tile)[-1])
+    else:
+        for producer in sch.get_producers(conv):  # the padded copy of the input
+            loops = sch.get_loops(producer)
+            sch.parallel(sch.fuse(*loops[:2]))
+            sch.vectorize(loops[-1])
     sch.parallel(sch.fuse(*outer))
-    for producer in sch.get_producers(conv):  # the padded copy of the input
-        loops = sch.get_loops(producer)
-        sch.parallel(sch.fuse(*loops[:2]))
-        sch.vectorize(loops[-1])
     sch.decompose_reduction(conv, rc)

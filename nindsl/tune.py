@@ -33,9 +33,13 @@ MIN_TRIALS_LIGHT = 2  # a task without (reshapes, transposes): only its loop ord
 PER_ROUND = 16  # candidates measured per round; the cost model retrains between rounds
 BUILD_TIMEOUT, RUN_TIMEOUT = 180.0, 60.0  # seconds per candidate
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
+# Trials asked of each workload so far, by its structural hash: a search space smaller than
+# the plan (a reshape's, a small template's) ends with fewer records than asked, and must not
+# be searched again on every rebuild.
+ASKED = "nindsl_trials_asked.json"
 # Part of the database key: bumped when what a record means changes (the search spaces, how
 # candidates are measured), so that records of an older nindsl are not reused.
-SEARCH_VERSION = 3
+SEARCH_VERSION = 4
 
 
 @dataclass
@@ -47,7 +51,8 @@ class Task:
     weight: float  # how many times the network runs it
     flops: float  # per run
     trials: int = 0  # planned in all
-    done: int = 0  # already in the database
+    done: int = 0  # already in the database, or asked of it before
+    key: str = ""  # the workload's structural hash
     space: int | None = None  # candidates in its search space, when it is a small, countable one
 
     @property
@@ -101,6 +106,17 @@ def repair_database(folder: Path) -> int:
         atomic_write_text(workloads_path, "".join(line + "\n" for line in kept_workloads))
         atomic_write_text(records_path, "".join(line + "\n" for line in kept_records))
     return dropped
+
+
+def read_asked(folder: Path) -> dict[str, int]:
+    """The trials asked so far per workload; an unreadable file counts as none asked."""
+    try:
+        asked = json.loads((folder / ASKED).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(asked, dict):
+        return {}
+    return {str(key): value for key, value in asked.items() if isinstance(value, int)}
 
 
 def _fast_worker_start() -> None:
@@ -262,9 +278,11 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     total = trials if trials is not None else profile.tuning.trials_per_task * len(tasks)
     plan(tasks, total)
     database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
+    asked = read_asked(folder)
     for task in tasks:
         workload = database.commit_workload(task.extracted.dispatched[0])
-        task.done = len(database.get_top_k(workload, 1 << 30))
+        task.key = str(workload.as_json()[0])
+        task.done = max(len(database.get_top_k(workload, 1 << 30)), asked.get(task.key, 0))
     limit = (max_minutes if max_minutes is not None else profile.tuning.max_minutes) * 60
     state = {"trials": 0, "planned": sum(max(t.trials - t.done, 0) for t in tasks), "best": float("inf"),
              "start": time.perf_counter(), "progress": progress, "tasks": len(tasks), "index": 0, "name": ""}
@@ -292,6 +310,9 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                       max_trials_global=wanted, max_trials_per_task=wanted,
                       num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder, runner=runner,
                       measure_callbacks=callbacks)
+        asked = read_asked(folder)  # another tuning run may have written it meanwhile
+        asked[task.key] = max(task.trials, asked.get(task.key, 0))
+        atomic_write_text(folder / ASKED, json.dumps(asked, indent=0, sort_keys=True) + "\n")
     if state["trials"]:
         _show(state, final=True)
     elif progress:
