@@ -39,7 +39,7 @@ WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 ASKED = "nindsl_trials_asked.json"
 # Part of the database key: bumped when what a record means changes (the search spaces, how
 # candidates are measured), so that records of an older nindsl are not reused.
-SEARCH_VERSION = 4
+SEARCH_VERSION = 5
 
 
 @dataclass
@@ -153,8 +153,9 @@ def plan(tasks: list[Task], total: int) -> None:
     """Split ``total`` trials: a floor for every task, the rest by share of the work.
 
     A task whose search space is countable (the convolution template's) gets no more trials
-    than it has candidates: tuning then spends less than ``total``, and rather that than
-    pour the rest into kernels too light to matter.
+    than it has candidates; what it cannot use goes to the other countable spaces with room,
+    by share of the work. What none of them can use is not spent: rather that than pour it
+    into kernels too light to matter.
     """
     floor = min(MIN_TRIALS, max(1, total // max(len(tasks), 1)))
     floors = [floor if t.work > 0 else min(floor, MIN_TRIALS_LIGHT) for t in tasks]
@@ -162,8 +163,20 @@ def plan(tasks: list[Task], total: int) -> None:
     work = sum(t.work for t in tasks) or 1.0
     for task, least in zip(tasks, floors):
         task.trials = least + int(spare * task.work / work)
-        if task.space is not None:
-            task.trials = min(task.trials, task.space)
+    left = 0
+    for task in tasks:
+        if task.space is not None and task.trials > task.space:
+            left += task.trials - task.space
+            task.trials = task.space
+    while left > 0:
+        room = [t for t in tasks if t.space is not None and t.trials < t.space]
+        if not room:
+            break
+        work = sum(t.work for t in room) or 1.0
+        for task in room:
+            extra = min(task.space - task.trials, max(1, int(left * task.work / work)), left)
+            task.trials += extra
+            left -= extra
 
 
 def prepare(network: ir.Network, profile: Profile, batch: int, weights=None, seed: int = 0):

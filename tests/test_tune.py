@@ -243,3 +243,17 @@ def test_countable_spaces_are_not_overspent():
     trials = {t.name: t.trials for t in tasks}
     assert trials["conv"] == 12 and trials["reshape"] == 2 and 8 <= trials["pool"] < 10
     assert 45 < trials["strided"] < 55
+
+
+def test_trials_a_small_space_cannot_use_go_to_the_other_spaces():
+    tasks = [Task("big", None, 1, 9e8, space=12), Task("small", None, 1, 1e8, space=300),
+             Task("tiny", None, 1, 1e7, space=30), Task("pool", None, 1, 1e6)]
+    plan(tasks, 200)
+    trials = {t.name: t.trials for t in tasks}
+    assert trials["big"] == 12 and trials["tiny"] <= 30
+    spent = trials["small"] + trials["tiny"]
+    assert 200 - 12 - trials["pool"] - len(tasks) <= spent <= 200 - 12 - trials["pool"]  # all of it, but rounding
+    assert trials["small"] > 150 and trials["pool"] < 10  # by work, and none poured into the pool
+    tasks[1].space = 100
+    plan(tasks, 200)
+    assert [t.trials for t in tasks[:3]] == [12, 100, 30] and tasks[3].trials < 10  # all spaces full: the rest unspent
