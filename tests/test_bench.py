@@ -42,3 +42,12 @@ def test_bench_explains_bad_options(cli):
     assert result.code == 1 and "needs the tvm-tuned engine" in result.err
     result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime", "--key", "cpu")
     assert result.code == 1 and "give --rpc HOST:PORT too" in result.err
+
+
+def test_an_engine_timed_alone_has_nothing_to_compare_with(cli, tmp_path):
+    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1", "--engines", "torch", "--repeats", "2",
+                 "--json", tmp_path / "b.json", "--quiet")
+    assert result.code == 0, result.err
+    (record,) = json.loads((tmp_path / "b.json").read_text())  # strict JSON: null, not NaN
+    assert record["engine"] == "torch" and record["max_abs_diff"] is None
+    assert "nan" not in result.out
