@@ -323,9 +323,12 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                       max_trials_global=wanted, max_trials_per_task=wanted,
                       num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder, runner=runner,
                       measure_callbacks=callbacks)
-        asked = read_asked(folder)  # another tuning run may have written it meanwhile
-        asked[task.key] = max(task.trials, asked.get(task.key, 0))
-        atomic_write_text(folder / ASKED, json.dumps(asked, indent=0, sort_keys=True) + "\n")
+        if database.get_top_k(database.commit_workload(task.extracted.dispatched[0]), 1):
+            # a search that ran out of candidates is not repeated; one where none ran (every
+            # build timed out on a busy machine) is
+            asked = read_asked(folder)  # another tuning run may have written it meanwhile
+            asked[task.key] = max(task.trials, asked.get(task.key, 0))
+            atomic_write_text(folder / ASKED, json.dumps(asked, indent=0, sort_keys=True) + "\n")
     if state["trials"]:
         _show(state, final=True)
     elif progress:
