@@ -54,12 +54,6 @@ def row_blocks(rows: int, columns: int, lanes: int) -> list[int]:
     return [1, 2] if rows % 2 == 0 and columns <= 2 * lanes else [1]
 
 
-def spaces(channels: int, rows: int, columns: int, lanes: int, accumulators: int) -> list[tuple]:
-    """Every design space of the template: (loop order, rows per block, heights, widths)."""
-    return [(order, block, *blocks(channels, columns, lanes, accumulators, block))
-            for order in ORDERS for block in row_blocks(rows, columns, lanes)]
-
-
 def _conv_block(sch):
     """The block of a stride-1 NCHW convolution in ``sch``, or None."""
     from tvm.s_tir.schedule import ScheduleError
@@ -81,8 +75,11 @@ def applies(func) -> bool:
 
 
 def _spaces(sch, block, target) -> list[tuple]:
-    _, f, y, x, *_ = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
-    return spaces(f, y, x, *_lanes_and_accumulators(target))
+    """Every design space of the template for ``block``: (loop order, rows per block, heights, widths)."""
+    _, channels, rows, columns, *_ = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
+    lanes, accumulators = _lanes_and_accumulators(target)
+    return [(order, block_rows, *blocks(channels, columns, lanes, accumulators, block_rows))
+            for order in ORDERS for block_rows in row_blocks(rows, columns, lanes)]
 
 
 def candidates(func, target) -> list[tuple[str, int, int, int]]:
@@ -136,9 +133,10 @@ def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[i
     fo, fi = sch.split(f, [None, height])
     yo, yi = sch.split(y, [None, rows])
     xo, xi = sch.split(x, [None, width])
-    outer = {"channels": (n, fo, yo, xo), "rows": (n, yo, fo, xo), "packed": (n, yo)}[order]
-    block = fo if order == "packed" else xo  # one register block's whole reduction runs under it
-    sch.reorder(*outer, *([xo, fo] if order == "packed" else []), rc, ry, rx, fi, yi, xi)
+    loops = {"channels": (n, fo, yo, xo), "rows": (n, yo, fo, xo), "packed": (n, yo, xo, fo)}[order]
+    sch.reorder(*loops, rc, ry, rx, fi, yi, xi)
+    outer = loops[:2] if order == "packed" else loops  # run in parallel; a packed tile is per row of blocks
+    block = loops[-1]  # one register block's whole reduction runs under it
     # Accumulate in a local block (registers), and fold the elementwise epilogue into its store.
     store = sch.cache_write(conv, 0, "local")
     while True:

@@ -52,8 +52,13 @@ class Task:
     flops: float  # per run
     trials: int = 0  # planned in all
     done: int = 0  # already in the database, or asked of it before
-    key: str = ""  # the workload's structural hash
+    workload: object = None  # its entry in the tuning database
     space: int | None = None  # candidates in its search space, when it is a small, countable one
+
+    @property
+    def key(self) -> str:
+        """The workload's structural hash, as the database writes it."""
+        return str(self.workload.as_json()[0])
 
     @property
     def work(self) -> float:
@@ -293,9 +298,8 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
     asked = read_asked(folder)
     for task in tasks:
-        workload = database.commit_workload(task.extracted.dispatched[0])
-        task.key = str(workload.as_json()[0])
-        task.done = max(len(database.get_top_k(workload, 1 << 30)), asked.get(task.key, 0))
+        task.workload = database.commit_workload(task.extracted.dispatched[0])
+        task.done = max(len(database.get_top_k(task.workload, 1 << 30)), asked.get(task.key, 0))
     limit = (max_minutes if max_minutes is not None else profile.tuning.max_minutes) * 60
     state = {"trials": 0, "planned": sum(max(t.trials - t.done, 0) for t in tasks), "best": float("inf"),
              "start": time.perf_counter(), "progress": progress, "tasks": len(tasks), "index": 0, "name": ""}
@@ -323,7 +327,7 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                       max_trials_global=wanted, max_trials_per_task=wanted,
                       num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder, runner=runner,
                       measure_callbacks=callbacks)
-        if database.get_top_k(database.commit_workload(task.extracted.dispatched[0]), 1):
+        if database.get_top_k(task.workload, 1):
             # a search that ran out of candidates is not repeated; one where none ran (every
             # build timed out on a busy machine) is
             asked = read_asked(folder)  # another tuning run may have written it meanwhile

@@ -181,12 +181,12 @@ def test_eight_concurrent_compiles_into_one_place_all_finish_complete(tmp_path, 
     np.save(tmp_path / "x.npy", np.ones((1, 1, 8, 8), np.float32))
     assert cli("run", outputs["llvm"], "-i", tmp_path / "x.npy").code == 0  # checks every file's sha256
     # one writer's files, not a mix: the weights are the ones its ONNX model holds
+    import onnx.numpy_helper
+
     from nindsl.lower_onnx import read_model
 
     model = read_model(outputs["llvm"] / "model.onnx")
     weights, _ = read_tensors(outputs["llvm"] / "weights.safetensors")
-    import onnx.numpy_helper
-
     assert all(np.array_equal(weights[t.name], onnx.numpy_helper.to_array(t)) for t in model.graph.initializer)
 
 

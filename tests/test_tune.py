@@ -136,10 +136,9 @@ def test_tuning_measures_on_rpc_servers_behind_a_tracker(cli, tmp_path):
         assert wrong.code == 1 and "no RPC server with key `gpu`" in wrong.err and "test-cpu" in wrong.err
         assert "listening on 127.0.0.1 only" in (tmp_path / "rpc0.log").read_text()
     finally:
+        import contextlib
         import os
         import signal
-
-        import contextlib
 
         for process in processes:  # each is a process group: a server forks its workers
             with contextlib.suppress(ProcessLookupError):
