@@ -149,7 +149,8 @@ def _torch(network: ir.Network, weights, device: str = "cpu") -> Callable[[np.nd
     return run
 
 
-def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials, db, progress: bool, runner):
+def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials, db, progress: bool, runner,
+         max_minutes=None):
     import tvm
 
     from .build_tvm import Runner, build
@@ -163,7 +164,7 @@ def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials,
         from .tune import tune
 
         module, _ = tune(network, profile, batch=batch, trials=trials, db=db, weights=weights, progress=progress,
-                         runner=runner)
+                         runner=runner, max_minutes=max_minutes)
     return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
 
 
@@ -175,7 +176,7 @@ def _once(run: Callable, x: np.ndarray) -> float:
 
 def bench(network: ir.Network, batches: list[int], engines: list[str], target: str = "llvm",
           repeats: int = 20, trials: int | None = None, db: str | None = None, seed: int = 0,
-          progress: bool = True, runner="local") -> tuple[list[Record], float]:
+          progress: bool = True, runner="local", max_minutes: float | None = None) -> tuple[list[Record], float]:
     """Time each engine at each batch size; returns the records and the measured peak."""
     from .weights import initial_weights
 
@@ -204,7 +205,7 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
                 runners[engine] = _torch(network, weights, profile.device)
             else:
                 runners[engine] = _tvm(network, weights, batch, profile, engine == "tvm-tuned", trials, db, progress,
-                                       runner)
+                                       runner, max_minutes)
         reference = runners["onnxruntime"](x) if "onnxruntime" in runners else None
         times: dict[str, list[float]] = {engine: [] for engine in runners}
         differences = {}
@@ -302,7 +303,7 @@ def bench_command(args) -> int:
         raise NindslError.one("E0504", "--rpc measures tuning candidates: it needs the tvm-tuned engine", None)
     runner = measuring_runner(args) if "tvm-tuned" in engines or args.key else "local"
     records, peak = bench(network, _batches(args.batch), engines, args.target, args.repeats, args.trials, args.db,
-                          progress=not args.quiet, runner=runner)
+                          progress=not args.quiet, runner=runner, max_minutes=args.max_minutes)
     print_table(records, peak, network)
     if args.json:
         payload = [{**asdict(r), "network": network.name, "spec_hash": network.spec_hash, "peak_gflops": peak,

@@ -195,7 +195,7 @@ def compile_command(network: ir.Network, args) -> int:
         if batch is None:
             batch = 1
             print("tuning needs a fixed batch size: building for --batch 1", file=sys.stderr)
-        tuned, db = tune(network, profile, batch=batch, trials=args.trials, db=args.db,
+        tuned, db = tune(network, profile, batch=batch, trials=args.trials, db=args.db, max_minutes=args.max_minutes,
                          weights=args.weights, seed=args.seed, runner=measuring_runner(args))
     elif args.rpc:
         raise NindslError.one("E0504", "--rpc measures tuning candidates: it needs --tune", None)

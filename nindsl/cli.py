@@ -148,6 +148,21 @@ def cmd_train(args) -> int:
 # --- the parser ------------------------------------------------------------------------------
 
 
+def positive(kind: type):
+    """An argparse type: a number above zero (argparse reports anything else as a usage error)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got `{text}`") from None
+        if not value > 0:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected a positive number, got `{text}`")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nindsl", description="Check, lower, compile, train and benchmark "
                                                                 "Network-in-Network specs (.nin).")
@@ -170,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--rpc", metavar="HOST:PORT", help="TVM: measure tuning candidates on the devices "
                          "registered with this RPC tracker")
         sub.add_argument("--key", help="TVM: with --rpc, the device key to measure on")
+
+    def tuning_options(sub):
+        sub.add_argument("--trials", type=positive(int),
+                         help="TVM: tuning trials in all (default: the profile's trials_per_task per task)")
+        sub.add_argument("--max-minutes", type=positive(float),
+                         help="TVM: tuning time limit, shared among the tasks by their trials "
+                              "(default: the profile's max_minutes)")
+        sub.add_argument("--db", help="TVM: tuning database folder")
 
     def with_set(sub):
         sub.add_argument("--set", action="append", metavar="NAME=VALUE",
@@ -200,8 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--seed", type=int, default=0, help="seed for weights drawn from the spec's init")
     compile_.add_argument("--batch", help="TVM: the batch size(s) to build for (default: dynamic)")
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
-    compile_.add_argument("--trials", type=int, help="TVM: tuning trials in all")
-    compile_.add_argument("--db", help="TVM: tuning database folder")
+    tuning_options(compile_)
     rpc_options(compile_)
     with_set(compile_)
 
@@ -213,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", help="save the raw outputs as .npy")
     run.add_argument("--weights", help="with a spec: a checkpoint to run with")
     run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--top", type=int, default=3, help="classes to print per example")
+    run.add_argument("--top", type=positive(int), default=3, help="classes to print per example")
     with_set(run)
 
     inspect = command("inspect", cmd_inspect, "say what spec, version and weights an .onnx file was built from")
@@ -222,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", cmd_train, "train the spec's PyTorch twin as its `train` section says")
     train.add_argument("spec")
     train.add_argument("--data", help="digits | cifar10:FOLDER | cifar100:FOLDER | FILE.npz (default: the spec's)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch", type=int)
+    train.add_argument("--epochs", type=positive(int))
+    train.add_argument("--batch", type=positive(int))
     train.add_argument("--out", default=None, help="output folder (default: runs/NETWORK)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -236,9 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--target", default="llvm", help="TVM target profile (default: llvm)")
     bench.add_argument("--batch", default="1,64", help="comma-separated batch sizes (default: 1,64)")
     bench.add_argument("--engines", help="comma-separated subset of: onnxruntime, torch, tvm-untuned, tvm-tuned")
-    bench.add_argument("--repeats", type=int, default=20, help="timed rounds per batch size")
-    bench.add_argument("--trials", type=int, help="tuning trials in all, when tvm-tuned must tune first")
-    bench.add_argument("--db", help="tuning database folder")
+    bench.add_argument("--repeats", type=positive(int), default=20, help="timed rounds per batch size")
+    tuning_options(bench)  # used when tvm-tuned must tune first
     bench.add_argument("--json", help="write the records as JSON here")
     bench.add_argument("--plot", help="write a PNG of latency per engine and batch size here")
     bench.add_argument("--quiet", action="store_true")

@@ -58,8 +58,12 @@ UNTUNED = ("default", "dlight")
 
 
 def profile_folder():
-    """The installed profiles (``backends/`` in a checkout)."""
-    return resources.files("nindsl.backends")
+    """The installed profiles, or ``backends/`` beside the package when it runs from a
+    checkout that was not installed (``PYTHONPATH=.``)."""
+    try:
+        return resources.files("nindsl.backends")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "backends"
 
 
 def profile_names() -> list[str]:

@@ -32,6 +32,7 @@ MIN_TRIALS = 8  # every task with arithmetic gets at least this many
 MIN_TRIALS_LIGHT = 2  # a task without (reshapes, transposes): only its loop order and threads to pick
 PER_ROUND = 16  # candidates measured per round; the cost model retrains between rounds
 BUILD_TIMEOUT, RUN_TIMEOUT = 180.0, 60.0  # seconds per candidate
+RECYCLE = 8  # build batches per set of build worker processes
 WORKLOADS, RECORDS = "database_workload.json", "database_tuning_record.json"
 # Trials asked of each workload so far, by its structural hash: a search space smaller than
 # the plan (a reshape's, a small template's) ends with fewer records than asked, and must not
@@ -124,14 +125,14 @@ def read_asked(folder: Path) -> dict[str, int]:
     return {str(key): value for key, value in asked.items() if isinstance(value, int)}
 
 
-def _fast_worker_start() -> None:
-    """Start a MetaSchedule build worker in seconds instead of about a minute.
+def import_tensor_intrinsics() -> None:
+    """Import TVM's tensor intrinsics in about a second instead of about a minute.
 
-    Each build batch starts fresh worker processes, and each imports TVM's tensor
-    intrinsics: ~500 TVMScript functions, each calling ``inspect.stack()``, which resolves
-    a source file for every frame through ``inspect.getmodule`` (measured: 40–60 s per
-    worker on this machine, with TVM 0.27). The parser needs only the frames, their
-    locals and source lines, so a stack built straight from the frames is given to it
+    A tune context imports them, and so does every build worker (each build batch starts
+    fresh worker processes): ~500 TVMScript functions, each calling ``inspect.stack()``,
+    which resolves a source file for every frame through ``inspect.getmodule`` (measured:
+    40–60 s per process on this machine, with TVM 0.27). The parser needs only the frames,
+    their locals and source lines, so a stack built straight from the frames is given to it
     while those intrinsics load.
     """
     import inspect
@@ -152,6 +153,52 @@ def _fast_worker_start() -> None:
         import tvm.s_tir.tensor_intrin  # noqa: F401
     finally:
         inspect.stack = original
+
+
+def reusing_builder(timeout: float, batches_per_pool: int = RECYCLE):
+    """A MetaSchedule builder whose worker processes outlive a build batch.
+
+    TVM's LocalBuilder starts fresh workers for every batch (against a slow leak in
+    long-lived ones), and a worker takes ~9 s to import TVM on this 2-core machine: with
+    ~40 batches in a default tuning run, that was 6 of its 10 minutes. These workers are
+    replaced every ``batches_per_pool`` batches instead, which bounds the leak.
+    """
+    import os
+
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.ir.utils import derived_object
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class ReusingBuilder(PyBuilder):
+        def __init__(self):
+            super().__init__()
+            self.pool, self.batches = None, 0
+
+        def build(self, build_inputs):
+            if self.pool is None or self.batches >= batches_per_pool:
+                self.close()
+                self.pool = PopenPoolExecutor(max_workers=os.cpu_count(), timeout=timeout,
+                                              initializer=import_tensor_intrinsics)
+            self.batches += 1
+            work = [(None, None, i.mod, i.target, _serialize_params(i.params)) for i in build_inputs]
+            results = []
+            for result in self.pool.map_with_error_catching(lambda x: _worker_func(*x), work):
+                if result.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(result.value, None))
+                elif result.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {timeout:.0f} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed:\n{result.value}"))
+            return results
+
+        def close(self):
+            if self.pool is not None:
+                self.pool.shutdown()
+            self.pool, self.batches = None, 0
+
+    return ReusingBuilder()
 
 
 def plan(tasks: list[Task], total: int) -> None:
@@ -243,21 +290,41 @@ def context(task: Task, folder: Path, trials: int):
     return tune_context
 
 
+def cost_model(progress: bool) -> str:
+    """MetaSchedule's XGBoost cost model, or random choice where xgboost is not installed
+    (a trimmed install): the search still runs. The model only learns between rounds, so a
+    task searched in one round (at most PER_ROUND trials) is searched alike by both."""
+    import importlib.util
+
+    if importlib.util.find_spec("xgboost") is not None:
+        return "xgb"
+    if progress:
+        print("tuning: xgboost is not installed, so candidates are chosen at random between rounds "
+              "(pip install xgboost for MetaSchedule's cost model)", file=sys.stderr)
+    return "random"
+
+
 def _progress_callback(state: dict):
     from tvm.s_tir import meta_schedule as ms
     from tvm.ir.utils import derived_object
 
     @derived_object
     class Progress(ms.measure_callback.PyMeasureCallback):
-        """Prints trials and the best latency so far after each measured batch."""
+        """Prints trials and the best latency so far after each measured batch, and ends the
+        task's search once its share of the time limit is spent."""
 
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             for result in runner_results:
                 state["trials"] += 1
+                state["task_trials"] += 1
                 seconds = [float(s) for s in (result.run_secs or [])]
                 if result.error_msg is None and seconds:
                     state["best"] = min(state["best"], sum(seconds) / len(seconds))
             _show(state)
+            # (a task with all its trials is ended by the scheduler itself, and must not be twice)
+            if time.perf_counter() > state["deadline"] and state["task_trials"] < state["wanted"] and not state["cut"]:
+                state["cut"] = True
+                task_scheduler.terminate_task(task_id)
 
     return Progress()
 
@@ -302,40 +369,64 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
         task.done = max(len(database.get_top_k(task.workload, 1 << 30)), asked.get(task.key, 0))
     limit = (max_minutes if max_minutes is not None else profile.tuning.max_minutes) * 60
     state = {"trials": 0, "planned": sum(max(t.trials - t.done, 0) for t in tasks), "best": float("inf"),
-             "start": time.perf_counter(), "progress": progress, "tasks": len(tasks), "index": 0, "name": ""}
+             "start": time.perf_counter(), "progress": progress, "tasks": len(tasks), "index": 0, "name": "",
+             "deadline": float("inf"), "cut": False}
     callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(state)]
+    model = cost_model(progress)
+    import_tensor_intrinsics()  # before the first tune context imports them the slow way
     # One builder and runner for all tasks: their worker processes start (and import TVM) once.
     # The generous build timeout covers that start on a busy machine; MetaSchedule's 30 s does not.
-    builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT, initializer=_fast_worker_start)
+    builder = reusing_builder(BUILD_TIMEOUT)
     if runner == "local":
         runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT)
-    # Largest share of the work first: if the time limit cuts the run short, it cuts the small tasks.
-    for index, task in enumerate(sorted(tasks, key=lambda t: -t.work), start=1):
-        wanted = task.trials - task.done
-        if wanted <= 0:
-            continue
-        if time.perf_counter() - state["start"] > limit:
-            if progress:
-                print(f"\ntime limit of {limit / 60:.0f} min reached; the rest keep their current schedules",
-                      file=sys.stderr)
-            break
-        state.update(index=index, name=task.name, best=float("inf"))
-        # MetaSchedule's INFO lines go to its log files under the database, not the terminal:
-        # its console handler takes the level this logger has when a tuning call starts.
-        logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-        ms.tune_tasks(tasks=[context(task, folder, wanted)], task_weights=[task.weight], work_dir=str(folder),
-                      max_trials_global=wanted, max_trials_per_task=wanted,
-                      num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder, runner=runner,
-                      measure_callbacks=callbacks)
-        if database.get_top_k(task.workload, 1):
-            # a search that ran out of candidates is not repeated; one where none ran (every
-            # build timed out on a busy machine) is
-            asked = read_asked(folder)  # another tuning run may have written it meanwhile
-            asked[task.key] = max(task.trials, asked.get(task.key, 0))
-            atomic_write_text(folder / ASKED, json.dumps(asked, indent=0, sort_keys=True) + "\n")
+    # Largest share of the work first. The time limit is shared by the trials still wanted:
+    # a task whose share runs out ends its search after the batch in flight, and the time
+    # a task leaves unused goes to those after it.
+    order = sorted((t for t in tasks if t.trials > t.done), key=lambda t: -t.work)
+    wanted_after = sum(t.trials - t.done for t in order)
+    cut = 0
+    # MetaSchedule's logger setup lists the names of the handlers already on its logger, and
+    # fails on one without a name (pytest's capture handlers, an embedding program's own):
+    # those step aside while it tunes.
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    nameless = [h for h in ms_logger.handlers if h.get_name() is None]
+    for handler in nameless:
+        ms_logger.removeHandler(handler)
+    try:
+        for index, task in enumerate(order, start=1):
+            wanted = task.trials - task.done
+            left = limit - (time.perf_counter() - state["start"])
+            if left <= 0 and index > 1:  # the first task always gets a round: every run makes progress
+                cut = len(order) - index + 1
+                break
+            state.update(index=index, name=task.name, best=float("inf"), cut=False, task_trials=0, wanted=wanted,
+                         deadline=time.perf_counter() + left * wanted / wanted_after)
+            wanted_after -= wanted
+            # MetaSchedule's INFO lines go to its log files under the database, not the terminal:
+            # its console handler takes the level this logger has when a tuning call starts.
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+            ms.tune_tasks(tasks=[context(task, folder, wanted)], task_weights=[task.weight], work_dir=str(folder),
+                          max_trials_global=wanted, max_trials_per_task=wanted,
+                          num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder,
+                          runner=runner, cost_model=model, measure_callbacks=callbacks)
+            if state["cut"]:
+                cut += 1
+            elif database.get_top_k(task.workload, 1):
+                # a search that ran out of candidates is not repeated; one where none ran (every
+                # build timed out on a busy machine), or one the time limit cut, is
+                asked = read_asked(folder)  # another tuning run may have written it meanwhile
+                asked[task.key] = max(task.trials, asked.get(task.key, 0))
+                atomic_write_text(folder / ASKED, json.dumps(asked, indent=0, sort_keys=True) + "\n")
+    finally:
+        builder.close()
+        for handler in nameless:
+            ms_logger.addHandler(handler)
+    if cut and progress:
+        print(f"\ntime limit of {limit / 60:g} min reached: {cut} task(s) got fewer trials than planned "
+              "(the next run goes on from the database)", file=sys.stderr)
     if state["trials"]:
         _show(state, final=True)
-    elif progress:
+    elif progress and not cut:
         print(f"tuning: the database at {folder} already holds this network's records", file=sys.stderr)
     with target:
         passes = [transform.MetaScheduleApplyDatabase(str(folder))]

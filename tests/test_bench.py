@@ -42,6 +42,10 @@ def test_bench_explains_bad_options(cli):
     assert result.code == 1 and "needs the tvm-tuned engine" in result.err
     result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime", "--key", "cpu")
     assert result.code == 1 and "give --rpc HOST:PORT too" in result.err
+    for option, value in [("--repeats", "0"), ("--trials", "-3"), ("--max-minutes", "nan"), ("--repeats", "x")]:
+        with pytest.raises(SystemExit) as exit:
+            cli("bench", SPECS / "nin_digits.nin", option, value)
+        assert exit.value.code == 2  # argparse's usage error, before anything is timed or tuned
 
 
 def test_an_engine_timed_alone_has_nothing_to_compare_with(cli, tmp_path):

@@ -73,6 +73,38 @@ def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tm
     assert (database_dir(load_profile("llvm"), tmp_path / "db") / RECORDS).read_text().splitlines() == records
 
 
+def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from nindsl.tune import tune
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
+    spec = tmp_path / "tiny.nin"
+    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    network = nindsl.load(spec)
+    tune(network, load_profile("llvm"), batch=1, trials=4, db=tmp_path / "db")
+    assert "xgboost is not installed" in capsys.readouterr().err
+    assert (database_dir(load_profile("llvm"), tmp_path / "db") / RECORDS).read_text().count("\n") >= 2
+
+
+def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(tmp_path, capsys):
+    from nindsl.tune import PER_ROUND, read_asked, tune
+
+    spec = tmp_path / "tiny.nin"
+    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    network, profile = nindsl.load(spec), load_profile("llvm")
+    tune(network, profile, batch=1, trials=60, db=tmp_path / "db", max_minutes=1e-4)
+    err = capsys.readouterr().err
+    assert "time limit of" in err and "got fewer trials than planned" in err
+    folder = database_dir(profile, tmp_path / "db")
+    records = (folder / RECORDS).read_text().splitlines()
+    assert 1 <= len(records) <= PER_ROUND  # the first task's first batch, and nothing after it
+    assert read_asked(folder) == {}  # a search the limit cut is not taken as done
+    tune(network, profile, batch=1, trials=60, db=tmp_path / "db", max_minutes=1e-4)
+    assert len((folder / RECORDS).read_text().splitlines()) > len(records)  # it went on
+
+
 def _free_port() -> int:
     import socket
 
