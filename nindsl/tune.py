@@ -15,6 +15,7 @@ missing. TVM fails hard on a torn JSON line, so the files are repaired before us
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -290,6 +291,22 @@ def context(task: Task, folder: Path, trials: int):
     return tune_context
 
 
+@contextlib.contextmanager
+def _without_nameless_handlers():
+    """MetaSchedule's logger setup lists the names of the handlers already on its logger, and
+    fails on one without a name (pytest's capture handlers, an embedding program's own):
+    those step aside while it tunes."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    nameless = [h for h in logger.handlers if h.get_name() is None]
+    for handler in nameless:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in nameless:
+            logger.addHandler(handler)
+
+
 def cost_model(progress: bool) -> str:
     """MetaSchedule's XGBoost cost model, or random choice where xgboost is not installed
     (a trimmed install): the search still runs. The model only learns between rounds, so a
@@ -385,14 +402,7 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     order = sorted((t for t in tasks if t.trials > t.done), key=lambda t: -t.work)
     wanted_after = sum(t.trials - t.done for t in order)
     cut = 0
-    # MetaSchedule's logger setup lists the names of the handlers already on its logger, and
-    # fails on one without a name (pytest's capture handlers, an embedding program's own):
-    # those step aside while it tunes.
-    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    nameless = [h for h in ms_logger.handlers if h.get_name() is None]
-    for handler in nameless:
-        ms_logger.removeHandler(handler)
-    try:
+    with _without_nameless_handlers(), contextlib.closing(builder):
         for index, task in enumerate(order, start=1):
             wanted = task.trials - task.done
             left = limit - (time.perf_counter() - state["start"])
@@ -417,10 +427,6 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                 asked = read_asked(folder)  # another tuning run may have written it meanwhile
                 asked[task.key] = max(task.trials, asked.get(task.key, 0))
                 atomic_write_text(folder / ASKED, json.dumps(asked, indent=0, sort_keys=True) + "\n")
-    finally:
-        builder.close()
-        for handler in nameless:
-            ms_logger.addHandler(handler)
     if cut and progress:
         print(f"\ntime limit of {limit / 60:g} min reached: {cut} task(s) got fewer trials than planned "
               "(the next run goes on from the database)", file=sys.stderr)
