@@ -390,7 +390,8 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
              "deadline": float("inf"), "cut": False}
     callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(state)]
     model = cost_model(progress)
-    import_tensor_intrinsics()  # before the first tune context imports them the slow way
+    if any(t.trials > t.done for t in tasks):
+        import_tensor_intrinsics()  # before the first tune context imports them the slow way
     # One builder and runner for all tasks: their worker processes start (and import TVM) once.
     # The generous build timeout covers that start on a busy machine; MetaSchedule's 30 s does not.
     builder = reusing_builder(BUILD_TIMEOUT)
