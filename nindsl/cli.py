@@ -187,12 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--key", help="TVM: with --rpc, the device key to measure on")
 
     def tuning_options(sub):
-        sub.add_argument("--trials", type=positive(int),
+        sub.add_argument("--trials", type=positive(int), metavar="N",
                          help="TVM: tuning trials in all (default: the profile's trials_per_task per task)")
-        sub.add_argument("--max-minutes", type=positive(float),
+        sub.add_argument("--max-minutes", type=positive(float), metavar="M",
                          help="TVM: tuning time limit, shared among the tasks by their trials "
                               "(default: the profile's max_minutes)")
-        sub.add_argument("--db", help="TVM: tuning database folder")
+        sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder")
 
     def with_set(sub):
         sub.add_argument("--set", action="append", metavar="NAME=VALUE",
