@@ -154,12 +154,11 @@ def positive(kind: type):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got `{text}`") from None
-        if not value > 0:  # also refuses NaN
-            raise argparse.ArgumentTypeError(f"expected a positive number, got `{text}`")
+            value = None
+        if value is None or not value > 0:  # `not > 0` also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got `{text}`")
         return value
 
-    parse.__name__ = kind.__name__
     return parse
 
 

@@ -16,6 +16,13 @@ from nindsl.profiles import load_profile  # noqa: E402
 from nindsl.tune import RECORDS, WORKLOADS, Task, database_dir, plan, repair_database  # noqa: E402
 
 
+
+def _tiny_spec(folder):
+    """A one-convolution spec that tunes in seconds: a conv, its bias reshape and a pool."""
+    spec = folder / "tiny.nin"
+    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    return spec
+
 def test_every_task_gets_trials_weighted_by_work():
     tasks = [Task("big_conv", None, 1, 9e8), Task("small_conv", None, 2, 5e7), Task("reshape", None, 1, 0.0)]
     plan(tasks, 200)
@@ -55,8 +62,7 @@ def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tm
     from nindsl.build_tvm import Artifact
     from nindsl.run import run_onnx
 
-    spec = tmp_path / "tiny.nin"
-    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    spec = _tiny_spec(tmp_path)
     # 8 trials: the bias reshape is asked for 2, and its space holds 1
     args = ["compile", spec, "-t", "llvm", "--tune", "--trials", "8", "--db", tmp_path / "db"]
     assert cli(*args, "-o", tmp_path / "a").code == 0
@@ -80,19 +86,20 @@ def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatc
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
-    spec = tmp_path / "tiny.nin"
-    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    spec = _tiny_spec(tmp_path)
     network = nindsl.load(spec)
     tune(network, load_profile("llvm"), batch=1, trials=4, db=tmp_path / "db")
     assert "xgboost is not installed" in capsys.readouterr().err
-    assert (database_dir(load_profile("llvm"), tmp_path / "db") / RECORDS).read_text().count("\n") >= 2
+    folder = database_dir(load_profile("llvm"), tmp_path / "db")
+    assert (folder / RECORDS).read_text().count("\n") >= 2
+    # the XGBoost model logs its training rounds ("XGB iter ..."): none ran
+    assert not any("XGB" in log.read_text() for log in (folder / "logs").iterdir())
 
 
 def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(tmp_path, capsys):
     from nindsl.tune import PER_ROUND, read_asked, tune
 
-    spec = tmp_path / "tiny.nin"
-    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    spec = _tiny_spec(tmp_path)
     network, profile = nindsl.load(spec), load_profile("llvm")
     tune(network, profile, batch=1, trials=60, db=tmp_path / "db", max_minutes=1e-4)
     err = capsys.readouterr().err
@@ -151,9 +158,7 @@ def test_tuning_measures_on_rpc_servers_behind_a_tracker(cli, tmp_path):
                                               start_new_session=True))
         _wait_for(lambda: registered() == 2, 120, "two servers to register")
 
-        spec = tmp_path / "tiny.nin"
-        spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n"
-                        "    global_avgpool()\n}\n")
+        spec = _tiny_spec(tmp_path)
         # as a user runs it: in its own process (see the closing note of session 2 on in-process runs)
         result = subprocess.run([sys.executable, "-m", "nindsl", "compile", str(spec), "-t", "llvm", "--tune",
                                  "--trials", "4", "--db", str(tmp_path / "db"), "--rpc", address, "--key", "test-cpu",
@@ -193,8 +198,7 @@ def _tracker_up(port: int) -> bool:
 
 
 def test_rpc_options_are_checked(cli, tmp_path):
-    spec = tmp_path / "tiny.nin"
-    spec.write_text("network tiny() {\n    input x: f32[N, 2, 8, 8]\n    conv(4, 3, pad = 1)\n    global_avgpool()\n}\n")
+    spec = _tiny_spec(tmp_path)
     cases = {("--tune", "--rpc", "localhost"): "--rpc must be HOST:PORT",
              ("--tune", "--rpc", "127.0.0.1:9"): "--rpc needs --key",
              ("--tune", "--key", "cpu"): "give --rpc HOST:PORT too",
