@@ -297,10 +297,10 @@ def bench_command(args) -> int:
 
     network = nindsl.load(args.spec, _overrides(args.set))
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else list(ENGINES)
-    from .build_tvm import measuring_runner
+    from .build_tvm import measuring_runner, refuse_tuning_options
 
-    if args.rpc and "tvm-tuned" not in engines:
-        raise NindslError.one("E0504", "--rpc measures tuning candidates: it needs the tvm-tuned engine", None)
+    if "tvm-tuned" not in engines:  # (--key alone is explained by measuring_runner)
+        refuse_tuning_options(args, ("rpc", "trials", "max_minutes", "db"), "the tvm-tuned engine")
     runner = measuring_runner(args) if "tvm-tuned" in engines or args.key else "local"
     records, peak = bench(network, _batches(args.batch), engines, args.target, args.repeats, args.trials, args.db,
                           progress=not args.quiet, runner=runner, max_minutes=args.max_minutes)

@@ -197,8 +197,6 @@ def compile_command(network: ir.Network, args) -> int:
             print("tuning needs a fixed batch size: building for --batch 1", file=sys.stderr)
         tuned, db = tune(network, profile, batch=batch, trials=args.trials, db=args.db, max_minutes=args.max_minutes,
                          weights=args.weights, seed=args.seed, runner=measuring_runner(args))
-    elif args.rpc:
-        raise NindslError.one("E0504", "--rpc measures tuning candidates: it needs --tune", None)
     built = build(network, profile, args.weights, args.seed, batch, tuned)
     seconds = time.perf_counter() - start
     write_artifact(out, network, profile, built, seconds, str(db) if db else None)
@@ -206,6 +204,20 @@ def compile_command(network: ir.Network, args) -> int:
     detail = f", {kernels} GPU kernels" if kernels is not None else ""
     print(f"wrote {out}/ for {profile.name} ({profile.device}{detail}) in {seconds:.1f} s")
     return 0
+
+
+# What each tuning option is for: none means anything where nothing is tuned.
+TUNING_OPTIONS = {"trials": "is a tuning budget", "max_minutes": "is a tuning time limit",
+                  "db": "is the tuning database", "rpc": "measures tuning candidates",
+                  "key": "names the device that measures tuning candidates"}
+
+
+def refuse_tuning_options(args, names, needs: str) -> None:
+    """A located error for the first tuning option given where nothing will be tuned."""
+    for name in names:
+        if getattr(args, name) is not None:
+            raise NindslError.one("E0504", f"--{name.replace('_', '-')} {TUNING_OPTIONS[name]}: it needs {needs}",
+                                  None)
 
 
 def measuring_runner(args):

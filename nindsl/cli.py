@@ -93,6 +93,10 @@ def cmd_fmt(args) -> int:
 
 
 def cmd_compile(args) -> int:
+    if not args.tune:
+        from .build_tvm import TUNING_OPTIONS, refuse_tuning_options
+
+        refuse_tuning_options(args, TUNING_OPTIONS, "--tune")
     network = _load(args)
     target = args.target
     if target == "onnx":

@@ -42,6 +42,8 @@ def test_bench_explains_bad_options(cli):
     assert result.code == 1 and "needs the tvm-tuned engine" in result.err
     result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime", "--key", "cpu")
     assert result.code == 1 and "give --rpc HOST:PORT too" in result.err
+    result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime", "--max-minutes", "5")
+    assert result.code == 1 and "--max-minutes is a tuning time limit: it needs the tvm-tuned engine" in result.err
     for option, value in [("--repeats", "0"), ("--trials", "-3"), ("--max-minutes", "nan"), ("--repeats", "x")]:
         with pytest.raises(SystemExit) as exit:
             cli("bench", SPECS / "nin_digits.nin", option, value)
