@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ir
+from . import confirm, ir
 from .io import atomic_write_text, ensure_folder
 from .profiles import Profile, resolved_target
 
@@ -358,6 +358,26 @@ def _show(state: dict, final: bool = False) -> None:
     print(line, end="\n" if final else "", file=sys.stderr, flush=True)
 
 
+def _confirm(tasks: list[Task], database, folder: Path, target, deadline: float, progress: bool) -> None:
+    """Re-measure the best records of ``tasks`` side by side (confirm.py), within the time limit."""
+    def show(index: int, count: int, name: str) -> None:
+        if progress:
+            print(f"\rconfirming task {index}/{count} {name[:28]:<28} (its best {confirm.TOP} records, "
+                  f"side by side)", end="", file=sys.stderr, flush=True)
+
+    import_tensor_intrinsics()  # a record's trace may name them
+    done = confirm.confirm(tasks, database, folder, target, deadline, show)
+    if not progress:
+        return
+    choices = confirm.read_confirmed(folder)
+    changed = sum(1 for t in tasks if choices.get(t.key, {}).get("rank", 1) != 1)
+    print(f"\rconfirmed {done} task(s): {changed} chose a record other than its recorded best" + " " * 30,
+          file=sys.stderr)
+    if done < len(tasks):
+        print(f"time limit reached: {len(tasks) - done} task(s) not confirmed (the next run confirms them)",
+              file=sys.stderr)
+
+
 def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None = None,
          db: str | Path | None = None, weights=None, seed: int = 0, runner="local",
          progress: bool = True, max_minutes: float | None = None):
@@ -401,7 +421,8 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     # TVM imported) for every task. The generous build timeout covers that start on a busy
     # machine; MetaSchedule's 30 s does not.
     builder = reusing_builder(BUILD_TIMEOUT)
-    if runner == "local":
+    local = isinstance(runner, str) and runner == "local"
+    if local:
         runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT)
     cut = 0
     with _without_nameless_handlers(), contextlib.closing(builder):
@@ -436,8 +457,11 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
         _show(state, final=True)
     elif progress and not cut:
         print(f"tuning: the database at {folder} already holds this network's records", file=sys.stderr)
-    with target:
-        passes = [transform.MetaScheduleApplyDatabase(str(folder))]
+    pending = confirm.stale(tasks, database, folder) if local else []
+    if pending:
+        _confirm(pending, database, folder, target, state["start"] + limit, progress)
+    with target, confirm.with_choices(database, tasks, folder):
+        passes = [transform.MetaScheduleApplyDatabase()]
         if profile.tuning.weight_prepack and profile.device == "cpu":
             passes += [transform.SplitLayoutRewritePreproc(), transform.LiftTransformParams(),
                        transform.FoldConstant()]

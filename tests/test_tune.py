@@ -112,6 +112,48 @@ def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(t
     assert len((folder / RECORDS).read_text().splitlines()) > len(records)  # it went on
 
 
+@pytest.mark.slow
+def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path, capsys):
+    """A record whose time was a lucky moment (here: the unscheduled loop nest, recorded as
+    taking a nanosecond) is re-measured beside the next best and not chosen."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from nindsl import confirm
+    from nindsl.profiles import resolved_target
+    from nindsl.tune import extract, prepare, tune
+
+    spec = tmp_path / "conv.nin"
+    spec.write_text("network conv() {\n    input x: f32[N, 16, 16, 16]\n    conv(32, 3, pad = 1)\n"
+                    "    global_avgpool()\n}\n")
+    network, profile = nindsl.load(spec), load_profile("llvm")
+    tune(network, profile, batch=1, trials=12, db=tmp_path / "db")
+    assert "confirmed" in capsys.readouterr().err
+    folder = database_dir(profile, tmp_path / "db")
+    target = tvm.target.Target(resolved_target(profile))
+    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
+    (conv,) = [t for t in extract(prepare(network, profile, 1), target, folder) if t.space is not None]
+    conv.workload = database.commit_workload(conv.extracted.dispatched[0])
+    mod = conv.workload.mod
+    unscheduled = s_tir.Schedule(mod)
+    unscheduled.get_sblock("conv2d_nchw")  # a trace of one step that changes nothing (an empty one is not taken)
+    lucky = ms.database.TuningRecord(unscheduled.trace, conv.workload, [1e-9], target,
+                                     ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
+    database.commit_tuning_record(lucky)
+    assert confirm.trace_key(database.get_top_k(conv.workload, 1)[0]) == confirm.trace_key(lucky)
+
+    tune(network, profile, batch=1, trials=12, db=tmp_path / "db")  # its records changed: confirmed again
+    assert "confirming" in capsys.readouterr().err
+    choice = confirm.read_confirmed(folder)[conv.key]
+    assert choice["rank"] != 1 and choice["trace"] != confirm.trace_key(lucky)
+    assert min(choice["remeasured_s"]) < choice["remeasured_s"][0] / 5  # the loop nest is far slower
+    chosen = confirm.with_choices(database, [conv], folder).query_tuning_record(mod, target, "main")
+    assert confirm.trace_key(chosen) == choice["trace"]
+
+    tune(network, profile, batch=1, trials=12, db=tmp_path / "db")  # nothing changed: nothing re-measured
+    assert "confirming" not in capsys.readouterr().err
+
+
 def _free_port() -> int:
     import socket
 
