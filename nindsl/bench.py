@@ -1,14 +1,20 @@
 """`nindsl bench`: every engine on the same inputs, in one run, against the machine's peak.
 
+Every engine of every batch size is prepared first (tuning included), and only then timed,
+so that no engine is timed while a tuning run's workers wind down (right after tuning in the
+same process, ONNX Runtime and TVM both ran ~1.3× slower for a few seconds, measured here).
 Engines are timed in interleaved rounds so that a noisy neighbour slows them alike: each
 round gives every engine a few untimed calls and then a block of timed ones. Calls are not
 interleaved one by one because thread pools spin after a call (ONNX Runtime's and TVM's
 do): measured here on nin_cifar10, one-by-one interleaving made ORT 1.3× and TVM 1.6×
 slower than either alone; blocks of twenty after five untimed calls came closest to each
 engine alone; a sleep between engines made ORT 3× slower (an idle virtual CPU wakes
-slowly). The report gives the median and the 10th–90th percentile spread. Achieved
-GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a large float32 matrix
-multiply measured on the spot.
+slowly). Blocks are sized by time, not count: a block lasts about ``BLOCK_SECONDS`` (at
+most ``BLOCK`` calls, at least one), the untimed calls about ``WARM_SECONDS``, and an engine
+that has spent ``ENGINE_SECONDS`` in timed calls sits out the remaining rounds once it has
+``MIN_SAMPLES`` (untuned TVM takes 25 s per call at batch 64). The report gives the median
+and the 10th–90th percentile spread. Achieved GFLOP/s counts 2 FLOPs per multiply-add of
+the spec; the peak is a large float32 matrix multiply measured on the spot.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from . import ir
 from .diagnostics import NindslError
 
 ENGINES = ("onnxruntime", "torch", "tvm-untuned", "tvm-tuned")
-BLOCK, WARM = 20, 5  # timed and untimed calls per engine per round
+BLOCK, WARM = 20, 5  # at most this many timed and untimed calls per engine per round
+BLOCK_SECONDS, WARM_SECONDS = 0.06, 0.015  # about this long
+ENGINE_SECONDS, MIN_SAMPLES = 60.0, 3  # an engine this slow is timed fewer rounds
 
 
 @dataclass
@@ -174,10 +182,33 @@ def _once(run: Callable, x: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
+def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dict, dict]:
+    """Seconds per call of each engine over ``rounds`` interleaved rounds, and each engine's
+    largest difference from ONNX Runtime's outputs (None without ONNX Runtime)."""
+    reference = runners["onnxruntime"](x) if "onnxruntime" in runners else None
+    times: dict[str, list[float]] = {engine: [] for engine in runners}
+    differences, single = {}, {}
+    for engine, run in runners.items():  # warm up, check the numbers, and size the blocks
+        out = run(x)
+        differences[engine] = float(np.abs(out - reference).max()) if reference is not None else None
+        single[engine] = _once(run, x)
+    for _ in range(rounds):
+        for engine, run in runners.items():
+            samples = times[engine]
+            if len(samples) >= MIN_SAMPLES and sum(samples) > ENGINE_SECONDS:
+                continue
+            for _ in range(min(WARM, int(WARM_SECONDS / single[engine]))):  # the previous engine's threads settle
+                run(x)
+            calls = max(1, min(BLOCK, round(BLOCK_SECONDS / single[engine])))
+            samples += [_once(run, x) for _ in range(calls)]
+    return times, differences
+
+
 def bench(network: ir.Network, batches: list[int], engines: list[str], target: str = "llvm",
-          repeats: int = 20, trials: int | None = None, db: str | None = None, seed: int = 0,
+          rounds: int = 20, trials: int | None = None, db: str | None = None, seed: int = 0,
           progress: bool = True, runner="local", max_minutes: float | None = None) -> tuple[list[Record], float]:
-    """Time each engine at each batch size; returns the records and the measured peak."""
+    """Time each engine at each batch size in ``rounds`` interleaved rounds; returns the
+    records and the measured peak."""
     from .weights import initial_weights
 
     unknown = [e for e in engines if e not in ENGINES]
@@ -192,9 +223,9 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
 
         require_tvm()
     peak = matmul_peak(device=profile.device)
-    records = []
-    for batch in batches:
-        x = np.random.default_rng(batch).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
+    inputs, prepared = {}, {}
+    for batch in batches:  # every engine first, tuning included; then the timing
+        inputs[batch] = np.random.default_rng(batch).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
         runners: dict[str, Callable] = {}
         for engine in engines:
             if progress:
@@ -206,18 +237,13 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
             else:
                 runners[engine] = _tvm(network, weights, batch, profile, engine == "tvm-tuned", trials, db, progress,
                                        runner, max_minutes)
-        reference = runners["onnxruntime"](x) if "onnxruntime" in runners else None
-        times: dict[str, list[float]] = {engine: [] for engine in runners}
-        differences = {}
-        for engine, run in runners.items():  # warm up, and check the numbers while at it
-            out = run(x)
-            differences[engine] = float(np.abs(out - reference).max()) if reference is not None else None
-            run(x)
-        for start in range(0, repeats, BLOCK):  # interleaved rounds
-            for engine, run in runners.items():
-                for _ in range(WARM):  # the previous engine's threads settle
-                    run(x)
-                times[engine] += [_once(run, x) for _ in range(min(BLOCK, repeats - start))]
+        prepared[batch] = runners
+    records = []
+    for batch in batches:
+        if progress:
+            print(f"timing batch {batch}: {rounds} interleaved rounds ...", file=sys.stderr)
+        x, runners = inputs[batch], prepared.pop(batch)
+        times, differences = _time(runners, x, rounds)
         flops = 2 * network.total_macs * batch
         for engine, samples in times.items():
             median = statistics.median(samples)
@@ -302,7 +328,7 @@ def bench_command(args) -> int:
     if "tvm-tuned" not in engines:  # (--key alone is explained by measuring_runner)
         refuse_tuning_options(args, ("rpc", "trials", "max_minutes", "db"), "the tvm-tuned engine")
     runner = measuring_runner(args) if "tvm-tuned" in engines or args.key else "local"
-    records, peak = bench(network, _batches(args.batch), engines, args.target, args.repeats, args.trials, args.db,
+    records, peak = bench(network, _batches(args.batch), engines, args.target, args.rounds, args.trials, args.db,
                           progress=not args.quiet, runner=runner, max_minutes=args.max_minutes)
     print_table(records, peak, network)
     if args.json:

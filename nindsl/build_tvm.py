@@ -274,6 +274,8 @@ class Runner:
         if packs:  # pack the weights once, as the tuned kernels want them
             weights = list(self.vm["main_transform_params"](weights))
         self.weights = weights
+        self._main = self.vm["main"]
+        self._inputs: dict[tuple, object] = {}  # one input tensor per batch shape, refilled each call
 
     @classmethod
     def from_build(cls, built: Build, device=None) -> "Runner":
@@ -299,8 +301,12 @@ class Runner:
         import tvm
 
         self.check_input(batch)
-        x = tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self.device)
-        return self.vm["main"](x, *self.weights).numpy()
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        x = self._inputs.get(batch.shape)
+        if x is None:
+            x = self._inputs[batch.shape] = tvm.runtime.empty(batch.shape, "float32", self.device)
+        x.copyfrom(batch)
+        return self._main(x, *self.weights).numpy()
 
 
 class Artifact(Runner):

@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--target", default="llvm", help="TVM target profile (default: llvm)")
     bench.add_argument("--batch", default="1,64", help="comma-separated batch sizes (default: 1,64)")
     bench.add_argument("--engines", help="comma-separated subset of: onnxruntime, torch, tvm-untuned, tvm-tuned")
-    bench.add_argument("--repeats", type=positive(int), default=20, help="timed rounds per batch size")
+    bench.add_argument("--rounds", "--repeats", dest="rounds", type=positive(int), default=20, metavar="N",
+                       help="interleaved timing rounds per batch size (default: 20)")
     tuning_options(bench)  # used when tvm-tuned must tune first
     bench.add_argument("--json", help="write the records as JSON here")
     bench.add_argument("--plot", help="write a PNG of latency per engine and batch size here")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 pytest.importorskip("torch")
@@ -20,7 +22,7 @@ def test_bench_writes_records_and_a_plot(cli, tmp_path):
         engines += ",tvm-untuned"
     except ImportError:
         pass
-    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1,4", "--engines", engines, "--repeats", "3",
+    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1,4", "--engines", engines, "--rounds", "3",
                  "--json", tmp_path / "b.json", "--plot", tmp_path / "b.png", "--quiet")
     assert result.code == 0, result.err
     records = json.loads((tmp_path / "b.json").read_text())
@@ -44,16 +46,40 @@ def test_bench_explains_bad_options(cli):
     assert result.code == 1 and "give --rpc HOST:PORT too" in result.err
     result = cli("bench", SPECS / "nin_digits.nin", "--engines", "onnxruntime", "--max-minutes", "5")
     assert result.code == 1 and "--max-minutes is a tuning time limit: it needs the tvm-tuned engine" in result.err
-    for option, value in [("--repeats", "0"), ("--trials", "-3"), ("--max-minutes", "nan"), ("--repeats", "x")]:
+    for option, value in [("--rounds", "0"), ("--trials", "-3"), ("--max-minutes", "nan"), ("--repeats", "x")]:
         with pytest.raises(SystemExit) as exit:
             cli("bench", SPECS / "nin_digits.nin", option, value)
         assert exit.value.code == 2  # argparse's usage error, before anything is timed or tuned
 
 
 def test_an_engine_timed_alone_has_nothing_to_compare_with(cli, tmp_path):
-    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1", "--engines", "torch", "--repeats", "2",
+    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1", "--engines", "torch", "--rounds", "2",
                  "--json", tmp_path / "b.json", "--quiet")
     assert result.code == 0, result.err
     (record,) = json.loads((tmp_path / "b.json").read_text())  # strict JSON: null, not NaN
     assert record["engine"] == "torch" and record["max_abs_diff"] is None
     assert "nan" not in result.out
+
+
+def test_blocks_are_sized_by_time_and_a_slow_engine_sits_out_late_rounds(monkeypatch):
+    import time
+
+    from nindsl import bench
+
+    monkeypatch.setattr(bench, "ENGINE_SECONDS", 0.2)
+    calls = {"fast": 0, "slow": 0}
+
+    def engine(name, seconds):
+        def run(x):
+            calls[name] += 1
+            time.sleep(seconds)
+            return x
+        return run
+
+    runners = {"onnxruntime": lambda x: x, "fast": engine("fast", 0.001), "slow": engine("slow", 0.1)}
+    times, differences = bench._time(runners, np.zeros(3, np.float32), rounds=6)
+    assert differences == {"onnxruntime": 0.0, "fast": 0.0, "slow": 0.0}
+    assert len(times["fast"]) == 6 * bench.BLOCK  # a block of 1 ms calls is as long as BLOCK allows
+    assert bench.MIN_SAMPLES <= len(times["slow"]) < 6  # one call a round, and none once 0.2 s are spent
+    assert calls["slow"] == len(times["slow"]) + 2  # no untimed calls before a 0.1 s call (the 2: warm-up, sizing)
+    assert all(t >= 0.1 for t in times["slow"])
