@@ -13,5 +13,5 @@ python3 -m venv .venv && .venv/bin/pip install -q -e '.[all]'
 .venv/bin/pip uninstall -q -y onnxruntime && .venv/bin/pip install -q onnxruntime-gpu
 .venv/bin/python -c "import tvm; assert tvm.cuda(0).exist, 'no CUDA device visible to TVM'"
 mkdir -p runs/gpu
-timeout 540 .venv/bin/nindsl bench specs/nin_imagenet.nin --target h100 --batch 64 --repeats 20 \
+timeout 540 .venv/bin/nindsl bench specs/nin_imagenet.nin --target h100 --batch 64 --rounds 20 \
   --max-minutes "$minutes" --db runs/gpu/tuning --json runs/gpu/bench.json --plot runs/gpu/bench.png
