@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from .io import atomic_write_text
+from .io import atomic_write_text, read_json_object
 
 TOP = 6  # records re-measured per task
 ROUNDS = 7  # interleaved timing rounds
@@ -34,13 +34,7 @@ CONFIRMED = "nindsl_confirmed.json"
 
 def read_confirmed(folder: Path) -> dict[str, dict]:
     """The choices made so far, by workload key; an unreadable file counts as none made."""
-    try:
-        confirmed = json.loads((folder / CONFIRMED).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(confirmed, dict):
-        return {}
-    return {str(key): value for key, value in confirmed.items()
+    return {str(key): value for key, value in read_json_object(folder / CONFIRMED).items()
             if isinstance(value, dict) and isinstance(value.get("trace"), str) and isinstance(value.get("records"), int)}
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import confirm, ir
-from .io import atomic_write_text, ensure_folder
+from .io import atomic_write_text, ensure_folder, read_json_object
 from .profiles import Profile, resolved_target
 
 MIN_TRIALS = 8  # every task with arithmetic gets at least this many
@@ -117,13 +117,7 @@ def repair_database(folder: Path) -> int:
 
 def read_asked(folder: Path) -> dict[str, int]:
     """The trials asked so far per workload; an unreadable file counts as none asked."""
-    try:
-        asked = json.loads((folder / ASKED).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(asked, dict):
-        return {}
-    return {str(key): value for key, value in asked.items() if isinstance(value, int)}
+    return {str(key): value for key, value in read_json_object(folder / ASKED).items() if isinstance(value, int)}
 
 
 def import_tensor_intrinsics() -> None:

@@ -57,6 +57,18 @@ def test_torn_and_foreign_lines_are_dropped(tmp_path):
     assert repair_database(tmp_path) == 0
 
 
+def test_a_torn_or_foreign_choices_file_counts_as_no_choices(tmp_path):
+    from nindsl.confirm import CONFIRMED, read_confirmed
+
+    (tmp_path / CONFIRMED).write_text('{"abc": {"trace": "1f", "rec')  # a writer killed mid-file (no atomic rename)
+    assert read_confirmed(tmp_path) == {}
+    (tmp_path / CONFIRMED).write_text('[1, 2]')
+    assert read_confirmed(tmp_path) == {}
+    good = {"trace": "1f", "records": 7, "rank": 2}
+    (tmp_path / CONFIRMED).write_text(json.dumps({"a": good, "b": {"trace": 3, "records": 7}, "c": "x"}))
+    assert read_confirmed(tmp_path) == {"a": good}
+
+
 @pytest.mark.slow
 def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tmp_path):
     from nindsl.build_tvm import Artifact
