@@ -191,7 +191,7 @@ def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dic
     for engine, run in runners.items():  # warm up, check the numbers, and size the blocks
         out = run(x)
         differences[engine] = float(np.abs(out - reference).max()) if reference is not None else None
-        single[engine] = _once(run, x)
+        single[engine] = max(_once(run, x), 1e-9)
     for _ in range(rounds):
         for engine, run in runners.items():
             samples = times[engine]

@@ -11,8 +11,9 @@ Choices live beside the records in ``nindsl_confirmed.json``: per workload (its 
 hash) the record count it was confirmed against, the chosen trace's hash and the medians
 measured. A build lays the choices over the records (an ordered union of databases), so
 the records themselves stay as MetaSchedule measured them. A task whose records change
-is confirmed again. Confirmation measures on this machine, so a run that measures over
-RPC does not confirm (its records are the remote device's).
+is confirmed again. Confirmation measures on this machine's CPU, so a run that measures over
+RPC does not confirm (its records are the remote device's), and neither does a CUDA run
+(timing the choices on the GPU is not written yet).
 """
 
 from __future__ import annotations

@@ -451,7 +451,8 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
         _show(state, final=True)
     elif progress and not cut:
         print(f"tuning: the database at {folder} already holds this network's records", file=sys.stderr)
-    pending = confirm.stale(tasks, database, folder) if local else []
+    # (on this machine's CPU only: a CUDA choice would be timed on the GPU, untried so far)
+    pending = confirm.stale(tasks, database, folder) if local and target.kind.name == "llvm" else []
     if pending:
         _confirm(pending, database, folder, target, state["start"] + limit, progress)
     with target, confirm.with_choices(database, tasks, folder):
