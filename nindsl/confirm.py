@@ -115,7 +115,10 @@ def confirm(tasks: list, database, folder: Path, target, deadline: float = math.
                 continue
         if not kernels:
             continue
-        medians = _medians(kernels)
+        try:
+            medians = _medians(kernels)
+        except Exception:  # noqa: BLE001 - a kernel that fails here: the records stand as measured
+            continue
         best = min(range(len(kept)), key=medians.__getitem__)
         confirmed = read_confirmed(folder)  # another run may have confirmed other tasks meanwhile
         confirmed[task.key] = {
