@@ -275,7 +275,7 @@ class Runner:
             weights = list(self.vm["main_transform_params"](weights))
         self.weights = weights
         self._main = self.vm["main"]
-        self._inputs: dict[tuple, object] = {}  # one input tensor per batch shape, refilled each call
+        self._input = None  # the input tensor, refilled each call (replaced when the batch shape changes)
 
     @classmethod
     def from_build(cls, built: Build, device=None) -> "Runner":
@@ -302,11 +302,10 @@ class Runner:
 
         self.check_input(batch)
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        x = self._inputs.get(batch.shape)
-        if x is None:
-            x = self._inputs[batch.shape] = tvm.runtime.empty(batch.shape, "float32", self.device)
-        x.copyfrom(batch)
-        return self._main(x, *self.weights).numpy()
+        if self._input is None or tuple(self._input.shape) != batch.shape:
+            self._input = tvm.runtime.empty(batch.shape, "float32", self.device)
+        self._input.copyfrom(batch)
+        return self._main(self._input, *self.weights).numpy()
 
 
 class Artifact(Runner):

@@ -87,11 +87,12 @@ def _medians(kernels: list) -> list[float]:
     for library, args in kernels:
         once = library.time_evaluator("main", device, number=1, repeat=1)(*args).mean
         number = max(1, math.ceil(ROUND_SECONDS / max(once, 1e-7)))
-        timers.append((library.time_evaluator("main", device, number=number, repeat=1), args))
+        timer = library.time_evaluator("main", device, number=number, repeat=1)
+        timers.append(lambda timer=timer, args=args: timer(*args).mean)
     times: list[list[float]] = [[] for _ in kernels]
     for _ in range(ROUNDS):
-        for timer, series in zip(timers, times):
-            series.append(timer[0](*timer[1]).mean)
+        for timed, series in zip(timers, times):
+            series.append(timed())
     return [statistics.median(series) for series in times]
 
 
