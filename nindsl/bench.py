@@ -13,7 +13,10 @@ slowly). Blocks are sized by time, not count: a block lasts about ``BLOCK_SECOND
 most ``BLOCK`` calls, at least one), the untimed calls about ``WARM_SECONDS``, and an engine
 that has spent ``ENGINE_SECONDS`` in timed calls sits out the remaining rounds once it has
 ``MIN_SAMPLES`` (untuned TVM takes 25 s per call at batch 64). The report gives the median
-and the 10th–90th percentile spread. Achieved GFLOP/s counts 2 FLOPs per multiply-add of
+and the 10th–90th percentile spread, and each engine's ratio to ONNX Runtime with a 95 %
+interval from a bootstrap over the rounds (a round is the unit that shares a moment's noise).
+That interval covers this run's noise only: a new process can land differently (ONNX Runtime
+alone on nin_cifar10 at batch 1 ran at 3.0 ms in some processes and 3.7 ms in others here). Achieved GFLOP/s counts 2 FLOPs per multiply-add of
 the spec; the peak is a large float32 matrix multiply measured on the spot.
 """
 
@@ -51,6 +54,9 @@ class Record:
     peak_fraction: float
     max_abs_diff: float | None  # against ONNX Runtime's outputs; None when it did not run
     note: str = ""
+    vs_onnxruntime: float | None = None  # median_ms over ONNX Runtime's, with a 95 % interval
+    vs_onnxruntime_low: float | None = None
+    vs_onnxruntime_high: float | None = None
 
 
 def cores() -> int:
@@ -183,10 +189,11 @@ def _once(run: Callable, x: np.ndarray) -> float:
 
 
 def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dict, dict]:
-    """Seconds per call of each engine over ``rounds`` interleaved rounds, and each engine's
-    largest difference from ONNX Runtime's outputs (None without ONNX Runtime)."""
+    """Seconds per call of each engine, one list per interleaved round it ran in (an engine
+    that sits out late rounds has fewer), and each engine's largest difference from ONNX
+    Runtime's outputs (None without ONNX Runtime)."""
     reference = runners["onnxruntime"](x) if "onnxruntime" in runners else None
-    times: dict[str, list[float]] = {engine: [] for engine in runners}
+    times: dict[str, list[list[float]]] = {engine: [] for engine in runners}
     differences, single = {}, {}
     for engine, run in runners.items():  # warm up, check the numbers, and size the blocks
         out = run(x)
@@ -194,14 +201,27 @@ def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dic
         single[engine] = max(_once(run, x), 1e-9)
     for _ in range(rounds):
         for engine, run in runners.items():
-            samples = times[engine]
+            samples = [t for block in times[engine] for t in block]
             if len(samples) >= MIN_SAMPLES and sum(samples) > ENGINE_SECONDS:
                 continue
             for _ in range(min(WARM, int(WARM_SECONDS / single[engine]))):  # the previous engine's threads settle
                 run(x)
             calls = max(1, min(BLOCK, round(BLOCK_SECONDS / single[engine])))
-            samples += [_once(run, x) for _ in range(calls)]
+            times[engine].append([_once(run, x) for _ in range(calls)])
     return times, differences
+
+
+def ratio_interval(engine: list[list[float]], reference: list[list[float]], draws: int = 2000,
+                   seed: int = 0) -> tuple[float, float]:
+    """A 95 % interval for median(engine) / median(reference) from a bootstrap that resamples
+    rounds, each round's two blocks together (they shared that moment's noise). Only the
+    rounds both ran in count."""
+    paired = list(zip(engine, reference))
+    pick = np.random.default_rng(seed).integers(len(paired), size=(draws, len(paired)))
+    ratios = [np.median([t for i in rounds for t in paired[i][0]]) / np.median([t for i in rounds for t in paired[i][1]])
+              for rounds in pick]
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def bench(network: ir.Network, batches: list[int], engines: list[str], target: str = "llvm",
@@ -245,12 +265,16 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
         x, runners = inputs[batch], prepared.pop(batch)
         times, differences = _time(runners, x, rounds)
         flops = 2 * network.total_macs * batch
-        for engine, samples in times.items():
-            median = statistics.median(samples)
+        medians = {engine: statistics.median(t for block in blocks for t in block) for engine, blocks in times.items()}
+        for engine, blocks in times.items():
+            samples, median = [t for block in blocks for t in block], medians[engine]
             deciles = statistics.quantiles(samples, n=10) if len(samples) > 1 else [median] * 9
-            records.append(Record(engine, batch, median * 1e3, deciles[0] * 1e3, deciles[-1] * 1e3,
-                                  batch / median, flops / median / 1e9, flops / median / 1e9 / peak,
-                                  differences[engine]))
+            record = Record(engine, batch, median * 1e3, deciles[0] * 1e3, deciles[-1] * 1e3, batch / median,
+                            flops / median / 1e9, flops / median / 1e9 / peak, differences[engine])
+            if "onnxruntime" in times:
+                record.vs_onnxruntime = median / medians["onnxruntime"]
+                record.vs_onnxruntime_low, record.vs_onnxruntime_high = ratio_interval(blocks, times["onnxruntime"])
+            records.append(record)
     return records, peak
 
 
@@ -263,12 +287,12 @@ def print_table(records: list[Record], peak: float, network: ir.Network, file=No
         console.width = 132
     table = Table(title=f"{network.name}: {network.total_macs / 1e6:,.1f} M multiply-adds per image; "
                         f"peak {peak:,.0f} GFLOP/s (best float32 matmul here, {cores()} cores)", title_justify="left")
-    for column in ("engine", "batch", "median ms", "p10–p90 ms", "images/s", "GFLOP/s", "of peak", "× ORT",
-                   "max |Δ| vs ORT"):
+    for column in ("engine", "batch", "median ms", "p10–p90 ms", "images/s", "GFLOP/s", "of peak",
+                   "× ORT (95 %)", "max |Δ| vs ORT"):
         table.add_column(column, justify="left" if column == "engine" else "right")
-    ort = {r.batch: r.median_ms for r in records if r.engine == "onnxruntime"}
     for r in records:
-        ratio = f"{r.median_ms / ort[r.batch]:.2f}" if r.batch in ort else ""
+        ratio = "" if r.vs_onnxruntime is None else f"{r.vs_onnxruntime:.2f}" if r.engine == "onnxruntime" else \
+            f"{r.vs_onnxruntime:.2f} ({r.vs_onnxruntime_low:.2f}–{r.vs_onnxruntime_high:.2f})"
         table.add_row(r.engine, str(r.batch), f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}–{r.p90_ms:.2f}",
                       f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}", f"{100 * r.peak_fraction:.0f}%", ratio,
                       "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}")

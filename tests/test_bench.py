@@ -79,7 +79,26 @@ def test_blocks_are_sized_by_time_and_a_slow_engine_sits_out_late_rounds(monkeyp
     runners = {"onnxruntime": lambda x: x, "fast": engine("fast", 0.0), "slow": engine("slow", 0.1)}
     times, differences = bench._time(runners, np.zeros(3, np.float32), rounds=6)
     assert differences == {"onnxruntime": 0.0, "fast": 0.0, "slow": 0.0}
-    assert len(times["fast"]) == 6 * bench.BLOCK  # a block of microsecond calls is as long as BLOCK allows
-    assert bench.MIN_SAMPLES <= len(times["slow"]) < 6  # one call a round, and none once 0.2 s are spent
+    assert [len(block) for block in times["fast"]] == [bench.BLOCK] * 6  # microsecond calls: as long as BLOCK allows
+    assert [len(block) for block in times["slow"]] == [1] * len(times["slow"])  # one call a round ...
+    assert bench.MIN_SAMPLES <= len(times["slow"]) < 6  # ... and none once 0.2 s are spent
     assert calls["slow"] == len(times["slow"]) + 2  # no untimed calls before a 0.1 s call (the 2: warm-up, sizing)
-    assert all(t >= 0.1 for t in times["slow"])
+    assert all(t >= 0.1 for block in times["slow"] for t in block)
+
+
+def test_the_ratio_interval_separates_a_real_difference_from_noise():
+    from nindsl.bench import ratio_interval
+
+    rng = np.random.default_rng(1)
+    drift = 1 + 0.3 * rng.random(20)  # each round's moment: everything in it runs up to 30 % slower
+
+    def engine(ms):
+        return [list(ms * d * (1 + 0.05 * rng.standard_normal(20))) for d in drift]
+
+    reference = engine(3.0)
+    low, high = ratio_interval(engine(2.7), reference)  # 10 % faster, under much larger round-to-round noise
+    assert low < 0.9 < high and high < 0.97
+    low, high = ratio_interval(engine(3.0), reference)  # the same speed
+    assert low < 1.0 < high and high - low < 0.1
+    low, high = ratio_interval(engine(3.0)[:5], reference)  # an engine that sat out late rounds: fewer rounds count
+    assert low < 1.0 < high
