@@ -136,3 +136,16 @@ def test_a_failed_build_leaves_the_previous_artifact(cli, tmp_path, monkeypatch)
     assert result.code != 0
     assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+def test_an_output_is_the_callers_and_any_batch_size_or_dtype_is_taken(tmp_path):
+    network = nindsl.load(SPECS / "nin_digits.nin")
+    weights = _artifact(network, tmp_path / "a")
+    artifact = Artifact(tmp_path / "a")
+    model = to_onnx(network, weights)
+    first, second = test_inputs(network, 2, seed=1), test_inputs(network, 2, seed=2)
+    kept = artifact(first)
+    artifact(second)  # what the first call returned is the caller's: the second does not change it
+    assert_agree(kept, run_onnx(model, first), "first output after a second call")
+    for x in (test_inputs(network, 3).astype(np.float64), test_inputs(network, 1)[:, :, ::-1, :]):  # cast, strided
+        assert_agree(artifact(x), run_onnx(model, np.ascontiguousarray(x, dtype=np.float32)), f"{x.dtype}, {x.shape}")
