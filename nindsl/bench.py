@@ -16,8 +16,9 @@ that has spent ``ENGINE_SECONDS`` in timed calls sits out the remaining rounds o
 and the 10th–90th percentile spread, and each engine's ratio to ONNX Runtime with a 95 %
 interval from a bootstrap over the rounds (a round is the unit that shares a moment's noise).
 That interval covers this run's noise only: a new process can land differently (ONNX Runtime
-alone on nin_cifar10 at batch 1 ran at 3.0 ms in some processes and 3.7 ms in others here). Achieved GFLOP/s counts 2 FLOPs per multiply-add of
-the spec; the peak is a large float32 matrix multiply measured on the spot.
+alone on nin_cifar10 at batch 1 ran at 3.0 ms in some processes and 3.7 ms in others here).
+Achieved GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a large float32
+matrix multiply measured on the spot.
 """
 
 from __future__ import annotations
@@ -188,6 +189,10 @@ def _once(run: Callable, x: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
+def _flat(blocks: list[list[float]]) -> list[float]:
+    return [t for block in blocks for t in block]
+
+
 def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dict, dict]:
     """Seconds per call of each engine, one list per interleaved round it ran in (an engine
     that sits out late rounds has fewer), and each engine's largest difference from ONNX
@@ -201,7 +206,7 @@ def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dic
         single[engine] = max(_once(run, x), 1e-9)
     for _ in range(rounds):
         for engine, run in runners.items():
-            samples = [t for block in times[engine] for t in block]
+            samples = _flat(times[engine])
             if len(samples) >= MIN_SAMPLES and sum(samples) > ENGINE_SECONDS:
                 continue
             for _ in range(min(WARM, int(WARM_SECONDS / single[engine]))):  # the previous engine's threads settle
@@ -218,7 +223,7 @@ def ratio_interval(engine: list[list[float]], reference: list[list[float]], draw
     rounds both ran in count."""
     paired = list(zip(engine, reference))
     pick = np.random.default_rng(seed).integers(len(paired), size=(draws, len(paired)))
-    ratios = [np.median([t for i in rounds for t in paired[i][0]]) / np.median([t for i in rounds for t in paired[i][1]])
+    ratios = [np.median(_flat([paired[i][0] for i in rounds])) / np.median(_flat([paired[i][1] for i in rounds]))
               for rounds in pick]
     low, high = np.percentile(ratios, [2.5, 97.5])
     return float(low), float(high)
@@ -265,13 +270,15 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
         x, runners = inputs[batch], prepared.pop(batch)
         times, differences = _time(runners, x, rounds)
         flops = 2 * network.total_macs * batch
-        medians = {engine: statistics.median(t for block in blocks for t in block) for engine, blocks in times.items()}
+        medians = {engine: statistics.median(_flat(blocks)) for engine, blocks in times.items()}
         for engine, blocks in times.items():
-            samples, median = [t for block in blocks for t in block], medians[engine]
+            samples, median = _flat(blocks), medians[engine]
             deciles = statistics.quantiles(samples, n=10) if len(samples) > 1 else [median] * 9
             record = Record(engine, batch, median * 1e3, deciles[0] * 1e3, deciles[-1] * 1e3, batch / median,
                             flops / median / 1e9, flops / median / 1e9 / peak, differences[engine])
-            if "onnxruntime" in times:
+            if engine == "onnxruntime":
+                record.vs_onnxruntime = record.vs_onnxruntime_low = record.vs_onnxruntime_high = 1.0
+            elif "onnxruntime" in times:
                 record.vs_onnxruntime = median / medians["onnxruntime"]
                 record.vs_onnxruntime_low, record.vs_onnxruntime_high = ratio_interval(blocks, times["onnxruntime"])
             records.append(record)

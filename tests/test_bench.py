@@ -30,6 +30,8 @@ def test_bench_writes_records_and_a_plot(cli, tmp_path):
     for record in records:
         assert record["median_ms"] > 0 and record["peak_gflops"] > 0
         assert record["max_abs_diff"] < 1e-4  # every engine computes what ONNX Runtime does
+        low, ratio, high = record["vs_onnxruntime_low"], record["vs_onnxruntime"], record["vs_onnxruntime_high"]
+        assert low <= ratio <= high and (record["engine"] != "onnxruntime" or low == high == 1.0)
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "median ms" in result.out
 
