@@ -304,6 +304,19 @@ def print_table(records: list[Record], peak: float, network: ir.Network, file=No
                       f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}", f"{100 * r.peak_fraction:.0f}%", ratio,
                       "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}")
     console.print(table)
+    for r in records:
+        if r.engine == "tvm-tuned" and r.vs_onnxruntime is not None:
+            console.print(f"tvm-tuned at batch {r.batch}: {verdict(r)}")
+
+
+def verdict(r: Record) -> str:
+    """What a ratio's interval says about this run."""
+    interval = f"{r.vs_onnxruntime:.2f}× ONNX Runtime (95 % interval {r.vs_onnxruntime_low:.2f}–{r.vs_onnxruntime_high:.2f})"
+    if r.vs_onnxruntime_high < 1:
+        return f"faster in this run: {interval}"
+    if r.vs_onnxruntime_low > 1:
+        return f"slower in this run: {interval}"
+    return f"as fast, within this run's noise: {interval}"
 
 
 def plot(records: list[Record], path: Path, title: str) -> None:

@@ -104,3 +104,14 @@ def test_the_ratio_interval_separates_a_real_difference_from_noise():
     assert low < 1.0 < high and high - low < 0.1
     low, high = ratio_interval(engine(3.0)[:5], reference)  # an engine that sat out late rounds: fewer rounds count
     assert low < 1.0 < high
+
+
+def test_the_verdict_reads_the_interval():
+    from nindsl.bench import Record, verdict
+
+    def record(ratio, low, high):
+        return Record("tvm-tuned", 1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, "", ratio, low, high)
+
+    assert verdict(record(0.90, 0.85, 0.95)).startswith("faster in this run: 0.90× ONNX Runtime (95 % interval 0.85–0.95)")
+    assert verdict(record(1.10, 1.02, 1.20)).startswith("slower in this run")
+    assert verdict(record(0.98, 0.93, 1.03)).startswith("as fast, within this run's noise")
