@@ -206,8 +206,8 @@ def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dic
         single[engine] = max(_once(run, x), 1e-9)
     for _ in range(rounds):
         for engine, run in runners.items():
-            samples = _flat(times[engine])
-            if len(samples) >= MIN_SAMPLES and sum(samples) > ENGINE_SECONDS:
+            blocks = times[engine]
+            if sum(map(len, blocks)) >= MIN_SAMPLES and sum(map(sum, blocks)) > ENGINE_SECONDS:
                 continue
             for _ in range(min(WARM, int(WARM_SECONDS / single[engine]))):  # the previous engine's threads settle
                 run(x)

@@ -147,5 +147,6 @@ def test_an_output_is_the_callers_and_any_batch_size_or_dtype_is_taken(tmp_path)
     kept = artifact(first)
     artifact(second)  # what the first call returned is the caller's: the second does not change it
     assert_agree(kept, run_onnx(model, first), "first output after a second call")
+    assert kept.flags.owndata and kept.flags.writeable  # not a view into TVM's memory pool
     for x in (test_inputs(network, 3).astype(np.float64), test_inputs(network, 1)[:, :, ::-1, :]):  # cast, strided
         assert_agree(artifact(x), run_onnx(model, np.ascontiguousarray(x, dtype=np.float32)), f"{x.dtype}, {x.shape}")
