@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import nindsl
-from nindsl.parser import grammar, parse
+from nindsl.language.parser import grammar, parse
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 

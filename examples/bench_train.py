@@ -25,9 +25,9 @@ from torch import nn
 
 import nindsl
 from nindsl.cli import main as nindsl_main
-from nindsl.data import load_data
-from nindsl.training import Ranks, _Scores, _threads, param_groups
-from nindsl.twin import to_torch
+from nindsl.torch.data import load_data
+from nindsl.torch.training import Ranks, _Scores, _threads, param_groups
+from nindsl.torch.twin import to_torch
 from nindsl.weights import read_tensors
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 import nindsl
-from nindsl.data import load_data
-from nindsl.io import atomic_write_bytes
+from nindsl.torch.data import load_data
+from nindsl.kernel.io import atomic_write_bytes
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "nin_digits.nin"
 

@@ -1,41 +1,36 @@
-"""`nindsl bench`: every engine on the same inputs, in one run, against the machine's peak.
+"""``nindsl bench``: every engine on the same inputs, in one run, against the machine's peak.
 
 Every engine of every batch size is prepared first (tuning included), and only then timed,
-so that no engine is timed while a tuning run's workers wind down (right after tuning in the
-same process, ONNX Runtime and TVM both ran ~1.3× slower for a few seconds, measured here).
-Engines are timed in interleaved rounds so that a noisy neighbour slows them alike: each
-round gives every engine a few untimed calls and then a block of timed ones. Calls are not
-interleaved one by one because thread pools spin after a call (ONNX Runtime's and TVM's
-do): measured here on nin_cifar10, one-by-one interleaving made ORT 1.3× and TVM 1.6×
-slower than either alone; blocks of twenty after five untimed calls came closest to each
-engine alone; a sleep between engines made ORT 3× slower (an idle virtual CPU wakes
-slowly). Blocks are sized by time, not count: a block lasts about ``BLOCK_SECONDS`` (at
-most ``BLOCK`` calls, at least one), the untimed calls about ``WARM_SECONDS``, and an engine
-that has spent ``ENGINE_SECONDS`` in timed calls sits out the remaining rounds once it has
-``MIN_SAMPLES`` (untuned TVM takes 25 s per call at batch 64). The report gives the median
-and the 10th–90th percentile spread, and each engine's ratio to ONNX Runtime with a 95 %
-interval from a bootstrap over the rounds (a round is the unit that shares a moment's noise).
-That interval covers this run's noise only: a new process can land differently (ONNX Runtime
-alone on nin_cifar10 at batch 1 ran at 3.0 ms in some processes and 3.7 ms in others here).
+so that no engine is timed while a tuning run's workers wind down. Engines are timed in
+interleaved rounds so that a noisy neighbour slows them alike: each round gives every
+engine a few untimed calls (the previous engine's thread pool settles) and then a block
+of timed ones. Calls are not interleaved one by one, because thread pools spin after a
+call, and there is no sleep between engines, because an idle virtual CPU wakes slowly
+(docs/performance.md has the measurements behind each choice). Blocks are sized by time:
+a block lasts about ``BLOCK_SECONDS`` (at most ``BLOCK`` calls, at least one), the untimed
+calls about ``WARM_SECONDS``, and an engine that has spent ``ENGINE_SECONDS`` in timed calls
+sits out the remaining rounds once it has ``MIN_SAMPLES``. The report gives the median and
+the 10th–90th percentile spread, and each engine's ratio to ONNX Runtime with a 95 %
+interval from a bootstrap over the rounds (a round is the unit that shares a moment's
+noise). That interval covers this run's noise only: a new process can land differently.
 Achieved GFLOP/s counts 2 FLOPs per multiply-add of the spec; the peak is a large float32
-matrix multiply measured on the spot.
+matrix multiply measured on the spot by every BLAS at hand.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import ir
-from .diagnostics import NindslError
+from .kernel.diagnostics import NindslError
+from .kernel.machine import usable_cpus
+from .kernel.progress import SILENT, Progress
+from .language import ir
 
 ENGINES = ("onnxruntime", "torch", "tvm-untuned", "tvm-tuned")
 BLOCK, WARM = 20, 5  # at most this many timed and untimed calls per engine per round
@@ -58,10 +53,6 @@ class Record:
     vs_onnxruntime: float | None = None  # median_ms over ONNX Runtime's, with a 95 % interval
     vs_onnxruntime_low: float | None = None
     vs_onnxruntime_high: float | None = None
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
@@ -87,7 +78,7 @@ def matmul_peak(size: int = 2048, repeats: int = 5, device: str = "cpu") -> floa
     try:
         import torch
 
-        torch.set_num_threads(cores())
+        torch.set_num_threads(usable_cpus())
         ta, tb = torch.from_numpy(a), torch.from_numpy(b)
         candidates.append(lambda: ta @ tb)
     except ImportError:
@@ -116,71 +107,15 @@ def _cuda_matmul_peak(size: int, repeats: int) -> float:
 
 
 def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from .onnx.runtime import session
 
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(a.shape)) for n in "ab"],
                               [helper.make_tensor_value_info("c", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = cores()
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return lambda: session.run(None, {"a": a, "b": b})
-
-
-def _onnxruntime(network: ir.Network, weights, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
-
-    from .lower_onnx import serialize, to_onnx
-
-    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
-    if provider not in ort.get_available_providers():
-        raise NindslError.one("E0504", f"this ONNX Runtime has no {provider}", None,
-                              "install onnxruntime-gpu for GPU benchmarks, or leave out --target cuda")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = cores()
-    session = ort.InferenceSession(serialize(to_onnx(network, weights)), options, providers=[provider])
-    name = network.input.name
-    return lambda x: session.run(None, {name: x})[0]
-
-
-def _torch(network: ir.Network, weights, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    import torch
-
-    from .twin import to_torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise NindslError.one("E0504", "this PyTorch sees no CUDA GPU", None,
-                              "install a CUDA build of torch for GPU benchmarks, or leave out --target cuda")
-    torch.set_num_threads(cores())
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
-    module = to_torch(network, weights=weights).eval().to(device)
-
-    def run(x: np.ndarray) -> np.ndarray:  # host to host, as for the other engines
-        with torch.inference_mode():
-            return module(torch.from_numpy(x).to(device)).cpu().numpy()
-    return run
-
-
-def _tvm(network: ir.Network, weights, batch: int, profile, tuned: bool, trials, db, progress: bool, runner,
-         max_minutes=None):
-    import tvm
-
-    from .build_tvm import Runner, build
-
-    device = tvm.cuda(0) if profile.device == "cuda" else tvm.cpu(0)
-    if not device.exist:  # before tuning, which would measure on it
-        raise NindslError.one("E0504", f"profile `{profile.name}` runs on {profile.device}, and TVM sees no such "
-                                       "device here", None, "benchmark a CPU target, e.g. --target llvm")
-    module = None
-    if tuned:
-        from .tune import tune
-
-        module, _ = tune(network, profile, batch=batch, trials=trials, db=db, weights=weights, progress=progress,
-                         runner=runner, max_minutes=max_minutes)
-    return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
+    opened = session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    return lambda: opened.run(None, {"a": a, "b": b})
 
 
 def _once(run: Callable, x: np.ndarray) -> float:
@@ -229,46 +164,55 @@ def ratio_interval(engine: list[list[float]], reference: list[list[float]], draw
     return float(low), float(high)
 
 
-def bench(network: ir.Network, batches: list[int], engines: list[str], target: str = "llvm",
-          rounds: int = 20, trials: int | None = None, db: str | None = None, seed: int = 0,
-          progress: bool = True, runner="local", max_minutes: float | None = None) -> tuple[list[Record], float]:
-    """Time each engine at each batch size in ``rounds`` interleaved rounds; returns the
-    records and the measured peak."""
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to time: engines (of :data:`ENGINES`) at each batch size, in ``rounds`` rounds."""
+
+    batches: tuple[int, ...] = (1, 64)
+    engines: tuple[str, ...] = ENGINES
+    target: str = "llvm"  # the TVM profile; its device is every engine's
+    rounds: int = 20
+    tuning: object = None  # nindsl.tvm.tune.TuneOptions for tvm-tuned (None: the profile's defaults)
+    seed: int = 0  # of the weights drawn from the spec's init
+
+
+def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
+          progress: Progress = SILENT) -> tuple[list[Record], float]:
+    """Time each engine at each batch size in interleaved rounds; returns the records and
+    the measured peak."""
+    from .engines import prepare
+    from .tvm.profiles import load_profile
     from .weights import initial_weights
 
-    unknown = [e for e in engines if e not in ENGINES]
+    unknown = [e for e in options.engines if e not in ENGINES]
     if unknown:
         raise NindslError.one("E0504", f"unknown engine `{unknown[0]}`", None, f"engines: {', '.join(ENGINES)}")
-    weights = initial_weights(network, seed)
-    from .profiles import load_profile
-
-    profile = load_profile(target)  # its device is every engine's: cpu, or cuda for all four
-    if any(e.startswith("tvm") for e in engines):
-        from .build_tvm import require_tvm
+    weights = initial_weights(network, options.seed)
+    profile = load_profile(options.target)  # its device is every engine's: cpu, or cuda for all four
+    if any(e.startswith("tvm") for e in options.engines):
+        from .tvm.env import require_tvm
 
         require_tvm()
+    tuning = options.tuning
+    if tuning is None and "tvm-tuned" in options.engines:
+        from .tvm.tune import TuneOptions
+
+        tuning = TuneOptions()
     peak = matmul_peak(device=profile.device)
     inputs, prepared = {}, {}
-    for batch in batches:  # every engine first, tuning included; then the timing
+    for batch in options.batches:  # every engine first, tuning included; then the timing
         inputs[batch] = np.random.default_rng(batch).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
         runners: dict[str, Callable] = {}
-        for engine in engines:
-            if progress:
-                print(f"preparing {engine} for batch {batch} ...", file=sys.stderr)
-            if engine == "onnxruntime":
-                runners[engine] = _onnxruntime(network, weights, profile.device)
-            elif engine == "torch":
-                runners[engine] = _torch(network, weights, profile.device)
-            else:
-                runners[engine] = _tvm(network, weights, batch, profile, engine == "tvm-tuned", trials, db, progress,
-                                       runner, max_minutes)
+        for engine in options.engines:
+            progress.note(f"preparing {engine} for batch {batch} ...")
+            runners[engine] = prepare(engine, network, weights, profile.device, profile=profile, batch=batch,
+                                      tuning=tuning, progress=progress)
         prepared[batch] = runners
     records = []
-    for batch in batches:
-        if progress:
-            print(f"timing batch {batch}: {rounds} interleaved rounds ...", file=sys.stderr)
+    for batch in options.batches:
+        progress.note(f"timing batch {batch}: {options.rounds} interleaved rounds ...")
         x, runners = inputs[batch], prepared.pop(batch)
-        times, differences = _time(runners, x, rounds)
+        times, differences = _time(runners, x, options.rounds)
         flops = 2 * network.total_macs * batch
         medians = {engine: statistics.median(_flat(blocks)) for engine, blocks in times.items()}
         for engine, blocks in times.items():
@@ -283,30 +227,6 @@ def bench(network: ir.Network, batches: list[int], engines: list[str], target: s
                 record.vs_onnxruntime_low, record.vs_onnxruntime_high = ratio_interval(blocks, times["onnxruntime"])
             records.append(record)
     return records, peak
-
-
-def print_table(records: list[Record], peak: float, network: ir.Network, file=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=file, highlight=False)
-    if not console.is_terminal:
-        console.width = 132
-    table = Table(title=f"{network.name}: {network.total_macs / 1e6:,.1f} M multiply-adds per image; "
-                        f"peak {peak:,.0f} GFLOP/s (best float32 matmul here, {cores()} cores)", title_justify="left")
-    for column in ("engine", "batch", "median ms", "p10–p90 ms", "images/s", "GFLOP/s", "of peak",
-                   "× ORT (95 %)", "max |Δ| vs ORT"):
-        table.add_column(column, justify="left" if column == "engine" else "right")
-    for r in records:
-        ratio = "" if r.vs_onnxruntime is None else f"{r.vs_onnxruntime:.2f}" if r.engine == "onnxruntime" else \
-            f"{r.vs_onnxruntime:.2f} ({r.vs_onnxruntime_low:.2f}–{r.vs_onnxruntime_high:.2f})"
-        table.add_row(r.engine, str(r.batch), f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}–{r.p90_ms:.2f}",
-                      f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}", f"{100 * r.peak_fraction:.0f}%", ratio,
-                      "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}")
-    console.print(table)
-    for r in records:
-        if r.engine == "tvm-tuned" and r.vs_onnxruntime is not None:
-            console.print(f"tvm-tuned at batch {r.batch}: {verdict(r)}")
 
 
 def verdict(r: Record) -> str:
@@ -327,7 +247,7 @@ def plot(records: list[Record], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write_bytes
+    from .kernel.io import atomic_write_bytes
 
     batches = sorted({r.batch for r in records})
     engines = [e for e in ENGINES if any(r.engine == e for r in records)]
@@ -348,37 +268,3 @@ def plot(records: list[Record], path: Path, title: str) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _batches(text: str) -> list[int]:
-    try:
-        batches = [int(b) for b in text.split(",") if b.strip()]
-    except ValueError:
-        batches = []
-    if not batches or min(batches) < 1:
-        raise NindslError.one("E0504", f"--batch must be a comma-separated list of sizes, got `{text}`", None,
-                              "for example --batch 1,64")
-    return batches
-
-
-def bench_command(args) -> int:
-    import nindsl
-
-    from .cli import _overrides
-    from .io import atomic_write_text
-
-    network = nindsl.load(args.spec, _overrides(args.set))
-    engines = [e.strip() for e in args.engines.split(",")] if args.engines else list(ENGINES)
-    from .build_tvm import measuring_runner, refuse_tuning_options
-
-    if "tvm-tuned" not in engines:  # (--key alone is explained by measuring_runner)
-        refuse_tuning_options(args, ("rpc", "trials", "max_minutes", "db"), "the tvm-tuned engine")
-    runner = measuring_runner(args) if "tvm-tuned" in engines or args.key else "local"
-    records, peak = bench(network, _batches(args.batch), engines, args.target, args.rounds, args.trials, args.db,
-                          progress=not args.quiet, runner=runner, max_minutes=args.max_minutes)
-    print_table(records, peak, network)
-    if args.json:
-        payload = [{**asdict(r), "network": network.name, "spec_hash": network.spec_hash, "peak_gflops": peak,
-                    "cores": cores()} for r in records]
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
-    if args.plot:
-        plot(records, Path(args.plot), f"{network.name} on {cores()} cores")
-    return 0

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ir
-from .diagnostics import Collector, NindslError
-from .io import atomic_write_bytes
+from .language import ir
+from .kernel.diagnostics import Collector, NindslError
+from .kernel.io import atomic_write_bytes
 
 CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", "model.safetensors")
 

@@ -56,3 +56,17 @@ def cli(capsys):
         return Result(code, captured.out, captured.err)
 
     return run
+
+
+class Recorded:
+    """A Progress that keeps what it is told, for tests of what long work reports."""
+
+    def __init__(self):
+        self.notes: list[str] = []
+        self.statuses: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def status(self, text: str) -> None:
+        self.statuses.append(text)

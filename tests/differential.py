@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 import nindsl
-from nindsl import ir
+from nindsl.language import ir
 
 from numerics import assert_agree, reference_is_reliable, test_inputs, test_weights
 
@@ -22,7 +22,7 @@ from numerics import assert_agree, reference_is_reliable, test_inputs, test_weig
 def _ort(model, level: str):
     import onnxruntime as ort
 
-    from nindsl.lower_onnx import serialize
+    from nindsl.onnx.model import serialize
 
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
@@ -36,7 +36,7 @@ def outputs(network: ir.Network, weights: dict, x: np.ndarray) -> dict[str, np.n
     results = {"ort-all": _ort(model, "ORT_ENABLE_ALL").run(None, feed)[0],
                "ort-none": _ort(model, "ORT_DISABLE_ALL").run(None, feed)[0]}
     if reference_is_reliable(network):  # onnx 1.23.2: see test_onnx.py::test_upstream_reference_maxpool_bug
-        from nindsl.run import run_onnx
+        from nindsl.onnx.runtime import run as run_onnx
 
         results["reference"] = run_onnx(model, x, "reference")
     try:
@@ -50,8 +50,9 @@ def outputs(network: ir.Network, weights: dict, x: np.ndarray) -> dict[str, np.n
         import tvm  # noqa: F401
     except ImportError:
         return results
-    from nindsl.build_tvm import Artifact, build, write_artifact
-    from nindsl.profiles import load_profile
+    from nindsl.tvm.artifact import Artifact, write_artifact
+    from nindsl.tvm.build import build
+    from nindsl.tvm.profiles import load_profile
 
     profile = load_profile("llvm")
     with tempfile.TemporaryDirectory() as folder:

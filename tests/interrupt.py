@@ -29,7 +29,7 @@ def main() -> int:
     wanted, seen = int(nth or 1), [0]
     name = os.environ.get("STOP_AT_NAME", "")
 
-    import nindsl.io as io
+    import nindsl.kernel.io as io
 
     def counts(path) -> bool:
         if name and name not in Path(path).name:

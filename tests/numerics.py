@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nindsl import ir
+from nindsl.language import ir
 
 
 def test_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]:

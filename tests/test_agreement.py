@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 import nindsl  # noqa: E402
-from nindsl.run import run_onnx  # noqa: E402
+from nindsl.onnx.runtime import run as run_onnx  # noqa: E402
 
 from conftest import SHIPPED, SPECS  # noqa: E402
 from numerics import assert_agree, test_inputs, test_weights  # noqa: E402
@@ -40,16 +40,17 @@ def test_twin_equals_onnxruntime_on_shipped_specs(spec):
 @pytest.mark.slow
 def test_a_trained_checkpoint_predicts_alike_everywhere(cli, tmp_path):
     """Train digits briefly, then the twin, ONNX Runtime and TVM give the same classes."""
-    from nindsl.data import load_data
+    from nindsl.torch.data import load_data
+    from nindsl.torch.training import TrainOptions
 
     network = nindsl.load(SPECS / "nin_digits.nin")
-    nindsl.train(network, epochs=2, out=tmp_path / "run", progress=False)
+    nindsl.train(network, TrainOptions(epochs=2, out=tmp_path / "run"))
     data = load_data(network)
     images = np.ascontiguousarray(data.val_images[:64], dtype=np.float32)
     twin = _twin(network, tmp_path / "run", images)
     model = tmp_path / "digits.onnx"
     assert cli("compile", SPECS / "nin_digits.nin", "-o", model, "--weights", tmp_path / "run").code == 0
-    from nindsl.lower_onnx import read_model
+    from nindsl.onnx.model import read_model
 
     onnx_out = run_onnx(read_model(model), images)
     assert_agree(twin, onnx_out, "trained twin vs ORT")
@@ -57,7 +58,7 @@ def test_a_trained_checkpoint_predicts_alike_everywhere(cli, tmp_path):
         import tvm  # noqa: F401
     except ImportError:
         return
-    from nindsl.build_tvm import Artifact
+    from nindsl.tvm.artifact import Artifact
 
     assert cli("compile", SPECS / "nin_digits.nin", "-t", "llvm", "-o", tmp_path / "art",
                "--weights", tmp_path / "run").code == 0

@@ -43,7 +43,7 @@ def test_golden_diagnostics(cli, spec, tmp_path):
 @pytest.mark.parametrize("spec", CASES, ids=[c.stem for c in CASES])
 def test_every_diagnostic_is_located(cli, spec):
     """Each error header names file:line:col and a known code, with a caret line below."""
-    from nindsl.diagnostics import CODES
+    from nindsl.kernel.diagnostics import CODES
 
     result = cli("check", "--color", "never", spec.name, cwd=spec.parent)
     headers = re.findall(r"^(\S+):(\d+):(\d+): error\[(E\d{4})\]", result.err, flags=re.M)
@@ -55,7 +55,7 @@ def test_every_diagnostic_is_located(cli, spec):
 
 
 def test_every_code_in_the_table_is_documented():
-    from nindsl.diagnostics import CODES
+    from nindsl.kernel.diagnostics import CODES
 
     assert all(re.fullmatch(r"E\d{4}", code) and text for code, text in CODES.items())
 
@@ -86,9 +86,9 @@ def test_directory_and_device_are_refused(cli, tmp_path):
 
 
 def test_internal_errors_are_not_user_errors(cli, monkeypatch):
-    import nindsl.shapes
+    from nindsl.language import ir, shapes
 
-    monkeypatch.setitem(nindsl.shapes.RULES, nindsl.ir.Relu, lambda layer, shape: 1 / 0)
+    monkeypatch.setitem(shapes.RULES, ir.Relu, lambda layer, shape: 1 / 0)
     spec = "network t() {\n    input image: f32[N, 1, 8, 8]\n    relu()\n}\n"
     path = FIXTURES / "tmp_internal.nin"
     path.write_text(spec)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nindsl.io import atomic_write_bytes, remove_leftovers
+from nindsl.kernel.io import atomic_write_bytes, remove_leftovers
 from nindsl.weights import read_tensors
 
 HERE = Path(__file__).resolve().parent
@@ -94,10 +94,12 @@ def test_onnx_killed_mid_write_keeps_the_previous_file(tmp_path, tiny, cli, poin
 @pytest.mark.parametrize("point", ["write", "rename"])
 def test_checkpoint_killed_mid_write_keeps_the_last_one_and_training_resumes(tmp_path, tiny, point):
     pytest.importorskip("torch")
-    from nindsl import load, training
+    from nindsl import load
+    from nindsl.torch import training
+    from nindsl.torch.training import TrainOptions
 
     whole = tmp_path / "whole"
-    training.train(load(tiny), epochs=3, out=whole, progress=False)
+    training.train(load(tiny), TrainOptions(epochs=3, out=whole))
 
     run, marker = tmp_path / "run", tmp_path / "frozen"
     # Frozen while writing epoch 2's `last.safetensors`: epoch 1's must survive.
@@ -183,7 +185,7 @@ def test_eight_concurrent_compiles_into_one_place_all_finish_complete(tmp_path, 
     # one writer's files, not a mix: the weights are the ones its ONNX model holds
     import onnx.numpy_helper
 
-    from nindsl.lower_onnx import read_model
+    from nindsl.onnx.model import read_model
 
     model = read_model(outputs["llvm"] / "model.onnx")
     weights, _ = read_tensors(outputs["llvm"] / "weights.safetensors")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import nindsl
-from nindsl.fmt import format_module
-from nindsl.parser import parse_file
+from nindsl.language.fmt import format_module
+from nindsl.language.parser import parse_file
 
 from conftest import FIXTURES, SPECS
 

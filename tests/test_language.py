@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import nindsl
-from nindsl import ir
-from nindsl.shapes import conv_size, pool_size
+from nindsl.language import ir
+from nindsl.language.shapes import conv_size, pool_size
 
 from conftest import FIXTURES, ROOT, SHIPPED, SPECS
 

@@ -9,9 +9,11 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import nindsl  # noqa: E402
-from nindsl import ir, lower_onnx, shapes, summary  # noqa: E402
-from nindsl.lower_onnx import read_model, serialize, to_onnx, write_onnx  # noqa: E402
-from nindsl.run import run_onnx  # noqa: E402
+from nindsl.language import ir, shapes, summary
+from nindsl.onnx import lower as lower_onnx  # noqa: E402
+from nindsl.onnx.lower import to_onnx, write_onnx  # noqa: E402
+from nindsl.onnx.model import model_metadata, read_model, serialize  # noqa: E402
+from nindsl.onnx.runtime import run as run_onnx  # noqa: E402
 from nindsl.weights import save_weights  # noqa: E402
 
 from conftest import SHIPPED, SPECS  # noqa: E402
@@ -108,7 +110,7 @@ def test_same_inputs_give_byte_identical_files(tmp_path):
 def test_metadata_says_what_the_model_was_built_from(cli, tmp_path):
     out = tmp_path / "m.onnx"
     assert cli("compile", SPECS / "nin_cifar10.nin", "--target", "onnx", "-o", out, "--set", "classes=7").code == 0
-    meta = lower_onnx.model_metadata(read_model(out))
+    meta = model_metadata(read_model(out))
     network = nindsl.load(SPECS / "nin_cifar10.nin", {"classes": "7"})
     assert meta["spec_hash"] == network.spec_hash and meta["version"] == nindsl.__version__
     assert '"classes": 7' in meta["params"] and "nin_cifar10" in meta["spec"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nindsl.diagnostics import NindslError
-from nindsl.profiles import Profile, load_profile, parse_profile, profile_names
+from nindsl.kernel.diagnostics import NindslError
+from nindsl.tvm.profiles import Profile, load_profile, parse_profile, profile_names
 
 from conftest import ROOT
 

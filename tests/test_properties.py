@@ -7,10 +7,10 @@ from hypothesis import given, strategies as st
 from hypothesis.extra.lark import from_lark
 
 import nindsl
-from nindsl import ir
-from nindsl.diagnostics import NindslError
-from nindsl.fmt import format_module
-from nindsl.parser import grammar
+from nindsl.language import ir
+from nindsl.kernel.diagnostics import NindslError
+from nindsl.language.fmt import format_module
+from nindsl.language.parser import grammar
 
 from conftest import SHIPPED
 from strategies import specs

@@ -16,11 +16,12 @@ torch = pytest.importorskip("torch")
 
 import nindsl  # noqa: E402
 from conftest import ROOT, SPECS  # noqa: E402
-from nindsl import ir  # noqa: E402
-from nindsl import training  # noqa: E402
-from nindsl.data import load_data  # noqa: E402
-from nindsl.diagnostics import NindslError  # noqa: E402
-from nindsl.twin import to_torch  # noqa: E402
+from nindsl.language import ir  # noqa: E402
+from nindsl.torch import training  # noqa: E402
+from nindsl.torch.training import TrainOptions  # noqa: E402
+from nindsl.torch.data import load_data  # noqa: E402
+from nindsl.kernel.diagnostics import NindslError  # noqa: E402
+from nindsl.torch.twin import to_torch  # noqa: E402
 from nindsl.weights import load_weights, read_tensors  # noqa: E402
 
 SMALL = """
@@ -87,7 +88,7 @@ def test_param_groups_scale_learning_rates_and_decay_only_weights():
 
 
 def test_training_on_digits_beats_chance(tmp_path):
-    result = training.train(small(), epochs=2, out=tmp_path, progress=False)
+    result = training.train(small(), TrainOptions(epochs=2, out=tmp_path))
     assert result["best_val_acc"] > 0.3  # chance is 0.1
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["epoch"] for r in metrics["history"]] == [1, 2]
@@ -110,7 +111,7 @@ def test_digits_split_is_stratified_and_fixed():
 
 def test_checkpoints_load_as_weights(tmp_path):
     network = small()
-    training.train(network, epochs=1, out=tmp_path, progress=False)
+    training.train(network, TrainOptions(epochs=1, out=tmp_path))
     weights = load_weights(network, tmp_path)  # a folder: its best.safetensors
     assert set(weights) == {w.name for w in network.weights}
     tensors, meta = read_tensors(tmp_path / "best.safetensors")
@@ -124,7 +125,7 @@ def test_checkpoints_load_as_weights(tmp_path):
 
 def test_resume_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch):
     network = small()
-    training.train(network, epochs=3, out=tmp_path / "whole", progress=False)
+    training.train(network, TrainOptions(epochs=3, out=tmp_path / "whole"))
 
     real, calls = training._run_epoch, []
 
@@ -136,10 +137,10 @@ def test_resume_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "_run_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        training.train(network, epochs=3, out=tmp_path / "split", progress=False)
+        training.train(network, TrainOptions(epochs=3, out=tmp_path / "split"))
     monkeypatch.setattr(training, "_run_epoch", real)
     assert json.loads((tmp_path / "split" / "metrics.json").read_text())["history"][-1]["epoch"] == 2
-    training.train(network, out=tmp_path / "split", resume=True, progress=False)
+    training.train(network, TrainOptions(out=tmp_path / "split", resume=True))
 
     whole, _ = read_tensors(tmp_path / "whole" / "last.safetensors")
     split, _ = read_tensors(tmp_path / "split" / "last.safetensors")
@@ -162,9 +163,9 @@ def test_a_finished_run_is_not_overwritten(tmp_path, cli):
 
 
 def test_resume_refuses_a_checkpoint_of_another_spec(tmp_path):
-    training.train(small(), epochs=1, out=tmp_path, progress=False)
+    training.train(small(), TrainOptions(epochs=1, out=tmp_path))
     with pytest.raises(NindslError) as error:
-        training.train(small(classes=12), epochs=2, out=tmp_path, resume=True, progress=False)
+        training.train(small(classes=12), TrainOptions(epochs=2, out=tmp_path, resume=True))
     assert _code(error) == "E0502" and "another spec" in error.value.diagnostics[0].message
 
 
@@ -182,7 +183,7 @@ def test_a_pickle_posing_as_a_checkpoint_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     (tmp_path / training.STATE).write_bytes(pickle.dumps(_Payload(marker)))
     with pytest.raises(NindslError) as error:
-        training.train(small(), out=tmp_path, resume=True, progress=False)
+        training.train(small(), TrainOptions(out=tmp_path, resume=True))
     assert _code(error) == "E0502" and "pickle" in error.value.diagnostics[0].message
     (tmp_path / "best.safetensors").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
     with pytest.raises(NindslError):
@@ -219,8 +220,8 @@ def test_cifar_python_batches(tmp_path, kind, classes, train_files):
     assert data.train_images.shape == (12 * train_files, 3, 32, 32) and len(data.val_labels) == 12
     first = pickle.loads((tmp_path / sub / ("data_batch_1" if kind == "cifar10" else "train")).read_bytes())
     assert np.allclose(data.train_images[0].ravel(), first[b"data"][0] / 255.0)
-    result = training.train(network, data=f"{kind}:{tmp_path / sub}", epochs=1, batch=8, out=tmp_path / "run",
-                            progress=False)
+    result = training.train(network, TrainOptions(data=f"{kind}:{tmp_path / sub}", epochs=1, batch=8,
+                                                  out=tmp_path / "run"))
     assert result["history"][0]["val_acc"] is not None
 
 

@@ -12,8 +12,9 @@ tvm = pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
 
 import nindsl  # noqa: E402
-from nindsl.profiles import load_profile  # noqa: E402
-from nindsl.tune import RECORDS, WORKLOADS, Task, database_dir, plan, repair_database  # noqa: E402
+from nindsl.tvm.profiles import load_profile  # noqa: E402
+from nindsl.tvm.tune import RECORDS, WORKLOADS, Task, database_dir, plan, repair_database  # noqa: E402
+from conftest import Recorded  # noqa: E402
 
 
 
@@ -58,7 +59,7 @@ def test_torn_and_foreign_lines_are_dropped(tmp_path):
 
 
 def test_a_torn_or_foreign_choices_file_counts_as_no_choices(tmp_path):
-    from nindsl.confirm import CONFIRMED, read_confirmed
+    from nindsl.tvm.confirm import CONFIRMED, read_confirmed
 
     (tmp_path / CONFIRMED).write_text('{"abc": {"trace": "1f", "rec')  # a writer killed mid-file (no atomic rename)
     assert read_confirmed(tmp_path) == {}
@@ -71,8 +72,8 @@ def test_a_torn_or_foreign_choices_file_counts_as_no_choices(tmp_path):
 
 @pytest.mark.slow
 def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tmp_path):
-    from nindsl.build_tvm import Artifact
-    from nindsl.run import run_onnx
+    from nindsl.tvm.artifact import Artifact
+    from nindsl.onnx.runtime import run as run_onnx
 
     spec = _tiny_spec(tmp_path)
     # 8 trials: the bias reshape is asked for 2, and its space holds 1
@@ -94,14 +95,15 @@ def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tm
 def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    from nindsl.tune import tune
+    from nindsl.tvm.tune import TuneOptions, tune
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
     spec = _tiny_spec(tmp_path)
     network = nindsl.load(spec)
-    tune(network, load_profile("llvm"), batch=1, trials=4, db=tmp_path / "db")
-    assert "xgboost is not installed" in capsys.readouterr().err
+    progress = Recorded()
+    tune(network, load_profile("llvm"), 1, TuneOptions(trials=4, db=tmp_path / "db"), progress=progress)
+    assert any("xgboost is not installed" in note for note in progress.notes)
     folder = database_dir(load_profile("llvm"), tmp_path / "db")
     assert (folder / RECORDS).read_text().count("\n") >= 2
     # the XGBoost model logs its training rounds ("XGB iter ..."): none ran
@@ -109,18 +111,18 @@ def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatc
 
 
 def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(tmp_path, capsys):
-    from nindsl.tune import PER_ROUND, read_asked, tune
+    from nindsl.tvm.tune import PER_ROUND, TuneOptions, read_asked, tune
 
     spec = _tiny_spec(tmp_path)
     network, profile = nindsl.load(spec), load_profile("llvm")
-    tune(network, profile, batch=1, trials=60, db=tmp_path / "db", max_minutes=1e-4)
+    tune(network, profile, 1, TuneOptions(trials=60, db=tmp_path / "db", max_minutes=1e-4))
     err = capsys.readouterr().err
     assert "time limit of" in err and "got fewer trials than planned" in err
     folder = database_dir(profile, tmp_path / "db")
     records = (folder / RECORDS).read_text().splitlines()
     assert 1 <= len(records) <= PER_ROUND  # the first task's first batch, and nothing after it
     assert read_asked(folder) == {}  # a search the limit cut is not taken as done
-    tune(network, profile, batch=1, trials=60, db=tmp_path / "db", max_minutes=1e-4)
+    tune(network, profile, 1, TuneOptions(trials=60, db=tmp_path / "db", max_minutes=1e-4))
     assert len((folder / RECORDS).read_text().splitlines()) > len(records)  # it went on
 
 
@@ -131,15 +133,15 @@ def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path, capsys):
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from nindsl import confirm
-    from nindsl.profiles import resolved_target
-    from nindsl.tune import extract, prepare, tune
+    from nindsl.tvm import confirm
+    from nindsl.tvm.profiles import resolved_target
+    from nindsl.tvm.tune import TuneOptions, extract, prepare, tune
 
     spec = tmp_path / "conv.nin"
     spec.write_text("network conv() {\n    input x: f32[N, 16, 16, 16]\n    conv(32, 3, pad = 1)\n"
                     "    global_avgpool()\n}\n")
     network, profile = nindsl.load(spec), load_profile("llvm")
-    tune(network, profile, batch=1, trials=12, db=tmp_path / "db")
+    tune(network, profile, 1, TuneOptions(trials=12, db=tmp_path / "db"))
     assert "confirmed" in capsys.readouterr().err
     folder = database_dir(profile, tmp_path / "db")
     target = tvm.target.Target(resolved_target(profile))
@@ -190,7 +192,7 @@ def test_tuning_measures_on_rpc_servers_behind_a_tracker(cli, tmp_path):
     import subprocess
     import sys
 
-    from nindsl.rpc import servers
+    from nindsl.tvm.rpc import servers
 
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -268,7 +270,7 @@ def test_rpc_options_are_checked(cli, tmp_path):
 
 
 def test_register_blocks_divide_the_work_and_fit_the_registers():
-    from nindsl.schedules import blocks, row_blocks
+    from nindsl.tvm.schedules import blocks, row_blocks
 
     assert blocks(192, 16, 8, 12) == ([2, 3, 4, 6, 8, 12], [8, 16])  # AVX2: 8 lanes
     assert blocks(192, 16, 16, 28) == ([2, 3, 4, 6, 8, 12, 16], [16])  # AVX-512: 16 lanes
@@ -283,9 +285,9 @@ def test_every_candidate_of_the_convolution_template_computes_the_convolution(tm
     same kernel unscheduled: padded and unpadded, odd channel counts, a row that is no whole vector."""
     from tvm import s_tir
 
-    from nindsl import schedules
-    from nindsl.profiles import resolved_target
-    from nindsl.tune import extract, prepare
+    from nindsl.tvm import schedules
+    from nindsl.tvm.profiles import resolved_target
+    from nindsl.tvm.tune import extract, prepare
 
     network = nindsl.check("network t() {\n    input x: f32[N, 3, 10, 16]\n    conv(12, 3, pad = 1)\n"
                            "    conv(6, 1)\n    conv(5, 2)\n    global_avgpool()\n}\n")
@@ -313,13 +315,13 @@ def test_every_candidate_of_the_convolution_template_computes_the_convolution(tm
 
 
 def test_the_convolution_template_takes_stride_one_convolutions(tmp_path):
-    from nindsl.schedules import applies
-    from nindsl.tune import extract, prepare
+    from nindsl.tvm.schedules import applies
+    from nindsl.tvm.tune import extract, prepare
 
     network = nindsl.check("network t() {\n    input x: f32[N, 2, 12, 12]\n    conv(8, 3, pad = 1)\n"
                            "    conv(8, 3, stride = 2)\n    global_avgpool()\n}\n")
     profile = load_profile("llvm")
-    from nindsl.profiles import resolved_target
+    from nindsl.tvm.profiles import resolved_target
 
     target = tvm.target.Target(resolved_target(profile))
     tasks = {t.name: applies(t.extracted.dispatched[0])

@@ -15,10 +15,10 @@ import torch.nn.functional as F  # noqa: E402
 
 import nindsl  # noqa: E402
 from conftest import SHIPPED, SPECS  # noqa: E402
-from nindsl import ir  # noqa: E402
-from nindsl.diagnostics import NindslError  # noqa: E402
-from nindsl.shapes import pool_size  # noqa: E402
-from nindsl.twin import LAYERS, class_name, to_torch, twin_source, write_twin_source  # noqa: E402
+from nindsl.language import ir  # noqa: E402
+from nindsl.kernel.diagnostics import NindslError  # noqa: E402
+from nindsl.language.shapes import pool_size  # noqa: E402
+from nindsl.torch.twin import LAYERS, class_name, to_torch, twin_source, write_twin_source  # noqa: E402
 from nindsl.weights import initial_weights, save_weights  # noqa: E402
 
 

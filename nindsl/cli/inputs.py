@@ -1,4 +1,5 @@
-"""`nindsl run`: one batch through a spec, an ONNX file or a TVM artifact.
+"""What the command line reads for a command: ``--set`` pairs, batch sizes, and the input
+arrays of ``nindsl run``.
 
 Inputs are ``.npy`` arrays or image files. Images are converted to the input's channel
 count (grey or RGB), resized to its height and width, and scaled to [0, 1].
@@ -6,42 +7,68 @@ count (grey or RGB), resized to its height and width, and scaled to [0, 1].
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .diagnostics import NindslError
+from ..kernel.diagnostics import NindslError
+from ..language.shapes import format_shape, shape_fits
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
-@dataclass(frozen=True)
-class Signature:
-    """What a model takes and gives: names and shapes (the batch may be a name)."""
-
-    input_name: str
-    input_shape: tuple
-    output_name: str
+def _usage(message: str, help: str | None = None) -> NindslError:
+    return NindslError.one("E0504", message, None, help)
 
 
 def _bad_input(message: str, help: str | None = None) -> NindslError:
     return NindslError.one("E0503", message, None, help)
 
 
-def _shape(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
+def overrides(pairs: list[str] | None) -> dict[str, str]:
+    """``--set name=value`` pairs as a dict of expression texts."""
+    result = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise _usage(f"`--set {pair}` is not of the form name=value", "for example `--set classes=100`")
+        result[name.strip()] = value.strip()
+    return result
 
 
-def shape_fits(expected, shape) -> bool:
-    """Does an array shape fit a declared one (a named batch dimension takes any size)?"""
-    return len(shape) == len(expected) and all(not isinstance(e, int) or e == a for e, a in zip(expected, shape))
+def batch_size(text: str | None) -> int | None:
+    """``compile --batch``: one size, or None for a build that takes any batch size."""
+    if text is None:
+        return None
+    try:
+        batch = int(text)
+    except ValueError:
+        raise _usage(f"--batch must be one whole number, got `{text}`",
+                     "leave it out for a build that takes any batch size") from None
+    if batch < 1:
+        raise _usage(f"--batch must be at least 1, got {batch}")
+    return batch
 
 
-def load_input(paths: list[str], signature: Signature) -> np.ndarray:
-    """Read ``.npy`` or image files into one float32 batch matching ``signature``."""
-    expected = signature.input_shape
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """``bench --batch``: a comma-separated list of sizes."""
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise _usage(f"--batch must be a comma-separated list of sizes, got `{text}`", "for example --batch 1,64")
+    return tuple(batches)
+
+
+def onnx_signature(model) -> tuple[str, tuple]:
+    """The input name and shape of an ONNX model (a named batch dimension stays a name)."""
+    graph_input = model.graph.input[0]
+    return graph_input.name, tuple(d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim)
+
+
+def load_input(paths: list[str], name: str, expected: tuple) -> np.ndarray:
+    """Read ``.npy`` or image files into one float32 batch for the input ``name`` of shape ``expected``."""
     if len(paths) == 1 and Path(paths[0]).suffix.lower() == ".npy":
         array = _read_npy(Path(paths[0]))
         if array.ndim == len(expected) - 1:
@@ -49,8 +76,8 @@ def load_input(paths: list[str], signature: Signature) -> np.ndarray:
     else:
         array = np.stack([_read_image(Path(p), expected) for p in paths])
     if not shape_fits(expected, array.shape):
-        raise _bad_input(f"the input has shape {_shape(array.shape)}, but `{signature.input_name}` expects "
-                         f"{_shape(expected)}", "give an array of that shape (the batch size may vary)")
+        raise _bad_input(f"the input has shape {format_shape(array.shape)}, but `{name}` expects "
+                         f"{format_shape(expected)}", "give an array of that shape (the batch size may vary)")
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
@@ -75,7 +102,7 @@ def _read_image(path: Path, expected: tuple) -> np.ndarray:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise _bad_input(f"`{path}`: give .npy arrays or images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if len(expected) != 4:
-        raise _bad_input(f"images need an image input [N, C, H, W]; this model takes {_shape(expected)}")
+        raise _bad_input(f"images need an image input [N, C, H, W]; this model takes {format_shape(expected)}")
     from PIL import Image, UnidentifiedImageError
 
     _, channels, height, width = expected
@@ -90,91 +117,3 @@ def _read_image(path: Path, expected: tuple) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as error:
         raise _bad_input(f"`{path}` is not a readable image ({error})") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
-def _onnx_signature(model) -> Signature:
-    graph_input, graph_output = model.graph.input[0], model.graph.output[0]
-    dims = tuple(d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim)
-    return Signature(graph_input.name, dims, graph_output.name)
-
-
-def run_onnx(model, batch: np.ndarray, backend: str = "onnxruntime") -> np.ndarray:
-    """Run an ONNX model on one batch with ONNX Runtime or ONNX's reference evaluator."""
-    from .lower_onnx import serialize
-
-    name = model.graph.input[0].name
-    if backend == "reference":
-        from onnx.reference import ReferenceEvaluator
-
-        return ReferenceEvaluator(model).run(None, {name: batch})[0]
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(serialize(model), providers=["CPUExecutionProvider"])
-    return session.run(None, {name: batch})[0]
-
-
-def print_top(outputs: np.ndarray, top: int, file=None) -> None:
-    file = file or sys.stdout
-    if outputs.ndim != 2:
-        print(f"output shape {_shape(outputs.shape)}", file=file)
-        return
-    for index, row in enumerate(outputs):
-        best = np.argsort(-row, kind="stable")[:top]
-        shown = ", ".join(f"{c} ({row[c]:.4g})" for c in best)
-        print(f"example {index}: {shown}", file=file)
-
-
-def run_command(args) -> int:
-    from .cli import _overrides
-    from .io import atomic_write_bytes
-
-    source = Path(args.model)
-    backend = args.backend
-    if source.is_dir():
-        from .build_tvm import run_artifact
-
-        outputs = run_artifact(source, args.input)
-    elif source.suffix == ".onnx":
-        from .lower_onnx import read_model
-
-        model = read_model(source)
-        backend = backend or "onnxruntime"
-        _check_backend(backend, ("onnxruntime", "reference"))
-        outputs = run_onnx(model, load_input(args.input, _onnx_signature(model)), backend)
-    else:
-        import nindsl
-
-        network = nindsl.load(source, _overrides(args.set))
-        signature = Signature(network.input.name, network.input.shape, network.output.name)
-        batch = load_input(args.input, signature)
-        backend = backend or "onnxruntime"
-        _check_backend(backend, ("onnxruntime", "reference", "torch"))
-        if backend == "torch":
-            import torch
-
-            from .twin import to_torch
-
-            module = to_torch(network, weights=args.weights, seed=args.seed).eval()
-            with torch.no_grad():
-                outputs = module(torch.from_numpy(batch)).numpy()
-        else:
-            from .lower_onnx import to_onnx
-
-            outputs = run_onnx(to_onnx(network, args.weights, args.seed, check=False), batch, backend)
-    print_top(outputs, args.top)
-    if args.output:
-        import io
-
-        buffer = io.BytesIO()
-        np.save(buffer, outputs)
-        atomic_write_bytes(args.output, buffer.getvalue())
-        print(f"saved outputs {_shape(outputs.shape)} to {args.output}", file=sys.stderr)
-    return 0
-
-
-def _check_backend(backend: str, known: tuple[str, ...]) -> None:
-    if backend not in known:
-        from .diagnostics import did_you_mean
-
-        raise NindslError.one("E0504", f"unknown backend `{backend}` for this model", None,
-                              did_you_mean(backend, known) or f"use one of: {', '.join(known)}")

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from . import ir, limits
+from ..kernel import limits
+from . import ir
 from . import syntax as ast
-from .diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean
+from ..kernel.diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean
 from .parser import parse, parse_file
 
 # --- values --------------------------------------------------------------------------

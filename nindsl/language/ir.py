@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Union
 
-from .diagnostics import Source, Span, span_field
+from ..kernel.diagnostics import Source, Span, span_field
 
 Dim = Union[int, str]  # a size, or the name of the symbolic batch dimension
 

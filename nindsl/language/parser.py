@@ -17,9 +17,9 @@ from typing import NamedTuple
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
-from . import limits
+from ..kernel import limits
 from . import syntax as ast
-from .diagnostics import Collector, NindslError, Note, Source, Span
+from ..kernel.diagnostics import Collector, NindslError, Note, Source, Span
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 KEYWORDS = ("import", "let", "block", "network", "input", "output", "repeat", "train", "true", "false")
@@ -190,7 +190,7 @@ def _unclosed(source: Source, upto: int | None = None) -> _Opener | None:
 
 
 def _syntax_error(error: UnexpectedInput, source: Source):
-    from .diagnostics import Diagnostic
+    from ..kernel.diagnostics import Diagnostic
 
     line, column = max(error.line, 1), max(error.column, 1)
     if isinstance(error, UnexpectedCharacters):

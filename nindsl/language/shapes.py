@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from . import ir, limits
-from .diagnostics import Collector, Note, Span
+from ..kernel import limits
+from . import ir
+from ..kernel.diagnostics import Collector, Note, Span
 
 
 def conv_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -44,7 +45,17 @@ class ShapeError(Exception):
 
 
 def format_shape(shape) -> str:
+    """``[N, 3, 32, 32]``: how every message and report writes a shape."""
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def shape_fits(expected, shape) -> bool:
+    """Does an array shape fit a declared one (a named batch dimension takes any size)?
+
+    >>> shape_fits(("N", 3, 8, 8), (5, 3, 8, 8)), shape_fits((1, 3, 8, 8), (5, 3, 8, 8))
+    (True, False)
+    """
+    return len(shape) == len(expected) and all(not isinstance(e, int) or e == a for e, a in zip(expected, shape))
 
 
 def _image(layer: ir.Layer, shape, what: str) -> tuple:

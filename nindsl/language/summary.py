@@ -7,7 +7,8 @@ from typing import Callable
 from . import ir
 
 
-def _shape(shape) -> str:
+def short_shape(shape) -> str:
+    """`3×32×32`: a shape without its batch dimension."""
     return "×".join(str(d) for d in shape[1:]) or "scalar"
 
 
@@ -68,39 +69,9 @@ def rows(network: ir.Network, wide: bool = False) -> list[tuple[str, str, str, i
                 kernel = layer.kernel if index == 0 else 1
                 description = (_window(kernel, layer.stride, layer.pad) if index == 0 else "1×1") + f" conv → {c_out}"
                 params = kernel * kernel * c_in * c_out + c_out
-                out.append((f"{layer.label}.{index}", description, _shape((0, c_out, height, width)), params,
+                out.append((f"{layer.label}.{index}", description, short_shape((0, c_out, height, width)), params,
                             kernel * kernel * c_in * c_out * height * width))
                 c_in = c_out
             continue
-        out.append((layer.label, DESCRIBE[type(layer)](layer), _shape(shape.out_shape), shape.params, shape.macs))
+        out.append((layer.label, DESCRIBE[type(layer)](layer), short_shape(shape.out_shape), shape.params, shape.macs))
     return out
-
-
-def print_summary(network: ir.Network, wide: bool = False, file=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=file, highlight=False)
-    if not console.is_terminal:
-        console.width = 132  # a pipe or file: no terminal to fit, keep rows on one line
-    table = Table(title=f"{network.name}: {network.input.name} {network.input.dtype}"
-                        f"[{', '.join(str(d) for d in network.input.shape)}]",
-                  title_justify="left", show_footer=True)
-    total_params, total_macs = network.total_params, network.total_macs
-    table.add_column("layer", footer="total")
-    table.add_column("op", no_wrap=True)
-    table.add_column("output", footer=_shape(network.output.shape))
-    table.add_column("params", justify="right", footer=f"{total_params:,}")
-    table.add_column("mult-adds", justify="right", footer=f"{total_macs:,}")
-    table.add_column("share", justify="right")
-    for label, description, shape, params, macs in rows(network, wide):
-        share = f"{100 * macs / total_macs:.1f}%" if total_macs and macs else ""
-        table.add_row(label, description, shape, f"{params:,}" if params else "", f"{macs:,}" if macs else "",
-                      share)
-    console.print(table)
-    memory = sum(w.size for w in network.weights) * 4
-    console.print(f"weights: {total_params:,} parameters, {memory / 2**20:.1f} MiB as float32; "
-                  f"{total_macs / 1e6:,.1f} M multiply-adds per image")
-    comparison = head_comparison(network)
-    if comparison:
-        console.print(comparison)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from .diagnostics import Source, Span, span_field
+from ..kernel.diagnostics import Source, Span, span_field
 
 # --- expressions -------------------------------------------------------------
 

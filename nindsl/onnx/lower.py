@@ -12,20 +12,20 @@ TVM's Relax ONNX frontend all import. Nothing newer is needed.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from . import __version__, ir
-from .diagnostics import NindslError
-from .io import atomic_write_bytes
-from .weights import resolve
+from ..kernel.diagnostics import NindslError
+from ..kernel.io import atomic_write_bytes
+from ..kernel.version import __version__
+from ..language import ir
+from ..weights import resolve
+from .model import metadata, serialize
 
 OPSET = 17
-METADATA_PREFIX = "nindsl."
 
 
 @dataclass
@@ -130,18 +130,6 @@ def _value_info(spec: ir.TensorSpec, shape=None):
     return helper.make_tensor_value_info(spec.name, TensorProto.FLOAT, dims)
 
 
-def metadata(network: ir.Network, weights_origin: str) -> dict[str, str]:
-    sources = {source.path: source.text for source in network.sources or ()}
-    return {
-        f"{METADATA_PREFIX}version": __version__,
-        f"{METADATA_PREFIX}spec_hash": network.spec_hash,
-        f"{METADATA_PREFIX}network": network.name,
-        f"{METADATA_PREFIX}params": json.dumps(dict(network.params), sort_keys=True, default=str),
-        f"{METADATA_PREFIX}weights": weights_origin,
-        f"{METADATA_PREFIX}spec": json.dumps(sources, sort_keys=True),
-    }
-
-
 def to_onnx(network: ir.Network, weights=None, seed: int = 0, check: bool = True):
     """Lower a checked network to an ``onnx.ModelProto``.
 
@@ -193,10 +181,6 @@ def check_model(model, network: ir.Network, outputs: list[str]) -> None:
                                  f"{shape.out_shape}: a bug in nindsl's lowering or shape rules")
 
 
-def serialize(model) -> bytes:
-    return model.SerializeToString(deterministic=True)
-
-
 def write_onnx(network: ir.Network, path: str | Path, weights=None, seed: int = 0) -> None:
     """Lower, check and write atomically: the same spec, weights and seed give the same bytes."""
     path = Path(path)
@@ -205,43 +189,3 @@ def write_onnx(network: ir.Network, path: str | Path, weights=None, seed: int = 
     atomic_write_bytes(path, serialize(to_onnx(network, weights, seed)))
 
 
-def read_model(path: str | Path):
-    """Load an ONNX file with a clear error when it is missing, truncated or not ONNX."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except FileNotFoundError:
-        raise NindslError.one("E0301", f"no such file `{path}`", None) from None
-    except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise NindslError.one("E0502", f"`{path}` is not a valid ONNX model ({first})", None,
-                              "is the file truncated? compile it again with `nindsl compile --target onnx`") \
-            from None
-    return model
-
-
-def model_metadata(model) -> dict[str, str]:
-    return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
-            if p.key.startswith(METADATA_PREFIX)}
-
-
-def describe_model(path: str | Path) -> str:
-    """What `nindsl inspect` prints: where an .onnx came from."""
-    model = read_model(path)
-    meta = model_metadata(model)
-    if not meta:
-        return f"{path}: not built by nindsl (producer: {model.producer_name or 'unknown'})"
-    files = json.loads(meta.get("spec", "{}"))
-    graph = model.graph
-    params = sum(int(np.prod(t.dims)) for t in graph.initializer)
-    lines = [f"{path}: network `{meta.get('network')}` built by nindsl {meta.get('version')}",
-             f"  spec sha256 {meta.get('spec_hash')}  from {', '.join(files) or '?'}",
-             f"  parameters {meta.get('params')}",
-             f"  weights {meta.get('weights')}",
-             f"  opset {model.opset_import[0].version}, {len(graph.node)} nodes, {params:,} stored values",
-             f"  input {graph.input[0].name}, output {graph.output[0].name}"]
-    return "\n".join(lines)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ir
-from .diagnostics import NindslError
-from .shapes import format_shape
+from ..language import ir
+from ..kernel.diagnostics import NindslError
+from ..language.shapes import format_shape
 
 SPLIT_SEED = 0  # the held-out split never changes with the training seed
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"

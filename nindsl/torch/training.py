@@ -23,21 +23,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__, ir
+from ..kernel.diagnostics import NindslError
+from ..kernel.io import atomic_write_text, ensure_folder
+from ..kernel.machine import usable_cpus
+from ..kernel.progress import SILENT, Progress
+from ..kernel.version import __version__
+from ..language import ir
+from ..weights import check_weights, initial_weights, read_tensors, save_weights
 from .data import classes, load_data
-from .diagnostics import NindslError
-from .io import atomic_write_text, ensure_folder
 from .twin import load_state, twin_class
-from .weights import check_weights, initial_weights, read_tensors, save_weights
 
 STATE = "last.state.safetensors"
 EVAL_CHUNK = 1000  # examples per forward pass when evaluating
@@ -126,15 +128,11 @@ def _device(device: str) -> None:
         raise NindslError.one("E0504", "--device cuda, but PyTorch sees no CUDA GPU", None, "use --device cpu")
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _threads(ranks: Ranks) -> int:
     """OMP_NUM_THREADS when set for a single process, else the cores shared by this node's processes."""
     if ranks.world == 1 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    return max(1, _cores() // ranks.local_world)
+    return max(1, usable_cpus() // ranks.local_world)
 
 
 def _all_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
@@ -219,7 +217,8 @@ def _settings(network: ir.Network, stored: Settings | None, **given) -> Settings
 
 
 def _run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               labels: torch.Tensor, epoch: int, settings: Settings, ranks: Ranks, bar) -> dict[str, float]:
+               labels: torch.Tensor, epoch: int, settings: Settings, ranks: Ranks,
+               progress: Progress) -> dict[str, float]:
     """One pass over this rank's share of the training set; loss, accuracy and speed over all ranks."""
     from torch.utils.data import DistributedSampler
 
@@ -230,7 +229,6 @@ def _run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images:
     batches = list(order.split(settings.batch // ranks.world))
     if len(batches) > 1 and len(batches[-1]) < 2:
         batches.pop()  # batch norm needs two examples
-    bar.reset(total=len(batches))
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=images.device)
     start = time.perf_counter()
@@ -242,7 +240,11 @@ def _run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images:
         optimizer.step()
         totals += torch.stack([loss.detach().double() * len(index), (scores.argmax(1) == labels[index]).sum(),
                                torch.tensor(len(index), device=images.device)])
-        bar.advance(step, totals, time.perf_counter() - start)
+        if step % 10 == 0 or step == len(batches):
+            loss_sum, correct, count = totals.tolist()
+            progress.status(f"epoch {epoch + 1}/{settings.epochs} step {step}/{len(batches)}  loss "
+                            f"{loss_sum / count:.3f}  acc {correct / count:.1%}  "
+                            f"{count / (time.perf_counter() - start):,.0f} img/s")
     elapsed = time.perf_counter() - start
     loss_sum, correct, count = _all_sum(totals, ranks).tolist()
     return {"loss": loss_sum / count, "acc": correct / count, "images_per_s": count / elapsed, "time_s": elapsed}
@@ -262,41 +264,10 @@ def _evaluate(twin: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss_sum / count, correct / count
 
 
-class _Bar:
-    """A rich progress bar (rank 0 only) with loss, accuracy and images/s."""
-
-    def __init__(self, show: bool):
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-                                 console=Console(stderr=True), transient=True, disable=not show)
-        self.task = self.progress.add_task("", stats="")
-        self.show = show
-
-    def start_epoch(self, epoch: int, epochs: int) -> None:
-        self.progress.update(self.task, description=f"epoch {epoch}/{epochs}")
-
-    def reset(self, total: int) -> None:
-        self.progress.reset(self.task, total=total, stats="")
-
-    def advance(self, step: int, totals: torch.Tensor, elapsed: float) -> None:
-        if not self.show:
-            return
-        if step % 10 == 0:
-            loss_sum, correct, count = totals.tolist()
-            self.progress.update(self.task, stats=f"loss {loss_sum / count:.3f}  acc {correct / count:.1%}  "
-                                                  f"{count / elapsed:,.0f} img/s")
-        self.progress.advance(self.task)
-
-    def line(self, record: dict) -> None:
-        if self.show:
-            val = f"  val {record['val_acc']:.1%}" if record["val_acc"] is not None else ""
-            self.progress.console.print(
-                f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}  "
-                f"lr {record['lr']:.4g}  {record['images_per_s']:,.0f} img/s  {record['time_s']:.1f} s",
-                highlight=False)
+def _epoch_line(record: dict) -> str:
+    val = f"  val loss {record['val_loss']:.4f} acc {record['val_acc']:.1%}" if record["val_acc"] is not None else ""
+    return (f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}  "
+            f"lr {record['lr']:.4g}  {record['images_per_s']:,.0f} img/s  {record['time_s']:.1f} s")
 
 
 # --- checkpoints ----------------------------------------------------------------------------------
@@ -327,25 +298,38 @@ def _checkpoint(out: Path, network: ir.Network, twin: torch.nn.Module, optimizer
 # --- the API --------------------------------------------------------------------------------------
 
 
-def train(network: ir.Network, data: str | None = None, epochs: int | None = None, batch: int | None = None,
-          out: str | Path | None = None, resume: bool = False, device: str = "cpu", seed: int | None = None,
-          progress: bool = True) -> dict:
-    """Train the twin of ``network``; checkpoints and metrics go to ``out`` (default ``runs/NAME``).
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to run training; ``None`` keeps the spec's ``train`` section value."""
 
-    ``data``, ``epochs``, ``batch`` and ``seed`` override the spec's train section. Returns
-    the run's history, best held-out accuracy and epoch, output folder and wall time.
+    data: str | None = None
+    epochs: int | None = None
+    batch: int | None = None
+    out: str | Path | None = None  # default runs/NETWORK
+    resume: bool = False
+    device: str = "cpu"
+    seed: int | None = None
+
+
+def train(network: ir.Network, options: TrainOptions | None = None, progress: Progress = SILENT) -> dict:
+    """Train the twin of ``network``; checkpoints and metrics go to ``options.out``.
+
+    Returns the run's history, best held-out accuracy and epoch, output folder and wall time.
+    Only rank 0 of a torchrun job reports progress.
     """
-    _device(device)
+    options = options or TrainOptions()
+    _device(options.device)
     config = network.train
     if config.optimizer.nesterov and not config.optimizer.momentum:
         raise NindslError.one("E0107", "nesterov needs momentum > 0", config.span, "set `momentum = 0.9`")
-    ranks = _ranks(device)
-    out = Path(out or Path("runs") / network.name)
+    ranks = _ranks(options.device)
+    out = Path(options.out or Path("runs") / network.name)
+    shown = progress if ranks.main else SILENT
     try:
-        return _train(network, data, epochs, batch, out, resume, device, seed, progress and ranks.main, ranks)
+        return _train(network, replace(options, out=out), shown, ranks)
     except KeyboardInterrupt:
-        if progress and ranks.main and (out / STATE).exists():
-            print(f"interrupted: `--resume --out {out}` continues from the last finished epoch", file=sys.stderr)
+        if (out / STATE).exists():
+            shown.note(f"interrupted: `--resume --out {out}` continues from the last finished epoch")
         raise
     finally:
         if ranks.world > 1:
@@ -354,25 +338,26 @@ def train(network: ir.Network, data: str | None = None, epochs: int | None = Non
             dist.destroy_process_group()
 
 
-def _train(network: ir.Network, data: str | None, epochs: int | None, batch: int | None, out: Path, resume: bool,
-           device: str, seed: int | None, show: bool, ranks: Ranks) -> dict:
+def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks: Ranks) -> dict:
     start = time.perf_counter()
     torch.set_num_threads(_threads(ranks))
+    device, out = options.device, Path(options.out)
     where = torch.device(device, ranks.local_rank) if device == "cuda" else torch.device("cpu")
-    if resume:
+    if options.resume:
         stored, weights, momentum = _read_state(network, out)
     elif (out / STATE).exists():
         raise NindslError.one("E0504", f"`{out}` already holds a training run", None,
                               "pass --resume to continue it, or choose another --out")
     else:
         stored, momentum = None, {}
-    settings = _settings(network, stored, epochs=epochs, batch=batch, data=data, seed=seed)
+    settings = _settings(network, stored, epochs=options.epochs, batch=options.batch, data=options.data,
+                         seed=options.seed)
     if settings.batch % ranks.world:
         raise NindslError.one("E0504", f"batch {settings.batch} does not split evenly over {ranks.world} processes",
                               None, "use a batch size that is a multiple of --nproc-per-node")
     classes(network)
     dataset = load_data(network, settings.data)
-    if not resume:
+    if not options.resume:
         weights = initial_weights(network, settings.seed)
 
     twin = twin_class(network)()
@@ -393,40 +378,20 @@ def _train(network: ir.Network, data: str | None, epochs: int | None, batch: int
     if ranks.main:
         ensure_folder(out, "the output folder")
 
-    bar = _Bar(show)
-    with bar.progress:
-        for epoch in range(len(settings.history), settings.epochs):
-            bar.start_epoch(epoch + 1, settings.epochs)
-            lr = learning_rate(network.train, epoch, settings.epochs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * group["lr_scale"]
-            record = {"epoch": epoch + 1, **_run_epoch(model, optimizer, images, labels, epoch, settings, ranks, bar)}
-            val_loss, val_acc = _evaluate(twin, val_images, val_labels, ranks) if len(val_labels) else (None, None)
-            record.update(val_loss=val_loss, val_acc=val_acc, lr=lr)
-            settings.history.append(record)
-            improved = val_acc is None or settings.best_val_acc is None or val_acc > settings.best_val_acc
-            if improved:
-                settings.best_val_acc, settings.best_epoch = val_acc, epoch + 1
-            if ranks.main:
-                _checkpoint(out, network, twin, optimizer, settings, improved, ranks.world)
-            bar.line(record)
+    for epoch in range(len(settings.history), settings.epochs):
+        lr = learning_rate(network.train, epoch, settings.epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        record = {"epoch": epoch + 1, **_run_epoch(model, optimizer, images, labels, epoch, settings, ranks, progress)}
+        val_loss, val_acc = _evaluate(twin, val_images, val_labels, ranks) if len(val_labels) else (None, None)
+        record.update(val_loss=val_loss, val_acc=val_acc, lr=lr)
+        settings.history.append(record)
+        improved = val_acc is None or settings.best_val_acc is None or val_acc > settings.best_val_acc
+        if improved:
+            settings.best_val_acc, settings.best_epoch = val_acc, epoch + 1
+        if ranks.main:
+            _checkpoint(out, network, twin, optimizer, settings, improved, ranks.world)
+        progress.note(_epoch_line(record))
     return {"out": str(out), "epochs": settings.epochs, "best_val_acc": settings.best_val_acc,
             "best_epoch": settings.best_epoch, "history": settings.history, "wall_s": time.perf_counter() - start,
             "rank": ranks.rank, "world_size": ranks.world}
-
-
-def train_command(args) -> int:
-    """`nindsl train SPEC [--data ...] [--epochs N] [--batch N] [--out DIR] [--resume] ...`."""
-    from . import load
-    from .cli import _overrides
-
-    network = load(args.spec, _overrides(args.set))
-    result = train(network, data=args.data, epochs=args.epochs, batch=args.batch, out=args.out, resume=args.resume,
-                   device=args.device, seed=args.seed, progress=not args.quiet)
-    if result["rank"] == 0:
-        best = result["best_val_acc"]
-        score = f"best held-out accuracy {best:.2%} (epoch {result['best_epoch']})" if best is not None else \
-            "no held-out examples"
-        print(f"trained {network.name} for {result['epochs']} epochs in {result['wall_s']:.1f} s; {score}; "
-              f"weights: {Path(result['out']) / 'best.safetensors'}")
-    return 0

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from . import __version__, ir
-from .diagnostics import Collector
-from .io import atomic_write_text
-from .shapes import format_shape
+from ..kernel.version import __version__
+from ..language import ir
+from ..kernel.diagnostics import Collector
+from ..kernel.io import atomic_write_text
+from ..language.shapes import format_shape
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -222,7 +223,7 @@ def load_state(module: "torch.nn.Module", weights: dict[str, np.ndarray]) -> Non
 
 def to_torch(network: ir.Network, weights: str | Path | dict | None = None, seed: int = 0) -> "torch.nn.Module":
     """The twin with ``weights`` (a checkpoint, a dict, or drawn from the spec's init)."""
-    from .weights import resolve
+    from ..weights import resolve
 
     module = twin_class(network)()
     load_state(module, resolve(network, weights, seed))

@@ -15,7 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import NindslError, Source, Span, did_you_mean
+from ..kernel.diagnostics import NindslError, Source, Span, did_you_mean
+from ..kernel.machine import usable_cpus
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def profile_folder():
     try:
         return resources.files("nindsl.backends")
     except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "backends"
+        return Path(__file__).resolve().parents[2] / "backends"
 
 
 def profile_names() -> list[str]:
@@ -112,8 +113,7 @@ def _resolve_host(target: dict[str, Any]) -> dict[str, Any]:
 
             target["mcpu"] = codegen.llvm_get_system_cpu()
         if target.get("num-cores") == "auto":
-            target["num-cores"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-                else os.cpu_count() or 1
+            target["num-cores"] = usable_cpus()
     if isinstance(target.get("host"), dict):
         target["host"] = _resolve_host(target["host"])
     return target

@@ -15,7 +15,9 @@ import os
 import socket
 import sys
 
-from .diagnostics import NindslError
+from ..kernel.diagnostics import NindslError
+from ..kernel.progress import SILENT, Progress
+from .env import require_tvm
 
 LOOPBACK = "127.0.0.1"
 SESSION_TIMEOUT = 60  # seconds one measurement may take on the remote device
@@ -64,34 +66,46 @@ def runner(address: str, key: str):
     return ms.runner.RPCRunner(rpc_config=config, max_workers=count)
 
 
-def rpc_command(args) -> int:
-    """`nindsl rpc tracker|server`: TVM's own tracker and server, on loopback by default."""
-    from .build_tvm import require_tvm
+def measuring_runner(address: str | None, key: str | None):
+    """Where tuning measures candidates: ``"local"``, or the devices behind ``address`` with ``key``."""
+    if key and not address:
+        raise _usage("--key names a device at an RPC tracker: give --rpc HOST:PORT too")
+    if not address:
+        return "local"
+    parse_address(address)
+    if not key:
+        raise _usage("--rpc needs --key KEY: the key the devices registered under",
+                     "list them with: python -m tvm.exec.query_rpc_tracker --port PORT")
+    return runner(address, key)
 
+
+def launch(role: str, host: str = LOOPBACK, port: int | None = None, tracker: str | None = None,
+           key: str | None = None, progress: Progress = SILENT) -> None:
+    """Become TVM's own RPC ``tracker`` or ``server`` (this process is replaced), on loopback by default."""
     require_tvm()
     try:
         import tornado  # noqa: F401 - TVM's tracker and server need it
     except ImportError:
         raise _usage("TVM's RPC tracker and server need the `tornado` package",
                      "install it with: pip install 'nindsl[tvm]'") from None
-    command = [sys.executable, "-m", f"tvm.exec.rpc_{args.role}", "--host", args.host]
-    if args.role == "tracker":  # exactly this port: it is the one tuning is told
-        port = args.port or 9190
+    if port is not None and not 0 < port < 65536:
+        raise _usage(f"--port must be between 1 and 65535, got {port}")
+    command = [sys.executable, "-m", f"tvm.exec.rpc_{role}", "--host", host]
+    if role == "tracker":  # exactly this port: it is the one tuning is told
+        port = port or 9190
         command += ["--port", str(port), "--port-end", str(port + 1)]
     else:
-        if not args.tracker or not args.key:
+        if not tracker or not key:
             raise _usage("`nindsl rpc server` needs --tracker HOST:PORT and --key KEY",
                          "the key names the kind of device; tuning asks for it with --key")
-        parse_address(args.tracker, "--tracker")
-        port = args.port or 9090  # the first free one from here: several servers may share a machine
-        command += ["--port", str(port), "--port-end", str(port + 100), "--tracker", args.tracker, "--key", args.key]
-    if args.host != LOOPBACK:
-        print(f"warning: listening on {args.host}: an RPC {args.role} accepts connections from other "
-              "machines and its servers run any code sent to them; do this on a trusted network only",
-              file=sys.stderr)
+        parse_address(tracker, "--tracker")
+        port = port or 9090  # the first free one from here: several servers may share a machine
+        command += ["--port", str(port), "--port-end", str(port + 100), "--tracker", tracker, "--key", key]
+    if host != LOOPBACK:
+        progress.note(f"warning: listening on {host}: an RPC {role} accepts connections from other "
+                      "machines and its servers run any code sent to them; do this on a trusted network only")
     else:
-        print(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others", file=sys.stderr)
+        progress.note(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
-    return 0  # not reached

@@ -20,13 +20,15 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import confirm, ir
-from .io import atomic_write_text, ensure_folder, read_json_object
+from ..kernel.io import atomic_write_text, ensure_folder, read_json_object
+from ..kernel.progress import SILENT, Progress
+from ..language import ir
+from . import confirm
+from .compat import import_tensor_intrinsics, reusing_builder
 from .profiles import Profile, resolved_target
 
 MIN_TRIALS = 8  # every task with arithmetic gets at least this many
@@ -120,82 +122,6 @@ def read_asked(folder: Path) -> dict[str, int]:
     return {str(key): value for key, value in read_json_object(folder / ASKED).items() if isinstance(value, int)}
 
 
-def import_tensor_intrinsics() -> None:
-    """Import TVM's tensor intrinsics in about a second instead of about a minute.
-
-    A tune context imports them, and so does every build worker (each build batch starts
-    fresh worker processes): ~500 TVMScript functions, each calling ``inspect.stack()``,
-    which resolves a source file for every frame through ``inspect.getmodule`` (measured:
-    40–60 s per process on this machine, with TVM 0.27). The parser needs only the frames,
-    their locals and source lines, so a stack built straight from the frames is given to it
-    while those intrinsics load.
-    """
-    import inspect
-    import linecache
-
-    def stack(context: int = 1):
-        frames, frame = [], sys._getframe(1)
-        while frame is not None:
-            code = frame.f_code
-            line = linecache.getline(code.co_filename, frame.f_lineno)
-            frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name,
-                                            [line] if line else None, 0 if line else None))
-            frame = frame.f_back
-        return frames
-
-    original, inspect.stack = inspect.stack, stack
-    try:
-        import tvm.s_tir.tensor_intrin  # noqa: F401
-    finally:
-        inspect.stack = original
-
-
-def reusing_builder(timeout: float, batches_per_pool: int = RECYCLE):
-    """A MetaSchedule builder whose worker processes outlive a build batch.
-
-    TVM's LocalBuilder starts fresh workers for every batch (against a slow leak in
-    long-lived ones), and a worker takes ~9 s to import TVM on this 2-core machine. These
-    workers are replaced every ``batches_per_pool`` batches instead, which bounds the leak;
-    nin_cifar10's 384 default trials went from 9.6 to 4.5 minutes.
-    """
-    import os
-
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
-    from tvm.ir.utils import derived_object
-    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
-
-    @derived_object
-    class ReusingBuilder(PyBuilder):
-        def __init__(self):
-            super().__init__()
-            self.pool, self.batches = None, 0
-
-        def build(self, build_inputs):
-            if self.pool is None or self.batches >= batches_per_pool:
-                self.close()
-                self.pool = PopenPoolExecutor(max_workers=os.cpu_count(), timeout=timeout,
-                                              initializer=import_tensor_intrinsics)
-            self.batches += 1
-            work = [(None, None, i.mod, i.target, _serialize_params(i.params)) for i in build_inputs]
-            results = []
-            for result in self.pool.map_with_error_catching(lambda x: _worker_func(*x), work):
-                if result.status == StatusKind.COMPLETE:
-                    results.append(BuilderResult(result.value, None))
-                elif result.status == StatusKind.TIMEOUT:
-                    results.append(BuilderResult(None, f"build timed out after {timeout:.0f} s"))
-                else:
-                    results.append(BuilderResult(None, f"build failed:\n{result.value}"))
-            return results
-
-        def close(self):
-            if self.pool is not None:
-                self.pool.shutdown()
-            self.pool, self.batches = None, 0
-
-    return ReusingBuilder()
-
-
 def plan(tasks: list[Task], total: int) -> None:
     """Split ``total`` trials: a floor for every task, the rest by share of the work.
 
@@ -232,9 +158,9 @@ def prepare(network: ir.Network, profile: Profile, batch: int, weights=None, see
     from tvm.relax import transform
     from tvm.relax.pipeline import zero_pipeline
 
-    from .build_tvm import import_onnx
-    from .lower_onnx import to_onnx
-    from .weights import resolve
+    from ..onnx.lower import to_onnx
+    from ..weights import resolve
+    from .build import import_onnx
 
     model = to_onnx(network, resolve(network, weights, seed))
     module = import_onnx(model, network, batch)
@@ -301,7 +227,7 @@ def _without_nameless_handlers():
             logger.addHandler(handler)
 
 
-def cost_model(progress: bool) -> str:
+def cost_model(progress: Progress) -> str:
     """MetaSchedule's XGBoost cost model, or random choice where xgboost is not installed
     (a trimmed install): the search still runs. The model only learns between rounds, so a
     task searched in one round (at most PER_ROUND trials) is searched alike by both."""
@@ -309,72 +235,93 @@ def cost_model(progress: bool) -> str:
 
     if importlib.util.find_spec("xgboost") is not None:
         return "xgb"
-    if progress:
-        print("tuning: xgboost is not installed, so candidates are chosen at random between rounds "
-              "(pip install xgboost for MetaSchedule's cost model)", file=sys.stderr)
+    progress.note("tuning: xgboost is not installed, so candidates are chosen at random between rounds "
+                  "(pip install xgboost for MetaSchedule's cost model)")
     return "random"
 
 
-def _progress_callback(state: dict):
-    from tvm.s_tir import meta_schedule as ms
+@dataclass(frozen=True)
+class TuneOptions:
+    """How much to tune and where: ``None`` takes the profile's value."""
+
+    trials: int | None = None  # in all, split among the tasks by their work
+    max_minutes: float | None = None  # the time limit, shared by the tasks' trials
+    db: str | Path | None = None  # the database's base folder (default: the user's cache)
+    runner: object = "local"  # where candidates are measured: "local" or a MetaSchedule runner (rpc.runner)
+
+
+@dataclass
+class _Search:
+    """Where a tuning run stands; the measure callback updates it and ends a task whose time is up."""
+
+    planned: int  # trials still wanted, over every task
+    tasks: int
+    progress: Progress
+    start: float = field(default_factory=time.perf_counter)
+    trials: int = 0  # measured so far, in all
+    index: int = 0  # the task being searched, from 1
+    name: str = ""
+    best: float = float("inf")  # its best mean time so far, in seconds
+    task_trials: int = 0
+    wanted: int = 0
+    deadline: float = float("inf")
+    cut: bool = False  # its search was ended by the time limit
+
+    def begin(self, index: int, task: "Task", wanted: int, deadline: float) -> None:
+        self.index, self.name, self.best, self.cut = index, task.name, float("inf"), False
+        self.task_trials, self.wanted, self.deadline = 0, wanted, deadline
+
+    def show(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        done, total = self.trials, max(self.planned, 1)
+        left = elapsed / done * (total - done) if done else float("nan")
+        best = f"{self.best * 1e3:.3f} ms" if self.best < float("inf") else "-"
+        self.progress.status(f"tuning task {self.index}/{self.tasks} {self.name[:28]:<28} trials {done}/{total}  "
+                             f"best {best}  elapsed {elapsed / 60:.1f} min  left ~{left / 60:.1f} min")
+
+
+def _progress_callback(search: _Search):
     from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
 
     @derived_object
     class Progress(ms.measure_callback.PyMeasureCallback):
-        """Prints trials and the best latency so far after each measured batch, and ends the
+        """Shows trials and the best latency so far after each measured batch, and ends the
         task's search once its share of the time limit is spent."""
 
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             for result in runner_results:
-                state["trials"] += 1
-                state["task_trials"] += 1
+                search.trials += 1
+                search.task_trials += 1
                 seconds = [float(s) for s in (result.run_secs or [])]
                 if result.error_msg is None and seconds:
-                    state["best"] = min(state["best"], sum(seconds) / len(seconds))
-            _show(state)
+                    search.best = min(search.best, sum(seconds) / len(seconds))
+            search.show()
             # (a task with all its trials is ended by the scheduler itself, and must not be twice)
-            if time.perf_counter() > state["deadline"] and state["task_trials"] < state["wanted"] and not state["cut"]:
-                state["cut"] = True
+            if time.perf_counter() > search.deadline and search.task_trials < search.wanted and not search.cut:
+                search.cut = True
                 task_scheduler.terminate_task(task_id)
 
     return Progress()
 
 
-def _show(state: dict, final: bool = False) -> None:
-    if not state["progress"]:
-        return
-    elapsed = time.perf_counter() - state["start"]
-    done, total = state["trials"], max(state["planned"], 1)
-    left = elapsed / done * (total - done) if done else float("nan")
-    best = f"{state['best'] * 1e3:.3f} ms" if state["best"] < float("inf") else "-"
-    line = (f"\rtuning task {state['index']}/{state['tasks']} {state['name'][:28]:<28} "
-            f"trials {done}/{total}  best {best}  elapsed {elapsed / 60:.1f} min  left ~{left / 60:.1f} min ")
-    print(line, end="\n" if final else "", file=sys.stderr, flush=True)
-
-
-def _confirm(tasks: list[Task], database, folder: Path, target, deadline: float, progress: bool) -> None:
+def _confirm(tasks: list[Task], database, folder: Path, target, deadline: float, progress: Progress) -> None:
     """Re-measure the best records of ``tasks`` side by side (confirm.py), within the time limit."""
     def show(index: int, count: int, name: str) -> None:
-        if progress:
-            print(f"\rconfirming task {index}/{count} {name[:28]:<28} (its best {confirm.TOP} records, "
-                  f"side by side)", end="", file=sys.stderr, flush=True)
+        progress.status(f"confirming task {index}/{count} {name[:28]:<28} (its best {confirm.TOP} records, "
+                        "side by side)")
 
     import_tensor_intrinsics()  # a record's trace may name them
     done = confirm.confirm(tasks, database, folder, target, deadline, show)
-    if not progress:
-        return
     choices = confirm.read_confirmed(folder)
     changed = sum(1 for t in tasks if choices.get(t.key, {}).get("rank", 1) != 1)
-    print(f"\rconfirmed {done} task(s): {changed} chose a record other than its recorded best" + " " * 30,
-          file=sys.stderr)
+    progress.note(f"confirmed {done} task(s): {changed} chose a record other than its recorded best")
     if done < len(tasks):
-        print(f"time limit reached: {len(tasks) - done} task(s) not confirmed (the next run confirms them)",
-              file=sys.stderr)
+        progress.note(f"time limit reached: {len(tasks) - done} task(s) not confirmed (the next run confirms them)")
 
 
-def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None = None,
-         db: str | Path | None = None, weights=None, seed: int = 0, runner="local",
-         progress: bool = True, max_minutes: float | None = None):
+def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions | None = None, weights=None,
+         seed: int = 0, progress: Progress = SILENT):
     """Tune every task of the network for ``profile``; return (tuned Relax module, database folder).
 
     The returned module has the database's schedules applied (and, on CPU with
@@ -384,14 +331,15 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     from tvm.relax import transform
     from tvm.s_tir import meta_schedule as ms
 
+    options = options or TuneOptions()
     target = tvm.target.Target(resolved_target(profile))
-    folder = ensure_folder(database_dir(profile, db), "the tuning database")
+    folder = ensure_folder(database_dir(profile, options.db), "the tuning database")
     dropped = repair_database(folder)
-    if dropped and progress:
-        print(f"tuning database: dropped {dropped} torn or foreign line(s)", file=sys.stderr)
+    if dropped:
+        progress.note(f"tuning database: dropped {dropped} torn or foreign line(s)")
     module = prepare(network, profile, batch, weights, seed)
     tasks = extract(module, target, folder)
-    total = trials if trials is not None else profile.tuning.trials_per_task * len(tasks)
+    total = options.trials if options.trials is not None else profile.tuning.trials_per_task * len(tasks)
     plan(tasks, total)
     database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
     asked = read_asked(folder)
@@ -403,18 +351,17 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     # a task leaves unused goes to those after it.
     order = sorted((t for t in tasks if t.trials > t.done), key=lambda t: -t.work)
     wanted_after = sum(t.trials - t.done for t in order)
-    limit = (max_minutes if max_minutes is not None else profile.tuning.max_minutes) * 60
-    state = {"trials": 0, "planned": wanted_after, "best": float("inf"),
-             "start": time.perf_counter(), "progress": progress, "tasks": len(order), "index": 0, "name": "",
-             "deadline": float("inf"), "cut": False}
-    callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(state)]
+    limit = (options.max_minutes if options.max_minutes is not None else profile.tuning.max_minutes) * 60
+    search = _Search(planned=wanted_after, tasks=len(order), progress=progress)
+    callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(search)]
     model = cost_model(progress)
     if order:
         import_tensor_intrinsics()  # before the first tune context imports them the slow way
     # One builder and runner for all tasks, so their worker processes are not started (and
     # TVM imported) for every task. The generous build timeout covers that start on a busy
     # machine; MetaSchedule's 30 s does not.
-    builder = reusing_builder(BUILD_TIMEOUT)
+    builder = reusing_builder(BUILD_TIMEOUT, RECYCLE)
+    runner = options.runner
     local = isinstance(runner, str) and runner == "local"
     if local:
         runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT)
@@ -422,12 +369,11 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
     with _without_nameless_handlers(), contextlib.closing(builder):
         for index, task in enumerate(order, start=1):
             wanted = task.trials - task.done
-            left = limit - (time.perf_counter() - state["start"])
+            left = limit - (time.perf_counter() - search.start)
             if left <= 0 and index > 1:  # the first task always gets a round: every run makes progress
                 cut = len(order) - index + 1
                 break
-            state.update(index=index, name=task.name, best=float("inf"), cut=False, task_trials=0, wanted=wanted,
-                         deadline=time.perf_counter() + left * wanted / wanted_after)
+            search.begin(index, task, wanted, time.perf_counter() + left * wanted / wanted_after)
             wanted_after -= wanted
             # MetaSchedule's INFO lines go to its log files under the database, not the terminal:
             # its console handler takes the level this logger has when a tuning call starts.
@@ -436,7 +382,7 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                           max_trials_global=wanted, max_trials_per_task=wanted,
                           num_trials_per_iter=min(PER_ROUND, wanted), database=database, builder=builder,
                           runner=runner, cost_model=model, measure_callbacks=callbacks)
-            if state["cut"]:
+            if search.cut:
                 cut += 1
             elif database.get_top_k(task.workload, 1):
                 # a search that ran out of candidates is not repeated; one where none ran (every
@@ -444,17 +390,17 @@ def tune(network: ir.Network, profile: Profile, batch: int, trials: int | None =
                 asked = read_asked(folder)  # another tuning run may have written it meanwhile
                 asked[task.key] = max(task.trials, asked.get(task.key, 0))
                 atomic_write_text(folder / ASKED, json.dumps(asked, indent=0, sort_keys=True) + "\n")
-    if cut and progress:
-        print(f"\ntime limit of {limit / 60:g} min reached: {cut} task(s) got fewer trials than planned "
-              "(the next run goes on from the database)", file=sys.stderr)
-    if state["trials"]:
-        _show(state, final=True)
-    elif progress and not cut:
-        print(f"tuning: the database at {folder} already holds this network's records", file=sys.stderr)
+    if search.trials:
+        search.show()
+    if cut:
+        progress.note(f"time limit of {limit / 60:g} min reached: {cut} task(s) got fewer trials than planned "
+                      "(the next run goes on from the database)")
+    elif not search.trials:
+        progress.note(f"tuning: the database at {folder} already holds this network's records")
     # (on this machine's CPU only: a CUDA choice would be timed on the GPU, untried so far)
     pending = confirm.stale(tasks, database, folder) if local and target.kind.name == "llvm" else []
     if pending:
-        _confirm(pending, database, folder, target, state["start"] + limit, progress)
+        _confirm(pending, database, folder, target, search.start + limit, progress)
     with target, confirm.with_choices(database, tasks, folder):
         passes = [transform.MetaScheduleApplyDatabase()]
         if profile.tuning.weight_prepack and profile.device == "cpu":

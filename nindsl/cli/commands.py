@@ -1,0 +1,222 @@
+"""One function per command: each unpacks the ``argparse.Namespace`` once and calls the
+library with typed values (no Namespace goes further). Each returns the exit status."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..kernel.diagnostics import NindslError, did_you_mean
+from ..kernel.io import atomic_write_bytes, atomic_write_text
+from ..kernel.machine import usable_cpus
+from ..language import load
+from .inputs import batch_size, batch_sizes, load_input, onnx_signature, overrides
+from .printing import ConsoleProgress, print_bench, print_summary, print_top, report
+
+EXIT_USER = 1
+
+# What each tuning option is for: given where nothing is tuned, it is refused.
+TUNING_OPTIONS = {"trials": "is a tuning budget", "max_minutes": "is a tuning time limit",
+                  "db": "is the tuning database", "rpc": "measures tuning candidates",
+                  "key": "names the device that measures tuning candidates"}
+
+
+def _refuse_options(args, names, needs: str) -> None:
+    """A located error for the first tuning option given where nothing will be tuned."""
+    for name in names:
+        if getattr(args, name) is not None:
+            raise NindslError.one("E0504", f"--{name.replace('_', '-')} {TUNING_OPTIONS[name]}: it needs {needs}",
+                                  None)
+
+
+def _tuning(args):
+    """The TuneOptions of ``--trials --max-minutes --db --rpc --key``."""
+    from ..tvm.rpc import measuring_runner
+    from ..tvm.tune import TuneOptions
+
+    return TuneOptions(trials=args.trials, max_minutes=args.max_minutes, db=args.db,
+                       runner=measuring_runner(args.rpc, args.key))
+
+
+def _network(args, spec: str | None = None):
+    return load(spec or args.spec, overrides(getattr(args, "set", None)))
+
+
+def drive_check(args) -> int:
+    from ..language import check, syntax
+    from ..language.elaborate import check_library
+    from ..language.parser import parse_file
+
+    failed = 0
+    for spec in args.spec:
+        try:
+            module = parse_file(spec)
+            if module.items and not any(isinstance(i, syntax.NetworkDef) for i in module.items):
+                check_library(module)
+                summary = "library of blocks and constants"
+            else:
+                network = check(module, overrides(args.set))
+                summary = f"{network.name}: {len(network.layers)} layers, {network.total_params:,} parameters"
+        except NindslError as error:
+            report(error, args.color_on)
+            failed += 1
+            continue
+        if not args.quiet:
+            print(f"{spec}: ok ({summary})")
+    return EXIT_USER if failed else 0
+
+
+def drive_summary(args) -> int:
+    print_summary(_network(args), wide=args.wide)
+    return 0
+
+
+def drive_fmt(args) -> int:
+    from ..language.fmt import format_module
+    from ..language.parser import parse_file
+
+    unformatted = 0
+    for spec in args.spec:
+        module = parse_file(spec)
+        text = format_module(module)
+        if args.stdout:
+            sys.stdout.write(text)
+            continue
+        if text == module.source.text:
+            continue
+        unformatted += 1
+        if args.check:
+            print(f"{spec}: not formatted", file=sys.stderr)
+        else:
+            atomic_write_text(Path(spec), text)
+            print(f"formatted {spec}", file=sys.stderr)
+    return EXIT_USER if args.check and unformatted else 0
+
+
+def drive_compile(args) -> int:
+    if not args.tune:
+        _refuse_options(args, TUNING_OPTIONS, "--tune")
+    network = _network(args)
+    target = args.target
+    if target == "onnx":
+        from ..onnx.lower import OPSET, write_onnx
+
+        out = Path(args.output or f"{network.name}.onnx")
+        write_onnx(network, out, weights=args.weights, seed=args.seed)
+        print(f"wrote {out} ({network.total_params:,} parameters, opset {OPSET})")
+        return 0
+    if target == "torch":
+        from ..torch.twin import write_twin_source
+
+        out = Path(args.output or f"{network.name}.py")
+        write_twin_source(network, out)
+        print(f"wrote {out}")
+        return 0
+    from ..tvm.artifact import compile_artifact
+    from ..tvm.profiles import load_profile
+    from ..tvm.env import require_tvm
+
+    profile = load_profile(target)
+    require_tvm()
+    batch = batch_size(args.batch)
+    tuning = _tuning(args) if args.tune else None
+    out = args.output or f"{network.name}-{profile.name}"
+    made = compile_artifact(network, profile, out, args.weights, args.seed, batch, tuning, ConsoleProgress())
+    detail = f", {made.gpu_kernels} GPU kernels" if made.gpu_kernels is not None else ""
+    print(f"wrote {made.out}/ for {profile.name} ({profile.device}{detail}) in {made.seconds:.1f} s")
+    return 0
+
+
+def _check_backend(backend: str, known: tuple[str, ...]) -> None:
+    if backend not in known:
+        raise NindslError.one("E0504", f"unknown backend `{backend}` for this model", None,
+                              did_you_mean(backend, known) or f"use one of: {', '.join(known)}")
+
+
+def drive_run(args) -> int:
+    source = Path(args.model)
+    backend = args.backend
+    if source.is_dir():
+        from ..tvm.artifact import Artifact
+
+        artifact = Artifact(source)
+        outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape)))
+    elif source.suffix == ".onnx":
+        from ..onnx.model import read_model
+        from ..onnx.runtime import BACKENDS, run
+
+        model = read_model(source)
+        backend = backend or "onnxruntime"
+        _check_backend(backend, BACKENDS)
+        outputs = run(model, load_input(args.input, *onnx_signature(model)), backend)
+    else:
+        from ..engines import SPEC_ENGINES, prepare
+        from ..weights import resolve
+
+        network = _network(args, str(source))
+        batch = load_input(args.input, network.input.name, network.input.shape)
+        backend = backend or "onnxruntime"
+        _check_backend(backend, SPEC_ENGINES)
+        outputs = prepare(backend, network, resolve(network, args.weights, args.seed))(batch)
+    print_top(outputs, args.top)
+    if args.output:
+        buffer = io.BytesIO()
+        np.save(buffer, outputs)
+        atomic_write_bytes(args.output, buffer.getvalue())
+        print(f"saved outputs [{', '.join(map(str, outputs.shape))}] to {args.output}", file=sys.stderr)
+    return 0
+
+
+def drive_inspect(args) -> int:
+    from ..onnx.model import describe_model
+
+    print(describe_model(args.model))
+    return 0
+
+
+def drive_bench(args) -> int:
+    from ..bench import ENGINES, BenchOptions, bench, plot
+
+    network = _network(args)
+    engines = tuple(e.strip() for e in args.engines.split(",")) if args.engines else ENGINES
+    if "tvm-tuned" not in engines:  # (--key alone is explained by measuring_runner)
+        _refuse_options(args, ("rpc", "trials", "max_minutes", "db"), "the tvm-tuned engine")
+    tuning = _tuning(args) if "tvm-tuned" in engines or args.key else None
+    options = BenchOptions(batch_sizes(args.batch), engines, args.target, args.rounds, tuning)
+    records, peak = bench(network, options, ConsoleProgress(quiet=args.quiet))
+    print_bench(records, peak, network)
+    if args.json:
+        payload = [{**asdict(r), "network": network.name, "spec_hash": network.spec_hash, "peak_gflops": peak,
+                    "cores": usable_cpus()} for r in records]
+        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
+    if args.plot:
+        plot(records, Path(args.plot), f"{network.name} on {usable_cpus()} cores")
+    return 0
+
+
+def drive_rpc(args) -> int:
+    from ..tvm.rpc import launch
+
+    launch(args.role, args.host, args.port, args.tracker, args.key, ConsoleProgress())
+    return 0  # not reached: launch replaces this process
+
+
+def drive_train(args) -> int:
+    from ..torch.training import TrainOptions, train
+
+    network = _network(args)
+    options = TrainOptions(data=args.data, epochs=args.epochs, batch=args.batch, out=args.out, resume=args.resume,
+                           device=args.device, seed=args.seed)
+    result = train(network, options, ConsoleProgress(quiet=args.quiet))
+    if result["rank"] == 0:
+        best = result["best_val_acc"]
+        score = f"best held-out accuracy {best:.2%} (epoch {result['best_epoch']})" if best is not None else \
+            "no held-out examples"
+        print(f"trained {network.name} for {result['epochs']} epochs in {result['wall_s']:.1f} s; {score}; "
+              f"weights: {Path(result['out']) / 'best.safetensors'}")
+    return 0

@@ -1,0 +1,137 @@
+"""The command line's grammar: one subparser per command, each bound to its function in
+:mod:`nindsl.cli.commands`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..kernel.version import __version__
+from . import commands
+
+
+def positive(kind: type):
+    """An argparse type: a number above zero (argparse reports anything else as a usage error)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:  # `not > 0` also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got `{text}`")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nindsl", description="Check, lower, compile, train and benchmark "
+                                                                "Network-in-Network specs (.nin).")
+    parser.add_argument("--version", action="version", version=f"nindsl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    # the same options after the command name (`nindsl check --debug x.nin`)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--color", choices=("auto", "always", "never"), default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func, help: str) -> argparse.ArgumentParser:
+        sub = subcommands.add_parser(name, help=help, description=help, parents=[common])
+        sub.set_defaults(func=func)
+        return sub
+
+    def rpc_options(sub):
+        sub.add_argument("--rpc", metavar="HOST:PORT", help="TVM: measure tuning candidates on the devices "
+                         "registered with this RPC tracker")
+        sub.add_argument("--key", help="TVM: with --rpc, the device key to measure on")
+
+    def tuning_options(sub):
+        sub.add_argument("--trials", type=positive(int), metavar="N",
+                         help="TVM: tuning trials in all (default: the profile's trials_per_task per task)")
+        sub.add_argument("--max-minutes", type=positive(float), metavar="M",
+                         help="TVM: tuning time limit, shared among the tasks by their trials "
+                              "(default: the profile's max_minutes)")
+        sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder")
+
+    def with_set(sub):
+        sub.add_argument("--set", action="append", metavar="NAME=VALUE",
+                         help="override a network parameter, e.g. --set classes=100 (repeatable)")
+
+    check = command("check", commands.drive_check, "check specs: exit 0 when clean, diagnostics on stderr")
+    check.add_argument("spec", nargs="+")
+    check.add_argument("-q", "--quiet", action="store_true")
+    with_set(check)
+
+    summary = command("summary", commands.drive_summary, "a table of layers, shapes, parameters and multiply-adds")
+    summary.add_argument("spec")
+    summary.add_argument("--wide", action="store_true", help="show every convolution of each mlpconv")
+    with_set(summary)
+
+    fmt = command("fmt", commands.drive_fmt, "rewrite specs in canonical layout (comments kept)")
+    fmt.add_argument("spec", nargs="+")
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="only report files that are not formatted")
+    mode.add_argument("--stdout", action="store_true", help="print instead of rewriting")
+
+    compile_ = command("compile", commands.drive_compile, "lower a spec to ONNX or a PyTorch twin, or build it with TVM")
+    compile_.add_argument("spec")
+    compile_.add_argument("--target", "-t", default="onnx",
+                          help="onnx | torch | llvm | cuda | a profile name in backends/ | a profile .toml")
+    compile_.add_argument("-o", "--output", help="output file (onnx, torch) or artifact folder (TVM)")
+    compile_.add_argument("--weights", help="a checkpoint (safetensors or .npz, or a `nindsl train` folder)")
+    compile_.add_argument("--seed", type=int, default=0, help="seed for weights drawn from the spec's init")
+    compile_.add_argument("--batch", help="TVM: the batch size(s) to build for (default: dynamic)")
+    compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
+    tuning_options(compile_)
+    rpc_options(compile_)
+    with_set(compile_)
+
+    run = command("run", commands.drive_run, "run one batch through a spec, an .onnx model or a TVM artifact")
+    run.add_argument("model", help="a .nin spec, a .onnx file or an artifact folder")
+    run.add_argument("--input", "-i", required=True, help=".npy array or image files (png, jpg, ...)",
+                     nargs="+")
+    run.add_argument("--backend", default=None, help="onnxruntime | reference | torch | tvm (default: by model)")
+    run.add_argument("--output", "-o", help="save the raw outputs as .npy")
+    run.add_argument("--weights", help="with a spec: a checkpoint to run with")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--top", type=positive(int), default=3, help="classes to print per example")
+    with_set(run)
+
+    inspect = command("inspect", commands.drive_inspect, "say what spec, version and weights an .onnx file was built from")
+    inspect.add_argument("model")
+
+    train = command("train", commands.drive_train, "train the spec's PyTorch twin as its `train` section says")
+    train.add_argument("spec")
+    train.add_argument("--data", help="digits | cifar10:FOLDER | cifar100:FOLDER | FILE.npz (default: the spec's)")
+    train.add_argument("--epochs", type=positive(int))
+    train.add_argument("--batch", type=positive(int))
+    train.add_argument("--out", default=None, help="output folder (default: runs/NETWORK)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    with_set(train)
+
+    bench = command("bench", commands.drive_bench, "time ONNX Runtime, the PyTorch twin and TVM (untuned, tuned) side by side")
+    bench.add_argument("spec")
+    bench.add_argument("--target", default="llvm", help="TVM target profile (default: llvm)")
+    bench.add_argument("--batch", default="1,64", help="comma-separated batch sizes (default: 1,64)")
+    bench.add_argument("--engines", help="comma-separated subset of: onnxruntime, torch, tvm-untuned, tvm-tuned")
+    bench.add_argument("--rounds", "--repeats", dest="rounds", type=positive(int), default=20, metavar="N",
+                       help="interleaved timing rounds per batch size (default: 20)")
+    tuning_options(bench)  # used when tvm-tuned must tune first
+    bench.add_argument("--json", help="write the records as JSON here")
+    bench.add_argument("--plot", help="write a PNG of latency per engine and batch size here")
+    bench.add_argument("--quiet", action="store_true")
+    rpc_options(bench)
+    with_set(bench)
+
+    rpc = command("rpc", commands.drive_rpc, "start a TVM RPC tracker or server for tuning on other devices "
+                  "(loopback only unless --host)")
+    rpc.add_argument("role", choices=("tracker", "server"))
+    rpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    rpc.add_argument("--port", type=int, help="port (default: 9190 for a tracker, 9090 for a server)")
+    rpc.add_argument("--tracker", help="server: the tracker's HOST:PORT")
+    rpc.add_argument("--key", help="server: the device key it registers under")
+    return parser

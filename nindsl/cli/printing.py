@@ -1,0 +1,122 @@
+"""Everything the command line shows: diagnostics, progress, tables, top classes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from ..bench import verdict
+from ..kernel.diagnostics import NindslError, render
+from ..kernel.machine import usable_cpus
+from ..language import ir, summary
+from ..language.shapes import format_shape
+
+
+def use_color(choice: str) -> bool:
+    """``--color auto|always|never``: auto colours a terminal unless NO_COLOR is set."""
+    if choice == "always":
+        return True
+    return choice == "auto" and sys.stderr.isatty() and "NO_COLOR" not in os.environ
+
+
+def report(error: NindslError, color: bool = False) -> None:
+    """Every diagnostic of ``error`` on stderr, then the count."""
+    for diagnostic in error.diagnostics:
+        print(render(diagnostic, color=color), file=sys.stderr)
+    count = len(error.diagnostics)
+    print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+
+
+class ConsoleProgress:
+    """Renders :class:`nindsl.kernel.progress.Progress` on stderr: a status replaces the
+    previous one on a terminal (one line, rewritten) and is dropped elsewhere, so that logs
+    keep only the notes."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty()
+        self._width = 0  # of the status line on screen
+
+    def status(self, text: str) -> None:
+        if self.quiet or not self.live:
+            return
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def note(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        print(text, file=self.stream, flush=True)
+
+
+def print_top(outputs: np.ndarray, top: int, file=None) -> None:
+    """The ``top`` best classes of each example, with their scores."""
+    file = file or sys.stdout
+    if outputs.ndim != 2:
+        print(f"output shape {format_shape(outputs.shape)}", file=file)
+        return
+    for index, row in enumerate(outputs):
+        best = np.argsort(-row, kind="stable")[:top]
+        shown = ", ".join(f"{c} ({row[c]:.4g})" for c in best)
+        print(f"example {index}: {shown}", file=file)
+
+
+def print_summary(network: ir.Network, wide: bool = False, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, highlight=False)
+    if not console.is_terminal:
+        console.width = 132  # a pipe or file: no terminal to fit, keep rows on one line
+    table = Table(title=f"{network.name}: {network.input.name} {network.input.dtype}"
+                        f"[{', '.join(str(d) for d in network.input.shape)}]",
+                  title_justify="left", show_footer=True)
+    total_params, total_macs = network.total_params, network.total_macs
+    table.add_column("layer", footer="total")
+    table.add_column("op", no_wrap=True)
+    table.add_column("output", footer=summary.short_shape(network.output.shape))
+    table.add_column("params", justify="right", footer=f"{total_params:,}")
+    table.add_column("mult-adds", justify="right", footer=f"{total_macs:,}")
+    table.add_column("share", justify="right")
+    for label, description, shape, params, macs in summary.rows(network, wide):
+        share = f"{100 * macs / total_macs:.1f}%" if total_macs and macs else ""
+        table.add_row(label, description, shape, f"{params:,}" if params else "", f"{macs:,}" if macs else "",
+                      share)
+    console.print(table)
+    memory = sum(w.size for w in network.weights) * 4
+    console.print(f"weights: {total_params:,} parameters, {memory / 2**20:.1f} MiB as float32; "
+                  f"{total_macs / 1e6:,.1f} M multiply-adds per image")
+    comparison = summary.head_comparison(network)
+    if comparison:
+        console.print(comparison)
+
+
+def print_bench(records: list, peak: float, network: ir.Network, file=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=file, highlight=False)
+    if not console.is_terminal:
+        console.width = 132
+    table = Table(title=f"{network.name}: {network.total_macs / 1e6:,.1f} M multiply-adds per image; "
+                        f"peak {peak:,.0f} GFLOP/s (best float32 matmul here, {usable_cpus()} cores)", title_justify="left")
+    for column in ("engine", "batch", "median ms", "p10–p90 ms", "images/s", "GFLOP/s", "of peak",
+                   "× ORT (95 %)", "max |Δ| vs ORT"):
+        table.add_column(column, justify="left" if column == "engine" else "right")
+    for r in records:
+        ratio = "" if r.vs_onnxruntime is None else f"{r.vs_onnxruntime:.2f}" if r.engine == "onnxruntime" else \
+            f"{r.vs_onnxruntime:.2f} ({r.vs_onnxruntime_low:.2f}–{r.vs_onnxruntime_high:.2f})"
+        table.add_row(r.engine, str(r.batch), f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}–{r.p90_ms:.2f}",
+                      f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}", f"{100 * r.peak_fraction:.0f}%", ratio,
+                      "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}")
+    console.print(table)
+    for r in records:
+        if r.engine == "tvm-tuned" and r.vs_onnxruntime is not None:
+            console.print(f"tvm-tuned at batch {r.batch}: {verdict(r)}")

@@ -1,0 +1,222 @@
+"""The artifact folder: writing it, verifying it, and running it on its device.
+
+An artifact is a folder, written atomically::
+
+    model.so            the exported library (native code: see "Trust" below)
+    weights.safetensors the weights, passed to the library at run time
+    model.onnx          the ONNX model it was built from
+    manifest.json       spec hash, names, shapes, target, versions, file hashes
+
+Trust: loading a library runs its native code. :class:`Artifact` loads ``model.so`` only
+when its sha256 equals the manifest's, the manifest's TVM version is the running one, and
+the target's device is present; it refuses anything else before loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..kernel.diagnostics import NindslError
+from ..kernel.io import atomic_directory
+from ..kernel.progress import SILENT, Progress
+from ..kernel.version import __version__
+from ..language import ir
+from ..language.shapes import format_shape, shape_fits
+from .build import Build, build
+from .env import require_tvm
+from .profiles import Profile
+
+LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
+FORMAT = 1  # bumped when the artifact layout changes
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    """What :func:`compile_artifact` made."""
+
+    out: Path
+    seconds: float
+    gpu_kernels: int | None  # for CUDA targets
+
+
+def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, weights=None, seed: int = 0,
+                     batch: int | None = None, tuning=None, progress: Progress = SILENT) -> CompileReport:
+    """Build ``network`` for ``profile`` into the artifact folder ``out``; with ``tuning``
+    (:class:`nindsl.tvm.tune.TuneOptions`), tune first (at batch 1 unless ``batch`` is given)."""
+    require_tvm()
+    out = Path(out)
+    start = time.perf_counter()
+    tuned, db = None, None
+    if tuning is not None:
+        from .tune import tune
+
+        if batch is None:
+            batch = 1
+            progress.note("tuning needs a fixed batch size: building for --batch 1")
+        tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
+    built = build(network, profile, weights, seed, batch, tuned)
+    seconds = time.perf_counter() - start
+    write_artifact(out, network, profile, built, seconds, str(db) if db else None)
+    kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
+    return CompileReport(out, seconds, kernels)
+
+
+def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Build, seconds: float,
+                   tuning_db: str | None = None) -> None:
+    import tvm
+
+    from ..onnx.model import serialize
+    from ..weights import save_weights
+
+    with atomic_directory(out) as staging:
+        built.executable.export_library(str(staging / LIBRARY))
+        save_weights(staging / WEIGHTS, built.weights, {"spec_hash": network.spec_hash})
+        (staging / ONNX_FILE).write_bytes(serialize(built.model))
+        shape = list(network.input.shape)
+        if built.batch is not None:
+            shape[0] = built.batch
+        target = built.target
+        manifest = {
+            "format": FORMAT,
+            "nindsl_version": __version__,
+            "tvm_version": tvm.__version__,
+            "network": network.name,
+            "spec_hash": network.spec_hash,
+            "params": dict(network.params),
+            "input": {"name": network.input.name, "shape": shape, "dtype": "float32"},
+            "output": {"name": network.output.name, "shape": list(network.output.shape), "dtype": "float32"},
+            "profile": profile.name,
+            "device": profile.device,
+            "target": json.loads(str(target)) if str(target).startswith("{") else str(target),
+            "parity": {"rtol": profile.parity.rtol, "atol": profile.parity.atol},
+            "parameters": built.order,
+            "transform_params": built.packs,
+            "tuning_db": tuning_db,
+            "compile_seconds": round(seconds, 2),
+            "files": {name: _sha256(staging / name) for name in (LIBRARY, WEIGHTS, ONNX_FILE)},
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+
+
+def gpu_kernel_count(library: Path) -> int:
+    """CUDA kernels embedded in a library (its PTX/cubin carries `.entry` / kernel names)."""
+    data = library.read_bytes()
+    return len(set(re.findall(rb"\.entry\s+([A-Za-z0-9_]+)", data))) or data.count(b"_kernel\x00")
+
+
+# --- running an artifact -------------------------------------------------------------------
+
+
+def _refuse(folder: Path, why: str, help: str | None = None) -> NindslError:
+    return NindslError.one("E0502", f"artifact `{folder}`: {why}", None, help)
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise _refuse(folder, f"no {MANIFEST}: not a nindsl artifact",
+                      "build one with `nindsl compile SPEC --target llvm`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _refuse(folder, f"{MANIFEST} is damaged ({error})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise _refuse(folder, f"unknown artifact format {manifest.get('format') if isinstance(manifest, dict) else '?'}")
+    return manifest
+
+
+class Runner:
+    """A loaded library on its device: ``runner(batch) → outputs``."""
+
+    def __init__(self, library, device, weights: list, packs: bool, input_shape: list):
+        from tvm import relax
+
+        self.device = device
+        self.input_shape = input_shape
+        self.vm = relax.VirtualMachine(library, device)
+        if packs:  # pack the weights once, as the tuned kernels want them
+            weights = list(self.vm["main_transform_params"](weights))
+        self.weights = weights
+        self._main = self.vm["main"]
+        self._input = None  # the input tensor, refilled each call (replaced when the batch shape changes)
+        self._host_view = None  # on the CPU: a numpy view of it, filled without a round through TVM's FFI
+
+    @classmethod
+    def from_build(cls, built: Build, device=None) -> "Runner":
+        import tvm
+
+        device = device or tvm.cpu(0)
+        weights = [tvm.runtime.tensor(built.weights[name], device) for name in built.order]
+        dims = built.model.graph.input[0].type.tensor_type.shape.dim
+        shape = [built.batch or dims[0].dim_param, *(d.dim_value for d in dims[1:])]
+        return cls(built.executable, device, weights, built.packs, shape)
+
+    def check_input(self, batch: np.ndarray) -> None:
+        expected = self.input_shape
+        if not shape_fits(expected, batch.shape):
+            raise NindslError.one("E0503", f"the input has shape {format_shape(batch.shape)}, but this artifact "
+                                           f"was built for {format_shape(expected)}", None,
+                                  "rebuild without --batch for any batch size" if isinstance(expected[0], int)
+                                  else None)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import tvm
+
+        if self._input is None or tuple(self._input.shape) != batch.shape:
+            self.check_input(batch)
+            self._input = tvm.runtime.empty(batch.shape, "float32", self.device)
+            cpu = self.device.dlpack_device_type() == tvm.cpu(0).dlpack_device_type()
+            self._host_view = np.from_dlpack(self._input) if cpu else None
+        if self._host_view is None:
+            self._input.copyfrom(np.ascontiguousarray(batch, dtype=np.float32))
+            return self._main(self._input, *self.weights).numpy()
+        # Through numpy views, not TVM's copyfrom and .numpy(), which each cost a round through its
+        # FFI (docs/performance.md). The output is copied into an array the caller owns.
+        np.copyto(self._host_view, batch, casting="unsafe")  # as np.asarray(batch, np.float32) would
+        return np.from_dlpack(self._main(self._input, *self.weights)).copy()
+
+
+class Artifact(Runner):
+    """A verified artifact folder, loaded on its device."""
+
+    def __init__(self, folder: str | Path):
+        tvm = require_tvm()
+
+        from ..weights import read_tensors
+
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        if manifest["tvm_version"] != tvm.__version__:
+            raise _refuse(folder, f"built by TVM {manifest['tvm_version']}; this is TVM {tvm.__version__}",
+                          "compile the spec again with this TVM")
+        for name, expected in manifest["files"].items():
+            if not (folder / name).is_file():
+                raise _refuse(folder, f"{name} is missing")
+            if _sha256(folder / name) != expected:
+                raise _refuse(folder, f"{name} does not match its manifest (changed or damaged after the build); "
+                                      "it is not loaded", "compile the spec again")
+        device = tvm.cuda(0) if manifest["device"] == "cuda" else tvm.cpu(0)
+        if not device.exist:
+            raise _refuse(folder, f"it runs on `{manifest['device']}`, and this machine has no such device",
+                          "run it on a machine with a CUDA GPU, or build for --target llvm")
+        tensors, _ = read_tensors(folder / WEIGHTS)
+        self.manifest = manifest
+        self.input_name = manifest["input"]["name"]
+        weights = [tvm.runtime.tensor(tensors[name], device) for name in manifest["parameters"]]
+        super().__init__(tvm.runtime.load_module(str(folder / LIBRARY)), device, weights,
+                         manifest.get("transform_params", False), manifest["input"]["shape"])

@@ -1,0 +1,104 @@
+"""Every use of TVM's internals, in one place, for the TVM version it was written against.
+
+nindsl pins ``apache-tvm==0.27.0.post1``. Two things here reach past TVM's public API:
+MetaSchedule's builder worker (``_worker_func``, ``_serialize_params``), reused so that
+build workers outlive a batch, and a stand-in for ``inspect.stack`` while TVM's tensor
+intrinsics are imported. :func:`check_version` refuses another TVM before either is used;
+moving to a new TVM means reading these two functions again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..kernel.diagnostics import NindslError
+
+WRITTEN_FOR = "0.27"
+
+
+def check_version() -> None:
+    """Refuse a TVM these internals were not written for, with what to do."""
+    import tvm
+
+    if not tvm.__version__.startswith(WRITTEN_FOR):
+        raise NindslError.one("E0504", f"nindsl's tuning was written for TVM {WRITTEN_FOR}.x; this is TVM "
+                                       f"{tvm.__version__}", None,
+                              "install the pinned version: pip install 'nindsl[tvm]'")
+
+
+def import_tensor_intrinsics() -> None:
+    """Import TVM's tensor intrinsics in about a second instead of about a minute.
+
+    A tune context imports them, and so does every build worker (each build batch starts
+    fresh worker processes): ~500 TVMScript functions, each calling ``inspect.stack()``,
+    which resolves a source file for every frame through ``inspect.getmodule`` (most of a
+    minute per process with TVM 0.27). The parser needs only the frames,
+    their locals and source lines, so a stack built straight from the frames is given to it
+    while those intrinsics load.
+    """
+    import inspect
+    import linecache
+
+    check_version()
+    def stack(context: int = 1):
+        frames, frame = [], sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            line = linecache.getline(code.co_filename, frame.f_lineno)
+            frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name,
+                                            [line] if line else None, 0 if line else None))
+            frame = frame.f_back
+        return frames
+
+    original, inspect.stack = inspect.stack, stack
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = original
+
+
+def reusing_builder(timeout: float, batches_per_pool: int):
+    """A MetaSchedule builder whose worker processes outlive a build batch.
+
+    TVM's LocalBuilder starts fresh workers for every batch (against a slow leak in
+    long-lived ones), and each worker spends seconds importing TVM. These workers are
+    replaced every ``batches_per_pool`` batches instead, which bounds the leak
+    (docs/performance.md has what it saved).
+    """
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.ir.utils import derived_object
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    check_version()
+
+    @derived_object
+    class ReusingBuilder(PyBuilder):
+        def __init__(self):
+            super().__init__()
+            self.pool, self.batches = None, 0
+
+        def build(self, build_inputs):
+            if self.pool is None or self.batches >= batches_per_pool:
+                self.close()
+                self.pool = PopenPoolExecutor(max_workers=os.cpu_count(), timeout=timeout,
+                                              initializer=import_tensor_intrinsics)
+            self.batches += 1
+            work = [(None, None, i.mod, i.target, _serialize_params(i.params)) for i in build_inputs]
+            results = []
+            for result in self.pool.map_with_error_catching(lambda x: _worker_func(*x), work):
+                if result.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(result.value, None))
+                elif result.status == StatusKind.TIMEOUT:
+                    results.append(BuilderResult(None, f"build timed out after {timeout:.0f} s"))
+                else:
+                    results.append(BuilderResult(None, f"build failed:\n{result.value}"))
+            return results
+
+        def close(self):
+            if self.pool is not None:
+                self.pool.shutdown()
+            self.pool, self.batches = None, 0
+
+    return ReusingBuilder()
