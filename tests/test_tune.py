@@ -92,7 +92,7 @@ def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tm
     assert (database_dir(load_profile("llvm"), tmp_path / "db") / RECORDS).read_text().splitlines() == records
 
 
-def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatch, capsys):
+def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatch):
     import importlib.util
 
     from nindsl.tvm.tune import TuneOptions, tune
@@ -110,14 +110,14 @@ def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatc
     assert not any("XGB" in log.read_text() for log in (folder / "logs").iterdir())
 
 
-def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(tmp_path, capsys):
+def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(tmp_path):
     from nindsl.tvm.tune import PER_ROUND, TuneOptions, read_asked, tune
 
     spec = _tiny_spec(tmp_path)
     network, profile = nindsl.load(spec), load_profile("llvm")
-    tune(network, profile, 1, TuneOptions(trials=60, db=tmp_path / "db", max_minutes=1e-4))
-    err = capsys.readouterr().err
-    assert "time limit of" in err and "got fewer trials than planned" in err
+    progress = Recorded()
+    tune(network, profile, 1, TuneOptions(trials=60, db=tmp_path / "db", max_minutes=1e-4), progress=progress)
+    assert any("time limit of" in n and "got fewer trials than planned" in n for n in progress.notes)
     folder = database_dir(profile, tmp_path / "db")
     records = (folder / RECORDS).read_text().splitlines()
     assert 1 <= len(records) <= PER_ROUND  # the first task's first batch, and nothing after it
@@ -127,7 +127,7 @@ def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(t
 
 
 @pytest.mark.slow
-def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path, capsys):
+def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path):
     """A record whose time was a lucky moment (here: the unscheduled loop nest, recorded as
     taking a nanosecond) is re-measured beside the next best and not chosen."""
     from tvm import s_tir
@@ -141,8 +141,9 @@ def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path, capsys):
     spec.write_text("network conv() {\n    input x: f32[N, 16, 16, 16]\n    conv(32, 3, pad = 1)\n"
                     "    global_avgpool()\n}\n")
     network, profile = nindsl.load(spec), load_profile("llvm")
-    tune(network, profile, 1, TuneOptions(trials=12, db=tmp_path / "db"))
-    assert "confirmed" in capsys.readouterr().err
+    progress = Recorded()
+    tune(network, profile, 1, TuneOptions(trials=12, db=tmp_path / "db"), progress=progress)
+    assert any("confirmed" in note for note in progress.notes)
     folder = database_dir(profile, tmp_path / "db")
     target = tvm.target.Target(resolved_target(profile))
     database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
@@ -156,16 +157,18 @@ def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path, capsys):
     database.commit_tuning_record(lucky)
     assert confirm.trace_key(database.get_top_k(conv.workload, 1)[0]) == confirm.trace_key(lucky)
 
-    tune(network, profile, batch=1, trials=12, db=tmp_path / "db")  # its records changed: confirmed again
-    assert "confirming" in capsys.readouterr().err
+    progress = Recorded()
+    tune(network, profile, 1, TuneOptions(trials=12, db=tmp_path / "db"), progress=progress)  # records changed
+    assert any("confirming" in status for status in progress.statuses)  # so it is confirmed again
     choice = confirm.read_confirmed(folder)[conv.key]
     assert choice["rank"] != 1 and choice["trace"] != confirm.trace_key(lucky)
     assert min(choice["remeasured_s"]) < choice["remeasured_s"][0] / 5  # the loop nest is far slower
     chosen = confirm.with_choices(database, [conv], folder).query_tuning_record(mod, target, "main")
     assert confirm.trace_key(chosen) == choice["trace"]
 
-    tune(network, profile, batch=1, trials=12, db=tmp_path / "db")  # nothing changed: nothing re-measured
-    assert "confirming" not in capsys.readouterr().err
+    progress = Recorded()
+    tune(network, profile, 1, TuneOptions(trials=12, db=tmp_path / "db"), progress=progress)  # nothing changed:
+    assert not any("confirming" in status for status in progress.statuses)  # nothing is re-measured
 
 
 def _free_port() -> int:
