@@ -55,12 +55,12 @@ def initial_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]
     owners = _owners(network)
     weights = {}
     for weight in network.weights:
-        if weight.role == "weight" and not isinstance(owners[weight.name], ir.BatchNorm):
+        if weight.role == "weight":
             init = getattr(owners[weight.name], "init", None) or network.train.init
             rng = np.random.default_rng([seed, zlib.crc32(weight.name.encode())])
             weights[weight.name] = _draw(init, weight.shape, rng).astype(np.float32)
         else:
-            ones = weight.role in ("weight", "running_var")  # batchnorm scale and variance
+            ones = weight.role in ("scale", "running_var")  # batch norm's
             weights[weight.name] = (np.ones if ones else np.zeros)(weight.shape, dtype=np.float32)
     return weights
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nindsl.language import ir
+from nindsl.language import ir, layers
 
 
 def test_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]:
@@ -39,7 +39,7 @@ def reference_is_reliable(network: ir.Network) -> bool:
     zeros (k=2, s=1, p=1 over 3×3 gives 6×6 instead of 4×4; ONNX Runtime and PyTorch give
     4×4). Such networks are compared against ONNX Runtime and PyTorch only; see
     test_onnx.py::test_upstream_reference_maxpool_bug."""
-    return not any(isinstance(l, ir.Pool) and l.mode == "max" and l.ceil and l.pad for l in network.layers)
+    return not any(isinstance(l, layers.Pool) and l.mode == "max" and l.ceil and l.pad for l in network.layers)
 
 
 test_weights.__test__ = False  # helpers, not tests

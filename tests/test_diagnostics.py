@@ -86,9 +86,12 @@ def test_directory_and_device_are_refused(cli, tmp_path):
 
 
 def test_internal_errors_are_not_user_errors(cli, monkeypatch):
-    from nindsl.language import ir, shapes
+    from dataclasses import replace
 
-    monkeypatch.setitem(shapes.RULES, ir.Relu, lambda layer, shape: 1 / 0)
+    from nindsl.language import layers
+
+    broken = replace(layers.KINDS[layers.Relu], shape=lambda layer, shape: 1 / 0)
+    monkeypatch.setitem(layers.KINDS, layers.Relu, broken)
     spec = "network t() {\n    input image: f32[N, 1, 8, 8]\n    relu()\n}\n"
     path = FIXTURES / "tmp_internal.nin"
     path.write_text(spec)

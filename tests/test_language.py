@@ -8,8 +8,8 @@ import sys
 import pytest
 
 import nindsl
-from nindsl.language import ir
-from nindsl.language.shapes import conv_size, pool_size
+from nindsl.language import ir, layers
+from nindsl.language.windows import conv_size, pool_size
 
 from conftest import FIXTURES, ROOT, SHIPPED, SPECS
 
@@ -43,7 +43,7 @@ def test_cifar10_shapes_follow_caffe():
 
 def test_imagenet_shapes_follow_caffe():
     net = nindsl.load(SPECS / "nin_imagenet.nin")
-    spatial = [s.out_shape[2:] for layer, s in zip(net.layers, net.shapes) if isinstance(layer, ir.Pool)]
+    spatial = [s.out_shape[2:] for layer, s in zip(net.layers, net.shapes) if isinstance(layer, layers.Pool)]
     assert spatial == [(27, 27), (13, 13), (6, 6), (1, 1)]
 
 

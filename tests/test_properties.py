@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra.lark import from_lark
 
 import nindsl
-from nindsl.language import ir
+from nindsl.language import ir, layers
 from nindsl.kernel.diagnostics import NindslError
 from nindsl.language.fmt import format_module
 from nindsl.language.parser import grammar
@@ -74,7 +74,7 @@ def test_generated_specs_check_and_round_trip(case):
     text, (channels, size), classes = case
     network = nindsl.check(text)
     assert network.output.shape == ("N", classes)
-    head = max(i for i, layer in enumerate(network.layers) if isinstance(layer, ir.MlpConv))
+    head = max(i for i, layer in enumerate(network.layers) if isinstance(layer, layers.MlpConv))
     assert network.shapes[head].in_shape[1:] == (channels, size, size)
     module = nindsl.parse(text)
     assert nindsl.parse(format_module(module)) == module

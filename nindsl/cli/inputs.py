@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..kernel.diagnostics import NindslError
-from ..language.shapes import format_shape, shape_fits
+from ..language.ir import format_shape, shape_fits
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 

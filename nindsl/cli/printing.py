@@ -11,7 +11,7 @@ from ..bench import verdict
 from ..kernel.diagnostics import NindslError, render
 from ..kernel.machine import usable_cpus
 from ..language import ir, summary
-from ..language.shapes import format_shape
+from ..language.ir import format_shape
 
 
 def use_color(choice: str) -> bool:

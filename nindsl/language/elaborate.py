@@ -1,8 +1,8 @@
 """Stage 2: syntax tree → IR network (imports, constants, blocks, repeats, arguments).
 
-Every argument of every layer is bound against the layer's signature in
-:data:`SIGNATURES` and converted to its type; all mistakes are collected. Shapes are
-left to :mod:`nindsl.shapes`.
+Every argument of every layer is bound against its signature in the layer registry
+(:data:`nindsl.language.layers.SIGNATURES`) and converted to its type; all mistakes are
+collected. Shapes are left to :mod:`nindsl.language.shapes`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..kernel import limits
+from ..kernel.diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean
 from . import ir
 from . import syntax as ast
-from ..kernel.diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean
+from .layers import SIGNATURES
 from .parser import parse, parse_file
+from .signature import REQUIRED, Param, Signature, fixed
 
 # --- values --------------------------------------------------------------------------
 
@@ -149,73 +151,15 @@ def _widths(value: Any, what: str, env, spans: list[Span | None]) -> tuple[int, 
     return tuple(out)
 
 
-# --- signatures -------------------------------------------------------------------------
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class P:
-    """One parameter of a layer (or of `normal(...)`, `sgd(...)`, ...)."""
-
-    name: str
-    kind: str
-    default: Any = REQUIRED
-
-
-@dataclass(frozen=True)
-class Signature:
-    params: tuple[P, ...]
-    build: Callable[..., Any]
-
-    def usage(self, name: str) -> str:
-        def show(p: P) -> str:
-            return p.name if p.default is REQUIRED else f"{p.name} = {_show_default(p.default)}"
-        return f"{name}({', '.join(show(p) for p in self.params)})"
-
-
-def _show_default(value: Any) -> str:
-    if value is None:
-        return "none"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
+# --- signatures (layers' are in the layer registry) ------------------------------------------
 
 _ROUND, _ACT = _enum(("floor", "ceil")), _enum(("relu", "none"))
-_INIT = (P("init", "init", None), P("lr_scale", "scale", 1.0))
-_POOL = (P("kernel", "size"), P("stride", "size", None), P("pad", "count", 0), P("round", "round", "floor"))
-
-
-def _pool(mode: str):
-    def build(*, kernel, stride, pad, round, **common):
-        return ir.Pool(mode=mode, kernel=kernel, stride=stride or kernel, pad=pad, ceil=round == "ceil", **common)
-    return build
-
-
-def _same(cls, **fixed):
-    return lambda **kwargs: cls(**fixed, **kwargs)
-
-
-SIGNATURES: dict[str, Signature] = {
-    "mlpconv": Signature((P("channels", "widths"), P("kernel", "size"), P("stride", "size", 1),
-                          P("pad", "count", 0), *_INIT), ir.MlpConv),
-    "conv": Signature((P("out", "size"), P("kernel", "size"), P("stride", "size", 1), P("pad", "count", 0),
-                       P("act", "act", "relu"), *_INIT), ir.Conv),
-    "maxpool": Signature(_POOL, _pool("max")),
-    "avgpool": Signature(_POOL, _pool("avg")),
-    "global_avgpool": Signature((), _same(ir.GlobalPool, mode="avg")),
-    "global_maxpool": Signature((), _same(ir.GlobalPool, mode="max")),
-    "dropout": Signature((P("p", "prob"),), ir.Dropout),
-    "softmax": Signature((), ir.Softmax),
-    "relu": Signature((), ir.Relu),
-    "batchnorm": Signature((P("eps", "positive", 1e-5), P("momentum", "fraction", 0.1)), ir.BatchNorm),
-    "flatten": Signature((), ir.Flatten),
-    "dense": Signature((P("out", "size"), P("act", "act", "none"), *_INIT), ir.Dense),
-}
+P = Param
 
 INITS: dict[str, Signature] = {
-    "normal": Signature((P("std", "positive"), P("mean", "number", 0.0)), _same(ir.Init, kind="normal")),
-    "xavier": Signature((), _same(ir.Init, kind="xavier")),
-    "kaiming": Signature((), _same(ir.Init, kind="kaiming")),
+    "normal": Signature((P("std", "positive"), P("mean", "number", 0.0)), fixed(ir.Init, kind="normal")),
+    "xavier": Signature((), fixed(ir.Init, kind="xavier")),
+    "kaiming": Signature((), fixed(ir.Init, kind="kaiming")),
 }
 
 OPTIMIZERS: dict[str, Signature] = {
@@ -224,11 +168,11 @@ OPTIMIZERS: dict[str, Signature] = {
 }
 
 SCHEDULES: dict[str, Signature] = {
-    "step": Signature((P("every", "size"), P("gamma", "fraction", 0.1)), _same(ir.Schedule, kind="step")),
+    "step": Signature((P("every", "size"), P("gamma", "fraction", 0.1)), fixed(ir.Schedule, kind="step")),
     "multistep": Signature((P("milestones", "epochs"), P("gamma", "fraction", 0.1)),
-                           _same(ir.Schedule, kind="multistep")),
-    "cosine": Signature((), _same(ir.Schedule, kind="cosine")),
-    "constant": Signature((), _same(ir.Schedule, kind="constant")),
+                           fixed(ir.Schedule, kind="multistep")),
+    "cosine": Signature((), fixed(ir.Schedule, kind="cosine")),
+    "constant": Signature((), fixed(ir.Schedule, kind="constant")),
 }
 
 #: The `train { ... }` settings: name → (kind, default from ir.TrainConfig)

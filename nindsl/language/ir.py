@@ -26,90 +26,31 @@ class Init:
     mean: float = 0.0
 
 
+def format_shape(shape) -> str:
+    """``[N, 3, 32, 32]``: how every message and report writes a shape."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def shape_fits(expected, shape) -> bool:
+    """Does an array shape fit a declared one (a named batch dimension takes any size)?
+
+    >>> shape_fits(("N", 3, 8, 8), (5, 3, 8, 8)), shape_fits((1, 3, 8, 8), (5, 3, 8, 8))
+    (True, False)
+    """
+    return len(shape) == len(expected) and all(not isinstance(e, int) or e == a for e, a in zip(expected, shape))
+
+
+
 # --- layers ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
 class Layer:
+    """The base of every layer class; the classes and all they need are in layers.py."""
+
     label: str  # the name its weights are called after
     span: Span | None = span_field()
 
-
-@dataclass(frozen=True, kw_only=True)
-class MlpConv(Layer):
-    """A k×k convolution to ``channels[0]``, then 1×1 convolutions; ReLU after each."""
-
-    channels: tuple[int, ...]
-    kernel: int
-    stride: int = 1
-    pad: int = 0
-    init: Init | None = None
-    lr_scale: float = 1.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Conv(Layer):
-    out: int
-    kernel: int
-    stride: int = 1
-    pad: int = 0
-    act: str = "relu"  # relu | none
-    init: Init | None = None
-    lr_scale: float = 1.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Pool(Layer):
-    """Max or average pooling; ``ceil`` is Caffe's rounding (see shapes.pool_size)."""
-
-    mode: str  # max | avg
-    kernel: int
-    stride: int
-    pad: int = 0
-    ceil: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class GlobalPool(Layer):
-    mode: str  # max | avg
-
-
-@dataclass(frozen=True, kw_only=True)
-class Dropout(Layer):
-    p: float
-
-
-@dataclass(frozen=True, kw_only=True)
-class Softmax(Layer):
-    pass
-
-
-@dataclass(frozen=True, kw_only=True)
-class Relu(Layer):
-    pass
-
-
-@dataclass(frozen=True, kw_only=True)
-class BatchNorm(Layer):
-    eps: float = 1e-5
-    momentum: float = 0.1
-
-
-@dataclass(frozen=True, kw_only=True)
-class Flatten(Layer):
-    pass
-
-
-@dataclass(frozen=True, kw_only=True)
-class Dense(Layer):
-    out: int
-    act: str = "none"  # relu | none
-    init: Init | None = None
-    lr_scale: float = 1.0
-
-
-LAYER_CLASSES: tuple[type[Layer], ...] = (
-    MlpConv, Conv, Pool, GlobalPool, Dropout, Softmax, Relu, BatchNorm, Flatten, Dense)
 
 # --- training settings (validated by the checker, used by the PyTorch twin) --------
 
@@ -163,7 +104,7 @@ class Weight:
 
     name: str
     shape: tuple[int, ...]
-    role: str  # weight | bias | running_mean | running_var
+    role: str  # weight | bias | scale (batch norm's) | running_mean | running_var
 
     @property
     def size(self) -> int:
@@ -174,7 +115,7 @@ class Weight:
 
     @property
     def trainable(self) -> bool:
-        return self.role in ("weight", "bias")
+        return self.role in ("weight", "bias", "scale")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from . import ir
+from .layers import Conv, GlobalPool, MlpConv, Pool, kind, window_text
 
 
 def short_shape(shape) -> str:
@@ -12,43 +11,20 @@ def short_shape(shape) -> str:
     return "×".join(str(d) for d in shape[1:]) or "scalar"
 
 
-def _window(kernel: int, stride: int, pad: int) -> str:
-    text = f"{kernel}×{kernel}"
-    if stride != 1:
-        text += f"/{stride}"
-    if pad:
-        text += f" p{pad}"
-    return text
-
-
-DESCRIBE: dict[type, Callable[[ir.Layer], str]] = {
-    ir.MlpConv: lambda l: f"mlpconv {_window(l.kernel, l.stride, l.pad)} → {', '.join(map(str, l.channels))}",
-    ir.Conv: lambda l: f"conv {_window(l.kernel, l.stride, l.pad)} → {l.out}" + ("" if l.act == "relu" else ", linear"),
-    ir.Pool: lambda l: f"{l.mode}pool {_window(l.kernel, l.stride, l.pad)}, {'ceil' if l.ceil else 'floor'}",
-    ir.GlobalPool: lambda l: f"global {l.mode} pool",
-    ir.Dropout: lambda l: f"dropout {l.p:g}",
-    ir.Softmax: lambda l: "softmax",
-    ir.Relu: lambda l: "relu",
-    ir.BatchNorm: lambda l: "batchnorm",
-    ir.Flatten: lambda l: "flatten",
-    ir.Dense: lambda l: f"dense → {l.out}" + (", relu" if l.act == "relu" else ""),
-}
-
-
 def head_comparison(network: ir.Network) -> str | None:
     """The paper's point: what a fully connected classifier over the same map would cost."""
     for index in range(len(network.layers) - 1, -1, -1):
         layer, shape = network.layers[index], network.shapes[index]
-        pools_to_one = isinstance(layer, ir.Pool) and layer.mode == "avg" and shape.out_shape[2:] == (1, 1)
-        if isinstance(layer, ir.GlobalPool) and layer.mode == "avg" or pools_to_one:
+        pools_to_one = isinstance(layer, Pool) and layer.mode == "avg" and shape.out_shape[2:] == (1, 1)
+        if isinstance(layer, GlobalPool) and layer.mode == "avg" or pools_to_one:
             _, classes, height, width = shape.in_shape
             maker = next((i for i in range(index - 1, -1, -1)
-                          if isinstance(network.layers[i], (ir.MlpConv, ir.Conv))), None)
+                          if isinstance(network.layers[i], (MlpConv, Conv))), None)
             if maker is None:
                 return None
             last = network.layers[maker]
             features = network.shapes[maker].in_shape[1]
-            if isinstance(last, ir.MlpConv) and len(last.channels) > 1:
+            if isinstance(last, MlpConv) and len(last.channels) > 1:
                 features = last.channels[-2]
             fc = features * height * width * classes + classes
             return (f"head: global average pooling has 0 parameters; a fully connected classifier over the same "
@@ -62,16 +38,16 @@ def rows(network: ir.Network, wide: bool = False) -> list[tuple[str, str, str, i
     """(label, description, output shape, parameters, multiply-adds) per layer."""
     out = []
     for layer, shape in zip(network.layers, network.shapes):
-        if wide and isinstance(layer, ir.MlpConv):
+        if wide and isinstance(layer, MlpConv):
             height, width = shape.out_shape[2:]
             c_in = shape.in_shape[1]
             for index, c_out in enumerate(layer.channels):
                 kernel = layer.kernel if index == 0 else 1
-                description = (_window(kernel, layer.stride, layer.pad) if index == 0 else "1×1") + f" conv → {c_out}"
+                description = (window_text(kernel, layer.stride, layer.pad) if index == 0 else "1×1") + f" conv → {c_out}"
                 params = kernel * kernel * c_in * c_out + c_out
                 out.append((f"{layer.label}.{index}", description, short_shape((0, c_out, height, width)), params,
                             kernel * kernel * c_in * c_out * height * width))
                 c_in = c_out
             continue
-        out.append((layer.label, DESCRIBE[type(layer)](layer), short_shape(shape.out_shape), shape.params, shape.macs))
+        out.append((layer.label, kind(layer).describe(layer), short_shape(shape.out_shape), shape.params, shape.macs))
     return out

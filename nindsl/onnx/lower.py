@@ -1,6 +1,7 @@
 """Stage 4: IR network → ONNX model, checked, deterministic, self-describing.
 
-One lowering rule per IR layer class in :data:`RULES`. Weights come from
+Each layer lowers by its registry entry's rule (:mod:`nindsl.language.layers`), which
+writes to a :class:`_Graph`. Weights come from
 :mod:`nindsl.weights` and keep the names the PyTorch twin and checkpoints use
 (``conv1.0.weight``, ...).
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from ..kernel.diagnostics import NindslError
 from ..kernel.io import atomic_write_bytes
 from ..kernel.version import __version__
 from ..language import ir
+from ..language.layers import kind
 from ..weights import resolve
 from .model import metadata, serialize
 
@@ -49,80 +50,6 @@ class _Graph:
         return name
 
 
-def _conv(graph: _Graph, x: str, prefix: str, kernel: int, stride: int, pad: int, relu: bool) -> str:
-    y = graph.node("Conv", [x, graph.weight(f"{prefix}.weight"), graph.weight(f"{prefix}.bias")], prefix,
-                   kernel_shape=[kernel, kernel], strides=[stride, stride], pads=[pad] * 4)
-    return graph.node("Relu", [y], f"{prefix}.relu") if relu else y
-
-
-def mlpconv(graph: _Graph, layer: ir.MlpConv, x: str) -> str:
-    for index in range(len(layer.channels)):
-        first = index == 0
-        x = _conv(graph, x, f"{layer.label}.{index}", layer.kernel if first else 1,
-                  layer.stride if first else 1, layer.pad if first else 0, relu=True)
-    return x
-
-
-def conv(graph: _Graph, layer: ir.Conv, x: str) -> str:
-    return _conv(graph, x, layer.label, layer.kernel, layer.stride, layer.pad, relu=layer.act == "relu")
-
-
-def pool(graph: _Graph, layer: ir.Pool, x: str) -> str:
-    attributes = dict(kernel_shape=[layer.kernel] * 2, strides=[layer.stride] * 2, pads=[layer.pad] * 4,
-                      ceil_mode=int(layer.ceil))
-    if layer.mode == "avg":  # divide by the valid elements at a ragged border, as Caffe does
-        return graph.node("AveragePool", [x], layer.label, count_include_pad=0, **attributes)
-    return graph.node("MaxPool", [x], layer.label, **attributes)
-
-
-def global_pool(graph: _Graph, layer: ir.GlobalPool, x: str) -> str:
-    op = "GlobalAveragePool" if layer.mode == "avg" else "GlobalMaxPool"
-    pooled = graph.node(op, [x], f"{layer.label}.pool")
-    return graph.node("Flatten", [pooled], layer.label, axis=1)
-
-
-def dropout(graph: _Graph, layer: ir.Dropout, x: str) -> str:
-    return x  # inference graph: dropout is the identity
-
-
-def softmax(graph: _Graph, layer: ir.Softmax, x: str) -> str:
-    return graph.node("Softmax", [x], layer.label, axis=1)
-
-
-def relu(graph: _Graph, layer: ir.Relu, x: str) -> str:
-    return graph.node("Relu", [x], layer.label)
-
-
-def batchnorm(graph: _Graph, layer: ir.BatchNorm, x: str) -> str:
-    names = [graph.weight(f"{layer.label}.{role}") for role in ("weight", "bias", "running_mean", "running_var")]
-    return graph.node("BatchNormalization", [x, *names], layer.label, epsilon=layer.eps,
-                      momentum=1.0 - layer.momentum)
-
-
-def flatten(graph: _Graph, layer: ir.Flatten, x: str) -> str:
-    return graph.node("Flatten", [x], layer.label, axis=1)
-
-
-def dense(graph: _Graph, layer: ir.Dense, x: str) -> str:
-    y = graph.node("Gemm", [x, graph.weight(f"{layer.label}.weight"), graph.weight(f"{layer.label}.bias")],
-                   layer.label, transB=1)
-    return graph.node("Relu", [y], f"{layer.label}.relu") if layer.act == "relu" else y
-
-
-RULES: dict[type, Callable[[_Graph, ir.Layer, str], str]] = {
-    ir.MlpConv: mlpconv,
-    ir.Conv: conv,
-    ir.Pool: pool,
-    ir.GlobalPool: global_pool,
-    ir.Dropout: dropout,
-    ir.Softmax: softmax,
-    ir.Relu: relu,
-    ir.BatchNorm: batchnorm,
-    ir.Flatten: flatten,
-    ir.Dense: dense,
-}
-
-
 def _value_info(spec: ir.TensorSpec, shape=None):
     from onnx import TensorProto, helper
 
@@ -143,7 +70,7 @@ def to_onnx(network: ir.Network, weights=None, seed: int = 0, check: bool = True
     x = network.input.name
     outputs = []  # the tensor holding each layer's output, for the shape check
     for layer in network.layers:
-        x = RULES[type(layer)](graph, layer, x)
+        x = kind(layer).onnx(graph, layer, x)
         outputs.append(x)
     output = network.output.name
     if x == network.input.name or graph.nodes[-1].output[0] != x:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..language import ir
 from ..kernel.diagnostics import NindslError
-from ..language.shapes import format_shape
+from ..language.ir import format_shape
 
 SPLIT_SEED = 0  # the held-out split never changes with the training seed
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"

@@ -72,7 +72,7 @@ def param_groups(network: ir.Network, twin: torch.nn.Module) -> list[dict]:
     for name, param in twin.named_parameters():
         layer, weight = owners[name]
         scale = getattr(layer, "lr_scale", 1.0) * (config.bias_lr_scale if weight.role == "bias" else 1.0)
-        decays = weight.role == "weight" and not isinstance(layer, ir.BatchNorm)
+        decays = weight.role == "weight"  # not biases, nor batch norm's scales
         groups.setdefault((scale, config.optimizer.weight_decay if decays else 0.0), []).append(param)
     return [{"params": params, "lr_scale": scale, "weight_decay": decay} for (scale, decay), params in groups.items()]
 

@@ -28,7 +28,7 @@ from ..kernel.io import atomic_directory
 from ..kernel.progress import SILENT, Progress
 from ..kernel.version import __version__
 from ..language import ir
-from ..language.shapes import format_shape, shape_fits
+from ..language.ir import format_shape, shape_fits
 from .build import Build, build
 from .env import require_tvm
 from .profiles import Profile
