@@ -40,8 +40,11 @@ class CallValue:
     func_span: Span | None
 
 
-class _EvalError(Exception):
-    def __init__(self, code: str, message: str, span: Span | None, help: str | None = None):
+class _ValueMistake(Exception):
+    """A value that cannot be computed or converted; without a span of its own it is
+    reported at the argument (or setting) that holds it."""
+
+    def __init__(self, code: str, message: str, span: Span | None = None, help: str | None = None):
         super().__init__(message)
         self.code, self.message, self.span, self.help = code, message, span, help
 
@@ -69,58 +72,52 @@ def evaluate(expr: ast.Expr, env: dict[str, Any]) -> Any:
         case ast.BinOp(op=op, left=left, right=right):
             a, b = _number(left, evaluate(left, env), env), _number(right, evaluate(right, env), env)
             if op in ("/", "//") and b == 0:
-                raise _EvalError("E0107", "division by zero", right.span)
+                raise _ValueMistake("E0107", "division by zero", right.span)
             result = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
                       "/": lambda: a / b, "//": lambda: a // b}[op]()
             if isinstance(result, int) and abs(result) > limits.MAX_INT:
-                raise _EvalError("E0005", f"value {result:.3g} is too large (the most is {limits.MAX_INT:,})",
+                raise _ValueMistake("E0005", f"value {result:.3g} is too large (the most is {limits.MAX_INT:,})",
                                  expr.span)
             if isinstance(result, float) and result != result or result in (float("inf"), float("-inf")):
-                raise _EvalError("E0005", "arithmetic overflows", expr.span)
+                raise _ValueMistake("E0005", "arithmetic overflows", expr.span)
             return result
     raise AssertionError(f"unknown expression {expr!r}")  # pragma: no cover
 
 
 def _number(expr: ast.Expr, value: Any, env: dict[str, Any]) -> int | float:
     if isinstance(value, Symbol):
-        raise _EvalError("E0106", f"unknown name `{value.name}`", expr.span, did_you_mean(value.name, env))
+        raise _ValueMistake("E0106", f"unknown name `{value.name}`", expr.span, did_you_mean(value.name, env))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _EvalError("E0105", f"arithmetic needs numbers, got {_type_name(value)}", expr.span)
+        raise _ValueMistake("E0105", f"arithmetic needs numbers, got {_type_name(value)}", expr.span)
     return value
 
 
 # --- argument types ------------------------------------------------------------------
 
 
-class _ConvError(Exception):
-    def __init__(self, code: str, message: str, help: str | None = None, span: Span | None = None):
-        super().__init__(message)
-        self.code, self.message, self.help, self.span = code, message, help, span
-
-
 def _int(value: Any, minimum: int, what: str, env) -> int:
     if isinstance(value, Symbol):
-        raise _ConvError("E0106", f"unknown name `{value.name}`", did_you_mean(value.name, env))
+        raise _ValueMistake("E0106", f"unknown name `{value.name}`", help=did_you_mean(value.name, env))
     if isinstance(value, float) and not isinstance(value, bool):
         hint = f"write `{int(value)}`" if value.is_integer() else "use `//` for integer division"
-        raise _ConvError("E0105", f"{what} must be an integer, got {value!r}", hint)
+        raise _ValueMistake("E0105", f"{what} must be an integer, got {value!r}", help=hint)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise _ConvError("E0105", f"{what} must be an integer, got {_type_name(value)}")
+        raise _ValueMistake("E0105", f"{what} must be an integer, got {_type_name(value)}")
     if value < minimum:
-        raise _ConvError("E0107", f"{what} must be at least {minimum}, got {value}")
+        raise _ValueMistake("E0107", f"{what} must be at least {minimum}, got {value}")
     if value > limits.MAX_DIM:
-        raise _ConvError("E0401", f"{what} is {value:,}; the most is {limits.MAX_DIM:,}")
+        raise _ValueMistake("E0401", f"{what} is {value:,}; the most is {limits.MAX_DIM:,}")
     return value
 
 
 def _float(value: Any, low: float, high: float | None, what: str, env, high_open: bool = False) -> float:
     if isinstance(value, Symbol):
-        raise _ConvError("E0106", f"unknown name `{value.name}`", did_you_mean(value.name, env))
+        raise _ValueMistake("E0106", f"unknown name `{value.name}`", help=did_you_mean(value.name, env))
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _ConvError("E0105", f"{what} must be a number, got {_type_name(value)}")
+        raise _ValueMistake("E0105", f"{what} must be a number, got {_type_name(value)}")
     if value < low or high is not None and (value >= high if high_open else value > high):
         bound = f"in [{low:g}, {high:g}{')' if high_open else ']'}" if high is not None else f"at least {low:g}"
-        raise _ConvError("E0107", f"{what} must be {bound}, got {value:g}")
+        raise _ValueMistake("E0107", f"{what} must be {bound}, got {value:g}")
     return float(value)
 
 
@@ -130,22 +127,22 @@ def _enum(choices: tuple[str, ...]):
         if name in choices:
             return name
         shown = f"`{name}`" if name is not None else _type_name(value)
-        raise _ConvError("E0107", f"{what} must be one of {', '.join(choices)}; got {shown}",
-                         did_you_mean(name, choices) if name else None)
+        raise _ValueMistake("E0107", f"{what} must be one of {', '.join(choices)}; got {shown}",
+                            help=did_you_mean(name, choices) if name else None)
     return convert
 
 
 def _widths(value: Any, what: str, env, spans: list[Span | None]) -> tuple[int, ...]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        raise _ConvError("E0105", f"{what} must be a list of channel counts",
-                         f"write `[{value}]` for a single convolution")
+        raise _ValueMistake("E0105", f"{what} must be a list of channel counts",
+                            help=f"write `[{value}]` for a single convolution")
     if not isinstance(value, tuple) or not value:
-        raise _ConvError("E0105", f"{what} must be a non-empty list of channel counts, got {_type_name(value)}")
+        raise _ValueMistake("E0105", f"{what} must be a non-empty list of channel counts, got {_type_name(value)}")
     out = []
     for index, item in enumerate(value):
         try:
             out.append(_int(item, 1, f"{what}[{index}]", env))
-        except _ConvError as error:
+        except _ValueMistake as error:
             error.span = spans[index] if index < len(spans) else None
             raise
     return tuple(out)
@@ -200,24 +197,24 @@ class _Binder:
             case "positive":
                 result = _float(value, 0.0, None, what, env)
                 if result == 0:
-                    raise _ConvError("E0107", f"{what} must be greater than 0")
+                    raise _ValueMistake("E0107", f"{what} must be greater than 0")
                 return result
             case "number": return _float(value, float("-inf"), None, what, env)
             case "round": return _ROUND(value, what, env)
             case "act": return _ACT(value, what, env)
             case "bool":
                 if not isinstance(value, bool):
-                    raise _ConvError("E0105", f"{what} must be true or false, got {_type_name(value)}")
+                    raise _ValueMistake("E0105", f"{what} must be true or false, got {_type_name(value)}")
                 return value
             case "string":
                 if isinstance(value, Symbol):
                     return value.name
                 if not isinstance(value, str):
-                    raise _ConvError("E0105", f"{what} must be a string, got {_type_name(value)}")
+                    raise _ValueMistake("E0105", f"{what} must be a string, got {_type_name(value)}")
                 return value
             case "epochs":
                 if not isinstance(value, tuple) or not value:
-                    raise _ConvError("E0105", f"{what} must be a non-empty list of epochs")
+                    raise _ValueMistake("E0105", f"{what} must be a non-empty list of epochs")
                 return tuple(_int(v, 1, f"{what}[{i}]", env) for i, v in enumerate(value))
             case "init": return self.call(value, INITS, what, span, env)
             case "optimizer": return self.call(value, OPTIMIZERS, what, span, env)
@@ -231,8 +228,8 @@ class _Binder:
         if isinstance(value, Symbol) and value.name in table:  # `init = xavier` without ()
             value = CallValue(value.name, (), span, span)
         if not isinstance(value, CallValue):
-            raise _ConvError("E0105", f"{what} must be one of {', '.join(f'{k}(...)' for k in table)}, "
-                                      f"got {_type_name(value)}")
+            raise _ValueMistake("E0105", f"{what} must be one of {', '.join(f'{k}(...)' for k in table)}, "
+                                         f"got {_type_name(value)}")
         if value.func not in table:
             self.errors.error("E0107", f"unknown {what} `{value.func}`", value.func_span,
                               did_you_mean(value.func, table) or f"known: {', '.join(table)}")
@@ -275,7 +272,7 @@ class _Binder:
                 continue
             try:
                 bound[arg_name] = self.convert(params[arg_name].kind, value, f"`{arg_name}`", value_span, expr, env)
-            except _ConvError as error:
+            except _ValueMistake as error:
                 self.errors.error(error.code, error.message, error.span or value_span, error.help)
                 failed = True
             else:
@@ -347,7 +344,7 @@ class _Loader:
                         continue
                     try:
                         scope.constants[name] = evaluate(item.value, scope.constants)
-                    except _EvalError as error:
+                    except _ValueMistake as error:
                         self.errors.error(error.code, error.message, error.span, error.help)
         return scope
 
@@ -441,10 +438,8 @@ class _Expander:
             raise _Abort
         try:
             count = _int(evaluate(stmt.count, env), 0, "a repeat count", env)
-        except _EvalError as error:
-            return self.errors.error(error.code, error.message, error.span, error.help)
-        except _ConvError as error:
-            return self.errors.error(error.code, error.message, stmt.count.span, error.help)
+        except _ValueMistake as error:
+            return self.errors.error(error.code, error.message, error.span or stmt.count.span, error.help)
         if count > limits.MAX_REPEAT:
             return self.errors.error("E0401", f"repeat count {count:,} is over the limit of {limits.MAX_REPEAT:,}",
                                      stmt.count.span)
@@ -456,7 +451,7 @@ class _Expander:
         label = f"{prefix}{stmt.label}{suffix}" if stmt.label else None
         try:
             args = tuple((a.name, evaluate(a.value, env), a.span, a.value) for a in call.args)
-        except _EvalError as error:
+        except _ValueMistake as error:
             return self.errors.error(error.code, error.message, error.span, error.help)
         if call.func in SIGNATURES:
             layer = self.binder.bind(call.func, SIGNATURES[call.func], args, call.span, call.func_span, env,
@@ -487,7 +482,7 @@ class _Expander:
                 continue
             try:
                 defaults[param.name] = evaluate(param.default, block_scope.constants)
-            except _EvalError as error:
+            except _ValueMistake as error:
                 self.errors.error(error.code, error.message, error.span, error.help)
                 return
         signature = Signature(tuple(P(p.name, "any", defaults[p.name]) for p in block.params),
@@ -595,7 +590,7 @@ def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], erro
         if param.default is not None:
             try:
                 params[param.name] = evaluate(param.default, scope.constants)
-            except _EvalError as error:
+            except _ValueMistake as error:
                 errors.error(error.code, error.message, error.span, error.help)
     for name, text in overrides.items():
         if name not in seen:
@@ -609,7 +604,7 @@ def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], erro
         except NindslError as error:
             errors.error("E0504", f"`--set {name}={text}` is not a valid value", None,
                          error.diagnostics[0].message)
-        except (_EvalError, IndexError, AttributeError):
+        except (_ValueMistake, IndexError, AttributeError):
             errors.error("E0504", f"`--set {name}={text}` is not a valid value", None)
     env = {**scope.constants, **params}
 
@@ -662,11 +657,8 @@ def _tensor(decl: ast.TensorDecl, env, batch, errors: _Errors) -> ir.TensorSpec 
                 shape.append(value.name)
                 continue
             shape.append(_int(value, 1, f"dimension {index} of `{decl.name}`", env))
-        except _EvalError as error:
-            errors.error(error.code, error.message, error.span, error.help)
-            return None
-        except _ConvError as error:
-            errors.error(error.code, error.message, dim.span, error.help)
+        except _ValueMistake as error:
+            errors.error(error.code, error.message, error.span or dim.span, error.help)
             return None
     if decl.kind == "input" and len(shape) not in (2, 4):
         errors.error("E0204", f"input `{decl.name}` has rank {len(shape)}; nindsl takes [N, C, H, W] images "
@@ -695,10 +687,7 @@ def _train(node: ast.TrainDef | None, constants, errors: _Errors) -> ir.TrainCon
             value = evaluate(setting.value, constants)
             converted = binder.convert(TRAIN_SETTINGS[setting.name], value, f"`{setting.name}`",
                                        setting.value.span, setting.value, constants)
-        except _EvalError as error:
-            errors.error(error.code, error.message, error.span, error.help)
-            continue
-        except _ConvError as error:
+        except _ValueMistake as error:
             errors.error(error.code, error.message, error.span or setting.value.span, error.help)
             continue
         if converted is _FAILED:

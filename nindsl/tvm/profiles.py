@@ -33,7 +33,9 @@ class Parity:
 
 
 @dataclass(frozen=True)
-class Schedule:
+class Scheduling:
+    """The `[schedule]` table: how kernels are scheduled without tuning."""
+
     untuned: str = "default"  # default | dlight
 
 
@@ -43,7 +45,7 @@ class Profile:
     description: str = ""
     device: str = "cpu"  # cpu | cuda
     target: dict[str, Any] = field(default_factory=dict)  # TVM's JSON-style target
-    schedule: Schedule = Schedule()
+    schedule: Scheduling = Scheduling()
     tuning: Tuning = Tuning()
     parity: Parity = Parity()
     path: str | None = field(default=None, compare=False)
@@ -128,7 +130,7 @@ def parse_profile(text: str, path: str) -> Profile:
         span = Span(source, int(match[1]), int(match[2]), int(match[1]), int(match[2]) + 1) if match else None
         raise NindslError.one("E0504", f"`{path}` is not valid TOML: {str(error).split(' (at')[0]}", span) \
             from None
-    sections = {"schedule": Schedule, "tuning": Tuning, "parity": Parity}
+    sections = {"schedule": Scheduling, "tuning": Tuning, "parity": Parity}
     top = {k: v for k, v in data.items() if k not in sections}
     profile = _typed(Profile, top, path, text, "profile")
     if "name" not in data:
@@ -157,7 +159,7 @@ def load_profile(spec: str) -> Profile:
                                   'for example --target \'{"kind": "llvm", "num-cores": 2}\'')
         device = "cuda" if kind == "cuda" else "cpu"
         return Profile(name=kind, description="inline target", device=device, target=target,
-                       schedule=Schedule("dlight" if device == "cuda" else "default"))
+                       schedule=Scheduling("dlight" if device == "cuda" else "default"))
     if spec.endswith(".toml") or os.sep in spec:
         path = Path(spec)
         try:
