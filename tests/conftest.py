@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+SOURCE_KEY = pytest.StashKey[dict]()
 
 # Hypothesis budgets: a few hundred examples per property in CI; `HYPOTHESIS_PROFILE=long`
 # for a campaign of tens of thousands (run by hand, reported in the issue notes).
@@ -27,6 +30,10 @@ def examples(ci: int, long: int) -> int:
     return long if PROFILE == "long" else ci
 
 ROOT = Path(__file__).resolve().parent.parent
+SOURCE_FOLDERS = ("nindsl", "specs", "tests", "examples", "backends")
+# In CI (.ci/run sets it): an unmarked test that runs longer than this fails. Mark tests over
+# ~3 s `slow`; the threshold is higher because CI machines are shared and noisy.
+SLOW_SECONDS = float(os.environ.get("NINDSL_SLOW_SECONDS") or 0)
 SPECS = ROOT / "specs"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHIPPED = sorted(p for p in SPECS.glob("*.nin") if p.name != "blocks.nin")
@@ -70,3 +77,36 @@ class Recorded:
 
     def status(self, text: str) -> None:
         self.statuses.append(text)
+
+
+def _source_files() -> dict[str, int]:
+    return {str(path.relative_to(ROOT)): path.stat().st_mtime_ns
+            for folder in SOURCE_FOLDERS for path in (ROOT / folder).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and ".hypothesis" not in path.parts}
+
+
+def pytest_sessionstart(session):
+    session.config.stash[SOURCE_KEY] = _source_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test writes into the source tree: it fails the run if one did."""
+    before = session.config.stash.get(SOURCE_KEY, None)
+    if before is None:
+        return
+    after = _source_files()
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    if changed:
+        print(f"\ntests changed the source tree: {', '.join(changed[:10])}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (SLOW_SECONDS and call.when == "call" and report.passed and item.get_closest_marker("slow") is None
+            and call.duration > SLOW_SECONDS):
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} took {call.duration:.1f} s, over NINDSL_SLOW_SECONDS={SLOW_SECONDS:g}: "
+                           "mark it @pytest.mark.slow, or make it faster")

@@ -85,7 +85,7 @@ def test_directory_and_device_are_refused(cli, tmp_path):
     assert result.code == 1 and "no such file" in result.err
 
 
-def test_internal_errors_are_not_user_errors(cli, monkeypatch):
+def test_internal_errors_are_not_user_errors(cli, monkeypatch, tmp_path):
     from dataclasses import replace
 
     from nindsl.language import layers
@@ -93,12 +93,9 @@ def test_internal_errors_are_not_user_errors(cli, monkeypatch):
     broken = replace(layers.KINDS[layers.Relu], shape=lambda layer, shape: 1 / 0)
     monkeypatch.setitem(layers.KINDS, layers.Relu, broken)
     spec = "network t() {\n    input image: f32[N, 1, 8, 8]\n    relu()\n}\n"
-    path = FIXTURES / "tmp_internal.nin"
+    path = tmp_path / "internal.nin"
     path.write_text(spec)
-    try:
-        result = cli("check", path)
-    finally:
-        path.unlink()
+    result = cli("check", path)
     assert result.code == 3
     assert "internal error" in result.err and "Traceback" not in result.err
 
