@@ -71,6 +71,17 @@ def drive_check(args) -> int:
     return EXIT_USER if failed else 0
 
 
+def drive_explain(args) -> int:
+    from ..kernel.codes import EXPLANATIONS, code_ranges, render_text
+
+    code = args.code.strip().upper()
+    if code not in EXPLANATIONS:
+        raise NindslError.one("E0504", f"unknown error code `{args.code}`", None,
+                              did_you_mean(code, EXPLANATIONS) or f"the codes are {code_ranges()}")
+    sys.stdout.write(render_text(code))
+    return 0
+
+
 def drive_summary(args) -> int:
     print_summary(_network(args), wide=args.wide)
     return 0

@@ -25,7 +25,9 @@ def positive(kind: type):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nindsl", description="Check, lower, compile, train and benchmark "
-                                                                "Network-in-Network specs (.nin).")
+                                                                "Network-in-Network specs (.nin).",
+                                     epilog="Every error has a code such as E0203: `nindsl explain E0203` says "
+                                            "what it means and how to fix it.")
     parser.add_argument("--version", action="version", version=f"nindsl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
@@ -62,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("spec", nargs="+")
     check.add_argument("-q", "--quiet", action="store_true")
     with_set(check)
+
+    explain = command("explain", commands.drive_explain, "what an error code means, with an example and a fix")
+    explain.add_argument("code", help="an error code, e.g. E0203")
 
     summary = command("summary", commands.drive_summary, "a table of layers, shapes, parameters and multiply-adds")
     summary.add_argument("spec")
