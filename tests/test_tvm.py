@@ -66,11 +66,12 @@ def test_compile_and_run_from_the_command_line(cli, tmp_path):
     assert_agree(np.load(tmp_path / "y.npy"), run_onnx(to_onnx(network), x), "saved TVM outputs")
 
 
+@pytest.mark.slow  # nvcc compiles the kernels to machine code: about 10 s
 def test_cuda_artifact_builds_without_a_gpu(cli, tmp_path):
     import shutil
 
-    if shutil.which("nvcc") is None and not tvm.get_global_func("tvm_callback_cuda_compile", True):
-        pytest.skip("no CUDA compiler here")
+    if shutil.which("nvcc") is None:  # CUDA builds compile their kernels with it
+        pytest.skip("no nvcc here")
     result = cli("compile", SPECS / "nin_digits.nin", "--target", "cuda", "-o", tmp_path / "gpu")
     assert result.code == 0, result.err
     assert gpu_kernel_count(tmp_path / "gpu" / "model.so") > 0

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,8 @@ from ..kernel.version import __version__
 from ..language import ir
 from ..language.ir import format_shape, shape_fits
 from .build import Build, build
-from .env import require_tvm
+from .cuda import GpuImage, find_nvcc, gpu_images, load_cuda_runtime, runs_on
+from .env import require_tvm, require_tvm_runtime
 from .profiles import Profile
 
 LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
@@ -59,6 +59,8 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
     """Build ``network`` for ``profile`` into the artifact folder ``out``; with ``tuning``
     (:class:`nindsl.tvm.tune.TuneOptions`), tune first (at batch 1 unless ``batch`` is given)."""
     require_tvm()
+    if profile.device == "cuda":
+        find_nvcc()  # before tuning, not after: CUDA builds need it
     out = Path(out)
     start = time.perf_counter()
     tuned, db = None, None
@@ -110,13 +112,24 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
             "compile_seconds": round(seconds, 2),
             "files": {name: _sha256(staging / name) for name in (LIBRARY, WEIGHTS, ONNX_FILE)},
         }
+        if profile.device == "cuda":  # what the machine that runs it needs (nindsl/tvm/cuda.py)
+            sass = [image for image in gpu_code(staging / LIBRARY) if image.kind == "sass"]
+            manifest["gpu_code"] = {"archs": sorted({image.arch for image in sass}),
+                                    "kernels": len({k for image in sass for k in image.kernels}),
+                                    "nvcc": getattr(built.executable, "nvcc", None)}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
 
+def gpu_code(library: Path) -> tuple[GpuImage, ...]:
+    """The GPU code in a library: each fatbin image or cubin with its kind (``sass``, machine
+    code, or ``ptx``), architecture and kernel names. A library that holds CUDA source
+    (compiled when loaded) has none."""
+    return gpu_images(Path(library).read_bytes())
+
+
 def gpu_kernel_count(library: Path) -> int:
-    """CUDA kernels embedded in a library (its PTX/cubin carries `.entry` / kernel names)."""
-    data = library.read_bytes()
-    return len(set(re.findall(rb"\.entry\s+([A-Za-z0-9_]+)", data))) or data.count(b"_kernel\x00")
+    """The kernels a library has GPU machine code (SASS) for; 0 for CUDA source only."""
+    return len({k for image in gpu_code(library) if image.kind == "sass" for k in image.kernels})
 
 
 # --- running an artifact -------------------------------------------------------------------
@@ -144,11 +157,11 @@ class Runner:
     """A loaded library on its device: ``runner(batch) → outputs``."""
 
     def __init__(self, library, device, weights: list, packs: bool, input_shape: list):
-        from tvm import relax
+        from tvm.runtime.vm import VirtualMachine  # (tvm.relax needs TVM's compiler; this, its runtime only)
 
         self.device = device
         self.input_shape = input_shape
-        self.vm = relax.VirtualMachine(library, device)
+        self.vm = VirtualMachine(library, device)
         if packs:  # pack the weights once, as the tuned kernels want them
             weights = list(self.vm["main_transform_params"](weights))
         self.weights = weights
@@ -191,11 +204,25 @@ class Runner:
         return np.from_dlpack(self._main(self._input, *self.weights)).copy()
 
 
+def _check_gpu_code(folder: Path, compute_version: str) -> None:
+    """Refuse a CUDA library without machine code for this GPU (before it is loaded)."""
+    archs = sorted({image.arch for image in gpu_code(folder / LIBRARY) if image.kind == "sass"})
+    if not archs:
+        raise _refuse(folder, f"{LIBRARY} holds CUDA source, not GPU machine code (an artifact from an older "
+                              "nindsl)", "compile the spec again")
+    if not any(runs_on(arch, compute_version) for arch in archs):
+        sm = "sm_" + compute_version.replace(".", "")
+        raise _refuse(folder, f"its GPU machine code is for {', '.join(archs)}, which does not run on this GPU "
+                              f"(compute capability {compute_version})",
+                      f"compile it for {sm}: a profile with arch = \"{sm}\" (h100 and h200 are sm_90), or "
+                      f"--target '{{\"kind\": \"cuda\", \"arch\": \"{sm}\"}}'")
+
+
 class Artifact(Runner):
     """A verified artifact folder, loaded on its device."""
 
     def __init__(self, folder: str | Path):
-        tvm = require_tvm()
+        tvm = require_tvm_runtime()  # loading and running needs no compiler: TVM_USE_RUNTIME_LIB=1 works
 
         from ..weights import read_tensors
 
@@ -210,10 +237,14 @@ class Artifact(Runner):
             if _sha256(folder / name) != expected:
                 raise _refuse(folder, f"{name} does not match its manifest (changed or damaged after the build); "
                                       "it is not loaded", "compile the spec again")
+        if manifest["device"] == "cuda":
+            load_cuda_runtime()
         device = tvm.cuda(0) if manifest["device"] == "cuda" else tvm.cpu(0)
         if not device.exist:
             raise _refuse(folder, f"it runs on `{manifest['device']}`, and this machine has no such device",
                           "run it on a machine with a CUDA GPU, or build for --target llvm")
+        if manifest["device"] == "cuda":
+            _check_gpu_code(folder, device.compute_version)
         tensors, _ = read_tensors(folder / WEIGHTS)
         self.manifest = manifest
         self.input_name = manifest["input"]["name"]

@@ -72,5 +72,10 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
                               "untuned GPU kernels must have every loop bound to threads")
     # TVM's default pipeline for a GPU target schedules every kernel with DLight's default
     # rules (Matmul, GEMV, Reduction, GeneralReduction, Fallback); for LLVM, its CPU rules.
-    executable = tvm.compile(module, target=target)
+    if profile.device == "cuda":  # and the kernels compiled to machine code now, so loading compiles nothing
+        from .cuda import compile_cuda
+
+        executable = compile_cuda(module, target)
+    else:
+        executable = tvm.compile(module, target=target)
     return Build(executable, model, weights, order, target, packs, batch)

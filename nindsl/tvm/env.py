@@ -9,18 +9,33 @@ from ..kernel.machine import physical_cores
 
 
 def require_tvm():
-    """Import TVM, or explain how to install it.
+    """Import TVM with its compiler, or explain how to install it.
 
     TVM's runtime runs parallel loops on half the logical CPUs, assuming two hyper-threads
     per core; on a machine without hyper-threads that leaves half the cores idle. nindsl
     sets its thread count to the physical cores, unless TVM_NUM_THREADS is already set;
     tuning workers inherit it.
     """
+    tvm = require_tvm_runtime()
+    try:
+        from tvm import relax  # noqa: F401 - the part nindsl needs, not only the package
+    except ImportError:
+        raise _missing() from None
+    return tvm
+
+
+def require_tvm_runtime():
+    """Import TVM for loading and running artifacts: its runtime is enough, so this works
+    where TVM runs without its compiler (``TVM_USE_RUNTIME_LIB=1``, or a runtime-only TVM)."""
     os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
     try:
         import tvm
-        from tvm import relax  # noqa: F401 - the part nindsl needs, not only the package
+        import tvm.runtime.vm  # noqa: F401 - the Relax virtual machine
     except ImportError:
-        raise NindslError.one("E0504", "TVM is not installed, so nindsl cannot build for LLVM or CUDA", None,
-                              "install it with: pip install 'nindsl[tvm]'") from None
+        raise _missing() from None
     return tvm
+
+
+def _missing() -> NindslError:
+    return NindslError.one("E0504", "TVM is not installed, so nindsl cannot build for LLVM or CUDA", None,
+                           "install it with: pip install 'nindsl[tvm]'")
