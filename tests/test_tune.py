@@ -135,7 +135,8 @@ def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path):
 
     from nindsl.tvm import confirm
     from nindsl.tvm.profiles import resolved_target
-    from nindsl.tvm.tune import TuneOptions, extract, prepare, tune
+    from nindsl.tvm.build import prepare
+    from nindsl.tvm.tune import TuneOptions, extract, tune
 
     spec = tmp_path / "conv.nin"
     spec.write_text("network conv() {\n    input x: f32[N, 16, 16, 16]\n    conv(32, 3, pad = 1)\n"
@@ -290,7 +291,8 @@ def test_every_candidate_of_the_convolution_template_computes_the_convolution(tm
 
     from nindsl.tvm import schedules
     from nindsl.tvm.profiles import resolved_target
-    from nindsl.tvm.tune import extract, prepare
+    from nindsl.tvm.build import prepare
+    from nindsl.tvm.tune import extract
 
     network = nindsl.check("network t() {\n    input x: f32[N, 3, 10, 16]\n    conv(12, 3, pad = 1)\n"
                            "    conv(6, 1)\n    conv(5, 2)\n    global_avgpool()\n}\n")
@@ -319,7 +321,8 @@ def test_every_candidate_of_the_convolution_template_computes_the_convolution(tm
 
 def test_the_convolution_template_takes_stride_one_convolutions(tmp_path):
     from nindsl.tvm.schedules import applies
-    from nindsl.tvm.tune import extract, prepare
+    from nindsl.tvm.build import prepare
+    from nindsl.tvm.tune import extract
 
     network = nindsl.check("network t() {\n    input x: f32[N, 2, 12, 12]\n    conv(8, 3, pad = 1)\n"
                            "    conv(8, 3, stride = 2)\n    global_avgpool()\n}\n")

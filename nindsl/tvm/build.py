@@ -36,6 +36,39 @@ def import_onnx(model, network: ir.Network, batch: int | None):
     return module
 
 
+def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=None, seed: int = 0):
+    """The Relax module as scheduling sees it (layout-free weights marked); a batch of None
+    keeps the batch dimension symbolic."""
+    import tvm
+    from tvm.relax import transform
+    from tvm.relax.pipeline import zero_pipeline
+
+    from ..onnx.lower import to_onnx
+    from ..weights import resolve
+
+    model = to_onnx(network, resolve(network, weights, seed))
+    module = import_onnx(model, network, batch)
+    passes = [transform.DecomposeOpsForInference(), transform.CanonicalizeBindings(), zero_pipeline()]
+    if profile.tuning.weight_prepack and profile.device == "cpu":
+        passes.append(transform.AttachAttrLayoutFreeBuffers())
+    with tvm.target.Target(resolved_target(profile)):
+        return tvm.transform.Sequential(passes)(module)
+
+
+def apply_database(module, database, profile: Profile, target):
+    """``module`` with the schedules of ``database`` applied (and, on a CPU with
+    ``weight_prepack``, a ``main_transform_params`` function that packs the weights once)."""
+    import tvm
+    from tvm.relax import transform
+
+    with target, database:
+        passes = [transform.MetaScheduleApplyDatabase()]
+        if profile.tuning.weight_prepack and profile.device == "cpu":
+            passes += [transform.SplitLayoutRewritePreproc(), transform.LiftTransformParams(),
+                       transform.FoldConstant()]
+        return tvm.transform.Sequential(passes)(module)
+
+
 @dataclass
 class Build:
     """A compiled network and what its artifact needs."""
@@ -58,7 +91,15 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
 
     weights = resolve(network, weights, seed)
     model = to_onnx(network, weights)
-    module = tuned_module if tuned_module is not None else import_onnx(model, network, batch)
+    target = tvm.target.Target(resolved_target(profile))
+    module = tuned_module
+    if module is None and profile.device == "cpu" and profile.schedule.untuned == "template":
+        from .untuned import default_database
+
+        module = prepare(network, profile, batch, weights)
+        module = apply_database(module, default_database(module, target), profile, target)
+    elif module is None:
+        module = import_onnx(model, network, batch)
     # With weight pre-packing, `main_transform_params` takes the weights and `main` the packed ones.
     packs = any(gv.name_hint == "main_transform_params" for gv in module.get_global_vars())
     # `main_transform_params` takes the weights as one tuple, in the imported module's order
@@ -66,7 +107,6 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     params = [str(p.name) for p in takes]
     by_relax = {**{_relax_name(w.name): w.name for w in network.weights}, **{w.name: w.name for w in network.weights}}
     order = [by_relax[p] for p in params]
-    target = tvm.target.Target(resolved_target(profile))
     if profile.device == "cuda" and profile.schedule.untuned != "dlight":
         raise NindslError.one("E0504", f"profile `{profile.name}`: GPU builds need `untuned = \"dlight\"`", None,
                               "untuned GPU kernels must have every loop bound to threads")

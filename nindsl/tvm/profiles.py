@@ -36,7 +36,7 @@ class Parity:
 class Scheduling:
     """The `[schedule]` table: how kernels are scheduled without tuning."""
 
-    untuned: str = "default"  # default | dlight
+    untuned: str = "template"  # template (nindsl's own, CPU) | default (TVM's pipeline) | dlight (GPU)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Profile:
 
 
 DEVICES = ("cpu", "cuda")
-UNTUNED = ("default", "dlight")
+UNTUNED = ("template", "default", "dlight")
 
 
 def profile_folder():
@@ -159,7 +159,7 @@ def load_profile(spec: str) -> Profile:
                                   'for example --target \'{"kind": "llvm", "num-cores": 2}\'')
         device = "cuda" if kind == "cuda" else "cpu"
         return Profile(name=kind, description="inline target", device=device, target=target,
-                       schedule=Scheduling("dlight" if device == "cuda" else "default"))
+                       schedule=Scheduling("dlight" if device == "cuda" else "template"))
     if spec.endswith(".toml") or os.sep in spec:
         path = Path(spec)
         try:

@@ -54,17 +54,22 @@ def row_blocks(rows: int, columns: int, lanes: int) -> list[int]:
     return [1, 2] if rows % 2 == 0 and columns <= 2 * lanes else [1]
 
 
-def _conv_block(sch):
-    """The block of a stride-1 NCHW convolution in ``sch``, or None."""
+def _conv_block(sch, strided: bool = False):
+    """The block of a stride-1 NCHW convolution in ``sch`` (or, with ``strided``, of any
+    stride), or None."""
     from tvm.s_tir.schedule import ScheduleError
 
     try:
         block = sch.get_sblock("conv2d_nchw")
     except (ScheduleError, ValueError, RuntimeError):  # the name is not in this function
         return None
-    # stride 1 and no dilation: the input is read at [n, rc, yy + ry, xx + rx]
+    # no dilation: the input is read at [n, rc, yy * s + ry, xx * s + rx], `yy + ry` for stride 1
     rows, columns = (str(r.min) for r in sch.get(block).reads[0].region[2:])
-    return block if (rows, columns) == ("v_yy + v_ry", "v_xx + v_rx") else None
+    if (rows, columns) == ("v_yy + v_ry", "v_xx + v_rx"):
+        return block
+    strides = (rows.startswith("v_yy * ") and rows.endswith(" + v_ry"), columns.startswith("v_xx * ")
+               and columns.endswith(" + v_rx"))
+    return block if strided and all(strides) else None
 
 
 def applies(func) -> bool:
@@ -76,7 +81,8 @@ def applies(func) -> bool:
 
 def _spaces(sch, block, target) -> list[tuple]:
     """Every design space of the template for ``block``: (loop order, rows per block, heights, widths)."""
-    _, channels, rows, columns, *_ = (int(sch.get(loop).extent) for loop in sch.get_loops(block))
+    # (the batch loop may be symbolic: a build for any batch size)
+    channels, rows, columns = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[1:4])
     lanes, accumulators = _lanes_and_accumulators(target)
     return [(order, block_rows, *blocks(channels, columns, lanes, accumulators, block_rows))
             for order in ORDERS for block_rows in row_blocks(rows, columns, lanes)]
@@ -98,6 +104,36 @@ def candidates(func, target) -> list[tuple[str, int, int, int]]:
 def space_size(func, target) -> int | None:
     """How many candidates the template has for ``func``; None where it does not apply."""
     return len(candidates(func, target)) or None
+
+
+def default_choice(func, target) -> tuple[str, int, int, int] | None:
+    """The candidate an untuned build takes, chosen from the target's registers, not measured.
+
+    Register blocks fill the accumulator registers (a block of ``height`` channels × ``rows``
+    rows × ``width`` columns uses height × rows × ⌈width / lanes⌉ of them; on AVX2 that is
+    6 × 16, the shape of the usual hand-written float32 kernels), widest first. A k×k kernel
+    sweeps the rows with one block of weights at a time (``channels``); a 1×1 kernel reads
+    its input through a contiguous tile (``packed``), see :func:`design_spaces`.
+    """
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    block = _conv_block(sch, strided=True)
+    if block is None:
+        return None
+    kernel = int(sch.get(sch.get_loops(block)[-1]).extent)
+    lanes, accumulators = _lanes_and_accumulators(target)
+    stride_1 = _conv_block(sch) is not None
+    order = "packed" if kernel == 1 and stride_1 else "channels"  # (a packed tile assumes stride 1)
+
+    def used(candidate) -> int:
+        _, rows, height, width = candidate
+        return height * rows * -(-width // lanes)
+
+    spaces = _spaces(sch, block, target)
+    every = [(o, rows, height, width) for o, rows, heights, widths in spaces for height in heights for width in widths]
+    fitting = [c for c in every if c[0] == order and used(c) <= accumulators]
+    return max(fitting, key=lambda c: (used(c), c[3]), default=None)
 
 
 def design_spaces(sch, target=None) -> list:
@@ -125,8 +161,9 @@ def design_spaces(sch, target=None) -> list:
 
 def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[int]) -> None:
     """The template: ``sch`` holds one fused convolution (+ bias, + activation) task; a
-    register block is ``height`` output channels × ``rows`` rows × ``width`` columns."""
-    conv = _conv_block(sch)
+    register block is ``height`` output channels × ``rows`` rows × ``width`` columns.
+    (Tuning searches it for stride-1 convolutions; untuned builds use it for any stride.)"""
+    conv = _conv_block(sch, strided=True)
     n, f, y, x, rc, ry, rx = sch.get_loops(conv)
     height = sch.sample_categorical(heights, [1 / len(heights)] * len(heights))
     width = sch.sample_categorical(widths, [1 / len(widths)] * len(widths))

@@ -29,6 +29,7 @@ from ..kernel.progress import SILENT, Progress
 from ..language import ir
 from . import confirm
 from .compat import import_tensor_intrinsics, reusing_builder
+from .build import apply_database, prepare
 from .profiles import Profile, resolved_target
 
 MIN_TRIALS = 8  # every task with arithmetic gets at least this many
@@ -150,25 +151,6 @@ def plan(tasks: list[Task], total: int) -> None:
             extra = min(task.space - task.trials, max(1, int(left * task.work / work)), left)
             task.trials += extra
             left -= extra
-
-
-def prepare(network: ir.Network, profile: Profile, batch: int, weights=None, seed: int = 0):
-    """The Relax module as tuning sees it (static batch; layout-free weights marked)."""
-    import tvm
-    from tvm.relax import transform
-    from tvm.relax.pipeline import zero_pipeline
-
-    from ..onnx.lower import to_onnx
-    from ..weights import resolve
-    from .build import import_onnx
-
-    model = to_onnx(network, resolve(network, weights, seed))
-    module = import_onnx(model, network, batch)
-    passes = [transform.DecomposeOpsForInference(), transform.CanonicalizeBindings(), zero_pipeline()]
-    if profile.tuning.weight_prepack and profile.device == "cpu":
-        passes.append(transform.AttachAttrLayoutFreeBuffers())
-    with tvm.target.Target(resolved_target(profile)):
-        return tvm.transform.Sequential(passes)(module)
 
 
 def extract(module, target, folder: Path) -> list[Task]:
@@ -328,7 +310,6 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
     ``weight_prepack``, a ``main_transform_params`` function that packs the weights).
     """
     import tvm
-    from tvm.relax import transform
     from tvm.s_tir import meta_schedule as ms
 
     options = options or TuneOptions()
@@ -401,10 +382,4 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
     pending = confirm.stale(tasks, database, folder) if local and target.kind.name == "llvm" else []
     if pending:
         _confirm(pending, database, folder, target, search.start + limit, progress)
-    with target, confirm.with_choices(database, tasks, folder):
-        passes = [transform.MetaScheduleApplyDatabase()]
-        if profile.tuning.weight_prepack and profile.device == "cpu":
-            passes += [transform.SplitLayoutRewritePreproc(), transform.LiftTransformParams(),
-                       transform.FoldConstant()]
-        tuned = tvm.transform.Sequential(passes)(module)
-    return tuned, folder
+    return apply_database(module, confirm.with_choices(database, tasks, folder), profile, target), folder

@@ -1,0 +1,73 @@
+"""Untuned CPU builds that are fast anyway: every kernel gets a schedule chosen from the
+target's features, with nothing measured.
+
+Stride-1 convolutions take the direct-convolution template (:mod:`nindsl.tvm.schedules`)
+at :func:`~nindsl.tvm.schedules.default_choice`; every other kernel (pooling, softmax,
+the mean, strided convolutions, reshapes) gets MetaSchedule's parallelize-and-vectorize
+rule alone, which spreads its outer loops over the cores and vectorises the inner one.
+The choices go into an in-memory database that the build applies as it applies a tuned
+one, weight pre-packing included.
+"""
+
+from __future__ import annotations
+
+from . import schedules
+from .compat import import_tensor_intrinsics
+
+NOMINAL_SECONDS = 1.0
+
+
+def _space(func, target):
+    from tvm.s_tir import meta_schedule as ms
+
+    choice = schedules.default_choice(func, target)
+    if choice is not None:
+        order, rows, height, width = choice
+
+        def template(sch):
+            schedules.direct_conv2d(sch, order, rows, [height], [width])
+            return sch
+
+        return ms.space_generator.ScheduleFn(template, sch_rules=[], mutator_probs={},
+                                             postprocs=[ms.postproc.RewriteLayout()])
+    return ms.space_generator.PostOrderApply(
+        sch_rules=[ms.schedule_rule.AutoInline(into_producer=False, into_consumer=True, inline_const_tensor=True,
+                                               disallow_if_then_else=True, require_injective=True,
+                                               require_ordered=True, disallow_op=["tirx.exp"]),
+                   ms.schedule_rule.ParallelizeVectorizeUnroll(max_jobs_per_core=16, max_vectorize_extent=64,
+                                                               unroll_max_steps=[0], unroll_explicit=True)],
+        postprocs=[ms.postproc.RewriteParallelVectorizeUnroll(), ms.postproc.RewriteReductionBlock()],
+        mutator_probs={})
+
+
+def _replays(trace, func) -> bool:
+    """Whether ``trace`` applies to ``func`` as the build will apply it. (Over a symbolic batch,
+    the parallelize rule's trace of a pooling kernel can name loops that a replay does not find.)"""
+    from tvm import s_tir
+
+    try:
+        trace.apply_to_schedule(s_tir.Schedule(func), remove_postproc=False)
+    except Exception:  # noqa: BLE001 - TVM raises its own error kinds; any of them means no
+        return False
+    return True
+
+
+def default_database(module, target):
+    """A database holding one schedule for every kernel of ``module`` (a Relax module, static
+    or symbolic batch): what an untuned build applies."""
+    from tvm.s_tir import meta_schedule as ms
+
+    import_tensor_intrinsics()  # a tune context imports them, the slow way unless done first
+    database = ms.database.MemoryDatabase(module_equality="structural")
+    for task in ms.relax_integration.extract_tasks(module, target):
+        func = task.dispatched[0]
+        context = ms.TuneContext(mod=func, target=target, space_generator=_space(func, target),
+                                 task_name=task.task_name, rand_state=1)
+        (schedule,) = context.generate_design_space()[:1]
+        if not all(postproc.apply(schedule) for postproc in context.space_generator.postprocs) \
+                or not _replays(schedule.trace, func):
+            continue  # this kernel keeps the pipeline's own schedule
+        # A record needs a time to be the workload's best; nothing was measured, so it holds a nominal one.
+        database.commit_tuning_record(ms.database.TuningRecord(
+            schedule.trace, database.commit_workload(func), [NOMINAL_SECONDS], target))
+    return database
