@@ -16,6 +16,7 @@ imported by the functions that need them.
 from __future__ import annotations
 
 from .kernel.diagnostics import Diagnostic, NindslError
+from .kernel.progress import SILENT, Progress
 from .kernel.version import __version__
 from .language import check, load, parse
 from .language.ir import Network
@@ -39,7 +40,7 @@ def to_torch(network: Network, weights=None, seed: int = 0):
     return twin(network, weights, seed)
 
 
-def train(network: Network, options=None, progress=None) -> dict:
+def train(network: Network, options=None, progress: Progress = SILENT) -> dict:
     """Train the twin as the spec's ``train`` section says (see :func:`nindsl.torch.training.train`)."""
     from .torch.training import train as run
 

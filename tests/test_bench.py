@@ -14,6 +14,7 @@ pytest.importorskip("onnxruntime")
 from conftest import SPECS  # noqa: E402
 
 
+@pytest.mark.slow
 def test_bench_writes_records_and_a_plot(cli, tmp_path):
     pytest.importorskip("matplotlib")
     engines = "onnxruntime,torch"
@@ -54,6 +55,7 @@ def test_bench_explains_bad_options(cli):
         assert exit.value.code == 2  # argparse's usage error, before anything is timed or tuned
 
 
+@pytest.mark.slow
 def test_an_engine_timed_alone_has_nothing_to_compare_with(cli, tmp_path):
     result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1", "--engines", "torch", "--rounds", "2",
                  "--json", tmp_path / "b.json", "--quiet")

@@ -30,6 +30,7 @@ from strategies import specs  # noqa: E402
 REGRESSIONS = sorted((FIXTURES / "differential").glob("*.nin"))
 
 
+@pytest.mark.slow
 @settings(max_examples=examples(ci=20, long=300), deadline=None)
 @given(specs(max_layers=5))
 def test_every_engine_agrees_on_random_specs(case):

@@ -91,6 +91,7 @@ def test_onnx_killed_mid_write_keeps_the_previous_file(tmp_path, tiny, cli, poin
     onnx.checker.check_model(onnx.load(out), full_check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["write", "rename"])
 def test_checkpoint_killed_mid_write_keeps_the_last_one_and_training_resumes(tmp_path, tiny, point):
     pytest.importorskip("torch")
@@ -119,6 +120,7 @@ def test_checkpoint_killed_mid_write_keeps_the_last_one_and_training_resumes(tmp
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.tvm
 @pytest.mark.parametrize("point,stop_at", [("write", "weights"), ("rename", "artifact")])
 def test_artifact_killed_mid_build_keeps_the_previous_one(tmp_path, tiny, cli, point, stop_at):
@@ -167,6 +169,7 @@ def test_tuning_killed_mid_run_keeps_its_records_and_resumes(tmp_path, tiny):
     assert (tmp_path / "art" / "manifest.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.tvm
 def test_eight_concurrent_compiles_into_one_place_all_finish_complete(tmp_path, tiny, cli):
     pytest.importorskip("tvm")
@@ -257,6 +260,7 @@ def test_disk_full_while_training_keeps_the_previous_checkpoint(tmp_path, tiny, 
     assert (out / "last.safetensors").read_bytes() == before and leftovers(out) == []
 
 
+@pytest.mark.slow
 @pytest.mark.tvm
 def test_disk_full_while_writing_an_artifact_keeps_the_previous_one(tmp_path, tiny, cli, monkeypatch):
     pytest.importorskip("tvm")

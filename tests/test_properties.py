@@ -34,6 +34,7 @@ def _assert_only_located_errors(text: str) -> None:
             assert diagnostic.render()
 
 
+@pytest.mark.slow
 @given(_TEXT)
 def test_grammar_text_only_raises_nindsl_errors(text):
     _assert_only_located_errors(text)
@@ -58,6 +59,7 @@ def test_one_character_mutations_only_raise_nindsl_errors(spec, position, action
     _assert_only_located_errors(text)
 
 
+@pytest.mark.slow
 @given(_TEXT)
 def test_parsed_grammar_text_survives_fmt(text):
     try:

@@ -123,6 +123,7 @@ def test_checkpoints_load_as_weights(tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
 
 
+@pytest.mark.slow
 def test_resume_ends_where_an_uninterrupted_run_does(tmp_path, monkeypatch):
     network = small()
     training.train(network, TrainOptions(epochs=3, out=tmp_path / "whole"))

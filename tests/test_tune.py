@@ -92,6 +92,7 @@ def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tm
     assert (database_dir(load_profile("llvm"), tmp_path / "db") / RECORDS).read_text().splitlines() == records
 
 
+@pytest.mark.slow
 def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatch):
     import importlib.util
 
@@ -110,6 +111,7 @@ def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatc
     assert not any("XGB" in log.read_text() for log in (folder / "logs").iterdir())
 
 
+@pytest.mark.slow
 def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(tmp_path):
     from nindsl.tvm.tune import PER_ROUND, TuneOptions, read_asked, tune
 
@@ -284,6 +286,7 @@ def test_register_blocks_divide_the_work_and_fit_the_registers():
     assert row_blocks(8, 8, 8) == [1, 2] and row_blocks(32, 32, 8) == [1] and row_blocks(7, 8, 8) == [1]
 
 
+@pytest.mark.slow
 def test_every_candidate_of_the_convolution_template_computes_the_convolution(tmp_path):
     """Each loop order, row block, channel block and column block, built and run against the
     same kernel unscheduled: padded and unpadded, odd channel counts, a row that is no whole vector."""

@@ -30,6 +30,7 @@ def _artifact(network, folder, weights=None, batch=None, profile=LLVM):
     return built.weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", SHIPPED, ids=lambda p: p.stem)
 def test_llvm_build_equals_onnxruntime(spec, tmp_path):
     network = nindsl.load(spec)
@@ -41,6 +42,7 @@ def test_llvm_build_equals_onnxruntime(spec, tmp_path):
         assert_agree(artifact(x), run_onnx(to_onnx(network, weights), x), f"TVM vs ORT, batch {batch}")
 
 
+@pytest.mark.slow
 def test_static_batch_artifact_refuses_other_sizes(tmp_path):
     network = nindsl.load(SPECS / "nin_digits.nin")
     _artifact(network, tmp_path / "a", batch=4)
@@ -123,6 +125,7 @@ def test_unknown_target_is_explained(cli, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_failed_build_leaves_the_previous_artifact(cli, tmp_path, monkeypatch):
     assert cli("compile", SPECS / "nin_digits.nin", "-t", "llvm", "-o", tmp_path / "a").code == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}

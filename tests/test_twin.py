@@ -42,6 +42,7 @@ def test_source_imports_only_torch(spec):
     assert imported and {name.split(".")[0] for name in imported} == {"torch"}
 
 
+@pytest.mark.slow
 def test_source_runs_standalone_and_matches_to_torch(tmp_path):
     network = nindsl.load(SPECS / "nin_digits.nin")
     path = tmp_path / "twin.py"
