@@ -3,6 +3,7 @@ HYPOTHESIS_PROFILE)."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra.lark import from_lark
 
