@@ -222,12 +222,26 @@ def drive_train(args) -> int:
 
     network = _network(args)
     options = TrainOptions(data=args.data, epochs=args.epochs, batch=args.batch, out=args.out, resume=args.resume,
-                           device=args.device, seed=args.seed)
+                           device=args.device, seed=args.seed, patience=args.patience, threads=args.threads)
     result = train(network, options, ConsoleProgress(quiet=args.quiet))
-    if result["rank"] == 0:
+    if result["rank"] == 0 and result["trained"]:
         best = result["best_val_acc"]
         score = f"best held-out accuracy {best:.2%} (epoch {result['best_epoch']})" if best is not None else \
             "no held-out examples"
-        print(f"trained {network.name} for {result['epochs']} epochs in {result['wall_s']:.1f} s; {score}; "
+        trained, first = result["trained"], result["first_epoch"]
+        which = f"epoch{'s' if trained > 1 else ''} {first}" + (f"–{first + trained - 1}" if trained > 1 else "")
+        print(f"trained {network.name} for {trained} epoch{'s' if trained > 1 else ''} ({which} of "
+              f"{result['epochs']}) in {result['wall_s']:.1f} s; {score}; "
               f"weights: {Path(result['out']) / 'best.safetensors'}")
+    return 0
+
+
+def drive_plot(args) -> int:
+    from ..torch.logs import plot_curves, read_history
+
+    name, history = read_history(Path(args.run))
+    folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out = Path(args.output) if args.output else folder / "curves.png"
+    plot_curves(history, out, f"{name or folder.name}: {len(history)} epochs")
+    print(f"wrote {out}")
     return 0

@@ -23,6 +23,17 @@ def positive(kind: type):
     return parse
 
 
+def at_least_zero(text: str) -> int:
+    """An argparse type: a whole number of 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got `{text}`")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nindsl", description="Check, lower, compile, train and benchmark "
                                                                 "Network-in-Network specs (.nin).",
@@ -108,15 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = command("train", commands.drive_train, "train the spec's PyTorch twin as its `train` section says")
     train.add_argument("spec")
-    train.add_argument("--data", help="digits | cifar10:FOLDER | cifar100:FOLDER | FILE.npz (default: the spec's)")
+    train.add_argument("--data", help="digits | cifar10:FOLDER | cifar100:FOLDER | imagefolder:FOLDER | FILE.npz "
+                                      "(default: the spec's)")
     train.add_argument("--epochs", type=positive(int))
     train.add_argument("--batch", type=positive(int))
     train.add_argument("--out", default=None, help="output folder (default: runs/NETWORK)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--seed", type=int)
+    train.add_argument("--patience", type=at_least_zero, metavar="N",
+                       help="stop after N epochs without a better held-out accuracy (0: never; default: the spec's)")
+    train.add_argument("--threads", type=positive(int), metavar="N",
+                       help="PyTorch threads per process (default: the cores no other work keeps busy)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     with_set(train)
+
+    plot = command("plot", commands.drive_plot, "draw a training run's loss and accuracy against epochs")
+    plot.add_argument("run", help="the --out folder of `nindsl train` (or its metrics.json)")
+    plot.add_argument("-o", "--output", help="PNG to write (default: RUN/curves.png)")
 
     bench = command("bench", commands.drive_bench, "time ONNX Runtime, the PyTorch twin and TVM (untuned, tuned) side by side")
     bench.add_argument("spec")

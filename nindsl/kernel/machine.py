@@ -15,6 +15,20 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def free_cpus() -> int:
+    """Usable CPUs that other work is not already keeping busy (by the 1-minute load
+    average), at least 1: threads that do not fight what else runs.
+
+    >>> 1 <= free_cpus() <= usable_cpus()
+    True
+    """
+    try:
+        busy = int(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, usable_cpus() - busy)
+
+
 def physical_cores() -> int:
     """Cores this process may use, counting hyper-threads of one core once."""
     cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)

@@ -176,6 +176,8 @@ SCHEDULES: dict[str, Signature] = {
 TRAIN_SETTINGS: dict[str, str] = {
     "epochs": "size", "batch": "size", "optimizer": "optimizer", "schedule": "schedule", "init": "init",
     "bias_lr_scale": "scale", "data": "string", "val_split": "fraction", "seed": "count",
+    "patience": "count", "crop_pad": "count", "flip": "bool", "resize": "count", "mean": "numbers",
+    "std": "numbers",
 }
 
 
@@ -212,6 +214,11 @@ class _Binder:
                 if not isinstance(value, str):
                     raise _ValueMistake("E0105", f"{what} must be a string, got {_type_name(value)}")
                 return value
+            case "numbers":
+                items = value if isinstance(value, tuple) else (value,)
+                if not items:
+                    raise _ValueMistake("E0105", f"{what} must be a number or a non-empty list of numbers")
+                return tuple(_float(v, float("-inf"), None, f"{what}[{i}]", env) for i, v in enumerate(items))
             case "epochs":
                 if not isinstance(value, tuple) or not value:
                     raise _ValueMistake("E0105", f"{what} must be a non-empty list of epochs")
@@ -561,7 +568,7 @@ def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root:
                      "a spec needs e.g. `network name() { input image: f32[N, 1, 8, 8] ... }`")
         errors.raise_if_any()
     network = _network(networks[0], scope, overrides or {}, errors)
-    train = _train(trains[0] if trains else None, scope.constants, errors)
+    train = _train(trains[0] if trains else None, scope.constants, errors, network.input)
     errors.raise_if_any()
     return replace(network, train=train, sources=tuple(loader.sources))
 
@@ -667,7 +674,7 @@ def _tensor(decl: ast.TensorDecl, env, batch, errors: _Errors) -> ir.TensorSpec 
     return ir.TensorSpec(decl.name, decl.dtype, tuple(shape), decl.span)
 
 
-def _train(node: ast.TrainDef | None, constants, errors: _Errors) -> ir.TrainConfig:
+def _train(node: ast.TrainDef | None, constants, errors: _Errors, image: ir.TensorSpec | None) -> ir.TrainConfig:
     if node is None:
         return ir.TrainConfig()
     binder = _Binder(errors)
@@ -692,7 +699,10 @@ def _train(node: ast.TrainDef | None, constants, errors: _Errors) -> ir.TrainCon
             continue
         if converted is _FAILED:
             continue
-        if setting.name == "data" and not _data_stays_inside(converted, setting.value.span, errors):
+        if setting.name == "data" and not (_data_known(converted, setting.value.span, errors)
+                                           and _data_stays_inside(converted, setting.value.span, errors)):
+            continue
+        if not _fits_input(setting.name, converted, image, setting.value.span, errors):
             continue
         values[setting.name] = converted
     return ir.TrainConfig(**values, span=node.span)
@@ -713,3 +723,36 @@ def _data_stays_inside(data: str, span: Span | None, errors: _Errors) -> bool:
                      "paths in a spec stay inside the project; pass this one with `nindsl train --data`")
         return False
     return True
+def _data_known(data: str, span: Span | None, errors: _Errors) -> bool:
+    """`data` names a data set nindsl knows (`KIND` or `KIND:PATH`) or an `.npz` file."""
+    kind, sep, path = data.partition(":")
+    if data.endswith(".npz") and kind not in ir.DATA_KINDS or kind in ir.DATA_KINDS and (kind != "digits" or not sep):
+        return True
+    known = ", ".join(f"`{k}`" for k in ir.DATA_KINDS)
+    errors.error("E0107", f"unknown data set `{data}`", span,
+                 did_you_mean(kind, ir.DATA_KINDS) or f"known: {known} (a folder follows with `KIND:DIR` or "
+                                                      "`nindsl train --data KIND:DIR`), or FILE.npz")
+    return False
+
+
+def _fits_input(name: str, value: Any, image: ir.TensorSpec | None, span: Span | None, errors: _Errors) -> bool:
+    """Preprocessing settings that must agree with the input: a value per channel, a size it can crop."""
+    shape = image.shape if image is not None else ()
+    if name in ("crop_pad", "flip", "resize", "mean", "std") and value and len(shape) != 4:
+        errors.error("E0107", f"`{name}` is for image inputs [N, C, H, W]", span)
+        return False
+    if name in ("mean", "std") and len(value) not in (1, shape[1]):
+        errors.error("E0107", f"`{name}` has {len(value)} values; the input has {shape[1]} channel"
+                              f"{'s' if shape[1] != 1 else ''}", span,
+                     "give one value per channel, or one for all")
+        return False
+    if name == "std" and min(value) <= 0:
+        errors.error("E0107", "`std` must be greater than 0", span)
+        return False
+    if name == "resize" and value and any(isinstance(d, int) and value < d for d in shape[2:]):
+        errors.error("E0107", f"`resize = {value}` is smaller than the input's {shape[2]}×{shape[3]}", span,
+                     "images are resized to resize×resize and then cropped to the input: use at least its size")
+        return False
+    return True
+
+

@@ -81,10 +81,38 @@ class TrainConfig:
     schedule: Schedule = Schedule()
     init: Init = Init()
     bias_lr_scale: float = 1.0  # Caffe's reference nets train biases at 2×
-    data: str = "digits"
+    data: str = "digits"  # a data set nindsl knows (DATA_KINDS), `KIND:PATH`, or FILE.npz
     val_split: float = 0.2
     seed: int = 0
+    patience: int = 0  # stop after this many epochs without a better held-out accuracy (0: never)
+    # augmentation and preprocessing (random streams from (seed, epoch, rank), as for dropout)
+    crop_pad: int = 0  # random crops of the input's size from images padded by this many pixels
+    flip: bool = False  # random horizontal flips
+    resize: int = 0  # image files are resized to resize×resize, then cropped to the input (0: to the input)
+    mean: tuple[float, ...] = ()  # per channel (or one for all), subtracted after augmentation
+    std: tuple[float, ...] = ()  # per channel (or one for all), divided by after subtracting the mean
     span: Span | None = span_field()
+
+    @property
+    def preprocess(self) -> dict:
+        """What is done to an image file before the network sees it, beyond scaling pixels to
+        [0, 1]: recorded in ONNX metadata so that `nindsl run` on images does the same.
+
+        >>> TrainConfig(mean=(0.5,), std=(0.25,)).preprocess
+        {'mean': [0.5], 'std': [0.25]}
+        """
+        made = {"resize": self.resize, "mean": list(self.mean), "std": list(self.std)}
+        return {key: value for key, value in made.items() if value}
+
+
+#: The data sets nindsl knows: `KIND` in a spec (the folder then comes with `--data KIND:DIR`)
+#: or `KIND:DIR`; any `FILE.npz` too.
+DATA_KINDS: dict[str, str] = {
+    "digits": "scikit-learn's 1,797 8×8 digits (1×8×8, 10 classes; no folder)",
+    "cifar10": "CIFAR-10's python version (3×32×32, 10 classes)",
+    "cifar100": "CIFAR-100's python version (3×32×32, 100 classes)",
+    "imagefolder": "a folder with one subfolder of images per class (any size, resized to the input)",
+}
 
 
 # --- the network -------------------------------------------------------------------
@@ -105,6 +133,7 @@ class Weight:
     name: str
     shape: tuple[int, ...]
     role: str  # weight | bias | scale (batch norm's) | running_mean | running_var
+    stage: int = 0  # which stage of an mlpconv it belongs to (per-stage init and learning rates)
 
     @property
     def size(self) -> int:

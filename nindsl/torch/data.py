@@ -1,16 +1,21 @@
-"""Training data for ``nindsl train``: scikit-learn's digits, CIFAR folders, ``.npz`` files.
+"""Training data for ``nindsl train``: scikit-learn's digits, CIFAR folders, image folders,
+``.npz`` files.
 
-Every source becomes float32 images ``[N, C, H, W]`` and int64 labels, checked against
-the network's input shape and number of classes before any training starts::
+Every source becomes float32 images ``[N, C, H, W]`` in [0, 1] and int64 labels, checked
+against the network's input shape and number of classes before any training starts::
 
-    digits            1,797 real 8×8 digits shipped with scikit-learn (pixels 0..16 → 0..1)
-    cifar10:FOLDER    the CIFAR-10 "python version": data_batch_1..5 and test_batch
-    cifar100:FOLDER   the CIFAR-100 "python version": train and test (fine labels)
-    FILE.npz          arrays `images` [N, C, H, W] or [N, H, W] and `labels` [N]
+    digits              1,797 real 8×8 digits shipped with scikit-learn (pixels 0..16 → 0..1)
+    cifar10:FOLDER      the CIFAR-10 "python version": data_batch_1..5 and test_batch
+    cifar100:FOLDER     the CIFAR-100 "python version": train and test (fine labels)
+    imagefolder:FOLDER  one subfolder of images per class (torchvision's ImageFolder layout),
+                        or `train/` and `val/` folders of such subfolders; labels follow the
+                        sorted class names; images resized to the input (or to `resize`)
+    FILE.npz            arrays `images` [N, C, H, W] or [N, H, W] and `labels` [N]
 
-CIFAR pixels are scaled to 0..1 and evaluated on the test batch; digits and ``.npz``
-files hold out ``val_split`` of the examples, stratified, with a fixed seed, so every run
-and every training seed is judged on the same images.
+CIFAR is evaluated on its test batch, an image folder on its `val/` folder when it has one;
+the rest hold out ``val_split`` of the examples, stratified, with a fixed seed, so every run
+and every training seed is judged on the same images. A spec may name a kind without its
+folder (``data = "cifar10"``): the folder then comes with ``--data cifar10:DIR``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 
 from ..language import ir
 from ..kernel.diagnostics import NindslError
-from ..language.ir import format_shape
+from ..language.ir import DATA_KINDS, format_shape
+from .images import IMAGE_SUFFIXES, read_image
 
 SPLIT_SEED = 0  # the held-out split never changes with the training seed
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
@@ -32,7 +38,8 @@ _CIFAR = {  # kind → (folder name in the archive, training files, held-out fil
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
 }
-USAGE = "digits | cifar10:FOLDER | cifar100:FOLDER | FILE.npz"
+USAGE = "digits | cifar10:FOLDER | cifar100:FOLDER | imagefolder:FOLDER | FILE.npz"
+MAX_IMAGE_BYTES = 8 << 30  # an image folder is read into memory: refuse one larger than this as float32
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class Dataset:
     train_labels: np.ndarray  # int64 [N]
     val_images: np.ndarray
     val_labels: np.ndarray
+    class_names: tuple[str, ...] = ()  # an image folder's, in label order
 
 
 def _bad(message: str, help: str | None = None) -> NindslError:
@@ -54,9 +62,15 @@ def load_data(network: ir.Network, data: str | None = None) -> Dataset:
     """Read ``data`` (default: the spec's ``train { data = ... }``) and check it fits the network."""
     data = data or network.train.data
     kind, sep, rest = data.partition(":")
+    if kind in DATA_KINDS and kind != "digits" and not (sep and rest):
+        where = "the spec's `train` section names" if data == network.train.data else "--data names"
+        raise NindslError.one("E0504", f"{where} `{kind}` without its folder", network.train.span,
+                              f"pass --data {kind}:DIR, DIR holding {DATA_KINDS[kind]}")
     if sep and kind in _CIFAR:
         train, val = _cifar(kind, Path(rest))
         dataset = Dataset(data, *train, *val)
+    elif sep and kind == "imagefolder":
+        dataset = _image_folder(network, data, Path(rest))
     elif data == "digits":
         dataset = Dataset(data, *_split(*_digits(), network.train.val_split))
     elif data.endswith(".npz"):
@@ -68,6 +82,55 @@ def load_data(network: ir.Network, data: str | None = None) -> Dataset:
     for images, labels in ((dataset.train_images, dataset.train_labels), (dataset.val_images, dataset.val_labels)):
         _check(network, images, labels, data)
     return dataset
+
+
+# --- image folders ---------------------------------------------------------------------------
+
+
+def _classes_in(folder: Path) -> dict[str, list[Path]]:
+    """Class name → its image files (sorted), for each subfolder of ``folder`` that holds images."""
+    found = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in sub.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                       and not p.name.startswith("."))
+        if files:
+            found[sub.name] = files
+    return found
+
+
+def _image_folder(network: ir.Network, data: str, folder: Path) -> Dataset:
+    layout = ("one subfolder of images per class (FOLDER/cat/1.png, FOLDER/dog/2.jpg, ...), "
+              "or train/ and val/ folders laid out so")
+    if not folder.is_dir():
+        raise _bad(f"no such folder `{folder}` for imagefolder", f"the folder should hold {layout}")
+    split = (folder / "train").is_dir() and (folder / "val").is_dir()
+    parts = [_classes_in(folder / "train"), _classes_in(folder / "val")] if split else [_classes_in(folder)]
+    names = tuple(sorted(set().union(*parts)))
+    if not parts[0]:
+        raise _bad(f"`{folder}` holds no class folders of images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                   f"the folder should hold {layout}")
+    shape = network.input.shape
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+        raise _bad(f"image folders need an image input [N, C, H, W]; `{network.input.name}` is "
+                   f"{format_shape(shape)}")
+    channels = shape[1]
+    height, width = (network.train.resize,) * 2 if network.train.resize else shape[2:]
+    count = sum(len(files) for part in parts for files in part.values())
+    if count * channels * height * width * 4 > MAX_IMAGE_BYTES:
+        raise _bad(f"`{folder}` holds {count:,} images: {count * channels * height * width * 4 / 2**30:.1f} GiB "
+                   f"at {channels}×{height}×{width}, more than nindsl reads into memory "
+                   f"({MAX_IMAGE_BYTES / 2**30:.0f} GiB)", "train on a subset, or at a smaller `resize`")
+
+    def read(part: dict[str, list[Path]]) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [(path, names.index(name)) for name, files in part.items() for path in files]
+        if not pairs:
+            return np.zeros((0, channels, height, width), np.float32), np.zeros(0, np.int64)
+        images = np.stack([read_image(path, channels, height, width) for path, _ in pairs])
+        return images, np.array([label for _, label in pairs], np.int64)
+
+    if split:
+        return Dataset(data, *read(parts[0]), *read(parts[1]), class_names=names)
+    return Dataset(data, *_split(*read(parts[0]), network.train.val_split), class_names=names)
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray]:
@@ -215,12 +278,13 @@ def classes(network: ir.Network) -> int:
 
 def _check(network: ir.Network, images: np.ndarray, labels: np.ndarray, origin: str) -> None:
     expected = tuple(network.input.shape[1:])
-    if tuple(images.shape[1:]) != expected:
+    resize = network.train.resize
+    stored = (expected[0], resize, resize) if resize and len(expected) == 3 else expected
+    if tuple(images.shape[1:]) not in (expected, stored):
         got = "×".join(map(str, images.shape[1:]))
         raise NindslError.one("E0503", f"`{origin}` has {got} images but the network's input "
                                        f"`{network.input.name}` is {format_shape(network.input.shape)}",
-                              network.input.span, "train on data of the input's [C, H, W] shape, or change the "
-                                                  "spec's input")
+                              network.input.span, _fitting_data(expected))
     count = classes(network)
     if len(labels) and (labels.min() < 0 or labels.max() >= count):
         raise NindslError.one("E0503", f"`{origin}` has labels {labels.min()}..{labels.max()} but the network "
@@ -228,3 +292,14 @@ def _check(network: ir.Network, images: np.ndarray, labels: np.ndarray, origin: 
                               "set the number of classes to match, e.g. `--set classes=100`")
     if not np.isfinite(images).all():
         raise _bad(f"`{origin}` has images with NaN or infinite values")
+
+
+def _fitting_data(expected: tuple) -> str:
+    """The `--data` values that would fit an input of shape ``expected`` [C, H, W]."""
+    shown = "×".join(map(str, expected))
+    fits = [kind for kind, shape in (("digits", (1, 8, 8)), ("cifar10:DIR", (3, 32, 32)),
+                                     ("cifar100:DIR", (3, 32, 32))) if shape == expected]
+    if len(expected) == 3 and expected[0] in (1, 3):
+        fits.append("imagefolder:DIR (images resized to the input)")
+    fits.append(f"FILE.npz of {shown} images")
+    return f"pass --data {' or '.join(fits)}; or change the spec's input"

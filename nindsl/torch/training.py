@@ -10,10 +10,13 @@ each file atomically and none of them a pickle::
     OUT/last.safetensors        weights after the last finished epoch
     OUT/best.safetensors        weights with the best held-out accuracy (`--weights OUT` reads it)
     OUT/last.state.safetensors  weights, momentum buffers and progress, for --resume
-    OUT/metrics.json            one record per epoch
+    OUT/metrics.json            one record per epoch (and metrics.csv, TensorBoard events,
+                                curves.png: see :mod:`nindsl.torch.logs`)
 
-Every random stream (shuffling, dropout) is derived from (seed, epoch, rank), so a run
-resumed after an interruption ends with the same weights as one that never stopped.
+Every random stream (shuffling, dropout, crops and flips) is derived from (seed, epoch,
+rank), so a run resumed after an interruption ends with the same weights as one that never
+stopped. With ``patience`` it stops after that many epochs without a better held-out
+accuracy; ``best.safetensors`` keeps the best.
 Under ``torchrun`` (WORLD_SIZE > 1) it trains with DistributedDataParallel: gloo on CPU,
 NCCL on GPU; the spec's batch is the global batch, split evenly across the processes.
 """
@@ -33,12 +36,14 @@ import torch.nn.functional as F
 
 from ..kernel.diagnostics import NindslError
 from ..kernel.io import atomic_write_text, ensure_folder
-from ..kernel.machine import usable_cpus
+from ..kernel.machine import free_cpus
 from ..kernel.progress import SILENT, Progress
 from ..kernel.version import __version__
 from ..language import ir
 from ..weights import check_weights, initial_weights, read_tensors, save_weights
 from .data import classes, load_data
+from .images import centre_crop
+from .logs import plot_curves, write_csv, write_events
 from .twin import load_state, twin_class
 
 STATE = "last.state.safetensors"
@@ -66,12 +71,14 @@ def learning_rate(config: ir.TrainConfig, epoch: int, epochs: int) -> float:
 
 def param_groups(network: ir.Network, twin: torch.nn.Module) -> list[dict]:
     """SGD parameter groups: one per (learning-rate scale, weight decay) pair."""
+    from ..language.layers import training as layer_training  # per-stage scales of an mlpconv
+
     owners = {w.name: (layer, w) for layer, s in zip(network.layers, network.shapes) for w in s.weights}
     config = network.train
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     for name, param in twin.named_parameters():
         layer, weight = owners[name]
-        scale = getattr(layer, "lr_scale", 1.0) * (config.bias_lr_scale if weight.role == "bias" else 1.0)
+        scale = layer_training(layer, weight, config.bias_lr_scale).lr_scale  # per stage for an mlpconv
         decays = weight.role == "weight"  # not biases, nor batch norm's scales
         groups.setdefault((scale, config.optimizer.weight_decay if decays else 0.0), []).append(param)
     return [{"params": params, "lr_scale": scale, "weight_decay": decay} for (scale, decay), params in groups.items()]
@@ -128,11 +135,14 @@ def _device(device: str) -> None:
         raise NindslError.one("E0504", "--device cuda, but PyTorch sees no CUDA GPU", None, "use --device cpu")
 
 
-def _threads(ranks: Ranks) -> int:
-    """OMP_NUM_THREADS when set for a single process, else the cores shared by this node's processes."""
+def _threads(ranks: Ranks, threads: int | None = None) -> int:
+    """``--threads``; else OMP_NUM_THREADS when set for a single process; else the cores no
+    other work keeps busy, shared by this node's processes."""
+    if threads is not None:
+        return threads
     if ranks.world == 1 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    return max(1, usable_cpus() // ranks.local_world)
+    return max(1, free_cpus() // ranks.local_world)
 
 
 def _all_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
@@ -143,8 +153,55 @@ def _all_sum(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
     return values
 
 
-def _stream_seed(seed: int, epoch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+def _stream_seed(seed: int, epoch: int, rank: int, stream: int = 0) -> int:
+    """The seed of one random stream: 0 shuffles and drops out, 1 crops and flips."""
+    entropy = [seed, epoch, rank] + ([stream] if stream else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+# --- augmentation and preprocessing ----------------------------------------------------------------
+
+
+class Prepare:
+    """What a batch goes through before the twin: in training, a random crop of the input's
+    size from the image padded by ``crop_pad`` (or from an image stored larger, at ``resize``)
+    and a random horizontal flip; always, ``(x − mean) / std``. Random draws come from the
+    generator given per epoch, so they resume exactly."""
+
+    def __init__(self, config: ir.TrainConfig, shape: tuple, device: torch.device):
+        self.pad, self.flip = config.crop_pad, config.flip
+        self.size = tuple(shape[2:]) if len(shape) == 4 else ()
+        channels = shape[1] if len(shape) == 4 else 1
+        view = (1, -1, 1, 1) if len(shape) == 4 else (1, -1)
+
+        def per_channel(values: tuple[float, ...], default: float) -> torch.Tensor:
+            values = values or (default,)
+            return torch.tensor(values * (channels if len(values) == 1 else 1), device=device).view(view)
+
+        self.mean, self.std = per_channel(config.mean, 0.0), per_channel(config.std, 1.0)
+        self.normalises = bool(config.mean or config.std)
+
+    def train(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.size and (self.pad or tuple(x.shape[2:]) != self.size):
+            x = self._random_crop(x, generator)
+        if self.size and self.flip:
+            mirrored = torch.rand(len(x), generator=generator) < 0.5
+            x = torch.where(mirrored.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
+        return self.normalise(x)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if self.normalises else x
+
+    def _random_crop(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+        (height, width), count = self.size, len(x)
+        top = torch.randint(0, x.shape[2] - height + 1, (count,), generator=generator).to(x.device)
+        left = torch.randint(0, x.shape[3] - width + 1, (count,), generator=generator).to(x.device)
+        rows = (top[:, None] + torch.arange(height, device=x.device))[:, None, :, None]
+        cols = (left[:, None] + torch.arange(width, device=x.device))[:, None, None, :]
+        index = torch.arange(count, device=x.device)[:, None, None, None]
+        return x[index, torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
 
 
 # --- resuming ------------------------------------------------------------------------------------
@@ -161,12 +218,24 @@ class Settings:
     history: list[dict] = field(default_factory=list)
     best_val_acc: float | None = None
     best_epoch: int = 0
+    patience: int = 0
 
     def metadata(self, network: ir.Network) -> dict[str, str]:
         return {"nindsl": __version__, "network": network.name, "spec_hash": network.spec_hash,
                 "epoch": str(len(self.history)), "epochs": str(self.epochs), "batch": str(self.batch),
                 "data": self.data, "seed": str(self.seed), "best_epoch": str(self.best_epoch),
-                "best_val_acc": json.dumps(self.best_val_acc), "history": json.dumps(self.history)}
+                "best_val_acc": json.dumps(self.best_val_acc), "history": json.dumps(self.history),
+                "patience": str(self.patience)}
+
+    @property
+    def stopped_early(self) -> bool:
+        """No better held-out accuracy for ``patience`` epochs."""
+        return bool(self.patience and self.best_val_acc is not None
+                    and len(self.history) - self.best_epoch >= self.patience)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.history) >= self.epochs or self.stopped_early
 
 
 def _read_state(network: ir.Network, out: Path) -> tuple[Settings, dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -184,7 +253,8 @@ def _read_state(network: ir.Network, out: Path) -> tuple[Settings, dict[str, np.
                               "another --out")
     try:
         settings = Settings(int(meta["epochs"]), int(meta["batch"]), meta["data"], int(meta["seed"]),
-                            json.loads(meta["history"]), json.loads(meta["best_val_acc"]), int(meta["best_epoch"]))
+                            json.loads(meta["history"]), json.loads(meta["best_val_acc"]), int(meta["best_epoch"]),
+                            int(meta.get("patience", "0")))
     except (KeyError, ValueError) as error:
         raise NindslError.one("E0502", f"`{path}` is damaged: its metadata lacks or garbles {error}", None) from None
     weights = check_weights(network, {n[len("weight."):]: t for n, t in tensors.items() if n.startswith("weight.")},
@@ -200,7 +270,8 @@ def _settings(network: ir.Network, stored: Settings | None, **given) -> Settings
     """Command-line values over the stored run's (which must not change) over the spec's."""
     if stored is None:
         config = network.train
-        defaults = {"epochs": config.epochs, "batch": config.batch, "data": config.data, "seed": config.seed}
+        defaults = {"epochs": config.epochs, "batch": config.batch, "data": config.data, "seed": config.seed,
+                    "patience": config.patience}
         return Settings(**{k: given[k] if given[k] is not None else v for k, v in defaults.items()})
     for key in ("batch", "data", "seed"):
         if given[key] is not None and given[key] != getattr(stored, key):
@@ -208,8 +279,9 @@ def _settings(network: ir.Network, stored: Settings | None, **given) -> Settings
                                            f"{getattr(stored, key)}", None,
                                   f"drop --{key}: a resumed run keeps its settings, so it ends as an "
                                   "uninterrupted one would")
-    if given["epochs"] is not None:
-        stored.epochs = given["epochs"]
+    for key in ("epochs", "patience"):  # a finished run may go on for longer
+        if given[key] is not None:
+            setattr(stored, key, given[key])
     return stored
 
 
@@ -218,11 +290,12 @@ def _settings(network: ir.Network, stored: Settings | None, **given) -> Settings
 
 def _run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                labels: torch.Tensor, epoch: int, settings: Settings, ranks: Ranks,
-               progress: Progress) -> dict[str, float]:
+               progress: Progress, prepare: Prepare | None = None) -> dict[str, float]:
     """One pass over this rank's share of the training set; loss, accuracy and speed over all ranks."""
     from torch.utils.data import DistributedSampler
 
     torch.manual_seed(_stream_seed(settings.seed, epoch, ranks.rank))  # dropout
+    augmenting = torch.Generator().manual_seed(_stream_seed(settings.seed, epoch, ranks.rank, stream=1))
     sampler = DistributedSampler(range(len(labels)), num_replicas=ranks.world, rank=ranks.rank, seed=settings.seed)
     sampler.set_epoch(epoch)
     order = torch.tensor(list(sampler), device=images.device)
@@ -233,7 +306,7 @@ def _run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images:
     totals = torch.zeros(3, dtype=torch.float64, device=images.device)
     start = time.perf_counter()
     for step, index in enumerate(batches, 1):
-        scores = model(images[index])
+        scores = model(prepare.train(images[index], augmenting) if prepare else images[index])
         loss = F.cross_entropy(scores, labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -250,14 +323,15 @@ def _run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images:
     return {"loss": loss_sum / count, "acc": correct / count, "images_per_s": count / elapsed, "time_s": elapsed}
 
 
-def _evaluate(twin: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, ranks: Ranks) -> tuple[float, float]:
+def _evaluate(twin: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, ranks: Ranks,
+              prepare: Prepare | None = None) -> tuple[float, float]:
     """Held-out loss and accuracy; each rank scores every world-th chunk."""
     twin.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=images.device)
     with torch.no_grad():
         for start in range(ranks.rank * EVAL_CHUNK, len(labels), ranks.world * EVAL_CHUNK):
             x, y = images[start: start + EVAL_CHUNK], labels[start: start + EVAL_CHUNK]
-            scores = twin.logits(x)
+            scores = twin.logits(prepare.normalise(x) if prepare else x)
             totals += torch.stack([F.cross_entropy(scores, y, reduction="sum").double(),
                                    (scores.argmax(1) == y).sum(), torch.tensor(len(y), device=images.device)])
     loss_sum, correct, count = _all_sum(totals, ranks).tolist()
@@ -293,6 +367,8 @@ def _checkpoint(out: Path, network: ir.Network, twin: torch.nn.Module, optimizer
                "batch": settings.batch, "data": settings.data, "seed": settings.seed, "world_size": world,
                "best_epoch": settings.best_epoch, "best_val_acc": settings.best_val_acc, "history": settings.history}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1) + "\n")
+    write_csv(out, settings.history)
+    write_events(out, settings.history)
 
 
 # --- the API --------------------------------------------------------------------------------------
@@ -309,6 +385,8 @@ class TrainOptions:
     resume: bool = False
     device: str = "cpu"
     seed: int | None = None
+    patience: int | None = None  # epochs without a better held-out accuracy before stopping; 0: never
+    threads: int | None = None  # default: the cores no other work keeps busy
 
 
 def train(network: ir.Network, options: TrainOptions | None = None, progress: Progress = SILENT) -> dict:
@@ -340,7 +418,7 @@ def train(network: ir.Network, options: TrainOptions | None = None, progress: Pr
 
 def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks: Ranks) -> dict:
     start = time.perf_counter()
-    torch.set_num_threads(_threads(ranks))
+    torch.set_num_threads(_threads(ranks, options.threads))
     device, out = options.device, Path(options.out)
     where = torch.device(device, ranks.local_rank) if device == "cuda" else torch.device("cpu")
     if options.resume:
@@ -351,12 +429,27 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
     else:
         stored, momentum = None, {}
     settings = _settings(network, stored, epochs=options.epochs, batch=options.batch, data=options.data,
-                         seed=options.seed)
+                         seed=options.seed, patience=options.patience)
+    done = len(settings.history)
+    result = {"out": str(out), "epochs": settings.epochs, "first_epoch": done + 1, "trained": 0,
+              "rank": ranks.rank, "world_size": ranks.world}
+    if stored is not None:
+        best = _best(settings)
+        if settings.complete:
+            why = (f"it stopped early at epoch {done}: no better held-out accuracy for {settings.patience} epochs"
+                   if settings.stopped_early and done < settings.epochs else f"it has trained all {done} epochs")
+            progress.note(f"nothing to do: {why}{best}; pass a larger --epochs"
+                          f"{' or --patience' if settings.stopped_early else ''} to train further")
+            return {**result, **_outcome(settings), "wall_s": time.perf_counter() - start}
+        progress.note(f"resuming {network.name} at epoch {done + 1} of {settings.epochs}{best}")
     if settings.batch % ranks.world:
         raise NindslError.one("E0504", f"batch {settings.batch} does not split evenly over {ranks.world} processes",
                               None, "use a batch size that is a multiple of --nproc-per-node")
     classes(network)
     dataset = load_data(network, settings.data)
+    if settings.patience and not len(dataset.val_labels):
+        raise NindslError.one("E0504", f"patience {settings.patience} needs held-out examples; `{settings.data}` "
+                                       "has none", network.train.span, "set `val_split` above 0, or drop patience")
     if not options.resume:
         weights = initial_weights(network, settings.seed)
 
@@ -373,17 +466,25 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[ranks.local_rank] if device == "cuda" else None)
+    shape = network.input.shape
+    held = centre_crop(dataset.val_images, *shape[2:]) if len(shape) == 4 else dataset.val_images
     images, labels = (torch.from_numpy(a).to(where) for a in (dataset.train_images, dataset.train_labels))
-    val_images, val_labels = (torch.from_numpy(a).to(where) for a in (dataset.val_images, dataset.val_labels))
+    val_images, val_labels = (torch.from_numpy(np.ascontiguousarray(a)).to(where) for a in (held, dataset.val_labels))
+    prepare = Prepare(network.train, shape, where)
     if ranks.main:
         ensure_folder(out, "the output folder")
+    progress.note(f"training on `{settings.data}`: {len(labels):,} examples, {len(val_labels):,} held out; "
+                  f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
+                  f"{f' × {ranks.world} processes' if ranks.world > 1 else ''}")
 
     for epoch in range(len(settings.history), settings.epochs):
         lr = learning_rate(network.train, epoch, settings.epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        record = {"epoch": epoch + 1, **_run_epoch(model, optimizer, images, labels, epoch, settings, ranks, progress)}
-        val_loss, val_acc = _evaluate(twin, val_images, val_labels, ranks) if len(val_labels) else (None, None)
+        record = {"epoch": epoch + 1, **_run_epoch(model, optimizer, images, labels, epoch, settings, ranks, progress,
+                                                   prepare)}
+        val_loss, val_acc = _evaluate(twin, val_images, val_labels, ranks, prepare) if len(val_labels) else \
+            (None, None)
         record.update(val_loss=val_loss, val_acc=val_acc, lr=lr)
         settings.history.append(record)
         improved = val_acc is None or settings.best_val_acc is None or val_acc > settings.best_val_acc
@@ -392,6 +493,32 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
         if ranks.main:
             _checkpoint(out, network, twin, optimizer, settings, improved, ranks.world)
         progress.note(_epoch_line(record))
-    return {"out": str(out), "epochs": settings.epochs, "best_val_acc": settings.best_val_acc,
-            "best_epoch": settings.best_epoch, "history": settings.history, "wall_s": time.perf_counter() - start,
-            "rank": ranks.rank, "world_size": ranks.world}
+        result["trained"] += 1
+        if settings.stopped_early:
+            progress.note(f"stopping early: no better held-out accuracy for {settings.patience} epochs"
+                          f"{_best(settings)}")
+            break
+    if ranks.main:
+        _curves(out, network, settings, progress)
+    return {**result, **_outcome(settings), "wall_s": time.perf_counter() - start}
+
+
+def _best(settings: Settings) -> str:
+    if settings.best_val_acc is None:
+        return ""
+    return f" (best held-out accuracy {settings.best_val_acc:.2%} at epoch {settings.best_epoch})"
+
+
+def _outcome(settings: Settings) -> dict:
+    return {"best_val_acc": settings.best_val_acc, "best_epoch": settings.best_epoch, "history": settings.history,
+            "stopped_early": settings.stopped_early}
+
+
+def _curves(out: Path, network: ir.Network, settings: Settings, progress: Progress) -> None:
+    """``curves.png`` at the end of a run (matplotlib is optional: without it, say so)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        progress.note("no curves.png: matplotlib is not installed (pip install 'nindsl[all]')")
+        return
+    plot_curves(settings.history, out / "curves.png", f"{network.name}: {settings.data}")
