@@ -210,6 +210,15 @@ def drive_bench(args) -> int:
     return 0
 
 
+def drive_bundle(args) -> int:
+    from ..tvm.bundle import bundle
+
+    made = bundle(args.artifact, args.output, args.python_wheel or ())
+    print(f"wrote {made.out}/ ({made.bytes / 2**20:.1f} MiB): {', '.join(made.artifacts)} and TVM's runtime; "
+          f"run with {made.out}/nindsl run {made.out}/artifacts/{made.artifacts[0]} --input ...")
+    return 0
+
+
 def drive_rpc(args) -> int:
     from ..tvm.rpc import launch
 

@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="with a spec: a checkpoint to run with")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--top", type=positive(int), default=3, help="classes to print per example")
+    run.add_argument("--threads", type=positive(int), metavar="N",
+                     help="with --backend torch: PyTorch's threads (default: the cores no other work keeps busy)")
     with_set(run)
 
     inspect = command("inspect", commands.drive_inspect, "say what spec, version and weights an .onnx file was built from")
@@ -151,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true")
     rpc_options(bench)
     with_set(bench)
+
+    bundle = command("bundle", commands.drive_bundle, "a self-contained runtime-only folder of artifacts: "
+                     "TVM's runtime without its compiler, nindsl, and a launcher")
+    bundle.add_argument("artifact", nargs="+", help="artifact folders (from nindsl compile --target llvm|cuda|...)")
+    bundle.add_argument("-o", "--output", required=True, help="the folder to write")
+    bundle.add_argument("--python-wheel", action="append", metavar="WHEEL",
+                        help="a wheel of tvm_ffi or safetensors for the target's Python, used instead of this "
+                             "interpreter's (repeatable)")
 
     rpc = command("rpc", commands.drive_rpc, "start a TVM RPC tracker or server for tuning on other devices "
                   "(loopback only unless --host)")

@@ -102,6 +102,7 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
             "params": dict(network.params),
             "input": {"name": network.input.name, "shape": shape, "dtype": "float32"},
             "output": {"name": network.output.name, "shape": list(network.output.shape), "dtype": "float32"},
+            "preprocess": network.train.preprocess,  # how `nindsl run` prepares images (resize, mean, std)
             "profile": profile.name,
             "device": profile.device,
             "target": json.loads(str(target)) if str(target).startswith("{") else str(target),
@@ -232,6 +233,8 @@ class Artifact(Runner):
             raise _refuse(folder, f"built by TVM {manifest['tvm_version']}; this is TVM {tvm.__version__}",
                           "compile the spec again with this TVM")
         for name, expected in manifest["files"].items():
+            if name == ONNX_FILE and not (folder / name).exists():
+                continue  # the model it was built from: provenance, not needed to run (a bundle leaves it out)
             if not (folder / name).is_file():
                 raise _refuse(folder, f"{name} is missing")
             if _sha256(folder / name) != expected:

@@ -1,0 +1,145 @@
+"""A deployable folder: artifacts plus exactly what loading and running them needs.
+
+``nindsl bundle ARTIFACT... -o DIR`` writes::
+
+    DIR/nindsl              the command, runtime-only (TVM_USE_RUNTIME_LIB=1): `DIR/nindsl run DIR/artifacts/x -i y.npy`
+    DIR/site/               nindsl, TVM's runtime (its Python modules and libtvm_runtime*.so,
+                            not the 259 MB compiler), tvm_ffi, typing_extensions and safetensors
+    DIR/artifacts/NAME/     each artifact, without its model.onnx (provenance, not needed to run)
+    DIR/artifacts/NAME/model.graph.onnx   that model's graph with its weights as inputs (a few KB),
+                            for comparing with ONNX Runtime on the target machine
+
+The target machine needs Python with numpy, and for CUDA artifacts an NVIDIA driver.
+tvm_ffi holds a compiled extension for one Python version: ``python_wheels`` may give
+wheels (e.g. ``pip download apache-tvm-ffi==0.1.14.post1 --python-version 3.12
+--only-binary=:all: --no-deps``) to unpack instead of copying this interpreter's.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..kernel.diagnostics import NindslError
+from ..kernel.io import atomic_directory
+from .artifact import LIBRARY, MANIFEST, ONNX_FILE, WEIGHTS, read_manifest
+
+# TVM's Python modules that loading and running an artifact imports (measured with
+# TVM_USE_RUNTIME_LIB=1), by folder; the rest of TVM's Python (Relax, TIR scheduling,
+# TOPI, ~35 MB) is the compiler's.
+TVM_PACKAGES = ("runtime", "ir", "target", "tirx", "te", "sym", "rpc", "support", "driver", "script", "contrib",
+                "backend")
+TVM_LIBRARIES = ("libtvm_runtime.so", "libtvm_runtime_cuda.so", "libtvm_runtime_extra.so")
+GRAPH_FILE = "model.graph.onnx"
+LAUNCHER = """#!/bin/sh
+# nindsl, runtime-only: TVM loads libtvm_runtime.so, never its compiler.
+here=$(cd "$(dirname "$0")" && pwd)
+TVM_USE_RUNTIME_LIB=1 PYTHONPATH="$here/site${PYTHONPATH:+:$PYTHONPATH}" exec "${PYTHON:-python3}" -m nindsl "$@"
+"""
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    out: Path
+    bytes: int
+    artifacts: tuple[str, ...]
+
+
+# What tvm_ffi ships for building C++ extensions, not for running them.
+BUILD_ONLY = {"include", "src", "3rdparty", "cython", "stub"}
+
+
+def _ignore(folder, names):
+    return [n for n in names if n == "__pycache__" or n.endswith(".pyc") or n in BUILD_ONLY]
+
+
+def _package(name: str) -> Path:
+    """Where an installed package (its folder) or single-file module (its file) is."""
+    path = Path(__import__(name).__file__)
+    return path.parent if path.name == "__init__.py" else path
+
+
+def _copy_tvm(site: Path) -> None:
+    source = _package("tvm")
+    target = site / "tvm"
+    target.mkdir(parents=True)
+    for path in source.glob("*.py"):
+        shutil.copy2(path, target / path.name)
+    for package in TVM_PACKAGES:
+        if (source / package).is_dir():
+            shutil.copytree(source / package, target / package, ignore=_ignore)
+    (target / "lib").mkdir()
+    for library in TVM_LIBRARIES:
+        if (source / "lib" / library).is_file():
+            shutil.copy2(source / "lib" / library, target / "lib" / library)
+
+
+def _copy_python(site: Path, wheels: list[Path]) -> None:
+    """tvm_ffi (and typing_extensions, which it imports) and safetensors: from the given wheels
+    where one is given, else as installed here."""
+    given = set()
+    for wheel in wheels:
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                members = [m for m in archive.namelist() if not m.split("/")[0].endswith((".dist-info", ".data"))
+                           and not BUILD_ONLY & set(m.split("/")) and "__pycache__" not in m]
+                archive.extractall(site, members)
+                given |= {m.split("/")[0] for m in members}
+        except (OSError, zipfile.BadZipFile) as error:
+            raise NindslError.one("E0502", f"`{wheel}` is not a readable wheel ({error})", None) from None
+    for name in ("tvm_ffi", "typing_extensions", "safetensors"):
+        if name in given or f"{name}.py" in given:
+            continue
+        source = _package(name)
+        if source.is_dir():
+            shutil.copytree(source, site / name, ignore=_ignore)
+        else:
+            shutil.copy2(source, site / source.name)
+
+
+def _graph_only(model_path: Path, out: Path) -> None:
+    """The ONNX model with its initializers turned into graph inputs: what ONNX Runtime needs
+    to run it with weights fed from weights.safetensors, at a few KB."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    for tensor in graph.initializer:
+        graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+    del graph.initializer[:]
+    out.write_bytes(model.SerializeToString(deterministic=True))
+
+
+def bundle(artifacts: list[str | Path], out: str | Path, python_wheels: list[str | Path] = ()) -> BundleReport:
+    """Write a self-contained runtime-only folder for ``artifacts`` (see the module docstring)."""
+    import nindsl
+
+    folders = [Path(a) for a in artifacts]
+    names = [f.resolve().name for f in folders]
+    if len(set(names)) != len(names):
+        raise NindslError.one("E0504", f"two artifacts are named alike ({', '.join(names)})", None,
+                              "give artifact folders with different names")
+    for folder in folders:
+        read_manifest(folder)  # a nindsl artifact, or a located refusal
+    with atomic_directory(Path(out)) as staging:
+        site = staging / "site"
+        shutil.copytree(Path(nindsl.__file__).parent, site / "nindsl", ignore=_ignore)
+        _copy_tvm(site)
+        _copy_python(site, [Path(w) for w in python_wheels])
+        for folder, name in zip(folders, names):
+            target = staging / "artifacts" / name
+            target.mkdir(parents=True)
+            for file in (LIBRARY, WEIGHTS, MANIFEST):
+                shutil.copy2(folder / file, target / file)
+            if (folder / ONNX_FILE).is_file():
+                _graph_only(folder / ONNX_FILE, target / GRAPH_FILE)
+        launcher = staging / "nindsl"
+        launcher.write_text(LAUNCHER)
+        launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        (staging / "bundle.json").write_text(json.dumps({"artifacts": names, "runtime_only": True}, indent=1) + "\n")
+    size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
+    return BundleReport(Path(out), size, tuple(names))
