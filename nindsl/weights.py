@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .language import ir
+from .language.layers import training
 from .kernel.diagnostics import Collector, NindslError
 from .kernel.io import atomic_write_bytes
 
@@ -56,7 +57,7 @@ def initial_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]
     weights = {}
     for weight in network.weights:
         if weight.role == "weight":
-            init = getattr(owners[weight.name], "init", None) or network.train.init
+            init = training(owners[weight.name], weight).init or network.train.init
             rng = np.random.default_rng([seed, zlib.crc32(weight.name.encode())])
             weights[weight.name] = _draw(init, weight.shape, rng).astype(np.float32)
         else:

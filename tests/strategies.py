@@ -35,7 +35,9 @@ def layer_lines(draw, channels: int, size: int, max_layers: int = 6):
             raw_ceil = -(-(size + 2 * pad - kernel) // stride) + 1
             if (raw_ceil - 1) * stride >= size + pad:
                 ceil = False  # nindsl refuses it: engines disagree on that last window
-            lines.append(f"{kind}({kernel}, stride = {stride}, pad = {pad}, round = {'ceil' if ceil else 'floor'})")
+            divisor = f", count_pad = {draw(st.sampled_from(['true', 'false']))}" if kind == "avgpool" else ""
+            lines.append(f"{kind}({kernel}, stride = {stride}, pad = {pad}, round = {'ceil' if ceil else 'floor'}"
+                         f"{divisor})")
             if ceil:
                 out = -(-(size + 2 * pad - kernel) // stride) + 1
                 size = out - 1 if (out - 1) * stride >= size + pad else out

@@ -117,9 +117,9 @@ network t(k = 3) {
 def test_train_section_is_typed():
     train = nindsl.load(SPECS / "nin_cifar10.nin").train
     assert train.optimizer == ir.Sgd(lr=0.1, momentum=0.9, weight_decay=1e-4)
-    assert train.schedule == ir.Schedule(kind="step", every=40, gamma=0.1)
+    assert train.schedule == ir.Schedule(kind="step", every=256, gamma=0.1)  # the solver's 100k of 120k iterations
     assert train.init == ir.Init(kind="normal", std=0.05)
-    assert (train.epochs, train.batch) == (120, 128)
+    assert (train.epochs, train.batch, train.bias_lr_scale) == (307, 128, 2.0)
 
 
 @given(size=st.integers(1, 300), kernel=st.integers(1, 11), stride=st.integers(1, 6), data=st.data())

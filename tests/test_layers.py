@@ -19,7 +19,7 @@ USES = {
     "mlpconv": (IMAGE, "mlpconv([8, 5], 3, pad = 1)"),
     "conv": (IMAGE, "conv(7, 3, stride = 2)"),
     "maxpool": (IMAGE, "maxpool(3, stride = 2, round = ceil)"),
-    "avgpool": (IMAGE, "avgpool(2)"),
+    "avgpool": (IMAGE, "avgpool(3, stride = 2, pad = 1, count_pad = false)"),
     "global_avgpool": (IMAGE, "global_avgpool()"),
     "global_maxpool": (IMAGE, "global_maxpool()"),
     "dropout": (IMAGE, "dropout(0.5)"),

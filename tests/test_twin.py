@@ -74,7 +74,8 @@ def test_weights_come_from_a_dict_or_a_checkpoint(tmp_path):
 
 
 def _reference_pool(x: np.ndarray, mode: str, kernel: int, stride: int, pad: int, ceil: bool) -> np.ndarray:
-    """Pooling written out: windows clipped to the input; averages divide by what they cover."""
+    """Pooling written out: windows clipped to the input; averages divide by the window clipped
+    to the padded input (Caffe's pooling_layer.cpp: padding counts, the ragged border does not)."""
     n, c, height, width = x.shape
     out_h, out_w = pool_size(height, kernel, stride, pad, ceil), pool_size(width, kernel, stride, pad, ceil)
     result = np.empty((n, c, out_h, out_w), dtype=np.float64)
@@ -83,7 +84,9 @@ def _reference_pool(x: np.ndarray, mode: str, kernel: int, stride: int, pad: int
             top, left = max(i * stride - pad, 0), max(j * stride - pad, 0)
             bottom, right = min(i * stride - pad + kernel, height), min(j * stride - pad + kernel, width)
             window = x[:, :, top:bottom, left:right]
-            result[:, :, i, j] = window.max(axis=(2, 3)) if mode == "max" else window.mean(axis=(2, 3))
+            divisor = (min(i * stride - pad + kernel, height + pad) - (i * stride - pad)) * \
+                (min(j * stride - pad + kernel, width + pad) - (j * stride - pad))
+            result[:, :, i, j] = window.max(axis=(2, 3)) if mode == "max" else window.sum(axis=(2, 3)) / divisor
     return result
 
 

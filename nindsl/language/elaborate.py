@@ -224,6 +224,21 @@ class _Binder:
                     raise _ValueMistake("E0105", f"{what} must be a non-empty list of epochs")
                 return tuple(_int(v, 1, f"{what}[{i}]", env) for i, v in enumerate(value))
             case "init": return self.call(value, INITS, what, span, env)
+            case "scales" | "inits":  # one value, or a list with one per stage
+                single = "scale" if kind == "scales" else "init"
+                if not isinstance(value, tuple):
+                    return self.convert(single, value, what, span, None, env)
+                if not value:
+                    raise _ValueMistake("E0105", f"{what} must be a value or a non-empty list, one per stage")
+                items = []
+                for index, item in enumerate(value):
+                    item_span = item_spans[index] if index < len(item_spans) else span
+                    try:
+                        items.append(self.convert(single, item, f"{what.rstrip('`')}[{index}]`", item_span, None, env))
+                    except _ValueMistake as error:
+                        error.span = error.span or item_span
+                        raise
+                return _FAILED if _FAILED in items else tuple(items)
             case "optimizer": return self.call(value, OPTIMIZERS, what, span, env)
             case "schedule": return self.call(value, SCHEDULES, what, span, env)
             case "any": return value
@@ -292,9 +307,25 @@ class _Binder:
                 failed = True
             elif param.name not in where:
                 bound[param.name] = param.default
+        failed = self.check_stages(name, signature, bound, where, call_span) or failed
         if failed:
             return _FAILED
         return signature.build(**bound, **(extra or {}))
+
+    def check_stages(self, name: str, signature: Signature, bound: dict[str, Any], where, call_span) -> bool:
+        """A per-stage list (`lr_scale = [1, 1, 0.1]`) has one entry per width; True if one has not."""
+        widths = next((bound[p.name] for p in signature.params if p.kind == "widths"
+                       and isinstance(bound.get(p.name), tuple)), None)
+        wrong = False
+        for param in signature.params:
+            value = bound.get(param.name)
+            if param.kind in ("scales", "inits") and isinstance(value, tuple) and widths is not None \
+                    and len(value) != len(widths):
+                self.errors.error("E0107", f"`{param.name}` has {len(value)} entr{'y' if len(value) == 1 else 'ies'}; "
+                                           f"this {name} has {len(widths)} stages", where.get(param.name) or call_span,
+                                  f"give one value per stage ({len(widths)}), or a single value for all")
+                wrong = True
+        return wrong
 
 
 _FAILED = object()  # a value whose errors are already reported

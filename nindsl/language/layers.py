@@ -79,12 +79,38 @@ def kind(layer: ir.Layer) -> LayerKind:
 
 # --- pieces several kinds share ------------------------------------------------------------
 
-_INIT = (Param("init", "init", None), Param("lr_scale", "scale", 1.0))
+_INIT = (Param("init", "init", None), Param("lr_scale", "scale", 1.0), Param("bias_lr_scale", "scale", None))
+# mlpconv's take one value, or a list with one per stage (Caffe sets them per convolution)
+_STAGE_INIT = (Param("init", "inits", None), Param("lr_scale", "scales", 1.0), Param("bias_lr_scale", "scales", None))
 
 
-def _conv_weights(label: str, c_out: int, c_in: int, kernel: int) -> tuple[ir.Weight, ir.Weight]:
-    return (ir.Weight(f"{label}.weight", (c_out, c_in, kernel, kernel), "weight"),
-            ir.Weight(f"{label}.bias", (c_out,), "bias"))
+@dataclass(frozen=True)
+class Training:
+    """How one weight starts and trains: its init (None: the train section's) and learning-rate scale."""
+
+    init: ir.Init | None
+    lr_scale: float
+
+
+def training(layer: ir.Layer, weight: ir.Weight, bias_lr_scale: float = 1.0) -> Training:
+    """A weight's init and learning-rate scale, from its layer (per stage for an mlpconv).
+
+    A bias trains at ``lr_scale × bias_lr_scale``: the layer's own bias scale where it gives
+    one, else ``bias_lr_scale`` (the train section's).
+    """
+    def pick(value):
+        return value[weight.stage] if isinstance(value, tuple) else value
+
+    scale = pick(getattr(layer, "lr_scale", 1.0))
+    if weight.role == "bias":
+        own = pick(getattr(layer, "bias_lr_scale", None))
+        scale *= bias_lr_scale if own is None else own
+    return Training(pick(getattr(layer, "init", None)) if weight.role == "weight" else None, scale)
+
+
+def _conv_weights(label: str, c_out: int, c_in: int, kernel: int, stage: int = 0) -> tuple[ir.Weight, ir.Weight]:
+    return (ir.Weight(f"{label}.weight", (c_out, c_in, kernel, kernel), "weight", stage),
+            ir.Weight(f"{label}.bias", (c_out,), "bias", stage))
 
 
 def _conv_node(graph: Graph, x: str, prefix: str, kernel: int, stride: int, pad: int, relu: bool) -> str:
@@ -112,14 +138,19 @@ def _same_shape(layer: ir.Layer, shape) -> ir.LayerShape:
 
 @dataclass(frozen=True, kw_only=True)
 class MlpConv(ir.Layer):
-    """A k×k convolution to ``channels[0]``, then 1×1 convolutions; ReLU after each."""
+    """A k×k convolution to ``channels[0]``, then 1×1 convolutions; ReLU after each.
+
+    ``init``, ``lr_scale`` and ``bias_lr_scale`` are one value for every stage, or a tuple
+    with one per stage (the binder checks the length).
+    """
 
     channels: tuple[int, ...]
     kernel: int
     stride: int = 1
     pad: int = 0
-    init: ir.Init | None = None
-    lr_scale: float = 1.0
+    init: ir.Init | tuple[ir.Init, ...] | None = None
+    lr_scale: float | tuple[float, ...] = 1.0
+    bias_lr_scale: float | tuple[float, ...] | None = None
 
 
 def _mlpconv_shape(layer: MlpConv, shape) -> ir.LayerShape:
@@ -128,7 +159,7 @@ def _mlpconv_shape(layer: MlpConv, shape) -> ir.LayerShape:
     weights, macs = [], 0
     for index, c_out in enumerate(layer.channels):
         kernel = layer.kernel if index == 0 else 1
-        weights += _conv_weights(f"{layer.label}.{index}", c_out, c_in, kernel)
+        weights += _conv_weights(f"{layer.label}.{index}", c_out, c_in, kernel, index)
         macs += kernel * kernel * c_in * c_out * height * width
         c_in = c_out
     return ir.LayerShape(shape, (n, c_in, height, width), tuple(weights), macs)
@@ -160,7 +191,7 @@ class MlpConv(nn.ModuleList):
 register(LayerKind(
     MlpConv,
     {"mlpconv": Signature((Param("channels", "widths"), Param("kernel", "size"), Param("stride", "size", 1),
-                           Param("pad", "count", 0), *_INIT), MlpConv)},
+                           Param("pad", "count", 0), *_STAGE_INIT), MlpConv)},
     shape=_mlpconv_shape,
     onnx=_mlpconv_onnx,
     twin=lambda layer, shape: Twin(f"MlpConv({shape.in_shape[1]}, {list(layer.channels)}, kernel={layer.kernel}, "
@@ -182,6 +213,7 @@ class Conv(ir.Layer):
     act: str = "relu"  # relu | none
     init: ir.Init | None = None
     lr_scale: float = 1.0
+    bias_lr_scale: float | None = None  # None: the train section's
 
 
 def _conv_shape(layer: Conv, shape) -> ir.LayerShape:
@@ -211,18 +243,25 @@ register(LayerKind(
 
 @dataclass(frozen=True, kw_only=True)
 class Pool(ir.Layer):
-    """Max or average pooling; ``ceil`` is Caffe's rounding (see windows.pool_size)."""
+    """Max or average pooling; ``ceil`` is Caffe's rounding (see windows.pool_size).
+
+    An average pool divides each window by its size clipped to the *padded* input when
+    ``count_pad`` (the default: Caffe's pooling_layer.cpp, PyTorch's count_include_pad=True),
+    or by the input elements it covers when not. Without padding the two are the same.
+    """
 
     mode: str  # max | avg
     kernel: int
     stride: int
     pad: int = 0
     ceil: bool = False
+    count_pad: bool = True  # avg: the divisor is the window clipped to the padded input (Caffe's rule)
 
 
 def _pool_build(mode: str):
-    def build(*, kernel, stride, pad, round, **common):
-        return Pool(mode=mode, kernel=kernel, stride=stride or kernel, pad=pad, ceil=round == "ceil", **common)
+    def build(*, kernel, stride, pad, round, count_pad=True, **common):
+        return Pool(mode=mode, kernel=kernel, stride=stride or kernel, pad=pad, ceil=round == "ceil",
+                    count_pad=count_pad, **common)
     return build
 
 
@@ -235,18 +274,26 @@ def _pool_shape(layer: Pool, shape) -> ir.LayerShape:
 def _pool_onnx(graph: Graph, layer: Pool, x: str) -> str:
     attributes = dict(kernel_shape=[layer.kernel] * 2, strides=[layer.stride] * 2, pads=[layer.pad] * 4,
                       ceil_mode=int(layer.ceil))
-    if layer.mode == "avg":  # divide by the valid elements at a ragged border
-        return graph.node("AveragePool", [x], layer.label, count_include_pad=0, **attributes)
+    if layer.mode == "avg":  # count_pad: ONNX's count_include_pad, clipped to the padded input as in Caffe
+        return graph.node("AveragePool", [x], layer.label, count_include_pad=int(layer.count_pad), **attributes)
     return graph.node("MaxPool", [x], layer.label, **attributes)
 
 
 def _pool_twin(layer: Pool, shape: ir.LayerShape) -> Twin:
     # Caffe's ceil rounding is PyTorch's ceil_mode with the spec's own padding (a `padding=1`
     # imitation gives the same shapes on even sizes but different numbers at the border).
+    # PyTorch's count_include_pad=True divides by the window clipped to the padded input: Caffe's rule.
     args = f"{layer.kernel}, stride={layer.stride}, padding={layer.pad}, ceil_mode={layer.ceil}"
     if layer.mode == "avg":
-        return Twin(f"nn.AvgPool2d({args}, count_include_pad=False)")
+        return Twin(f"nn.AvgPool2d({args}, count_include_pad={layer.count_pad})")
     return Twin(f"nn.MaxPool2d({args})")
+
+
+def _pool_describe(layer: Pool) -> str:
+    text = f"{layer.mode}pool {window_text(layer.kernel, layer.stride, layer.pad)}, {'ceil' if layer.ceil else 'floor'}"
+    if layer.mode == "avg" and layer.pad:  # without padding both divisors are the same
+        text += ", padding counted" if layer.count_pad else ", padding not counted"
+    return text
 
 
 _POOL = (Param("kernel", "size"), Param("stride", "size", None), Param("pad", "count", 0),
@@ -254,11 +301,12 @@ _POOL = (Param("kernel", "size"), Param("stride", "size", None), Param("pad", "c
 
 register(LayerKind(
     Pool,
-    {"maxpool": Signature(_POOL, _pool_build("max")), "avgpool": Signature(_POOL, _pool_build("avg"))},
+    {"maxpool": Signature(_POOL, _pool_build("max")),
+     "avgpool": Signature((*_POOL, Param("count_pad", "bool", True)), _pool_build("avg"))},
     shape=_pool_shape,
     onnx=_pool_onnx,
     twin=_pool_twin,
-    describe=lambda l: f"{l.mode}pool {window_text(l.kernel, l.stride, l.pad)}, {'ceil' if l.ceil else 'floor'}",
+    describe=_pool_describe,
 ))
 
 
@@ -456,6 +504,7 @@ class Dense(ir.Layer):
     act: str = "none"  # relu | none
     init: ir.Init | None = None
     lr_scale: float = 1.0
+    bias_lr_scale: float | None = None  # None: the train section's
 
 
 def _dense_shape(layer: Dense, shape) -> ir.LayerShape:
