@@ -23,16 +23,18 @@ TVM_ENGINES = ("tvm-untuned", "tvm-tuned")
 
 
 def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], device: str = "cpu", *,
-            profile=None, batch: int | None = None, tuning=None, progress: Progress = SILENT) -> Run:
+            profile=None, batch: int | None = None, tuning=None, progress: Progress = SILENT,
+            threads: int | None = None) -> Run:
     """A ready-to-call engine. TVM engines need ``profile`` and ``batch``; ``tvm-tuned`` tunes
-    first with ``tuning`` (:class:`nindsl.tvm.tune.TuneOptions`)."""
+    first with ``tuning`` (:class:`nindsl.tvm.tune.TuneOptions`); ``threads`` sets PyTorch's
+    (default: every usable CPU)."""
     if engine in ("onnxruntime", "reference"):
         from .onnx.lower import to_onnx
         from .onnx.runtime import runner
 
         return runner(to_onnx(network, weights, check=False), engine, device)
     if engine == "torch":
-        return _torch(network, weights, device)
+        return _torch(network, weights, device, threads)
     if engine in TVM_ENGINES:
         return _tvm(network, weights, profile, batch, tuning if engine == "tvm-tuned" else None, progress)
     known = (*SPEC_ENGINES, *TVM_ENGINES)
@@ -40,7 +42,7 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
                           did_you_mean(engine, known) or f"engines: {', '.join(known)}")
 
 
-def _torch(network: ir.Network, weights, device: str) -> Run:
+def _torch(network: ir.Network, weights, device: str, threads: int | None = None) -> Run:
     import torch
 
     from .torch.twin import to_torch
@@ -48,7 +50,7 @@ def _torch(network: ir.Network, weights, device: str) -> Run:
     if device == "cuda" and not torch.cuda.is_available():
         raise NindslError.one("E0504", "this PyTorch sees no CUDA GPU", None,
                               "install a CUDA build of torch for GPU runs, or use a CPU target")
-    torch.set_num_threads(usable_cpus())
+    torch.set_num_threads(threads or usable_cpus())
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
     module = to_torch(network, weights=weights).eval().to(device)
 

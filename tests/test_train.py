@@ -311,3 +311,8 @@ def test_torchrun_two_processes(tmp_path):
     assert metrics["world_size"] == 2 and len(metrics["history"]) == 2 and metrics["best_val_acc"] > 0.3
     assert metrics["history"][0]["images_per_s"] > 0
     load_weights(small(), tmp_path / "run")
+    # one set of logs, written by rank 0 alone
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "best.safetensors", "curves.png", "events.out.tfevents.nindsl", "last.safetensors", "last.state.safetensors",
+        "metrics.csv", "metrics.json"]
+    assert (tmp_path / "run" / "metrics.csv").read_text().count("\n") == 3  # the header and two epochs

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..kernel.diagnostics import NindslError, did_you_mean
 from ..kernel.io import atomic_write_bytes, atomic_write_text
-from ..kernel.machine import usable_cpus
+from ..kernel.machine import free_cpus, usable_cpus
 from ..language import load
 from .inputs import batch_size, batch_sizes, load_input, onnx_signature, overrides
 from .printing import ConsoleProgress, print_bench, print_summary, print_top, report
@@ -156,7 +156,8 @@ def drive_run(args) -> int:
         from ..tvm.artifact import Artifact
 
         artifact = Artifact(source)
-        outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape)))
+        outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
+                                      _artifact_preprocess(artifact, source, args.input)))
     elif source.suffix == ".onnx":
         from ..onnx.model import read_model
         from ..onnx.runtime import BACKENDS, run
@@ -164,16 +165,37 @@ def drive_run(args) -> int:
         model = read_model(source)
         backend = backend or "onnxruntime"
         _check_backend(backend, BACKENDS)
-        outputs = run(model, load_input(args.input, *onnx_signature(model)), backend)
+        outputs = run(model, load_input(args.input, *onnx_signature(model), _recorded_preprocess(model)), backend)
     else:
+def _recorded_preprocess(model) -> dict:
+    """How a model's images are prepared (resize, mean, std), as its ONNX metadata records it."""
+    from ..onnx.model import model_metadata
+
+    return json.loads(model_metadata(model).get("preprocess", "{}"))
+
+
+def _artifact_preprocess(artifact, folder: Path, inputs: list[str]) -> dict:
+    """The same for an artifact folder: its manifest's, else (built before it recorded them) its
+    model.onnx's, read only when images are given."""
+    images = not (len(inputs) == 1 and inputs[0].lower().endswith(".npy"))
+    if "preprocess" in artifact.manifest or not images or not (folder / "model.onnx").is_file():
+        return artifact.manifest.get("preprocess", {})
+    from ..onnx.model import read_model
+
+    return _recorded_preprocess(read_model(folder / "model.onnx"))
+
+
         from ..engines import SPEC_ENGINES, prepare
         from ..weights import resolve
 
+    if args.threads is not None and backend != "torch":
+        raise NindslError.one("E0504", "--threads sets PyTorch's threads: it needs --backend torch", None)
         network = _network(args, str(source))
-        batch = load_input(args.input, network.input.name, network.input.shape)
+        batch = load_input(args.input, network.input.name, network.input.shape, network.train.preprocess)
         backend = backend or "onnxruntime"
         _check_backend(backend, SPEC_ENGINES)
-        outputs = prepare(backend, network, resolve(network, args.weights, args.seed))(batch)
+        threads = (args.threads or free_cpus()) if backend == "torch" else None
+        outputs = prepare(backend, network, resolve(network, args.weights, args.seed), threads=threads)(batch)
     print_top(outputs, args.top)
     if args.output:
         buffer = io.BytesIO()

@@ -2,7 +2,9 @@
 arrays of ``nindsl run``.
 
 Inputs are ``.npy`` arrays or image files. Images are converted to the input's channel
-count (grey or RGB), resized to its height and width, and scaled to [0, 1].
+count (grey or RGB), resized to its height and width, and scaled to [0, 1]; a model whose
+spec's train section resizes or normalises images gets them prepared as training evaluated
+them (``nindsl.torch.images``). ``.npy`` arrays are used as they are.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 from ..kernel.diagnostics import NindslError
 from ..language.ir import format_shape, shape_fits
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+from ..torch.images import IMAGE_SUFFIXES, load_images
 
 
 def _usage(message: str, help: str | None = None) -> NindslError:
@@ -67,14 +69,15 @@ def onnx_signature(model) -> tuple[str, tuple]:
     return graph_input.name, tuple(d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim)
 
 
-def load_input(paths: list[str], name: str, expected: tuple) -> np.ndarray:
-    """Read ``.npy`` or image files into one float32 batch for the input ``name`` of shape ``expected``."""
+def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | None = None) -> np.ndarray:
+    """Read ``.npy`` or image files into one float32 batch for the input ``name`` of shape ``expected``;
+    images are prepared as ``preprocess`` (a model's recorded resize, mean and std) says."""
     if len(paths) == 1 and Path(paths[0]).suffix.lower() == ".npy":
         array = _read_npy(Path(paths[0]))
         if array.ndim == len(expected) - 1:
             array = array[None]  # one example without its batch dimension
     else:
-        array = np.stack([_read_image(Path(p), expected) for p in paths])
+        array = _read_images([Path(p) for p in paths], expected, preprocess or {})
     if not shape_fits(expected, array.shape):
         raise _bad_input(f"the input has shape {format_shape(array.shape)}, but `{name}` expects "
                          f"{format_shape(expected)}", "give an array of that shape (the batch size may vary)")
@@ -98,22 +101,10 @@ def _read_npy(path: Path) -> np.ndarray:
     return array
 
 
-def _read_image(path: Path, expected: tuple) -> np.ndarray:
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise _bad_input(f"`{path}`: give .npy arrays or images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    if len(expected) != 4:
+def _read_images(paths: list[Path], expected: tuple, preprocess: dict) -> np.ndarray:
+    for path in paths:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise _bad_input(f"`{path}`: give .npy arrays or images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if len(expected) != 4 or not all(isinstance(d, int) for d in expected[1:]):
         raise _bad_input(f"images need an image input [N, C, H, W]; this model takes {format_shape(expected)}")
-    from PIL import Image, UnidentifiedImageError
-
-    _, channels, height, width = expected
-    if channels not in (1, 3):
-        raise _bad_input(f"images have 1 or 3 channels; this model takes {channels}")
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise NindslError.one("E0301", f"no such file `{path}`", None) from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise _bad_input(f"`{path}` is not a readable image ({error})") from None
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+    return load_images(paths, *expected[1:], preprocess)

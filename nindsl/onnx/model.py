@@ -2,7 +2,9 @@
 
 Every ``.onnx`` nindsl writes says where it came from in its ``metadata_props``: the
 nindsl version, the spec's sha256 and text, the network parameters and the weights'
-origin (``nindsl inspect`` prints them).
+origin (``nindsl inspect`` prints them); and, when the spec's train section sets any, how
+image files are prepared for it (``preprocess``: resize, mean, std), which ``nindsl run``
+applies to images.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def metadata(network: ir.Network, weights_origin: str) -> dict[str, str]:
         f"{METADATA_PREFIX}params": json.dumps(dict(network.params), sort_keys=True, default=str),
         f"{METADATA_PREFIX}weights": weights_origin,
         f"{METADATA_PREFIX}spec": json.dumps(sources, sort_keys=True),
-    }
+    } | ({f"{METADATA_PREFIX}preprocess": json.dumps(network.train.preprocess, sort_keys=True)}
+         if network.train.preprocess else {})  # absent otherwise: such models stay byte for byte as before
 
 
 def serialize(model) -> bytes:
@@ -74,4 +77,6 @@ def describe_model(path: str | Path) -> str:
              f"  weights {meta.get('weights')}",
              f"  opset {model.opset_import[0].version}, {len(graph.node)} nodes, {params:,} stored values",
              f"  input {graph.input[0].name}, output {graph.output[0].name}"]
+    if "preprocess" in meta:
+        lines.append(f"  images prepared as {meta['preprocess']}")
     return "\n".join(lines)
