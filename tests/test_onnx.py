@@ -271,3 +271,16 @@ def test_safetensors_whose_header_starts_like_a_pickle_still_loads(tmp_path):
     assert path.read_bytes()[0] == 0x80 and struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 128
     loaded = nindsl.weights.load_weights(network, path)
     assert all(np.array_equal(loaded[k], weights[k]) for k in weights)
+
+
+@pytest.mark.parametrize("spec", ["nin_cifar10", "nin_imagenet"])
+def test_every_intermediate_tensor_has_its_shape(spec):
+    """value_info for every tensor between the input and the output (Netron shows them),
+    equal to nindsl's own shapes at each layer's output."""
+    network = nindsl.load(SPECS / f"{spec}.nin")
+    model = to_onnx(network)
+    infos = {v.name: tuple(d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim)
+             for v in model.graph.value_info}
+    produced = {name for node in model.graph.node for name in node.output} - {network.output.name}
+    assert produced == set(infos)
+    assert infos["conv1.2.relu"] == network.shapes[0].out_shape

@@ -87,6 +87,23 @@ def drive_summary(args) -> int:
     return 0
 
 
+def drive_draw(args) -> int:
+    from ..draw import draw
+
+    draw(_network(args), args.output, dpi=args.dpi)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def drive_import(args) -> int:
+    from ..importers import import_model
+
+    made = import_model(args.model, args.output, weights_out=args.weights_out, name=args.name)
+    print(f"wrote {args.output} ({made.name}: {made.layers} layers, {made.total:,} parameters)"
+          + (f" and {args.weights_out}" if args.weights_out else ""), file=sys.stderr)
+    return 0
+
+
 def drive_fmt(args) -> int:
     from ..language.fmt import format_module
     from ..language.parser import parse_file

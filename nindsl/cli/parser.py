@@ -84,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--wide", action="store_true", help="show every convolution of each mlpconv")
     with_set(summary)
 
+    draw = command("draw", commands.drive_draw, "a picture of the network: each layer with its output shape "
+                   "and parameters, mlpconv stages grouped, the head marked")
+    draw.add_argument("spec")
+    draw.add_argument("-o", "--output", required=True, help="the picture: .png, .svg or .pdf")
+    draw.add_argument("--dpi", type=positive(int), default=200, help="PNG resolution (default 200)")
+    with_set(draw)
+
+    imports = command("import", commands.drive_import, "write a .nin spec (and its weights) from an ONNX model")
+    imports.add_argument("model", help="an .onnx file (opset 11 or later)")
+    imports.add_argument("-o", "--output", required=True, help="the spec to write (.nin)")
+    imports.add_argument("--weights-out", metavar="W.safetensors", help="also write the model's weights")
+    imports.add_argument("--name", help="the network's name (default: from the file name)")
+
     fmt = command("fmt", commands.drive_fmt, "rewrite specs in canonical layout (comments kept)")
     fmt.add_argument("spec", nargs="+")
     mode = fmt.add_mutually_exclusive_group()

@@ -5,6 +5,11 @@ A failed or killed run leaves the previous output intact and no partial file
 ``.NAME.<pid>.<random>.tmp``, so the next write to the same place can tell the leftovers
 of a killed writer (its process is gone: removed) from those of a live concurrent one
 (left alone).
+
+Nothing of the user's is lost: a file rewritten in place keeps its permission bits, a
+symbolic link stays a link (its target is rewritten), and a caller that writes a kind of
+output says, with ``replaces``, what it may replace: anything else already at the path
+(a folder of the user's files, a file of another kind) is refused, not overwritten.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .diagnostics import NindslError
 
@@ -74,13 +79,37 @@ def _temporary_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+def _refuse_existing(path: Path, what: str) -> NindslError:
+    return NindslError.one("E0301", f"`{path}` already holds something that is not {what}; nindsl does not "
+                                    "replace what it did not write", None,
+                           "choose another output path, or move that away yourself")
+
+
+def _check_replaceable(path: Path, replaces: Callable[[Path], bool] | None, what: str, folder: bool) -> None:
+    """Refuse to replace ``path`` unless it is absent or of the kind ``replaces`` accepts."""
+    if not os.path.lexists(path):
+        return
+    if folder != path.is_dir():
+        raise _refuse_existing(path, what)
+    if replaces is not None and not replaces(path):
+        raise _refuse_existing(path, what)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, replaces: Callable[[Path], bool] | None = None,
+                       what: str = "a file nindsl wrote") -> None:
+    """Write ``data`` to ``path`` atomically. An existing file keeps its mode and, when ``path``
+    is a symbolic link, its link (the target is written); with ``replaces``, an existing file
+    is replaced only when ``replaces(path)`` says it is ``what`` this output is."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    _check_replaceable(path, replaces, what, folder=False)
+    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK
     tmp = None
     remove_leftovers(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent or ".")
-        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -95,8 +124,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
                 os.unlink(tmp)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | Path, text: str, replaces: Callable[[Path], bool] | None = None,
+                      what: str = "a file nindsl wrote") -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), replaces, what)
+
+
+def starts_with(prefix: bytes) -> Callable[[Path], bool]:
+    """A ``replaces`` test: the file begins with ``prefix`` (a format's magic, a generated header)."""
+    def test(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(len(prefix)) == prefix
+        except OSError:
+            return False
+    return test
 
 
 def read_json_object(path: Path) -> dict:
@@ -135,9 +176,15 @@ def _swap_in(staging: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Build a folder under a temporary name; it replaces ``path`` only when complete."""
+def atomic_directory(path: str | Path, replaces: Callable[[Path], bool] | None = None,
+                     what: str = "a folder nindsl wrote") -> Iterator[Path]:
+    """Build a folder under a temporary name; it replaces ``path`` only when complete, and
+    only when ``path`` is absent or a folder that ``replaces`` accepts as ``what`` this
+    output is (never a file, a link, or a folder of anything else)."""
     path = Path(path)
+    if path.is_symlink():
+        raise _refuse_existing(path, what)
+    _check_replaceable(path, replaces, what, folder=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(path)

@@ -5,6 +5,8 @@ writes to a :class:`_Graph`. Weights come from
 :mod:`nindsl.weights` and keep the names the PyTorch twin and checkpoints use
 (``conv1.0.weight``, ...).
 
+Every intermediate tensor has a ``value_info`` (type and shape), so Netron shows shapes.
+
 Opset 17: every operator nindsl emits (Conv, MaxPool/AveragePool with ``ceil_mode`` and
 ``count_include_pad``, GlobalAveragePool, Gemm, Softmax over one axis, BatchNormalization)
 is stable there, and it is well inside what ONNX Runtime, ONNX's reference evaluator and
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..kernel.diagnostics import NindslError
-from ..kernel.io import atomic_write_bytes
+from ..kernel.io import atomic_write_bytes, starts_with
 from ..kernel.version import __version__
 from ..language import ir
 from ..language.layers import kind
@@ -87,9 +89,19 @@ def to_onnx(network: ir.Network, weights=None, seed: int = 0, check: bool = True
     origin = "drawn from the spec's init, seed %d" % seed if weights is None else \
         (str(weights) if not isinstance(weights, dict) else "given in memory")
     helper.set_model_props(model, metadata(network, origin))
+    _add_value_info(model)
     if check:
         check_model(model, network, outputs)
     return model
+
+
+def _add_value_info(model) -> None:
+    """Every intermediate tensor's type and shape (batch dimension by name), so viewers such as
+    Netron show them: what ONNX's shape inference derives, in node order."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    model.graph.value_info.extend(inferred.graph.value_info)
 
 
 def check_model(model, network: ir.Network, outputs: list[str]) -> None:
@@ -113,6 +125,6 @@ def write_onnx(network: ir.Network, path: str | Path, weights=None, seed: int = 
     path = Path(path)
     if path.is_dir():
         raise NindslError.one("E0301", f"`{path}` is a folder; give a file name for the model", None)
-    atomic_write_bytes(path, serialize(to_onnx(network, weights, seed)))
+    atomic_write_bytes(path, serialize(to_onnx(network, weights, seed)), starts_with(b"\x08"), "an ONNX model")
 
 

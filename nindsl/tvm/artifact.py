@@ -85,7 +85,7 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
     from ..onnx.model import serialize
     from ..weights import save_weights
 
-    with atomic_directory(out) as staging:
+    with atomic_directory(out, lambda p: (p / MANIFEST).is_file(), "a nindsl artifact") as staging:
         built.executable.export_library(str(staging / LIBRARY))
         save_weights(staging / WEIGHTS, built.weights, {"spec_hash": network.spec_hash})
         (staging / ONNX_FILE).write_bytes(serialize(built.model))

@@ -125,7 +125,7 @@ def bundle(artifacts: list[str | Path], out: str | Path, python_wheels: list[str
                               "give artifact folders with different names")
     for folder in folders:
         read_manifest(folder)  # a nindsl artifact, or a located refusal
-    with atomic_directory(Path(out)) as staging:
+    with atomic_directory(Path(out), lambda p: (p / "bundle.json").is_file(), "a nindsl bundle") as staging:
         site = staging / "site"
         shutil.copytree(Path(nindsl.__file__).parent, site / "nindsl", ignore=_ignore)
         _copy_tvm(site)

@@ -1,0 +1,90 @@
+"""An imported model as spec text, checked by nindsl before it is written."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..kernel.diagnostics import NindslError
+from ..kernel.io import atomic_write_text
+from ..language import check
+from ..language.fmt import format_module
+from ..language.parser import parse
+from ..weights import save_weights
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass
+class Imported:
+    """A model read from another format: spec lines and weights under nindsl's names."""
+
+    name: str
+    input_name: str
+    input_shape: tuple
+    output_name: str
+    lines: list[str] = field(default_factory=list)  # `label: layer(...)`, in order
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    params: dict[str, object] = field(default_factory=dict)  # network parameters to declare
+    header: str = ""
+    train: dict[str, object] = field(default_factory=dict)  # `train { ... }` settings, as values
+    layers: int = 0
+    total: int = 0
+
+    @property
+    def params_count(self) -> int:
+        return self.total
+
+    def text(self, output_shape: tuple | None = None) -> str:
+        head = "".join(f"# {line}\n" for line in self.header.splitlines())
+        params = ", ".join(f"{k} = {v}" for k, v in self.params.items())
+        dims = ", ".join(str(d) for d in self.input_shape)
+        body = [f"    input {self.input_name}: f32[{dims}]", *(f"    {line}" for line in self.lines)]
+        if output_shape is not None:
+            body.append(f"    output {self.output_name}: f32[{', '.join(str(d) for d in output_shape)}]")
+        train = "".join(f"    {key} = {_value(value)}\n" for key, value in self.train.items())
+        return (f"{head}{'' if not head else chr(10)}network {self.name}({params}) {{\n" + "\n".join(body) + "\n}\n"
+                + (f"\ntrain {{\n{train}}}\n" if train else ""))
+
+
+def _value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def spec_text(imported: Imported) -> str:
+    """The spec, checked by nindsl (its output declared with the inferred shape) and formatted."""
+    network = check(imported.text())
+    text = imported.text(network.shapes[-1].out_shape if network.shapes else imported.input_shape)
+    network = check(text)
+    imported.layers, imported.total = len(network.layers), network.total_params
+    return format_module(parse(text))
+
+
+def write_spec(imported: Imported, out: str | Path, weights_out: str | Path | None = None) -> None:
+    text = spec_text(imported)
+    out = Path(out)
+    if out.is_dir():
+        raise NindslError.one("E0301", f"`{out}` is a folder; give a file name for the spec", None)
+    if weights_out is not None:
+        save_weights(weights_out, imported.weights)
+    atomic_write_text(out, text)
+
+
+def label(name: str, fallback: str, taken: set[str]) -> str:
+    """``name`` if it can be a nindsl label not yet used, else ``fallback`` numbered."""
+    if IDENTIFIER.match(name) and name not in taken and name not in _KEYWORDS:
+        taken.add(name)
+        return name
+    index = 1
+    while f"{fallback}{index}" in taken:
+        index += 1
+    taken.add(f"{fallback}{index}")
+    return f"{fallback}{index}"
+
+
+_KEYWORDS = {"network", "input", "output", "let", "block", "repeat", "import", "train", "true", "false"}
