@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Iterable
 
 #: Every diagnostic code, with a one-line meaning (``nindsl explain`` material and the
@@ -66,9 +67,13 @@ class Source:
     path: str
     text: str
 
+    @cached_property
+    def lines(self) -> list[str]:
+        """The text split once, so that rendering many diagnostics stays linear."""
+        return self.text.split("\n")
+
     def line(self, number: int) -> str:
-        lines = self.text.split("\n")
-        return lines[number - 1] if 0 < number <= len(lines) else ""
+        return self.lines[number - 1] if 0 < number <= len(self.lines) else ""
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,10 @@ class NindslError(Exception):
     def __init__(self, diagnostics: Iterable[Diagnostic]):
         self.diagnostics = tuple(diagnostics)
         assert self.diagnostics, "a NindslError needs at least one diagnostic"
-        super().__init__("\n".join(render(d) for d in self.diagnostics))
+        super().__init__(self.diagnostics[0].message)
+
+    def __str__(self) -> str:  # rendered when asked for, not when raised
+        return "\n".join(render(d) for d in self.diagnostics)
 
     @classmethod
     def one(cls, code: str, message: str, span: Span | None = None, help: str | None = None,
@@ -162,9 +170,32 @@ def sorted_by_location(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     return sorted(diagnostics, key=key)
 
 
+_MANY = 60  # names beyond which suggestions look only at names of about the same length and first letter
+
+
+@lru_cache(maxsize=16)
+def _by_length(names: frozenset[str]) -> dict[tuple[str, int], list[str]]:
+    """Names grouped by (first letter, length): built once for a large set of names."""
+    groups: dict[tuple[str, int], list[str]] = {}
+    for name in sorted(names):
+        groups.setdefault((name[:1].lower(), len(name)), []).append(name)
+    return groups
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
-    """A ``did you mean `x`?`` hint, or None when nothing is close."""
-    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    """A ``did you mean `x`?`` hint, or None when nothing is close.
+
+    Bounded work: among many names (thousands of `let`s), only those within two characters of
+    the word's length that share its first letter are compared, at most ``_MANY`` of them.
+    """
+    names = frozenset(candidates)
+    if len(names) > _MANY:
+        groups = _by_length(names)
+        first = word[:1].lower()
+        near = [n for size in sorted(range(len(word) - 2, len(word) + 3), key=lambda s: abs(s - len(word)))
+                for n in groups.get((first, size), ())]
+        names = frozenset(near[:_MANY])
+    close = difflib.get_close_matches(word, sorted(names), n=1, cutoff=0.6)
     return f"did you mean `{close[0]}`?" if close else None
 
 
