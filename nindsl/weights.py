@@ -23,7 +23,8 @@ import numpy as np
 from .language import ir
 from .language.layers import training
 from .kernel.diagnostics import Collector, NindslError
-from .kernel.io import atomic_write_bytes
+from .kernel import limits
+from .kernel.io import atomic_write_bytes, regular_file
 
 CHECKPOINT_NAMES = ("best.safetensors", "last.safetensors", "model.safetensors")
 
@@ -81,6 +82,7 @@ def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
         if found is None:
             raise _refused(path, f"the folder holds no checkpoint ({', '.join(CHECKPOINT_NAMES)})")
         path = found
+    regular_file(path, "a checkpoint", limits.MAX_MODEL_BYTES)
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -160,6 +162,9 @@ def check_weights(network: ir.Network, tensors: dict[str, np.ndarray], origin: s
         elif not np.issubdtype(tensors[name].dtype, np.floating):
             errors.error("E0501", f"`{name}` in `{origin}` is {tensors[name].dtype}, not floating point",
                          layer.span)
+        elif not np.isfinite(np.asarray(tensors[name], dtype=np.float32)).all():
+            errors.error("E0501", f"`{name}` in `{origin}` holds NaN or infinite values (as float32)", layer.span,
+                         "a diverged training run? resume from an earlier checkpoint or lower the learning rate")
     extra = sorted(set(tensors) - set(expected))
     if extra:
         shown = ", ".join(f"`{n}`" for n in extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")

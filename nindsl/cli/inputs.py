@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernel import limits
 from ..kernel.diagnostics import NindslError
+from ..kernel.io import regular_file
 from ..language.ir import format_shape, shape_fits
 
 from ..torch.images import IMAGE_SUFFIXES, load_images
@@ -84,7 +86,25 @@ def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | 
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _npy_claim(path: Path) -> None:
+    """Refuse an .npy whose header claims more data than the file holds, before allocating it."""
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(handle)
+        except (ValueError, OSError, EOFError, TypeError, SyntaxError) as error:
+            raise _bad_input(f"`{path}` is not a readable .npy array ({error})") from None
+        claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        held = path.stat().st_size - handle.tell()
+    if claimed > held:
+        raise _bad_input(f"`{path}` claims {format_shape(shape)} {dtype} ({claimed:,} bytes) but holds {held:,}",
+                         "is the file truncated or damaged? save it again with numpy.save")
+
+
 def _read_npy(path: Path) -> np.ndarray:
+    regular_file(path, "an .npy array", limits.MAX_INPUT_BYTES)
+    _npy_claim(path)
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -96,8 +116,10 @@ def _read_npy(path: Path) -> np.ndarray:
     if array.dtype.kind in "iu":
         raise _bad_input(f"`{path}` holds integers ({array.dtype}); the input needs float32",
                          "scale images to [0, 1] floats first, e.g. array.astype('float32') / 255")
-    if not np.isfinite(array).all():
-        raise _bad_input(f"`{path}` contains NaN or infinite values")
+    with np.errstate(over="ignore"):  # as the model will see it: 1e300 is inf in float32
+        finite = np.isfinite(array.astype(np.float32)).all()
+    if not finite:
+        raise _bad_input(f"`{path}` contains NaN or infinite values (as float32)")
     return array
 
 

@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -42,6 +43,27 @@ def ensure_folder(path: str | Path, what: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise NindslError.one("E0301", f"cannot create {what} `{path}`: {error.strerror}", None) from None
+    return path
+
+
+def regular_file(path: str | Path, what: str, limit: int) -> Path:
+    """``path``, once it is known to be a regular file of at most ``limit`` bytes; else a clear
+    refusal, before anything is opened (a FIFO would block an open, a device never ends)."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise NindslError.one("E0301", f"no such file `{path}`", None) from None
+    except OSError as error:
+        raise NindslError.one("E0301", f"cannot read `{path}`: {error.strerror}", None) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise NindslError.one("E0301", f"`{path}` is a folder; give {what} file", None)
+    if not stat.S_ISREG(info.st_mode):
+        raise NindslError.one("E0301", f"`{path}` is not a regular file (a device, a FIFO or a socket); give {what} "
+                                       "file", None)
+    if info.st_size > limit:
+        raise NindslError.one("E0401", f"`{path}` is {info.st_size:,} bytes; the most nindsl reads as {what} is "
+                                       f"{limit:,}", None)
     return path
 
 

@@ -14,3 +14,8 @@ MAX_IMPORT_DEPTH = 16  # chain of imports
 MAX_LAYERS = 100_000  # layers of one network after expansion
 MAX_PARAMETERS = 2_000_000_000  # weights of one network (8 GB of float32)
 MAX_LIST = 4_096  # items of one list literal (e.g. mlpconv widths)
+
+# Files nindsl reads, checked (kind and size) before a byte is read.
+MAX_MODEL_BYTES = 3 << 30  # an ONNX model (ONNX itself stops at 2 GiB) or a checkpoint
+MAX_INPUT_BYTES = 4 << 30  # an input array
+MAX_MANIFEST_BYTES = 1 << 20  # an artifact's manifest.json

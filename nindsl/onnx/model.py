@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernel import limits
 from ..kernel.diagnostics import NindslError
+from ..kernel.io import regular_file
 from ..kernel.version import __version__
 from ..language import ir
 
@@ -43,7 +45,7 @@ def read_model(path: str | Path):
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
+    path = regular_file(path, "an ONNX model", limits.MAX_MODEL_BYTES)
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)

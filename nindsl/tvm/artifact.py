@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from ..kernel.diagnostics import NindslError
-from ..kernel.io import atomic_directory
+from ..kernel import limits
+from ..kernel.io import atomic_directory, regular_file
 from ..kernel.progress import SILENT, Progress
 from ..kernel.version import __version__
 from ..language import ir
@@ -142,11 +144,11 @@ def _refuse(folder: Path, why: str, help: str | None = None) -> NindslError:
 
 def read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not folder.is_dir() or not os.path.lexists(path):
         raise _refuse(folder, f"no {MANIFEST}: not a nindsl artifact",
-                      "build one with `nindsl compile SPEC --target llvm`") from None
+                      "build one with `nindsl compile SPEC --target llvm`")
+    try:
+        manifest = json.loads(regular_file(path, "a manifest", limits.MAX_MANIFEST_BYTES).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise _refuse(folder, f"{MANIFEST} is damaged ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -1,0 +1,81 @@
+"""Special files and lying headers get a clear refusal before anything is read, and non-finite
+numbers never reach a backend (issue: "No surprises")."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+
+from conftest import SPECS
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("safetensors")
+
+from nindsl.weights import initial_weights, save_weights  # noqa: E402
+
+DIGITS = SPECS / "nin_digits.nin"
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    path = tmp_path / "pipe.npy"
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_or_a_device_is_refused_without_reading_it(cli, tmp_path, fifo):
+    for argv in (("run", DIGITS, "-i", fifo), ("compile", DIGITS, "--weights", fifo, "-o", tmp_path / "m.onnx"),
+                 ("compile", DIGITS, "--weights", "/dev/zero", "-o", tmp_path / "m.onnx"), ("inspect", fifo)):
+        result = cli(*argv)  # a FIFO with no writer would block a plain open() forever
+        assert result.code == 1 and "not a regular file" in result.err, argv
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_artifact_whose_manifest_is_a_fifo_or_huge_is_refused(cli, tmp_path):
+    folder = tmp_path / "art"
+    folder.mkdir()
+    os.mkfifo(folder / "manifest.json")
+    result = cli("run", folder, "-i", tmp_path / "x.npy")
+    assert result.code == 1 and "not a regular file" in result.err
+    os.unlink(folder / "manifest.json")
+    (folder / "manifest.json").write_text(" " * (2 << 20))
+    result = cli("run", folder, "-i", tmp_path / "x.npy")
+    assert result.code == 1 and "the most nindsl reads as a manifest" in result.err
+
+
+def test_an_npy_claiming_more_than_it_holds_is_refused_before_allocating(cli, tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (10**9, 1, 8, 8)})
+    liar = tmp_path / "liar.npy"
+    liar.write_bytes(header.getvalue() + b"\0" * 64)  # 193 bytes claiming 256 GB
+    result = cli("run", DIGITS, "-i", liar)
+    assert result.code == 1 and "claims [1000000000, 1, 8, 8] float32" in result.err
+
+
+def test_an_input_that_overflows_float32_is_refused(cli, tmp_path):
+    np.save(tmp_path / "big.npy", np.full((1, 1, 8, 8), 1e300))  # finite as float64, inf as float32
+    result = cli("run", DIGITS, "-i", tmp_path / "big.npy")
+    assert result.code == 1 and "NaN or infinite values (as float32)" in result.err
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_are_refused_on_every_path(cli, tmp_path, bad):
+    import nindsl
+
+    network = nindsl.load(DIGITS)
+    weights = initial_weights(network)
+    name = next(iter(weights))
+    weights[name].flat[0] = bad
+    save_weights(tmp_path / "w.safetensors", weights)
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    for argv in (("compile", DIGITS, "--weights", tmp_path / "w.safetensors", "-o", tmp_path / "m.onnx"),
+                 ("run", DIGITS, "--weights", tmp_path / "w.safetensors", "-i", tmp_path / "x.npy"),
+                 ("run", DIGITS, "--backend", "torch", "--weights", tmp_path / "w.safetensors", "-i",
+                  tmp_path / "x.npy")):
+        result = cli(*argv)
+        assert result.code == 1 and "NaN or infinite" in result.err and name in result.err, argv
+    assert not (tmp_path / "m.onnx").exists()
