@@ -166,24 +166,6 @@ def _check_backend(backend: str, known: tuple[str, ...]) -> None:
                               did_you_mean(backend, known) or f"use one of: {', '.join(known)}")
 
 
-def drive_run(args) -> int:
-    source = Path(args.model)
-    backend = args.backend
-    if source.is_dir():
-        from ..tvm.artifact import Artifact
-
-        artifact = Artifact(source)
-        outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
-                                      _artifact_preprocess(artifact, source, args.input)))
-    elif source.suffix == ".onnx":
-        from ..onnx.model import read_model
-        from ..onnx.runtime import BACKENDS, run
-
-        model = read_model(source)
-        backend = backend or "onnxruntime"
-        _check_backend(backend, BACKENDS)
-        outputs = run(model, load_input(args.input, *onnx_signature(model), _recorded_preprocess(model)), backend)
-    else:
 def _recorded_preprocess(model) -> dict:
     """How a model's images are prepared (resize, mean, std), as its ONNX metadata records it."""
     from ..onnx.model import model_metadata
@@ -202,11 +184,29 @@ def _artifact_preprocess(artifact, folder: Path, inputs: list[str]) -> dict:
     return _recorded_preprocess(read_model(folder / "model.onnx"))
 
 
+def drive_run(args) -> int:
+    source = Path(args.model)
+    backend = args.backend
+    if args.threads is not None and backend != "torch":
+        raise NindslError.one("E0504", "--threads sets PyTorch's threads: it needs --backend torch", None)
+    if source.is_dir():
+        from ..tvm.artifact import Artifact
+
+        artifact = Artifact(source)
+        outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
+                                      _artifact_preprocess(artifact, source, args.input)))
+    elif source.suffix == ".onnx":
+        from ..onnx.model import read_model
+        from ..onnx.runtime import BACKENDS, run
+
+        model = read_model(source)
+        backend = backend or "onnxruntime"
+        _check_backend(backend, BACKENDS)
+        outputs = run(model, load_input(args.input, *onnx_signature(model), _recorded_preprocess(model)), backend)
+    else:
         from ..engines import SPEC_ENGINES, prepare
         from ..weights import resolve
 
-    if args.threads is not None and backend != "torch":
-        raise NindslError.one("E0504", "--threads sets PyTorch's threads: it needs --backend torch", None)
         network = _network(args, str(source))
         batch = load_input(args.input, network.input.name, network.input.shape, network.train.preprocess)
         backend = backend or "onnxruntime"

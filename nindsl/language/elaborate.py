@@ -739,21 +739,6 @@ def _train(node: ast.TrainDef | None, constants, errors: _Errors, image: ir.Tens
     return ir.TrainConfig(**values, span=node.span)
 
 
-def _data_stays_inside(data: str, span: Span | None, errors: _Errors) -> bool:
-    """A data path written in a spec stays inside the project, like an import (RELIABILITY.md);
-    `nindsl train --data PATH` on the command line may name any path."""
-    path = data.partition(":")[2] if ":" in data else data
-    if not path:
-        return True
-    if os.path.isabs(path):
-        errors.error("E0303", f"data path `{path}` is absolute", span,
-                     "paths in a spec are relative to the project; pass this one with `nindsl train --data`")
-        return False
-    if os.path.normpath(path).split(os.sep)[0] == "..":
-        errors.error("E0303", f"data path `{path}` leads outside the project folder", span,
-                     "paths in a spec stay inside the project; pass this one with `nindsl train --data`")
-        return False
-    return True
 def _data_known(data: str, span: Span | None, errors: _Errors) -> bool:
     """`data` names a data set nindsl knows (`KIND` or `KIND:PATH`) or an `.npz` file."""
     kind, sep, path = data.partition(":")
@@ -787,3 +772,18 @@ def _fits_input(name: str, value: Any, image: ir.TensorSpec | None, span: Span |
     return True
 
 
+def _data_stays_inside(data: str, span: Span | None, errors: _Errors) -> bool:
+    """A data path written in a spec stays inside the project, like an import (RELIABILITY.md);
+    `nindsl train --data PATH` on the command line may name any path."""
+    path = data.partition(":")[2] if ":" in data else data
+    if not path:
+        return True
+    if os.path.isabs(path):
+        errors.error("E0303", f"data path `{path}` is absolute", span,
+                     "paths in a spec are relative to the project; pass this one with `nindsl train --data`")
+        return False
+    if os.path.normpath(path).split(os.sep)[0] == "..":
+        errors.error("E0303", f"data path `{path}` leads outside the project folder", span,
+                     "paths in a spec stay inside the project; pass this one with `nindsl train --data`")
+        return False
+    return True
