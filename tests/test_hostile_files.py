@@ -79,3 +79,37 @@ def test_non_finite_weights_are_refused_on_every_path(cli, tmp_path, bad):
         result = cli(*argv)
         assert result.code == 1 and "NaN or infinite" in result.err and name in result.err, argv
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["True", "none", "_1", "class"])
+def test_any_network_name_makes_a_twin_class(name, tmp_path):
+    torch = pytest.importorskip("torch")
+    import nindsl
+
+    network = nindsl.check(f"network {name}() {{\n    input x: f32[N, 1, 8, 8]\n    conv(2, 3)\n"
+                           "    global_avgpool()\n}\n")
+    twin = nindsl.to_torch(network)
+    assert twin(torch.zeros(1, 1, 8, 8)).shape == (1, 2)
+
+
+def test_a_label_python_would_mangle_keeps_its_state_dict_name(tmp_path):
+    torch = pytest.importorskip("torch")
+    import nindsl
+    from nindsl.onnx.runtime import run
+
+    network = nindsl.check("network t() {\n    input x: f32[N, 1, 8, 8]\n    __hidden: conv(2, 3)\n"
+                           "    global_avgpool()\n}\n")
+    twin = nindsl.to_torch(network).eval()
+    assert sorted(twin.state_dict()) == ["__hidden.bias", "__hidden.weight"]
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        assert np.allclose(twin(torch.from_numpy(x)).numpy(), run(nindsl.to_onnx(network), x), atol=1e-6)
+
+
+def test_seed_and_pointless_options_are_refused(cli, tmp_path, capsys):
+    with pytest.raises(SystemExit) as usage:  # argparse: a bad command line, exit status 2
+        cli("compile", DIGITS, "--seed", "-1", "-o", tmp_path / "m.onnx")
+    assert usage.value.code == 2 and "0 or more" in capsys.readouterr().err
+    result = cli("compile", DIGITS, "-t", "torch", "--weights", tmp_path / "w.safetensors", "-o", tmp_path / "t.py")
+    assert result.code == 1 and "--weights does nothing with --target torch" in result.err
+    assert not (tmp_path / "t.py").exists()

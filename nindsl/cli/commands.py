@@ -141,6 +141,11 @@ def drive_compile(args) -> int:
     if target == "torch":
         from ..torch.twin import write_twin_source
 
+        if args.weights is not None:
+            raise NindslError.one("E0504", "--weights does nothing with --target torch: the twin's source holds no "
+                                           "weights", None, "load them into it with nindsl.to_torch(network, weights=PATH), "
+                                           "or run with `nindsl run SPEC --backend torch --weights PATH`")
+
         out = Path(args.output or f"{network.name}.py")
         write_twin_source(network, out)
         print(f"wrote {out}")

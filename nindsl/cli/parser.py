@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="onnx | torch | llvm | cuda | a profile name in backends/ | a profile .toml")
     compile_.add_argument("-o", "--output", help="output file (onnx, torch) or artifact folder (TVM)")
     compile_.add_argument("--weights", help="a checkpoint (safetensors or .npz, or a `nindsl train` folder)")
-    compile_.add_argument("--seed", type=int, default=0, help="seed for weights drawn from the spec's init")
+    compile_.add_argument("--seed", type=at_least_zero, default=0, help="seed for weights drawn from the spec's init")
     compile_.add_argument("--batch", help="TVM: the batch size(s) to build for (default: dynamic)")
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
     tuning_options(compile_)
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", default=None, help="onnxruntime | reference | torch | tvm (default: by model)")
     run.add_argument("--output", "-o", help="save the raw outputs as .npy")
     run.add_argument("--weights", help="with a spec: a checkpoint to run with")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=at_least_zero, default=0)
     run.add_argument("--top", type=positive(int), default=3, help="classes to print per example")
     run.add_argument("--threads", type=positive(int), metavar="N",
                      help="with --backend torch: PyTorch's threads (default: the cores no other work keeps busy)")
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output folder (default: runs/NETWORK)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=at_least_zero)
     train.add_argument("--patience", type=at_least_zero, metavar="N",
                        help="stop after N epochs without a better held-out accuracy (0: never; default: the spec's)")
     train.add_argument("--threads", type=positive(int), metavar="N",

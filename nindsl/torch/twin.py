@@ -43,9 +43,15 @@ def _reserved() -> set[str]:
 
 
 def class_name(network: ir.Network) -> str:
-    """``nin_cifar10`` → ``NinCifar10`` (``Net`` appended if a helper class has the name)."""
+    """``nin_cifar10`` → ``NinCifar10``; ``Net`` is appended where that name would not be a
+    class name of its own (a Python keyword such as ``True`` or ``None``, a helper's name, or
+    nothing left: ``_1`` → ``1`` → ``Net1``... prefixed, since a name cannot start with a digit)."""
     name = "".join(part[:1].upper() + part[1:] for part in network.name.split("_")) or "Net"
-    return name + "Net" if name in ("MlpConv", "GlobalPool", "BatchNorm") else name
+    if name[0].isdigit():
+        name = "Net" + name
+    if keyword.iskeyword(name) or name in ("MlpConv", "GlobalPool", "BatchNorm", "None", "True", "False"):
+        name += "Net"
+    return name
 
 
 def _check_labels(network: ir.Network) -> None:
@@ -56,6 +62,20 @@ def _check_labels(network: ir.Network) -> None:
             errors.error("E0107", f"label `{layer.label}` cannot name a PyTorch module attribute",
                          layer.span, "rename the layer: it is a Python keyword or a torch.nn.Module member")
     errors.raise_if_any()
+
+
+def _mangled(label: str) -> bool:
+    """Python rewrites `self.__name` inside a class body to `self._Class__name`."""
+    return label.startswith("__") and not label.endswith("__")
+
+
+def _attribute(label: str) -> str:
+    """How generated code reads a layer: `self.conv1`, or by its string name where Python would mangle it."""
+    return f'getattr(self, "{label}")' if _mangled(label) else f"self.{label}"
+
+
+def _assign(label: str, make: str) -> str:
+    return f'setattr(self, "{label}", {make})' if _mangled(label) else f"self.{label} = {make}"
 
 
 def ends_with_softmax(network: ir.Network) -> bool:
@@ -88,17 +108,17 @@ def twin_source(network: ir.Network) -> str:
         "",
         "    def __init__(self):",
         "        super().__init__()",
-        *(f"        self.{layer.label} = {twin.make}" for layer, twin in zip(network.layers, twins)),
+        *(f"        {_assign(layer.label, twin.make)}" for layer, twin in zip(network.layers, twins)),
         "",
         "    def logits(self, x):",
         '        """Every layer but a final softmax: the scores the training loss takes."""',
-        *(f"        x = torch.relu_(self.{layer.label}(x))" if twin.relu else f"        x = self.{layer.label}(x)"
+        *(f"        x = torch.relu_({_attribute(layer.label)}(x))" if twin.relu else f"        x = {_attribute(layer.label)}(x)"
           for layer, twin in body),
         "        return x",
         "",
         "    def forward(self, x):",
         f'        """{network.input.name} {format_shape(shape)} → {network.output.name} {format_shape(network.output.shape)}."""',
-        f"        return self.{network.layers[-1].label}(self.logits(x))" if head else "        return self.logits(x)",
+        f"        return {_attribute(network.layers[-1].label)}(self.logits(x))" if head else "        return self.logits(x)",
         "", "",
         'if __name__ == "__main__":',
         f"    model = {name}().eval()",
