@@ -113,3 +113,18 @@ def test_seed_and_pointless_options_are_refused(cli, tmp_path, capsys):
     result = cli("compile", DIGITS, "-t", "torch", "--weights", tmp_path / "w.safetensors", "-o", tmp_path / "t.py")
     assert result.code == 1 and "--weights does nothing with --target torch" in result.err
     assert not (tmp_path / "t.py").exists()
+
+
+def test_inspect_describes_an_artifact_folder(cli, tmp_path):
+    pytest.importorskip("tvm")
+    assert cli("compile", DIGITS, "-t", "llvm", "-o", tmp_path / "a").code == 0
+    result = cli("inspect", tmp_path / "a")
+    assert result.code == 0 and "network `nin_digits`" in result.out and "profile llvm (cpu)" in result.out
+    (tmp_path / "empty").mkdir()
+    result = cli("inspect", tmp_path / "empty")
+    assert result.code == 1 and "not a nindsl artifact" in result.err
+
+
+def test_an_unknown_target_shows_the_json_form(cli, tmp_path):
+    result = cli("compile", DIGITS, "-t", "llvm -mcpu=skylake", "-o", tmp_path / "a")
+    assert result.code == 1 and '\'{"kind": "llvm", "mcpu": "skylake-avx512"}\'' in result.err

@@ -228,6 +228,11 @@ def drive_run(args) -> int:
 
 
 def drive_inspect(args) -> int:
+    if Path(args.model).is_dir():  # an artifact folder: what its manifest says
+        from ..tvm.artifact import describe_artifact
+
+        print(describe_artifact(Path(args.model)))
+        return 0
     from ..onnx.model import describe_model
 
     print(describe_model(args.model))

@@ -156,6 +156,22 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def describe_artifact(folder: Path) -> str:
+    """What `nindsl inspect` prints for an artifact folder: its manifest, read (nothing loaded)."""
+    manifest = read_manifest(folder)
+    shape = ", ".join(str(d) for d in manifest.get("input", {}).get("shape", []))
+    gpu = manifest.get("gpu_code") or {}
+    lines = [f"{folder}: network `{manifest.get('network')}` built by nindsl {manifest.get('nindsl_version')} "
+             f"with TVM {manifest.get('tvm_version')}",
+             f"  spec sha256 {manifest.get('spec_hash')}",
+             f"  profile {manifest.get('profile')} ({manifest.get('device')}), target {json.dumps(manifest.get('target'))}",
+             f"  input {manifest.get('input', {}).get('name')} [{shape}], tuned: {bool(manifest.get('tuning_db'))}",
+             f"  files {', '.join(sorted(manifest.get('files', {})))}"]
+    if gpu:
+        lines.append(f"  GPU code {gpu}")
+    return "\n".join(lines)
+
+
 class Runner:
     """A loaded library on its device: ``runner(batch) → outputs``."""
 

@@ -171,7 +171,8 @@ def load_profile(spec: str) -> Profile:
     if spec not in names:
         raise NindslError.one("E0504", f"unknown target `{spec}`", None,
                               did_you_mean(spec, names + ["onnx", "torch"])
-                              or f"targets: onnx, torch, {', '.join(names)}, or a profile .toml")
+                              or f"targets: onnx, torch, {', '.join(names)}, a profile .toml, or a TVM target "
+                                 'as JSON, e.g. --target \'{"kind": "llvm", "mcpu": "skylake-avx512"}\'')
     resource = profile_folder() / f"{spec}.toml"
     return parse_profile(resource.read_text(encoding="utf-8"), f"backends/{spec}.toml")
 
