@@ -128,3 +128,25 @@ def test_inspect_describes_an_artifact_folder(cli, tmp_path):
 def test_an_unknown_target_shows_the_json_form(cli, tmp_path):
     result = cli("compile", DIGITS, "-t", "llvm -mcpu=skylake", "-o", tmp_path / "a")
     assert result.code == 1 and '\'{"kind": "llvm", "mcpu": "skylake-avx512"}\'' in result.err
+
+
+@pytest.mark.parametrize("damage", ["unlisted library", "outside path", "bad type", "no weights hash"])
+def test_a_manifest_is_validated_before_anything_is_loaded(cli, tmp_path, damage):
+    pytest.importorskip("tvm")
+    import json
+
+    assert cli("compile", DIGITS, "-t", "llvm", "-o", tmp_path / "a").code == 0
+    path = tmp_path / "a" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if damage == "unlisted library":  # its constructor would run unchecked
+        del manifest["files"]["model.so"]
+    elif damage == "outside path":
+        manifest["files"]["../../etc/passwd"] = "0" * 64
+    elif damage == "bad type":
+        manifest["parameters"] = "conv1.weight"
+    else:
+        del manifest["files"]["weights.safetensors"]
+    path.write_text(json.dumps(manifest))
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    result = cli("run", tmp_path / "a", "-i", tmp_path / "x.npy")
+    assert result.code == 1 and "manifest.json" in result.err and "Traceback" not in result.err

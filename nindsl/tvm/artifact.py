@@ -153,7 +153,38 @@ def read_manifest(folder: Path) -> dict:
         raise _refuse(folder, f"{MANIFEST} is damaged ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _refuse(folder, f"unknown artifact format {manifest.get('format') if isinstance(manifest, dict) else '?'}")
+    _check_schema(folder, manifest)
     return manifest
+
+
+# What a manifest must hold, and of which type, before anything it names is opened.
+_SCHEMA = {"tvm_version": str, "network": str, "device": str, "parameters": list, "files": dict, "input": dict,
+           "output": dict}
+
+
+def _check_schema(folder: Path, manifest: dict) -> None:
+    """The manifest's shape, validated before anything is loaded: the library and the weights are
+    listed with their hashes, every listed file is a plain name inside the folder, and the
+    fields the loader reads have their types."""
+    for key, kind in _SCHEMA.items():
+        if not isinstance(manifest.get(key), kind):
+            raise _refuse(folder, f"{MANIFEST} is damaged: `{key}` is missing or not a {kind.__name__}",
+                          "compile the spec again")
+    files = manifest["files"]
+    for name in (LIBRARY, WEIGHTS):
+        if name not in files:
+            raise _refuse(folder, f"{MANIFEST} does not list {name} with its hash; it is not loaded",
+                          "compile the spec again")
+    for name, digest in files.items():
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") \
+                or not isinstance(digest, str) or len(digest) != 64:
+            raise _refuse(folder, f"{MANIFEST} lists `{name}`, which is not a file of this folder with a sha256",
+                          "an artifact's files sit in its own folder; compile the spec again")
+    shape = manifest["input"].get("shape")
+    if not isinstance(manifest["input"].get("name"), str) or not isinstance(shape, list) \
+            or not all(isinstance(d, (int, str)) for d in shape) \
+            or not all(isinstance(p, str) for p in manifest["parameters"]):
+        raise _refuse(folder, f"{MANIFEST} is damaged: its input or parameters are malformed", "compile the spec again")
 
 
 def describe_artifact(folder: Path) -> str:
