@@ -150,3 +150,16 @@ def test_a_manifest_is_validated_before_anything_is_loaded(cli, tmp_path, damage
     np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
     result = cli("run", tmp_path / "a", "-i", tmp_path / "x.npy")
     assert result.code == 1 and "manifest.json" in result.err and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("body, message", [
+    ("    x: conv(2, 3)\n    global_avgpool()\n    output y: f32[N, 2]\n", "`x` names both the input and a layer"),
+    ("    c: conv(2, 3)\n    global_avgpool()\n    output c: f32[N, 2]\n", "`c` names both the output and a layer"),
+    ("    conv(2, 3)\n    global_avgpool()\n    output x: f32[N, 2]\n", "the input and the output are both called"),
+])
+def test_check_refuses_names_that_no_backend_could_build(cli, tmp_path, body, message):
+    spec = tmp_path / "clash.nin"
+    spec.write_text(f"network t() {{\n    input x: f32[N, 1, 8, 8]\n{body}}}\n")
+    for argv in (("check", spec), ("compile", spec, "-o", tmp_path / "m.onnx")):
+        result = cli(*argv)
+        assert result.code == 1 and message in result.err and "E0108" in result.err, argv

@@ -674,7 +674,23 @@ def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], erro
         input_spec = ir.TensorSpec("input", "f32", ("N", 1, 1, 1))
     if output_spec is None:
         output_spec = ir.TensorSpec("output", "f32", ())  # filled from the inferred shape
+    _distinct_tensor_names(input_spec, output_spec, layers, errors)
     return ir.Network(node.name, input_spec, output_spec, layers, params=tuple(params.items()))
+
+
+def _distinct_tensor_names(input_spec: ir.TensorSpec, output_spec: ir.TensorSpec, layers, errors: _Errors) -> None:
+    """ONNX names a tensor after the input, each layer and the output, so they must differ
+    (else `check` would pass a network that no backend builds)."""
+    labels = {layer.label: layer.span for layer in layers}
+    for spec, what in ((input_spec, "input"), (output_spec, "output")):
+        if spec.name in labels:
+            errors.error("E0108", f"`{spec.name}` names both the {what} and a layer", spec.span or labels[spec.name],
+                         "rename one of them: the model's tensors are named after both" if spec.span else
+                         f"declare the output with another name (`output probs: ...`) or relabel the layer",
+                         notes=[Note("the layer is labelled here", labels[spec.name])] if spec.span else ())
+    if output_spec.name == input_spec.name:
+        errors.error("E0108", f"the input and the output are both called `{input_spec.name}`", output_spec.span,
+                     "give the output another name")
 
 
 DTYPES = ("f32",)
