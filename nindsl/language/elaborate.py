@@ -681,13 +681,12 @@ def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], erro
 def _distinct_tensor_names(input_spec: ir.TensorSpec, output_spec: ir.TensorSpec, layers, errors: _Errors) -> None:
     """ONNX names a tensor after the input, each layer and the output, so they must differ
     (else `check` would pass a network that no backend builds)."""
-    labels = {layer.label: layer.span for layer in layers}
+    labels = {layer.label: layer.span for layer in layers}  # (`output`, a keyword, labels nothing)
     for spec, what in ((input_spec, "input"), (output_spec, "output")):
         if spec.name in labels:
-            errors.error("E0108", f"`{spec.name}` names both the {what} and a layer", spec.span or labels[spec.name],
-                         "rename one of them: the model's tensors are named after both" if spec.span else
-                         f"declare the output with another name (`output probs: ...`) or relabel the layer",
-                         notes=[Note("the layer is labelled here", labels[spec.name])] if spec.span else ())
+            errors.error("E0108", f"`{spec.name}` names both the {what} and a layer", spec.span,
+                         "rename one of them: the model's tensors are named after both",
+                         notes=[Note("the layer is labelled here", labels[spec.name])])
     if output_spec.name == input_spec.name:
         errors.error("E0108", f"the input and the output are both called `{input_spec.name}`", output_spec.span,
                      "give the output another name")
