@@ -98,7 +98,8 @@ def drive_draw(args) -> int:
 def drive_import(args) -> int:
     from ..importers import import_model
 
-    made = import_model(args.model, args.output, weights_out=args.weights_out, name=args.name)
+    made = import_model(args.model, args.output, weights_out=args.weights_out, name=args.name,
+                        weights=args.weights, input_shape=args.input_shape)
     print(f"wrote {args.output} ({made.name}: {made.layers} layers, {made.total:,} parameters)"
           + (f" and {args.weights_out}" if args.weights_out else ""), file=sys.stderr)
     return 0

@@ -34,6 +34,13 @@ def at_least_zero(text: str) -> int:
     return value
 
 
+def _image_shape(text: str) -> tuple[int, int, int]:
+    parts = text.replace("x", ",").split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not C,H,W (three positive integers, e.g. 3,32,32)")
+    return tuple(int(p) for p in parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nindsl", description="Check, lower, compile, train and benchmark "
                                                                 "Network-in-Network specs (.nin).",
@@ -91,9 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--dpi", type=positive(int), default=200, help="PNG resolution (default 200)")
     with_set(draw)
 
-    imports = command("import", commands.drive_import, "write a .nin spec (and its weights) from an ONNX model")
-    imports.add_argument("model", help="an .onnx file (opset 11 or later)")
+    imports = command("import", commands.drive_import, "write a .nin spec (and its weights) from an ONNX model "
+                      "or a Caffe prototxt")
+    imports.add_argument("model", help="an .onnx file (opset 11 or later), or a Caffe .prototxt")
     imports.add_argument("-o", "--output", required=True, help="the spec to write (.nin)")
+    imports.add_argument("--weights", metavar="FROM.caffemodel", help="a Caffe prototxt's trained weights")
+    imports.add_argument("--input-shape", metavar="C,H,W", type=_image_shape,
+                         help="the input of a Caffe net whose Data layer reads it from its data set")
     imports.add_argument("--weights-out", metavar="W.safetensors", help="also write the model's weights")
     imports.add_argument("--name", help="the network's name (default: from the file name)")
 

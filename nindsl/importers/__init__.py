@@ -1,6 +1,7 @@
 """Importers: other formats' NiN models → a checked `.nin` spec and its weights.
 
-``import_model(path, out)`` picks the reader by the file's suffix (``.onnx``). An importer
+``import_model(path, out)`` picks the reader by the file's suffix (``.onnx``; ``.prototxt`` or
+``.pbtxt`` for Caffe, whose weights come from a ``.caffemodel`` given as ``weights``). An importer
 reads a model into :class:`Imported` (layers as spec lines, weights under nindsl's names),
 and :func:`write_spec` checks the spec with nindsl itself before anything is written.
 """
@@ -16,16 +17,31 @@ __all__ = ["Imported", "import_model", "write_spec"]
 
 
 def import_model(path: str | Path, out: str | Path, weights_out: str | Path | None = None,
-                 name: str | None = None) -> Imported:
-    """Read ``path`` (ONNX), write the spec to ``out`` and, if asked, the weights to ``weights_out``."""
+                 name: str | None = None, weights: str | Path | None = None,
+                 input_shape: tuple[int, ...] | None = None) -> Imported:
+    """Read ``path`` (ONNX, or a Caffe prototxt with its ``weights``), write the spec to ``out`` and,
+    if asked, the weights to ``weights_out``."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".onnx":
+    if suffix in (".prototxt", ".pbtxt"):
+        from .from_caffe import read_caffe
+
+        imported = read_caffe(path, weights, name, input_shape)
+        if weights_out is not None and weights is None:
+            raise NindslError.one("E0504", "--weights-out needs the Caffe weights: a prototxt holds none", None,
+                                  "give the .caffemodel with --weights")
+    elif suffix == ".caffemodel":
+        raise NindslError.one("E0504", f"`{path}` holds a Caffe net's weights; import its .prototxt", None,
+                              f"nindsl import NET.prototxt -o SPEC.nin --weights {path}")
+    elif weights is not None or input_shape is not None:
+        raise NindslError.one("E0504", "--weights and --input-shape are for Caffe prototxt files; an ONNX model "
+                                       "holds its weights and shapes", None)
+    elif suffix == ".onnx":
         from .from_onnx import read_onnx
 
         imported = read_onnx(path, name)
     else:
-        raise NindslError.one("E0504", f"`{path}`: nindsl imports .onnx files", None,
+        raise NindslError.one("E0504", f"`{path}`: nindsl imports .onnx files and Caffe .prototxt files", None,
                               "export the model to ONNX (opset 11 or later) first")
     write_spec(imported, out, weights_out)
     return imported
