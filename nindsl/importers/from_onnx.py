@@ -107,7 +107,9 @@ class _Reader:
         self.path, self.model, self.tensors, self.named = path, model, tensors, nindsl_made
         self.lines: list[str] = []
         self.weights: dict[str, np.ndarray] = {}
-        self.taken: set[str] = set()
+        # the input's and output's names are tensors' names too: a layer named like one (the last
+        # node of a nindsl model carries the output's name) takes its kind's numbered label
+        self.taken: set[str] = {value.name for value in (*model.graph.input, *model.graph.output)}
 
     def label(self, node: _Node, kind: str, suffix: str = "") -> str:
         name = node.name[: -len(suffix)] if suffix and node.name.endswith(suffix) else node.name

@@ -61,13 +61,26 @@ def default_database(module, target):
     database = ms.database.MemoryDatabase(module_equality="structural")
     for task in ms.relax_integration.extract_tasks(module, target):
         func = task.dispatched[0]
-        context = ms.TuneContext(mod=func, target=target, space_generator=_space(func, target),
-                                 task_name=task.task_name, rand_state=1)
-        (schedule,) = context.generate_design_space()[:1]
-        if not all(postproc.apply(schedule) for postproc in context.space_generator.postprocs) \
-                or not _replays(schedule.trace, func):
+        schedule = _schedule(func, target, task.task_name)
+        if schedule is None:
             continue  # this kernel keeps the pipeline's own schedule
         # A record needs a time to be the workload's best; nothing was measured, so it holds a nominal one.
         database.commit_tuning_record(ms.database.TuningRecord(
             schedule.trace, database.commit_workload(func), [NOMINAL_SECONDS], target))
     return database
+
+
+def _schedule(func, target, name: str):
+    """The kernel's schedule, or None where TVM cannot make or replay it (a schedule primitive
+    refusing an odd shape, such as a weight layout rewrite of a one-channel strided 1×1
+    convolution, found by the random-spec differential test): that kernel keeps the pipeline's."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        context = ms.TuneContext(mod=func, target=target, space_generator=_space(func, target), task_name=name,
+                                 rand_state=1)
+        (schedule,) = context.generate_design_space()[:1]
+        done = all(postproc.apply(schedule) for postproc in context.space_generator.postprocs)
+    except Exception:  # noqa: BLE001 - TVM raises its own error kinds (InternalError, TVMError, ...)
+        return None
+    return schedule if done and _replays(schedule.trace, func) else None
