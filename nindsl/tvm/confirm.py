@@ -2,10 +2,9 @@
 
 MetaSchedule measures each candidate once, in its own moment, and a build takes the
 record with the lowest time. On a shared machine one moment is not another: re-measured
-side by side, the third-best record of nin_cifar10's largest convolution ran 15 % faster
-than the recorded best (1302 against 1538 µs), and the second-best of its 3×3 convolution
-9 % faster (batch 1, this 2-core machine). So after the search, the ``TOP`` best records of each task are compiled
-here and timed in interleaved rounds, and the fastest by median is the task's choice.
+side by side, a record other than the recorded best is often faster (docs/performance.md
+has cases). So after the search, the ``TOP`` best records of each task are compiled here
+and timed in interleaved rounds, and the fastest by median is the task's choice.
 
 Choices live beside the records in ``nindsl_confirmed.json``: per workload (its structural
 hash) the record count it was confirmed against, the chosen trace's hash and the medians

@@ -148,8 +148,7 @@ def design_spaces(sch, target=None) -> list:
       apart (4 KB for a 32×32 map): a reduction over channels then reads addresses that
       all fall into the same few sets of the L1 cache, which holds only 8 of them per set.
       Whole rows, not one block's columns: each channel's run of the copy is then long
-      enough for the prefetcher (on nin_cifar10's 192→160 1×1 convolution at batch 64,
-      130 GFLOP/s with tiles of one block, 168 with whole rows).
+      enough for the prefetcher (docs/performance.md has the measurement).
     """
     result = []
     for order, rows, heights, widths in _spaces(sch, _conv_block(sch), target):

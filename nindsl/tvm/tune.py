@@ -172,8 +172,8 @@ def extract(module, target, folder: Path) -> list[Task]:
 
 def context(task: Task, folder: Path, trials: int):
     """A tune context whose evolutionary search is sized to the trials it will spend:
-    MetaSchedule's default population (512, 4 generations) costs ~40 s per task even for
-    one trial, which would dominate a small budget. Stride-1 convolutions search the
+    MetaSchedule's default population (512, 4 generations) costs tens of seconds per task
+    even for one trial, which would dominate a small budget. Stride-1 convolutions search the
     direct-convolution template (schedules.py) instead of MetaSchedule's generic space."""
     from tvm.s_tir import meta_schedule as ms
 
