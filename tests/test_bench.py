@@ -30,6 +30,7 @@ def test_bench_writes_records_and_a_plot(cli, tmp_path):
     assert {(r["engine"], r["batch"]) for r in records} == {(e, b) for e in engines.split(",") for b in (1, 4)}
     for record in records:
         assert record["median_ms"] > 0 and record["peak_gflops"] > 0
+        assert 0 < record["peak_fraction"] <= 1  # a peak is the best measured rate, no engine above it
         assert record["max_abs_diff"] < 1e-4  # every engine computes what ONNX Runtime does
         low, ratio, high = record["vs_onnxruntime_low"], record["vs_onnxruntime"], record["vs_onnxruntime_high"]
         assert low <= ratio <= high and (record["engine"] != "onnxruntime" or low == high == 1.0)

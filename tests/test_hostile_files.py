@@ -163,3 +163,11 @@ def test_check_refuses_names_that_no_backend_could_build(cli, tmp_path, body, me
     for argv in (("check", spec), ("compile", spec, "-o", tmp_path / "m.onnx")):
         result = cli(*argv)
         assert result.code == 1 and message in result.err and "E0108" in result.err, argv
+
+
+def test_fmt_check_reports_every_file(cli, tmp_path):
+    broken, unformatted = tmp_path / "broken.nin", tmp_path / "loose.nin"
+    broken.write_text("network a( {\n")
+    unformatted.write_text("network t() {\n  input x: f32[N, 1, 8, 8]\n  conv(2, 3)\n}\n")
+    result = cli("fmt", "--check", broken, unformatted)
+    assert result.code == 1 and "E0001" in result.err and f"{unformatted}: not formatted" in result.err

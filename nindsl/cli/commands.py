@@ -109,9 +109,14 @@ def drive_fmt(args) -> int:
     from ..language.fmt import format_module
     from ..language.parser import parse_file
 
-    unformatted = 0
-    for spec in args.spec:
-        module = parse_file(spec)
+    unformatted = failed = 0
+    for spec in args.spec:  # every file is reported, also after one that does not parse
+        try:
+            module = parse_file(spec)
+        except NindslError as error:
+            report(error, args.color_on)
+            failed += 1
+            continue
         text = format_module(module)
         if args.stdout:
             sys.stdout.write(text)
@@ -124,7 +129,7 @@ def drive_fmt(args) -> int:
         else:
             atomic_write_text(Path(spec), text)
             print(f"formatted {spec}", file=sys.stderr)
-    return EXIT_USER if args.check and unformatted else 0
+    return EXIT_USER if failed or args.check and unformatted else 0
 
 
 def drive_compile(args) -> int:
