@@ -22,7 +22,7 @@ import numpy as np
 
 from .language import ir
 from .language.layers import training
-from .kernel.diagnostics import Collector, NindslError
+from .kernel.diagnostics import Collector, NindslError, Note
 from .kernel import limits
 from .kernel.io import atomic_write_bytes, regular_file
 
@@ -150,12 +150,24 @@ def check_weights(network: ir.Network, tensors: dict[str, np.ndarray], origin: s
     errors = Collector()
     owners = _owners(network)
     expected = {w.name: w.shape for w in network.weights}
+    missing = [name for name in expected if name not in tensors]
+    extra = sorted(set(tensors) - set(expected))
+    renaming = _renaming(missing, extra)
+    if missing:  # one error for every missing name, with a table, not one error per tensor
+        rows = [f"{name} {list(expected[name])} (layer `{owners[name].label}`)" for name in missing[:10]]
+        rows += [f"… and {len(missing) - 10} more"] if len(missing) > 10 else []
+        errors.error("E0501", f"`{origin}` lacks {len(missing)} of the spec's {len(expected)} tensors",
+                     owners[missing[0]].span, renaming or "does the checkpoint belong to this spec?",
+                     [Note("missing: " + row) for row in rows])
+    if extra and not renaming:  # (a renaming explains the extra names too)
+        shown = ", ".join(f"`{n}`" for n in extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
+        errors.error("E0501", f"`{origin}` has tensors the spec does not: {shown}", network.input.span,
+                     "does the checkpoint belong to this spec?")
     for name, shape in expected.items():
         layer = owners[name]
         if name not in tensors:
-            errors.error("E0501", f"`{origin}` has no tensor `{name}` for layer `{layer.label}`", layer.span,
-                         f"expected shape {list(shape)}")
-        elif tuple(tensors[name].shape) != shape:
+            continue
+        if tuple(tensors[name].shape) != shape:
             errors.error("E0501", f"`{name}` in `{origin}` has shape {list(tensors[name].shape)}; layer "
                                   f"`{layer.label}` needs {list(shape)}", layer.span,
                          "was the checkpoint trained from another spec or with other --set values?")
@@ -165,13 +177,28 @@ def check_weights(network: ir.Network, tensors: dict[str, np.ndarray], origin: s
         elif not np.isfinite(np.asarray(tensors[name], dtype=np.float32)).all():
             errors.error("E0501", f"`{name}` in `{origin}` holds NaN or infinite values (as float32)", layer.span,
                          "a diverged training run? resume from an earlier checkpoint or lower the learning rate")
-    extra = sorted(set(tensors) - set(expected))
-    if extra:
-        shown = ", ".join(f"`{n}`" for n in extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
-        errors.error("E0501", f"`{origin}` has tensors the spec does not: {shown}", network.input.span,
-                     "does the checkpoint belong to this spec?")
     errors.raise_if_any()
     return {name: np.ascontiguousarray(tensors[name], dtype=np.float32) for name in expected}
+
+
+def _renaming(missing: list[str], extra: list[str]) -> str | None:
+    """A hint when the checkpoint's names are the spec's with a prefix added or dropped
+    (`model.conv1.0.weight` for `conv1.0.weight`, as a wrapped PyTorch module saves them)."""
+    if not missing or not extra:
+        return None
+    ours, theirs = missing[0], next((t for t in extra if t.endswith(missing[0]) or missing[0].endswith(t)), None)
+    if theirs is None or theirs == ours:
+        return None
+    if theirs.endswith(ours):
+        prefix = theirs[: -len(ours)]
+        if all(prefix + name in extra for name in missing):
+            return (f"its names carry the prefix `{prefix}` (`{theirs}` for `{ours}`): strip it, e.g. "
+                    f"{{name.removeprefix('{prefix}'): tensor for name, tensor in tensors.items()}}")
+    else:
+        prefix = ours[: -len(theirs)]
+        if all(name.removeprefix(prefix) in extra for name in missing):
+            return f"its names lack the prefix `{prefix}` (`{theirs}` for `{ours}`): add it"
+    return None
 
 
 def load_weights(network: ir.Network, path: str | Path) -> dict[str, np.ndarray]:

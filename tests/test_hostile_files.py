@@ -171,3 +171,16 @@ def test_fmt_check_reports_every_file(cli, tmp_path):
     unformatted.write_text("network t() {\n  input x: f32[N, 1, 8, 8]\n  conv(2, 3)\n}\n")
     result = cli("fmt", "--check", broken, unformatted)
     assert result.code == 1 and "E0001" in result.err and f"{unformatted}: not formatted" in result.err
+
+
+def test_a_checkpoint_with_other_names_is_one_error_with_the_renaming(cli, tmp_path):
+    import nindsl
+
+    network = nindsl.load(DIGITS)
+    weights = {f"model.{name}": value for name, value in initial_weights(network).items()}
+    save_weights(tmp_path / "w.safetensors", weights)
+    result = cli("compile", DIGITS, "--weights", tmp_path / "w.safetensors", "-o", tmp_path / "m.onnx")
+    assert result.code == 1 and result.err.count("error[E0501]") == 1 and result.err.endswith("1 error\n")
+    assert f"lacks {len(weights)} of the spec's {len(weights)} tensors" in result.err
+    assert "carry the prefix `model.`" in result.err and "removeprefix('model.')" in result.err
+    assert len(result.err.splitlines()) < 40
