@@ -20,6 +20,7 @@ so no engine is shown above 100 % of it.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .kernel.diagnostics import NindslError
 from .kernel.machine import usable_cpus
 from .kernel.progress import SILENT, Progress
 from .language import ir
+from .language.ir import values_per_example
 
 ENGINES = ("onnxruntime", "torch", "tvm-untuned", "tvm-tuned")
 BLOCK, WARM = 20, 5  # at most this many timed and untimed calls per engine per round
@@ -165,6 +167,22 @@ def ratio_interval(engine: list[list[float]], reference: list[list[float]], draw
     return float(low), float(high)
 
 
+def _check_memory(network: ir.Network, batches) -> None:
+    """Refuse, with the figure, a batch whose input and two largest live activations (float32)
+    would not fit in this machine's memory: found before anything is allocated."""
+    largest = max(values_per_example(shape) for shape in (network.input.shape, *(s.out_shape for s in network.shapes)))
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    for batch in batches:
+        needed = 3 * 4 * batch * largest
+        if needed > memory:
+            raise NindslError.one("E0401", f"batch {batch:,} needs about {needed / 2**30:,.1f} GiB for its input and "
+                                           f"activations; this machine has {memory / 2**30:,.1f} GiB", None,
+                                  "time smaller batches")
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     """What to time: engines (of :data:`ENGINES`) at each batch size, in ``rounds`` rounds."""
@@ -188,6 +206,7 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
     unknown = [e for e in options.engines if e not in ENGINES]
     if unknown:
         raise NindslError.one("E0504", f"unknown engine `{unknown[0]}`", None, f"engines: {', '.join(ENGINES)}")
+    _check_memory(network, options.batches)
     weights = initial_weights(network, options.seed)
     profile = load_profile(options.target)  # its device is every engine's: cpu, or cuda for all four
     if any(e.startswith("tvm") for e in options.engines):

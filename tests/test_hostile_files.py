@@ -184,3 +184,24 @@ def test_a_checkpoint_with_other_names_is_one_error_with_the_renaming(cli, tmp_p
     assert f"lacks {len(weights)} of the spec's {len(weights)} tensors" in result.err
     assert "carry the prefix `model.`" in result.err and "removeprefix('model.')" in result.err
     assert len(result.err.splitlines()) < 40
+
+
+@pytest.mark.parametrize("body, message", [
+    ("    input x: f32[N, 1048576, 1048576, 1048576]\n    global_avgpool()\n", "the input `x`"),
+    ("    input x: f32[N, 1, 64, 64]\n    conv(1048576, 3)\n    global_avgpool()\n", "`conv1`'s output"),
+    ("    input x: f32[N, 1, 1, 1]\n    flatten()\n    dense(100000)\n    dense(10000)\n", "parameters; the limit"),
+])
+def test_check_refuses_what_no_backend_could_hold(cli, tmp_path, body, message):
+    spec = tmp_path / "huge.nin"
+    spec.write_text(f"network t() {{\n{body}}}\n")
+    for argv in (("check", spec), ("compile", spec, "-o", tmp_path / "m.onnx")):
+        result = cli(*argv)
+        assert result.code == 1 and "E0401" in result.err and message in result.err, argv
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_batch_too_large_is_refused_with_the_figure(cli, tmp_path):
+    result = cli("bench", SPECS / "nin_imagenet.nin", "--batch", "100000", "--engines", "onnxruntime")
+    assert result.code == 1 and "GiB for its input and activations" in result.err
+    result = cli("compile", DIGITS, "-t", "llvm", "--batch", str(10**12), "-o", tmp_path / "a")
+    assert result.code == 1 and "--batch must be between 1 and" in result.err

@@ -49,8 +49,8 @@ def batch_size(text: str | None) -> int | None:
     except ValueError:
         raise _usage(f"--batch must be one whole number, got `{text}`",
                      "leave it out for a build that takes any batch size") from None
-    if batch < 1:
-        raise _usage(f"--batch must be at least 1, got {batch}")
+    if not 1 <= batch <= limits.MAX_DIM:
+        raise _usage(f"--batch must be between 1 and {limits.MAX_DIM:,}, got {batch:,}")
     return batch
 
 
@@ -60,8 +60,9 @@ def batch_sizes(text: str) -> tuple[int, ...]:
         batches = [int(b) for b in text.split(",") if b.strip()]
     except ValueError:
         batches = []
-    if not batches or min(batches) < 1:
-        raise _usage(f"--batch must be a comma-separated list of sizes, got `{text}`", "for example --batch 1,64")
+    if not batches or min(batches) < 1 or max(batches) > limits.MAX_DIM:
+        raise _usage(f"--batch must be a comma-separated list of sizes from 1 to {limits.MAX_DIM:,}, got `{text}`",
+                     "for example --batch 1,64")
     return tuple(batches)
 
 

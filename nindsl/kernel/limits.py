@@ -12,7 +12,10 @@ MAX_REPEAT = 10_000  # one `repeat n`
 MAX_NESTING = 32  # blocks and repeats inside each other
 MAX_IMPORT_DEPTH = 16  # chain of imports
 MAX_LAYERS = 100_000  # layers of one network after expansion
-MAX_PARAMETERS = 2_000_000_000  # weights of one network (8 GB of float32)
+# Weights of one network: every backend starts from one ONNX file that holds them, and protobuf
+# (so ONNX) stops at 2 GiB: 500 M float32 values leave room for the graph.
+MAX_PARAMETERS = 500_000_000
+MAX_ACTIVATION = 1 << 31  # values of one layer's output for one example (8 GiB of float32)
 MAX_LIST = 4_096  # items of one list literal (e.g. mlpconv widths)
 
 # Files nindsl reads, checked (kind and size) before a byte is read.

@@ -31,6 +31,18 @@ def format_shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def values_per_example(shape) -> int:
+    """How many values one example of a [N, ...] tensor holds.
+
+    >>> values_per_example(("N", 3, 32, 32))
+    3072
+    """
+    count = 1
+    for dim in shape[1:]:
+        count *= dim
+    return count
+
+
 def shape_fits(expected, shape) -> bool:
     """Does an array shape fit a declared one (a named batch dimension takes any size)?
 

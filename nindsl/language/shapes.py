@@ -15,7 +15,7 @@ from ..kernel import limits
 from ..kernel.diagnostics import Collector, Note, Span
 from . import ir
 from .layers import Pool, kind
-from .ir import format_shape
+from .ir import format_shape, values_per_example
 from .windows import ShapeError
 
 
@@ -86,9 +86,24 @@ def infer(network: ir.Network) -> ir.Network:
     total = sum(s.params for s in shapes)
     if total > limits.MAX_PARAMETERS:
         errors.error("E0401", f"the network has {total:,} parameters; the limit is {limits.MAX_PARAMETERS:,}",
-                     network.input.span)
+                     network.input.span, "an ONNX file, which every backend starts from, holds at most 2 GiB")
+    _check_activations(network, shapes, errors)
     errors.raise_if_any()
     return replace(network, shapes=tuple(shapes), output=output)
+
+
+def _check_activations(network: ir.Network, shapes, errors: Collector) -> None:
+    """Every tensor of one example must fit in memory (and in the 32-bit sizes backends index
+    with): the input's and each layer's output, the first too large one reported."""
+    tensors = [(network.input.span, f"the input `{network.input.name}`", network.input.shape)]
+    tensors += [(layer.span, f"`{layer.label}`'s output", s.out_shape) for layer, s in zip(network.layers, shapes)]
+    for span, what, shape in tensors:
+        values = values_per_example(shape)
+        if values > limits.MAX_ACTIVATION:
+            errors.error("E0401", f"{what} {format_shape(shape)} holds {values:,} values per example; the "
+                                  f"limit is {limits.MAX_ACTIVATION:,} ({limits.MAX_ACTIVATION * 4 / 2**30:g} GiB of "
+                                  "float32)", span, "use smaller sizes or more pooling before this layer")
+            return
 
 
 def _output_help(network: ir.Network, shapes, declared) -> str | None:
