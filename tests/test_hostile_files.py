@@ -205,3 +205,17 @@ def test_a_batch_too_large_is_refused_with_the_figure(cli, tmp_path):
     assert result.code == 1 and "GiB for its input and activations" in result.err
     result = cli("compile", DIGITS, "-t", "llvm", "--batch", str(10**12), "-o", tmp_path / "a")
     assert result.code == 1 and "--batch must be between 1 and" in result.err
+
+
+def test_untrained_weights_are_said_to_be_untrained(cli, tmp_path):
+    import nindsl
+
+    result = cli("compile", DIGITS, "-o", tmp_path / "m.onnx")
+    assert result.code == 0 and "untrained" in result.err
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    for model in (DIGITS, tmp_path / "m.onnx"):  # a spec, and a model that records its weights' origin
+        result = cli("run", model, "-i", tmp_path / "x.npy")
+        assert result.code == 0 and "untrained" in result.err, model
+    save_weights(tmp_path / "w.safetensors", initial_weights(nindsl.load(DIGITS), seed=5))
+    result = cli("run", DIGITS, "-i", tmp_path / "x.npy", "--weights", tmp_path / "w.safetensors")
+    assert result.code == 0 and "untrained" not in result.err

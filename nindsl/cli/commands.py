@@ -15,6 +15,7 @@ from ..kernel.diagnostics import NindslError, did_you_mean
 from ..kernel.io import atomic_write_bytes, atomic_write_text
 from ..kernel.machine import free_cpus, usable_cpus
 from ..language import load
+from ..onnx.model import UNTRAINED, weights_origin
 from .inputs import batch_size, batch_sizes, load_input, onnx_signature, overrides
 from .printing import ConsoleProgress, print_bench, print_summary, print_top, report
 
@@ -143,6 +144,7 @@ def drive_compile(args) -> int:
         out = Path(args.output or f"{network.name}.onnx")
         write_onnx(network, out, weights=args.weights, seed=args.seed)
         print(f"wrote {out} ({network.total_params:,} parameters, opset {OPSET})")
+        _warn_if_untrained(weights_origin(args.weights, args.seed))
         return 0
     if target == "torch":
         from ..torch.twin import write_twin_source
@@ -168,6 +170,7 @@ def drive_compile(args) -> int:
     made = compile_artifact(network, profile, out, args.weights, args.seed, batch, tuning, ConsoleProgress())
     detail = f", {made.gpu_kernels} GPU kernels" if made.gpu_kernels is not None else ""
     print(f"wrote {made.out}/ for {profile.name} ({profile.device}{detail}) in {made.seconds:.1f} s")
+    _warn_if_untrained(weights_origin(args.weights, args.seed))
     return 0
 
 
@@ -195,6 +198,13 @@ def _artifact_preprocess(artifact, folder: Path, inputs: list[str]) -> dict:
     return _recorded_preprocess(read_model(folder / "model.onnx"))
 
 
+def _warn_if_untrained(origin: str | None) -> None:
+    """A model with its initial weights computes noise: say so (its outputs look like answers)."""
+    if origin and origin.startswith(UNTRAINED):
+        print(f"note: these weights are {origin}: untrained, so the outputs mean nothing yet; pass --weights "
+              "with a checkpoint (nindsl train writes one)", file=sys.stderr)
+
+
 def drive_run(args) -> int:
     source = Path(args.model)
     backend = args.backend
@@ -206,14 +216,16 @@ def drive_run(args) -> int:
         artifact = Artifact(source)
         outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
                                       _artifact_preprocess(artifact, source, args.input)))
+        origin = artifact.manifest.get("weights")
     elif source.suffix == ".onnx":
-        from ..onnx.model import read_model
+        from ..onnx.model import model_metadata, read_model
         from ..onnx.runtime import BACKENDS, run
 
         model = read_model(source)
         backend = backend or "onnxruntime"
         _check_backend(backend, BACKENDS)
         outputs = run(model, load_input(args.input, *onnx_signature(model), _recorded_preprocess(model)), backend)
+        origin = model_metadata(model).get("weights")
     else:
         from ..engines import SPEC_ENGINES, prepare
         from ..weights import resolve
@@ -224,7 +236,9 @@ def drive_run(args) -> int:
         _check_backend(backend, SPEC_ENGINES)
         threads = (args.threads or free_cpus()) if backend == "torch" else None
         outputs = prepare(backend, network, resolve(network, args.weights, args.seed), threads=threads)(batch)
+        origin = weights_origin(args.weights, args.seed)
     print_top(outputs, args.top)
+    _warn_if_untrained(origin)
     if args.output:
         buffer = io.BytesIO()
         np.save(buffer, outputs)

@@ -26,7 +26,7 @@ from ..kernel.version import __version__
 from ..language import ir
 from ..language.layers import kind
 from ..weights import resolve
-from .model import metadata, serialize
+from .model import metadata, serialize, weights_origin
 
 OPSET = 17
 
@@ -86,9 +86,7 @@ def to_onnx(network: ir.Network, weights=None, seed: int = 0, check: bool = True
                               producer_name="nindsl", producer_version=__version__,
                               doc_string=f"{network.name}, compiled by nindsl {__version__} from a .nin spec")
     model.ir_version = 8  # the IR version of opset 17, readable by older runtimes too
-    origin = "drawn from the spec's init, seed %d" % seed if weights is None else \
-        (str(weights) if not isinstance(weights, dict) else "given in memory")
-    helper.set_model_props(model, metadata(network, origin))
+    helper.set_model_props(model, metadata(network, weights_origin(weights, seed)))
     _add_value_info(model)
     if check:
         check_model(model, network, outputs)

@@ -23,6 +23,16 @@ from ..language import ir
 METADATA_PREFIX = "nindsl."
 
 
+UNTRAINED = "drawn from the spec's init"
+
+
+def weights_origin(weights, seed: int = 0) -> str:
+    """Where a model's weights came from, as its metadata records it."""
+    if weights is None:
+        return f"{UNTRAINED}, seed {seed}"
+    return str(weights) if not isinstance(weights, dict) else "given in memory"
+
+
 def metadata(network: ir.Network, weights_origin: str) -> dict[str, str]:
     sources = {source.path: source.text for source in network.sources or ()}
     return {

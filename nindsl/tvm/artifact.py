@@ -29,6 +29,7 @@ from ..kernel.io import atomic_directory, regular_file
 from ..kernel.progress import SILENT, Progress
 from ..kernel.version import __version__
 from ..language import ir
+from ..onnx.model import weights_origin
 from ..language.ir import format_shape, shape_fits
 from .build import Build, build
 from .cuda import GpuImage, find_nvcc, gpu_images, load_cuda_runtime, runs_on
@@ -75,13 +76,14 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
     built = build(network, profile, weights, seed, batch, tuned)
     seconds = time.perf_counter() - start
-    write_artifact(out, network, profile, built, seconds, str(db) if db else None)
+    write_artifact(out, network, profile, built, seconds, str(db) if db else None,
+                   weights_origin(weights, seed))
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
     return CompileReport(out, seconds, kernels)
 
 
 def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Build, seconds: float,
-                   tuning_db: str | None = None) -> None:
+                   tuning_db: str | None = None, weights: str | None = None) -> None:
     import tvm
 
     from ..onnx.model import serialize
@@ -113,6 +115,7 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
             "transform_params": built.packs,
             "tuning_db": tuning_db,
             "compile_seconds": round(seconds, 2),
+            "weights": weights,  # where they came from, as the ONNX metadata says it
             "files": {name: _sha256(staging / name) for name in (LIBRARY, WEIGHTS, ONNX_FILE)},
         }
         if profile.device == "cuda":  # what the machine that runs it needs (nindsl/tvm/cuda.py)
