@@ -140,7 +140,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
     try:
         metadata = json.loads(data[8: 8 + length]).get("__metadata__") or {}
         tensors = load(data)
-    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as error:
+    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError, RecursionError) as error:
         raise _refused(path, f"is damaged or not safetensors ({error})") from None
     return tensors, metadata
 

@@ -67,8 +67,22 @@ def batch_sizes(text: str) -> tuple[int, ...]:
 
 
 def onnx_signature(model) -> tuple[str, tuple]:
-    """The input name and shape of an ONNX model (a named batch dimension stays a name)."""
-    graph_input = model.graph.input[0]
+    """The input name and shape of an ONNX model (a named batch dimension stays a name); a model
+    nindsl cannot feed one float array (no input, several, another type, a foreign op domain)
+    is refused before a session is opened."""
+    weights = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    float32 = 1  # onnx.TensorProto.FLOAT
+    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != float32:
+        shown = ", ".join(f"`{i.name}`" for i in inputs) or "none"
+        told = f"its input {shown} is not float32" if len(inputs) == 1 else f"it takes {len(inputs)} inputs ({shown})"
+        raise NindslError.one("E0502", f"nindsl runs ONNX models with one float32 input; {told}", None,
+                              "give a model with a single float32 image input")
+    foreign = sorted({op.domain for op in model.opset_import} - {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+    if foreign:
+        raise NindslError.one("E0502", f"the model uses operators of the domain(s) {', '.join(foreign)}, which "
+                              "no nindsl backend runs", None)
+    graph_input = inputs[0]
     return graph_input.name, tuple(d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim)
 
 

@@ -112,6 +112,8 @@ def parse_prototxt(path: Path):
         message = re.sub(r"^'.*?': ", "", message, count=1)  # the line itself: the caret shows it
         span = Span(source, line, max(column, 1), line, max(column, 1) + 1) if line else None
         raise _error(f"`{path}` is not a valid Caffe prototxt: {message}", span) from None
+    except RecursionError:  # `layer {` 50,000 times: protobuf's text parser recurses per brace
+        raise _error(f"`{path}` is not a valid Caffe prototxt: its braces nest too deeply", None) from None
     return net, source
 
 

@@ -167,7 +167,7 @@ def read_json_object(path: Path) -> dict:
     (the bookkeeping files beside a tuning database are rewritten whole, never trusted)."""
     try:
         value = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

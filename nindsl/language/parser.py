@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
 from ..kernel import limits
@@ -97,6 +97,7 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
     except UnexpectedInput as error:
         raise NindslError([_syntax_error(error, source)]) from None
     comments = tuple(_comments.items)
+    _check_depth(tree, source)
     builder = _Builder(source)
     try:
         items = builder.transform(tree)
@@ -104,6 +105,27 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         raise error.orig_exc from None
     builder.errors.raise_if_any()
     return ast.Module(tuple(items.children), source=source, comments=comments)
+
+
+_EXPRESSIONS = {"add", "sub", "mul", "div", "floordiv", "neg", "pos", "call", "args", "keyword", "list"}
+
+
+def _check_depth(tree: Tree, source: Source) -> None:
+    """Refuse an expression nested deeper than the builder's recursion can follow (``1+1+...``
+    with 50,000 terms, 10,000 parentheses), walking the tree without recursion."""
+    stack = [(tree, 0, tree)]  # a node, its depth inside its expression, and that expression
+    while stack:
+        node, depth, root = stack.pop()
+        if depth > limits.MAX_EXPRESSION_DEPTH:
+            meta = root.meta
+            span = None if getattr(meta, "empty", True) else Span(source, meta.line, meta.column, meta.line,
+                                                                   meta.column + 1)
+            raise NindslError.one("E0401", f"expression nested more than {limits.MAX_EXPRESSION_DEPTH} deep "
+                                  "(operators and parentheses inside each other)", span,
+                                  help="split it into several `let` constants")
+        inside = node.data in _EXPRESSIONS
+        stack.extend((child, depth + 1, root) if inside else (child, 1, child)
+                     for child in node.children if isinstance(child, Tree))
 
 
 def parse_file(path: str | Path) -> ast.Module:

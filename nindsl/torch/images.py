@@ -40,6 +40,8 @@ def read_image(path: Path, channels: int, height: int, width: int) -> np.ndarray
         raise NindslError.one("E0301", f"no such file `{path}`", None) from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise _bad(f"`{path}` is not a readable image ({error})") from None
+    except Image.DecompressionBombError as error:  # a small file that decodes to gigabytes
+        raise _bad(f"`{path}` is refused: {error}", "resize the image before giving it to nindsl") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 

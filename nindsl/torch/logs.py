@@ -72,7 +72,7 @@ def read_history(run: Path) -> tuple[str, list[dict]]:
                               "give the --out folder of `nindsl train`") from None
     except OSError as error:
         raise NindslError.one("E0301", f"cannot read `{path}`: {error.strerror}", None) from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
         raise NindslError.one("E0502", f"`{path}` is not a training run's metrics ({error})", None) from None
 
 

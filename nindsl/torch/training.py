@@ -255,7 +255,7 @@ def _read_state(network: ir.Network, out: Path) -> tuple[Settings, dict[str, np.
         settings = Settings(int(meta["epochs"]), int(meta["batch"]), meta["data"], int(meta["seed"]),
                             json.loads(meta["history"]), json.loads(meta["best_val_acc"]), int(meta["best_epoch"]),
                             int(meta.get("patience", "0")))
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError, TypeError, RecursionError) as error:
         raise NindslError.one("E0502", f"`{path}` is damaged: its metadata lacks or garbles {error}", None) from None
     weights = check_weights(network, {n[len("weight."):]: t for n, t in tensors.items() if n.startswith("weight.")},
                             str(path))

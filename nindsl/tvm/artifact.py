@@ -152,7 +152,7 @@ def read_manifest(folder: Path) -> dict:
                       "build one with `nindsl compile SPEC --target llvm`")
     try:
         manifest = json.loads(regular_file(path, "a manifest", limits.MAX_MANIFEST_BYTES).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:  # RecursionError: [[[[…
         raise _refuse(folder, f"{MANIFEST} is damaged ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _refuse(folder, f"unknown artifact format {manifest.get('format') if isinstance(manifest, dict) else '?'}")
