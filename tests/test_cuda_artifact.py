@@ -4,7 +4,8 @@ tests read the machine code in model.so."""
 
 from __future__ import annotations
 
-import ctypes
+import subprocess
+import sys
 import hashlib
 import json
 import re
@@ -40,12 +41,24 @@ def _kernel_names(cuda_source: str) -> set[str]:
     return set(re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(', cuda_source))
 
 
+_READ_LIBRARY_BIN = """
+import ctypes, os, sys
+import tvm  # the library links against its runtime
+handle = ctypes.CDLL(sys.argv[1])
+size = int.from_bytes((ctypes.c_ubyte * 8).in_dll(handle, "__tvm_ffi__library_bin"), "little")
+sys.stdout.buffer.write(bytes((ctypes.c_ubyte * (size + 8)).in_dll(handle, "__tvm_ffi__library_bin")))
+sys.stdout.flush()
+os._exit(0)  # the library's static destructors are not this test's business
+"""
+
+
 def _serialized_cuda_modules(library) -> list[tuple[str, list[str], bytes]]:
     """(format, kernel names, code) of each CUDA module a library embeds, from the bytes TVM's
-    loader reads: the library's `__tvm_ffi__library_bin`."""
-    handle = ctypes.CDLL(str(library))
-    size = int.from_bytes((ctypes.c_ubyte * 8).in_dll(handle, "__tvm_ffi__library_bin"), "little")
-    return cuda.cuda_modules(bytes((ctypes.c_ubyte * (size + 8)).in_dll(handle, "__tvm_ffi__library_bin")))
+    loader reads: the library's `__tvm_ffi__library_bin`. Read in a child process: a library
+    opened with ctypes here crashed this process at its exit (its destructors ran after TVM's)."""
+    child = subprocess.run([sys.executable, "-c", _READ_LIBRARY_BIN, str(library)], capture_output=True,
+                           timeout=120, check=True)
+    return cuda.cuda_modules(child.stdout)
 
 
 @pytest.fixture(scope="module")
