@@ -270,9 +270,6 @@ BAD_SPECS: dict[str, Callable[[Path], Path]] = {
 
 # Deep parentheses leave no trace in the syntax tree, so they are no hazard: a spec may use them.
 MAY_PASS = {"nested_parens"}
-# The import's path is resolved in language/elaborate.py (the other engineer's file): a symlink
-# loop (RuntimeError) and a name over 255 bytes (ENAMETOOLONG) are internal errors today.
-IMPORT_PATHS_PENDING = {"import_symlink_loop", "import_long_name"}
 # What no backend can build: check refuses it (limits.MAX_PARAMETERS, MAX_ACTIVATION), so every
 # command that elaborates the spec does.
 LIMITS = {"two_billion_params", "astronomical_input", "astronomical_conv_chain"}
@@ -285,11 +282,7 @@ def _spec_cases():
     for name, make in BAD_SPECS.items():
         for command in SPEC_COMMANDS[name]:
             case = _spec_case(name, make, command)
-            marks = ()
-            if name in IMPORT_PATHS_PENDING and command != "fmt":
-                marks = (pytest.mark.xfail(strict=True, reason="Path.resolve() of an import in language/elaborate.py "
-                                                               "raises on a symlink loop or a too-long name"),)
-            yield pytest.param(case, id=case.name, marks=marks)
+            yield pytest.param(case, id=case.name)
 
 
 def _c(name: str, build: Callable[[Path], list], outputs: tuple[str, ...] = ()) -> Case:

@@ -393,7 +393,15 @@ class _Loader:
             self.errors.error("E0303", f"import `{item.path}` is an absolute path", item.span,
                               "imports are relative to the importing file")
             return None
-        target = (base / item.path).resolve()
+        try:
+            target = (base / item.path).resolve()
+        except RuntimeError:  # (Python 3.11 raises it for a symlink loop)
+            self.errors.error("E0301", f"cannot import `{item.path}`: it is a symbolic link that leads to itself",
+                              item.span)
+            return None
+        except OSError as error:  # a name too long, a folder that cannot be read
+            self.errors.error("E0301", f"cannot import `{item.path}`: {error.strerror or error}", item.span)
+            return None
         root = self.root.resolve() if self.root else base.resolve()
         if not target.is_relative_to(root):
             self.errors.error("E0303", f"import `{item.path}` leads outside the project folder", item.span,

@@ -132,10 +132,14 @@ def parse_file(path: str | Path) -> ast.Module:
     """Read and parse one spec file (size, encoding and kind checked first)."""
     path = Path(path)
     shown = str(path)
-    if path.is_dir():
+    try:
+        folder, other = path.is_dir(), path.exists() and not path.is_file()
+    except OSError as error:  # a name too long for the file system, ...
+        raise NindslError.one("E0301", f"cannot read `{shown}`: {error.strerror or error}", None) from None
+    if folder:
         raise NindslError.one("E0301", f"`{shown}` is a folder, not a spec", None,
                               help="give the path of a .nin file")
-    if path.exists() and not path.is_file():
+    if other:
         raise NindslError.one("E0301", f"`{shown}` is not a regular file", None)
     try:
         size = path.stat().st_size
