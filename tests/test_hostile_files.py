@@ -219,3 +219,44 @@ def test_untrained_weights_are_said_to_be_untrained(cli, tmp_path):
     save_weights(tmp_path / "w.safetensors", initial_weights(nindsl.load(DIGITS), seed=5))
     result = cli("run", DIGITS, "-i", tmp_path / "x.npy", "--weights", tmp_path / "w.safetensors")
     assert result.code == 0 and "untrained" not in result.err
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_rpc_tracker_quietly(tmp_path):
+    pytest.importorskip("tvm")
+    pytest.importorskip("tornado")
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
+    tracker = subprocess.Popen([sys.executable, "-m", "nindsl", "rpc", "tracker", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _port_open(port) and tracker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _port_open(port), "the tracker did not start"
+        os.killpg(tracker.pid, signal.SIGINT)
+        out, err = tracker.communicate(timeout=30)
+    finally:
+        if tracker.poll() is None:
+            os.killpg(tracker.pid, signal.SIGKILL)
+    assert tracker.returncode == 130 and err.endswith("interrupted\n") and "Traceback" not in err, err
+    time.sleep(1)
+    assert not _port_open(port)  # TVM's tracker went with it

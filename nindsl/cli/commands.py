@@ -291,8 +291,8 @@ def drive_bundle(args) -> int:
 def drive_rpc(args) -> int:
     from ..tvm.rpc import launch
 
-    launch(args.role, args.host, args.port, args.tracker, args.key, ConsoleProgress())
-    return 0  # not reached: launch replaces this process
+    status = launch(args.role, args.host, args.port, args.tracker, args.key, ConsoleProgress())
+    return 0 if status == 0 else EXIT_USER  # TVM said why it stopped
 
 
 def drive_train(args) -> int:

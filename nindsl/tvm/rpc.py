@@ -12,7 +12,9 @@ and servers that nindsl starts listen on the loopback interface unless told othe
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import sys
 
 from ..kernel.diagnostics import NindslError
@@ -80,8 +82,15 @@ def measuring_runner(address: str | None, key: str | None):
 
 
 def launch(role: str, host: str = LOOPBACK, port: int | None = None, tracker: str | None = None,
-           key: str | None = None, progress: Progress = SILENT) -> None:
-    """Become TVM's own RPC ``tracker`` or ``server`` (this process is replaced), on loopback by default."""
+           key: str | None = None, progress: Progress = SILENT) -> int:
+    """Run TVM's own RPC ``tracker`` or ``server``, on loopback by default, until it ends or
+    this process is interrupted; return its exit status.
+
+    TVM's tracker and server run in a child process in a session of their own, so Ctrl-C
+    reaches nindsl alone: it stops their whole process group and raises KeyboardInterrupt,
+    which the command line reports as one line (TVM itself would print a traceback from
+    each of its processes). SIGTERM and SIGHUP stop them the same way.
+    """
     require_tvm()
     try:
         import tornado  # noqa: F401 - TVM's tracker and server need it
@@ -108,4 +117,39 @@ def launch(role: str, host: str = LOOPBACK, port: int | None = None, tracker: st
         progress.note(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, command)
+    return _supervise(command)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _supervise(command: list[str]) -> int:
+    """Run ``command`` in a session of its own; on an interrupt, stop its process group."""
+    stops = (signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, _interrupt) for s in stops}
+    child = None
+    try:
+        child = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
+        return child.wait()
+    except KeyboardInterrupt:
+        if child is not None:
+            _stop_group(child)
+        raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _stop_group(child: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM to the child's process group (TVM's worker processes included), then SIGKILL."""
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(child.pid, number)
+        except ProcessLookupError:
+            return
+        try:
+            child.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
