@@ -81,3 +81,14 @@ def test_fmt_of_broken_spec_changes_nothing(cli, tmp_path):
     result = cli("fmt", spec)
     assert result.code == 1 and "error[E0001]" in result.err
     assert spec.read_text() == "network t( {\n"
+
+
+def test_a_definition_without_parameters_may_leave_out_the_parentheses(cli, tmp_path):
+    bare = "block b {\n    conv(2, 3)\n}\n\nnetwork t {\n    input x: f32[N, 1, 8, 8]\n    b()\n    global_avgpool()\n}\n"
+    written = bare.replace("b {", "b() {").replace("t {", "t() {")
+    assert nindsl.parse(bare) == nindsl.parse(written)
+    assert format_module(nindsl.parse(bare)) == written  # fmt writes the canonical `()`
+    spec = tmp_path / "bare.nin"
+    spec.write_text(bare)
+    result = cli("check", spec)
+    assert result.code == 0 and "t: 2 layers" in result.out
