@@ -126,8 +126,23 @@ def test_inspect_describes_an_artifact_folder(cli, tmp_path):
 
 
 def test_an_unknown_target_shows_the_json_form(cli, tmp_path):
-    result = cli("compile", DIGITS, "-t", "llvm -mcpu=skylake", "-o", tmp_path / "a")
-    assert result.code == 1 and '\'{"kind": "llvm", "mcpu": "skylake-avx512"}\'' in result.err
+    result = cli("compile", DIGITS, "-t", "llvm -mcpu=skylake -num-cores=4", "-o", tmp_path / "a")
+    assert result.code == 1 and "not TVM's target string" in result.err
+    assert '--target \'{"kind": "llvm", "mcpu": "skylake", "num-cores": 4}\'' in result.err  # what that string says
+    result = cli("compile", DIGITS, "-t", "lvm", "-o", tmp_path / "a")
+    assert result.code == 1 and "did you mean `llvm`?" in result.err
+
+
+def test_an_unknown_llvm_cpu_is_refused_before_building(cli, tmp_path):
+    pytest.importorskip("tvm")
+    result = cli("compile", DIGITS, "-t", '{"kind": "llvm", "mcpu": "skylak"}', "-o", tmp_path / "a")
+    assert result.code == 1 and "in --target: LLVM knows no CPU `skylak`" in result.err, result.err
+    assert "did you mean `skylake`?" in result.err and "llvm_get_cpu_archlist" in result.err
+    profile = tmp_path / "mine.toml"
+    profile.write_text('name = "mine"\n[target]\nkind = "llvm"\nmcpu = "notacpu"\n')
+    result = cli("compile", DIGITS, "-t", profile, "-o", tmp_path / "a")
+    assert result.code == 1 and f"in `{profile}`: LLVM knows no CPU `notacpu`" in result.err
+    assert not (tmp_path / "a").exists()
 
 
 @pytest.mark.parametrize("damage", ["unlisted library", "outside path", "bad type", "no weights hash"])

@@ -159,11 +159,12 @@ def drive_compile(args) -> int:
         print(f"wrote {out}")
         return 0
     from ..tvm.artifact import compile_artifact
-    from ..tvm.profiles import load_profile
+    from ..tvm.profiles import check_target, load_profile
     from ..tvm.env import require_tvm
 
     profile = load_profile(target)
     require_tvm()
+    check_target(profile)  # before any work: LLVM would build for a generic CPU and say so only in passing
     batch = batch_size(args.batch)
     tuning = _tuning(args) if args.tune else None
     out = args.output or f"{network.name}-{profile.name}"

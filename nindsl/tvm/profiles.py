@@ -169,6 +169,10 @@ def load_profile(spec: str) -> Profile:
         return parse_profile(text, spec)
     names = profile_names()
     if spec not in names:
+        as_json = target_string_as_json(spec)
+        if as_json:
+            raise NindslError.one("E0504", f"--target takes a profile name or a JSON table, not TVM's target "
+                                           f"string `{spec}`", None, f"write it as --target '{as_json}'")
         raise NindslError.one("E0504", f"unknown target `{spec}`", None,
                               did_you_mean(spec, names + ["onnx", "torch"])
                               or f"targets: onnx, torch, {', '.join(names)}, a profile .toml, or a TVM target "
@@ -177,6 +181,58 @@ def load_profile(spec: str) -> Profile:
     return parse_profile(resource.read_text(encoding="utf-8"), f"backends/{spec}.toml")
 
 
+_KINDS = ("llvm", "cuda", "c", "rocm", "vulkan", "metal", "opencl")
+
+
+def target_string_as_json(text: str) -> str | None:
+    """TVM's target string (``llvm -mcpu=skylake -num-cores=4``) as the JSON table that
+    --target takes, or None when ``text`` is not one.
+
+    >>> target_string_as_json("llvm -mcpu=skylake")
+    '{"kind": "llvm", "mcpu": "skylake"}'
+    """
+    words = text.split()
+    if len(words) < 2 or words[0] not in _KINDS:
+        return None
+    table: dict[str, Any] = {"kind": words[0]}
+    for word in words[1:]:
+        key, sep, value = word.lstrip("-").partition("=")
+        if not word.startswith("-") or not key:
+            return None
+        table[key] = int(value) if value.isdigit() else value if sep else True
+    return json.dumps(table)
+
+
 def resolved_target(profile: Profile) -> dict[str, Any]:
-    """The profile's target with host-dependent values filled in (needs TVM for `host`)."""
-    return _resolve_host(profile.target)
+    """The profile's target with host-dependent values filled in (needs TVM for `host`);
+    an `mcpu` that LLVM does not know is refused (LLVM would warn and build for a generic CPU)."""
+    target = _resolve_host(profile.target)
+    _check_cpu(target, profile)
+    return target
+
+
+def check_target(profile: Profile) -> None:
+    """Refuse, before anything is built, a target whose `mcpu` LLVM does not know (needs TVM)."""
+    resolved_target(profile)
+
+
+def _where(profile: Profile) -> str:
+    return f"`{profile.path}`" if profile.path else "--target"
+
+
+def _check_cpu(target: dict[str, Any], profile: Profile) -> None:
+    for part in (target, target.get("host")):
+        if not isinstance(part, dict) or part.get("kind") != "llvm" or "mcpu" not in part:
+            continue
+        from tvm.target import Target, codegen
+
+        cpu, triple = part["mcpu"], part.get("mtriple") or codegen.llvm_get_system_triple()
+        if isinstance(cpu, str) and codegen.llvm_is_valid_cpu(cpu, triple):
+            continue
+        known = [str(n) for n in codegen.llvm_get_cpu_archlist(Target({"kind": "llvm", "mtriple": triple}))]
+        listing = ("python -c \"import tvm, tvm.target.codegen as c; print(*c.llvm_get_cpu_archlist("
+                   f"tvm.target.Target({{'kind': 'llvm', 'mtriple': '{triple}'}})))\"")
+        near = did_you_mean(str(cpu), known)
+        raise NindslError.one("E0504", f"in {_where(profile)}: LLVM knows no CPU `{cpu}` (`mcpu`) for {triple}",
+                              None, f"{near + ' ' if near else ''}\"mcpu\": \"host\" is this machine's CPU; "
+                                    f"list LLVM's names with: {listing}")
