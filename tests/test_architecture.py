@@ -57,6 +57,8 @@ def test_the_import_contracts_hold():
     ("language/shapes.py", "import numpy", "import no numpy"),
     ("weights.py", "import argparse", "Only the command line knows argparse"),
     ("language/ir.py", "from . import shapes", "No import cycles"),  # shapes imports ir
+    ("lsp/features.py", "import numpy", "The language server starts fast"),
+    ("lsp/analysis.py", "from ..onnx import lower", "The language server starts fast"),
 ])
 def test_a_planted_violation_breaks_a_contract(tmp_path, module, line, contract):
     result = _lint(_planted(tmp_path, module, line))

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true", help="only report files that are not formatted")
     mode.add_argument("--stdout", action="store_true", help="print instead of rewriting")
 
+    lsp = command("lsp", commands.drive_lsp, "run the language server on stdin/stdout (for editors: "
+                  "diagnostics, hover with shapes, go to definition, completion, formatting)")
+    lsp.add_argument("--stdio", action="store_true", help="accepted for editors that pass it (stdio is the only "
+                     "transport)")
+
     compile_ = command("compile", commands.drive_compile, "lower a spec to ONNX or a PyTorch twin, or build it with TVM")
     compile_.add_argument("spec")
     compile_.add_argument("--target", "-t", default="onnx",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..kernel import limits
 from ..kernel.diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean
@@ -354,9 +354,10 @@ class _Errors(Collector):
 
 
 class _Loader:
-    def __init__(self, root: Path | None, errors: _Errors):
+    def __init__(self, root: Path | None, errors: _Errors, open_texts: Mapping[str, str] | None = None):
         self.root = root
         self.errors = errors
+        self.open_texts = open_texts or {}  # resolved path → text read instead of the file (an editor's buffer)
         self.scopes: dict[str, Scope] = {}
         self.sources: list[Source] = []
 
@@ -420,7 +421,8 @@ class _Loader:
         if key in self.scopes:
             return self.scopes[key]
         try:
-            module = parse_file(_shown(target))
+            text = self.open_texts.get(key)
+            module = parse_file(_shown(target)) if text is None else parse(text, _shown(target))
         except NindslError as error:
             if error.diagnostics[0].code == "E0301" and error.diagnostics[0].span is None:
                 self.errors.error("E0301", f"cannot import `{item.path}`: {error.diagnostics[0].message}",
@@ -575,16 +577,18 @@ class _Abort(Exception):
 # --- the stage ----------------------------------------------------------------------------
 
 
-def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root: str | Path | None = None) \
-        -> ir.Network:
+def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root: str | Path | None = None,
+              open_texts: Mapping[str, str] | None = None) -> ir.Network:
     """Resolve imports, constants, blocks and repeats; bind and check every argument.
 
     ``overrides`` maps network parameters to expression text (``--set classes=100``).
     ``root`` is the project folder imports must stay in (default: the spec's folder).
+    ``open_texts`` maps resolved paths to text that an import reads instead of the file
+    (the language server's unsaved editor buffers).
     Raises :class:`NindslError` with every mistake found.
     """
     errors = _Errors()
-    loader = _Loader(Path(root) if root else None, errors)
+    loader = _Loader(Path(root) if root else None, errors, open_texts)
     if module.source:
         loader.sources.append(module.source)
         origin = str(Path(module.source.path).resolve()) if module.source.path != "<string>" else "<string>"
@@ -612,11 +616,12 @@ def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root:
     return replace(network, train=train, sources=tuple(loader.sources))
 
 
-def check_library(module: ast.Module, root: str | Path | None = None) -> None:
+def check_library(module: ast.Module, root: str | Path | None = None,
+                  open_texts: Mapping[str, str] | None = None) -> None:
     """Check a file of blocks and constants meant to be imported (no network)."""
     errors = _Errors()
     origin = str(Path(module.source.path).resolve()) if module.source else "<string>"
-    _Loader(Path(root) if root else None, errors).scope(module, (origin,))
+    _Loader(Path(root) if root else None, errors, open_texts).scope(module, (origin,))
     errors.raise_if_any()
 
 
