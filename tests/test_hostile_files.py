@@ -275,3 +275,30 @@ def test_ctrl_c_stops_the_rpc_tracker_quietly(tmp_path):
     assert tracker.returncode == 130 and err.endswith("interrupted\n") and "Traceback" not in err, err
     time.sleep(1)
     assert not _port_open(port)  # TVM's tracker went with it
+
+
+def test_control_characters_from_files_are_shown_escaped_not_obeyed(cli, tmp_path):
+    import onnx
+
+    import nindsl
+
+    spec = tmp_path / "evil\x1b[2J.nin"  # a name and a comment that would clear the screen, retitle the window
+    spec.write_text("network t() {\n    input x: f32[N, 1, 8, 8]  # \x1b]0;owned\x07\u202e\n    conv(2, 3)\n}\n")
+    result = cli("check", spec)
+    assert result.code == 1 and result.err.count("error[E0003]") == 3
+    assert "\x1b" not in result.err and "\x07" not in result.err and "\u202e" not in result.err
+    assert "evil\\x1b[2J.nin:2:33" in result.err
+    assert " 2 |     input x: f32[N, 1, 8, 8]  # \\x1b]0;owned\\x07\\u202e\n" in result.err
+    assert "\n   | " + " " * 32 + "^^^^\n" in result.err  # the caret under the escape, not beside it
+
+    weights = {f"\x1b[31m{name}": value for name, value in initial_weights(nindsl.load(DIGITS)).items()}
+    save_weights(tmp_path / "w.safetensors", weights)
+    result = cli("compile", DIGITS, "--weights", tmp_path / "w.safetensors", "-o", tmp_path / "m.onnx")
+    assert result.code == 1 and "removeprefix('\\x1b[31m')" in result.err and "\x1b" not in result.err
+
+    assert cli("compile", DIGITS, "-o", tmp_path / "m.onnx").code == 0
+    model = onnx.load(tmp_path / "m.onnx")
+    next(p for p in model.metadata_props if p.key == "nindsl.network").value = "t\x1b]0;owned\x07"
+    onnx.save(model, tmp_path / "m.onnx")
+    result = cli("inspect", tmp_path / "m.onnx")
+    assert result.code == 0 and "network `t\\x1b]0;owned\\x07`" in result.out and "\x1b" not in result.out

@@ -17,7 +17,7 @@ from ..kernel.machine import free_cpus, usable_cpus
 from ..language import load
 from ..onnx.model import UNTRAINED, weights_origin
 from .inputs import batch_size, batch_sizes, load_input, onnx_signature, overrides
-from .printing import ConsoleProgress, print_bench, print_summary, print_top, report
+from .printing import ConsoleProgress, print_bench, print_summary, print_top, report, say
 
 EXIT_USER = 1
 
@@ -68,7 +68,7 @@ def drive_check(args) -> int:
             failed += 1
             continue
         if not args.quiet:
-            print(f"{spec}: ok ({summary})")
+            say(f"{spec}: ok ({summary})")  # a file name may hold anything
     return EXIT_USER if failed else 0
 
 
@@ -126,10 +126,10 @@ def drive_fmt(args) -> int:
             continue
         unformatted += 1
         if args.check:
-            print(f"{spec}: not formatted", file=sys.stderr)
+            say(f"{spec}: not formatted", file=sys.stderr)
         else:
             atomic_write_text(Path(spec), text)
-            print(f"formatted {spec}", file=sys.stderr)
+            say(f"formatted {spec}", file=sys.stderr)
     return EXIT_USER if failed or args.check and unformatted else 0
 
 
@@ -202,8 +202,8 @@ def _artifact_preprocess(artifact, folder: Path, inputs: list[str]) -> dict:
 def _warn_if_untrained(origin: str | None) -> None:
     """A model with its initial weights computes noise: say so (its outputs look like answers)."""
     if origin and origin.startswith(UNTRAINED):
-        print(f"note: these weights are {origin}: untrained, so the outputs mean nothing yet; pass --weights "
-              "with a checkpoint (nindsl train writes one)", file=sys.stderr)
+        say(f"note: these weights are {origin}: untrained, so the outputs mean nothing yet; pass --weights "
+            "with a checkpoint (nindsl train writes one)", file=sys.stderr)
 
 
 def drive_run(args) -> int:
@@ -252,11 +252,11 @@ def drive_inspect(args) -> int:
     if Path(args.model).is_dir():  # an artifact folder: what its manifest says
         from ..tvm.artifact import describe_artifact
 
-        print(describe_artifact(Path(args.model)))
+        say(describe_artifact(Path(args.model)))
         return 0
     from ..onnx.model import describe_model
 
-    print(describe_model(args.model))
+    say(describe_model(args.model))
     return 0
 
 

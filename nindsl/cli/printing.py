@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from ..bench import verdict
-from ..kernel.diagnostics import NindslError, render
+from ..kernel.diagnostics import NindslError, printable, render
 from ..kernel.machine import usable_cpus
 from ..language import ir, summary
 from ..language.ir import format_shape
@@ -43,6 +43,7 @@ class ConsoleProgress:
     def status(self, text: str) -> None:
         if self.quiet or not self.live:
             return
+        text = printable(text)  # a data set's file names, a model's metadata: shown, never obeyed
         self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
         self._width = len(text)
@@ -53,7 +54,13 @@ class ConsoleProgress:
         if self._width:
             self.stream.write("\r" + " " * self._width + "\r")
             self._width = 0
-        print(text, file=self.stream, flush=True)
+        print(printable(text), file=self.stream, flush=True)
+
+
+def say(text: str, file=None) -> None:
+    """Print a line that holds what a file or a name said (a model's metadata, a manifest),
+    with the characters a terminal would act on escaped."""
+    print(printable(text), file=file or sys.stdout)
 
 
 def print_top(outputs: np.ndarray, top: int, file=None) -> None:

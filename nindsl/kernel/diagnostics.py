@@ -15,6 +15,7 @@ renders them rustc-style::
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import Iterable
@@ -199,12 +200,32 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     return f"did you mean `{close[0]}`?" if close else None
 
 
+# What a terminal would act on instead of showing: C0 and C1 controls but tab and newline
+# (ESC starts colour, cursor and title sequences, CR overwrites a line), bidirectional
+# overrides and isolates, invisible format characters, line separators, and lone surrogates
+# (a file name that is not UTF-8: printing one would fail).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e"
+                     "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff]")
+
+
+def _escaped(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on shown as an escape (``\\x1b``,
+    ``\\u202e``), so that a hostile file or name cannot drive the terminal that prints it.
+
+    >>> printable("a\x1b[2Jb")
+    'a\\\\x1b[2Jb'
+    """
+    return _UNSAFE.sub(_escaped, text)
+
+
 def _display_width(text: str) -> int:
-    """Columns a prefix of a source line takes on a terminal (tabs to 4)."""
-    width = 0
-    for char in text:
-        width = (width // 4 + 1) * 4 if char == "\t" else width + 1
-    return width
+    """Columns a prefix of a source line takes on a terminal, as printed (tabs to 4, escapes)."""
+    return len(printable(text).expandtabs(4))
 
 
 _MAX_SHOWN = 100
@@ -214,7 +235,7 @@ def _snippet(span: Span, marker: str = "^") -> list[str]:
     if span.source is None:
         return []
     raw = span.source.line(span.line)
-    shown = raw.expandtabs(4)
+    shown = printable(raw).expandtabs(4)
     gutter = " " * len(str(span.line))
     start = _display_width(raw[: span.column - 1])
     if span.end_line == span.line:
@@ -231,18 +252,19 @@ def _snippet(span: Span, marker: str = "^") -> list[str]:
 
 
 def render(diagnostic: Diagnostic, color: bool = False) -> str:
-    """Render one diagnostic as text: header, source line, caret, help and notes."""
+    """Render one diagnostic as text: header, source line, caret, help and notes. Whatever
+    came from a file or a name is shown through :func:`printable`."""
     red, blue, bold, reset = ("\x1b[31;1m", "\x1b[34;1m", "\x1b[1m", "\x1b[0m") if color else ("",) * 4
-    where = f"{diagnostic.span}: " if diagnostic.span else ""
-    lines = [f"{bold}{where}{red}error[{diagnostic.code}]{reset}{bold}: {diagnostic.message}{reset}"]
+    where = printable(f"{diagnostic.span}: ") if diagnostic.span else ""
+    lines = [f"{bold}{where}{red}error[{diagnostic.code}]{reset}{bold}: {printable(diagnostic.message)}{reset}"]
     if diagnostic.span:
         lines += _snippet(diagnostic.span)
     for note in diagnostic.notes:
         if note.span:
-            lines.append(f"{blue}note{reset}: {note.span}: {note.message}")
+            lines.append(f"{blue}note{reset}: {printable(str(note.span))}: {printable(note.message)}")
             lines += _snippet(note.span, marker="-")
         else:
-            lines.append(f"{blue}note{reset}: {note.message}")
+            lines.append(f"{blue}note{reset}: {printable(note.message)}")
     if diagnostic.help:
-        lines.append(f"{blue}help{reset}: {diagnostic.help}")
+        lines.append(f"{blue}help{reset}: {printable(diagnostic.help)}")
     return "\n".join(lines)
