@@ -316,3 +316,35 @@ def test_lsp_without_pygls_says_how_to_install_it(cli, monkeypatch):
     result = cli("lsp")
     assert result.code == 2
     assert result.err.strip() == "nindsl lsp needs pygls: pip install 'nindsl[lsp]'"
+
+
+def test_a_burst_of_changes_is_checked_once_after_the_pause():
+    from nindsl.lsp.server import build_server
+
+    server = build_server(debounce=0.1)
+    checked = []
+    server.publish = checked.append
+    uri = "file:///nowhere/x.nin"
+
+    async def typing():
+        for _ in range(5):
+            server.schedule(uri, server.debounce)
+            await asyncio.sleep(0.01)
+        assert checked == []  # still typing
+        await asyncio.sleep(0.4)
+
+    asyncio.run(typing())
+    assert checked == [uri]
+
+
+def test_positions_count_utf16_units_as_lsp_clients_do():
+    from nindsl.kernel.diagnostics import Source, Span
+    from nindsl.lsp.features import Positions
+
+    text = "let x = 1  # \U0001F600 then\nlet y = x\n"
+    span = Span(Source("a.nin", text), 1, 15, 1, 19)  # `then`, after a character outside the BMP
+    utf16, utf32 = Positions(types.PositionEncodingKind.Utf16), Positions(types.PositionEncodingKind.Utf32)
+    assert utf16.range(span).start == types.Position(line=0, character=15)
+    assert utf32.range(span).start == types.Position(line=0, character=14)
+    assert utf16.from_client(text, types.Position(line=0, character=15)) == (1, 15)
+    assert utf16.from_client(text, types.Position(line=1, character=8)) == (2, 9)
