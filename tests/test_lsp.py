@@ -339,7 +339,7 @@ def test_a_burst_of_changes_is_checked_once_after_the_pause():
 
 def test_positions_count_utf16_units_as_lsp_clients_do():
     from nindsl.kernel.diagnostics import Source, Span
-    from nindsl.lsp.features import Positions
+    from nindsl.lsp.positions import Positions
 
     text = "let x = 1  # \U0001F600 then\nlet y = x\n"
     span = Span(Source("a.nin", text), 1, 15, 1, 19)  # `then`, after a character outside the BMP

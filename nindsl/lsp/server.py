@@ -20,7 +20,8 @@ from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
 from ..kernel.version import __version__
-from . import features
+from . import completion, diagnostics, features
+from .positions import Positions
 from .analysis import Analysis, analyse
 
 DEBOUNCE_SECONDS = 0.3
@@ -67,8 +68,8 @@ class NinServer(LanguageServer):
         return result
 
     @property
-    def positions(self) -> features.Positions:
-        return features.Positions(self.workspace.position_encoding or types.PositionEncodingKind.Utf16)
+    def positions(self) -> Positions:
+        return Positions(self.workspace.position_encoding or types.PositionEncodingKind.Utf16)
 
     # checking ----------------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ class NinServer(LanguageServer):
             return
         version = self.analyses[uri][0]
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=version, diagnostics=features.diagnostics(analysis, self.positions)))
+            uri=uri, version=version, diagnostics=diagnostics.to_lsp(analysis, self.positions)))
 
     def log_error(self, what: str) -> None:
         message = f"nindsl lsp: internal error while {what} (please report it):\n{traceback.format_exc()}"
@@ -192,13 +193,13 @@ def build_server(debounce: float = DEBOUNCE_SECONDS) -> NinServer:
 
     @feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["(", ",", "["]),
              fallback=[])
-    def completion(params: types.CompletionParams):
+    def complete(params: types.CompletionParams):
         document = server.workspace.text_documents.get(params.text_document.uri)
         if document is None:
             return []
         cached = server.analyses.get(params.text_document.uri)  # names from the last check: the text may not parse
         line, column = server.positions.from_client(document.source, params.position)
-        items = features.completion(cached[1] if cached else None, document.source, line, column)
+        items = completion.complete(cached[1] if cached else None, document.source, line, column)
         return types.CompletionList(is_incomplete=False, items=items)
 
     @feature(types.TEXT_DOCUMENT_FORMATTING, fallback=[])
