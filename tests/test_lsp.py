@@ -348,3 +348,29 @@ def test_positions_count_utf16_units_as_lsp_clients_do():
     assert utf32.range(span).start == types.Position(line=0, character=14)
     assert utf16.from_client(text, types.Position(line=0, character=15)) == (1, 15)
     assert utf16.from_client(text, types.Position(line=1, character=8)) == (2, 9)
+
+
+@on_the_server
+async def test_hover_inside_a_block_shows_the_layer_of_every_call(client: LanguageClient, tmp_path):
+    spec = tmp_path / "pairs.nin"
+    text = ("block pair(out) {\n    conv(out, kernel = 3, pad = 1)\n}\n"
+            "network n() {\n    input image: f32[N, 3, 8, 8]\n    a: pair(4)\n    b: pair(6)\n}\n")
+    uri = open_document(client, spec, text)
+    await until(lambda: uri in client.diagnostics)
+    assert list(client.diagnostics[uri]) == []
+    document = types.TextDocumentIdentifier(uri=uri)
+    hover = await client.text_document_hover_async(types.HoverParams(text_document=document,
+                                                                     position=position_of(text, "conv(", 1)))
+    assert "`3×8×8 → 4×8×8` · 112 parameters" in hover.contents.value
+    assert "`4×8×8 → 6×8×8` · 222 parameters" in hover.contents.value
+    call = await client.text_document_hover_async(types.HoverParams(text_document=document,
+                                                                    position=position_of(text, "b: pair", 4)))
+    assert "`4×8×8 → 6×8×8`" in call.contents.value and "3×8×8" not in call.contents.value
+
+    library = text.split("network")[0]  # the block alone: no network to take shapes from
+    change(client, uri, library, 2)
+    await until(lambda: uri in client.diagnostics)
+    hover = await client.text_document_hover_async(types.HoverParams(text_document=document,
+                                                                     position=position_of(library, "conv(", 1)))
+    assert "depend on the call" in hover.contents.value
+    close(client, uri)

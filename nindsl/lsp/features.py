@@ -77,6 +77,8 @@ def _hover_layer(analysis: Analysis, found) -> str:
     if func not in SIGNATURES:
         return f"`{func}` is not a layer or a block in scope"
     usage = f"`{SIGNATURES[func].usage(func)}`"
+    if network is None and isinstance(found.owner, ast.BlockDef):
+        return f"{usage}\n\n(its shapes depend on the call: hover on a call of `{found.owner.name}` in a network)"
     if network is None:
         return f"{usage}\n\n(shapes appear when the spec checks)"
     table = rows(network)
