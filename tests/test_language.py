@@ -197,6 +197,25 @@ def test_bad_set_values(cli):
     result = cli("check", SPECS / "nin_cifar10.nin", "--set", "classes")
     assert result.code == 1 and "name=value" in result.err
     result = cli("check", SPECS / "nin_cifar10.nin", "--set", "classes=(")
-    assert result.code == 1 and "not a valid value" in result.err
+    assert result.code == 1 and "in --set classes=(: not a valid value" in result.err
     result = cli("check", SPECS / "nin_cifar10.nin", "--set", "classes=0")
     assert result.code == 1 and "at least 1" in result.err
+
+
+@pytest.mark.parametrize("value, message", [
+    ("abc", "in --set classes=abc: unknown name `abc`"),
+    ("abc + 1", "in --set classes=abc + 1: unknown name `abc`"),
+    ('"abc"', 'in --set classes="abc": `classes` takes an integer (its default is 10), not a string'),
+    ("[1, 2]", "in --set classes=[1, 2]: `classes` takes an integer (its default is 10), not a list"),
+    ("1 let x = 2", "in --set classes=1 let x = 2: not a valid value"),
+])
+def test_a_bad_set_value_is_located_at_the_option_not_at_the_uses(cli, value, message):
+    result = cli("check", SPECS / "nin_cifar10.nin", "--set", f"classes={value}")
+    assert result.code == 1 and message in result.err and result.err.endswith("\n1 error\n"), result.err
+    assert "nin_cifar10.nin:" not in result.err  # not at each use of `classes` in the spec
+
+
+def test_a_set_value_that_does_not_fit_a_use_says_it_came_from_the_option(cli):
+    result = cli("check", SPECS / "nin_cifar10.nin", "--set", "classes=2.5")
+    assert result.code == 1 and "must be an integer, got 2.5" in result.err
+    assert result.err.count("note: `classes` is 2.5 from the command line: in --set classes=2.5") == 2

@@ -625,6 +625,84 @@ def check_library(module: ast.Module, root: str | Path | None = None,
     errors.raise_if_any()
 
 
+_NO_DEFAULT = object()
+
+
+def _override(name: str, text: str, default: Any, constants: dict[str, Any], params: dict[str, Any],
+              errors: _Errors) -> None:
+    """``--set name=text`` into ``params``; a mistake in it is reported at the option ("in
+    --set classes=abc"), not at the uses of the parameter in the spec."""
+    where = f"in --set {name}={text}"
+    try:
+        value_module = parse(f"let value = {text}", path=f"--set {name}")
+        if len(value_module.items) != 1 or not isinstance(value_module.items[0], ast.Let):
+            raise IndexError
+        value = evaluate(value_module.items[0].value, constants)
+    except NindslError as error:
+        errors.error("E0504", f"{where}: not a valid value", None, error.diagnostics[0].message)
+        return
+    except _ValueMistake as error:
+        errors.error("E0504", f"{where}: {error.message}", None, error.help)
+        return
+    except IndexError:
+        errors.error("E0504", f"{where}: not a valid value", None, f"give one value, e.g. --set {name}=100")
+        return
+    unknown = _first_symbol(value)
+    if unknown is not None:
+        errors.error("E0504", f"{where}: unknown name `{unknown}`", None,
+                     did_you_mean(unknown, constants) or "give a number, a list, true/false, or a \"string\" in "
+                                                         "quotes (your shell may need them escaped)")
+        return
+    if default is not _NO_DEFAULT and _kind(value) != _kind(default):
+        errors.error("E0504", f"{where}: `{name}` takes {_type_name(default)} (its default is "
+                              f"{_shown(default)}), not {_type_name(value)}", None)
+        return
+    params[name] = value
+
+
+def _blame_overrides(errors: _Errors, start: int, overrides: dict[str, tuple[str, Any]]) -> None:
+    """A mistake found at a use of a parameter whose value came from --set says so (the spec is
+    fine; the value given on the command line does not fit there)."""
+    if not overrides:
+        return
+    for index in range(start, len(errors.diagnostics)):
+        diagnostic = errors.diagnostics[index]
+        span = diagnostic.span
+        if span is None or span.source is None or span.end_line != span.line:
+            continue
+        name = span.source.line(span.line)[span.column - 1: span.end_column - 1]
+        if name not in overrides:
+            continue
+        text, value = overrides[name]
+        if _shown(value) in diagnostic.message or str(value) in diagnostic.message:  # (not a block's own `name`)
+            note = Note(f"`{name}` is {_shown(value)} from the command line: in --set {name}={text}")
+            errors.diagnostics[index] = replace(diagnostic, notes=(note, *diagnostic.notes))
+
+
+def _first_symbol(value: Any) -> str | None:
+    """The first unbound name in a value (a --set value is evaluated where no name is bound)."""
+    if isinstance(value, Symbol):
+        return value.name
+    if isinstance(value, tuple):
+        return next((n for n in map(_first_symbol, value) if n is not None), None)
+    return None
+
+
+def _kind(value: Any) -> str:
+    """What must agree between a parameter's default and a --set value (ints and floats mix)."""
+    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else _type_name(value)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(_shown, value)) + "]"
+    return str(value)
+
+
 def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], errors: _Errors) -> ir.Network:
     params: dict[str, Any] = {}
     seen: dict[str, Span | None] = {}
@@ -643,21 +721,19 @@ def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], erro
                 params[param.name] = evaluate(param.default, scope.constants)
             except _ValueMistake as error:
                 errors.error(error.code, error.message, error.span, error.help)
+    before = len(errors.diagnostics)
+    defaults = dict(params)
     for name, text in overrides.items():
         if name not in seen:
             errors.error("E0504", f"`--set {name}=...`: network `{node.name}` has no parameter `{name}`",
                          node.name_span, did_you_mean(name, seen) or
                          f"its parameters: {', '.join(seen) or 'none'}")
             continue
-        try:
-            value_module = parse(f"let value = {text}", path=f"--set {name}")
-            params[name] = evaluate(value_module.items[0].value, scope.constants)
-        except NindslError as error:
-            errors.error("E0504", f"`--set {name}={text}` is not a valid value", None,
-                         error.diagnostics[0].message)
-        except (_ValueMistake, IndexError, AttributeError):
-            errors.error("E0504", f"`--set {name}={text}` is not a valid value", None)
+        _override(name, text, defaults.get(name, _NO_DEFAULT), scope.constants, params, errors)
+    if len(errors.diagnostics) > before:
+        errors.raise_if_any()  # a bad --set value would only reappear at each use of the parameter
     env = {**scope.constants, **params}
+    uses_from = len(errors.diagnostics)
 
     body = list(node.body)
     decls = [s for s in body if isinstance(s, ast.TensorDecl)]
@@ -688,6 +764,7 @@ def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], erro
     if output_spec is None:
         output_spec = ir.TensorSpec("output", "f32", ())  # filled from the inferred shape
     _distinct_tensor_names(input_spec, output_spec, layers, errors)
+    _blame_overrides(errors, uses_from, {n: (t, params[n]) for n, t in overrides.items() if n in params})
     return ir.Network(node.name, input_spec, output_spec, layers, params=tuple(params.items()))
 
 
