@@ -133,6 +133,17 @@ def drive_fmt(args) -> int:
     return EXIT_USER if failed or args.check and unformatted else 0
 
 
+def drive_lsp(args) -> int:
+    try:
+        from ..lsp.server import serve
+    except ImportError as error:
+        if (error.name or "").partition(".")[0] not in ("pygls", "lsprotocol", "cattrs", "attrs"):
+            raise
+        print("nindsl lsp needs pygls: pip install 'nindsl[lsp]'", file=sys.stderr)
+        return 2
+    return serve()
+
+
 def drive_compile(args) -> int:
     if not args.tune:
         _refuse_options(args, TUNING_OPTIONS, "--tune")
