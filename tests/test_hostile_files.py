@@ -302,3 +302,28 @@ def test_control_characters_from_files_are_shown_escaped_not_obeyed(cli, tmp_pat
     onnx.save(model, tmp_path / "m.onnx")
     result = cli("inspect", tmp_path / "m.onnx")
     assert result.code == 0 and "network `t\\x1b]0;owned\\x07`" in result.out and "\x1b" not in result.out
+
+
+def test_a_fixed_batch_build_says_how_many_images_it_takes(tmp_path):
+    from nindsl.cli.inputs import load_input
+    from nindsl.kernel.diagnostics import NindslError
+
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(NindslError) as refused:
+        load_input([str(tmp_path / "x.npy")], "image", (8, 1, 8, 8), None, "compile the spec again without --batch")
+    message = str(refused.value)
+    assert "this build takes exactly 8 images per run" in message and "the input has 4" in message
+    assert "compile the spec again without --batch" in message and "may vary" not in message
+    with pytest.raises(NindslError) as refused:  # a variable batch: only the other sizes are wrong
+        load_input([str(tmp_path / "x.npy")], "image", ("N", 1, 9, 8))
+    assert "expects [N, 1, 9, 8]" in str(refused.value) and "the batch size may vary" in str(refused.value)
+
+
+@pytest.mark.slow
+def test_run_on_a_fixed_batch_artifact_given_fewer_images(cli, tmp_path):
+    pytest.importorskip("tvm")
+    assert cli("compile", DIGITS, "-t", "llvm", "--batch", "8", "-o", tmp_path / "a").code == 0
+    np.save(tmp_path / "x.npy", np.zeros((4, 1, 8, 8), np.float32))
+    result = cli("run", tmp_path / "a", "-i", tmp_path / "x.npy")
+    assert result.code == 1 and "this build takes exactly 8 images per run" in result.err
+    assert "compile the spec again without --batch" in result.err

@@ -227,7 +227,8 @@ def drive_run(args) -> int:
 
         artifact = Artifact(source)
         outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
-                                      _artifact_preprocess(artifact, source, args.input)))
+                                      _artifact_preprocess(artifact, source, args.input),
+                                      "compile the spec again without --batch"))
         origin = artifact.manifest.get("weights")
     elif source.suffix == ".onnx":
         from ..onnx.model import model_metadata, read_model

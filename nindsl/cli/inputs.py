@@ -86,9 +86,12 @@ def onnx_signature(model) -> tuple[str, tuple]:
     return graph_input.name, tuple(d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim)
 
 
-def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | None = None) -> np.ndarray:
+def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | None = None,
+               variable_batch: str = "export the model with a named (dynamic) batch dimension") -> np.ndarray:
     """Read ``.npy`` or image files into one float32 batch for the input ``name`` of shape ``expected``;
-    images are prepared as ``preprocess`` (a model's recorded resize, mean and std) says."""
+    images are prepared as ``preprocess`` (a model's recorded resize, mean and std) says. A model
+    built for one batch size is refused other sizes, saying how to get one that takes any
+    (``variable_batch``)."""
     if len(paths) == 1 and Path(paths[0]).suffix.lower() == ".npy":
         array = _read_npy(Path(paths[0]))
         if array.ndim == len(expected) - 1:
@@ -96,8 +99,15 @@ def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | 
     else:
         array = _read_images([Path(p) for p in paths], expected, preprocess or {})
     if not shape_fits(expected, array.shape):
+        fixed = expected and isinstance(expected[0], int)
+        if fixed and array.ndim == len(expected) and shape_fits(expected[1:], array.shape[1:]):
+            size, what = expected[0], "image" if len(expected) == 4 else "example"
+            raise _bad_input(f"this build takes exactly {size} {what}{'s' if size != 1 else ''} per run "
+                             f"(`{name}` is {format_shape(expected)}); the input has {array.shape[0]}",
+                             f"give {size} at a time, or {variable_batch} for a build that takes any batch size")
         raise _bad_input(f"the input has shape {format_shape(array.shape)}, but `{name}` expects "
-                         f"{format_shape(expected)}", "give an array of that shape (the batch size may vary)")
+                         f"{format_shape(expected)}", "give an array of that shape"
+                         + ("" if fixed else " (the batch size may vary)"))
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
