@@ -327,3 +327,34 @@ def test_run_on_a_fixed_batch_artifact_given_fewer_images(cli, tmp_path):
     result = cli("run", tmp_path / "a", "-i", tmp_path / "x.npy")
     assert result.code == 1 and "this build takes exactly 8 images per run" in result.err
     assert "compile the spec again without --batch" in result.err
+
+
+def test_files_are_known_by_their_content_not_their_name(cli, tmp_path):
+    import shutil
+
+    import nindsl
+    from nindsl.kernel.io import file_kind
+
+    assert cli("compile", DIGITS, "-o", tmp_path / "model.onnx").code == 0
+    save_weights(tmp_path / "w.safetensors", initial_weights(nindsl.load(DIGITS)))
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    kinds = {"model.onnx": "onnx", "w.safetensors": "safetensors", "x.npy": "npy"}
+    assert {name: file_kind(tmp_path / name) for name in kinds} == kinds and file_kind(DIGITS) == "nin"
+
+    result = cli("summary", tmp_path / "model.onnx")  # was: "byte 0xfc is not valid UTF-8"
+    assert result.code == 1 and "is an ONNX model, not a .nin spec" in result.err and "nindsl import" in result.err
+    assert "UTF-8" not in result.err
+    result = cli("check", tmp_path / "w.safetensors")
+    assert result.code == 1 and "is a safetensors checkpoint, not a .nin spec" in result.err and "--weights" in result.err
+    result = cli("inspect", DIGITS)  # was: "is the file truncated?"
+    assert result.code == 1 and "is a .nin spec, not an ONNX model" in result.err and "truncated" not in result.err
+    result = cli("import", DIGITS, "-o", tmp_path / "o.nin")
+    assert result.code == 1 and "is a .nin spec, not an ONNX model" in result.err
+
+    shutil.copy(tmp_path / "model.onnx", tmp_path / "model.bin")  # an ONNX model by another name is one
+    result = cli("run", tmp_path / "model.bin", "-i", tmp_path / "x.npy")
+    assert result.code == 0 and result.out.startswith("example 0:")
+    shutil.copy(DIGITS, tmp_path / "spec.onnx")
+    shutil.copy(SPECS / "blocks.nin", tmp_path / "blocks.nin")
+    result = cli("run", tmp_path / "spec.onnx", "-i", tmp_path / "x.npy")  # and a spec named .onnx is a spec
+    assert result.code == 0 and result.out.startswith("example 0:"), result.err

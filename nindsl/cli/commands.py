@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..kernel.diagnostics import NindslError, did_you_mean
-from ..kernel.io import atomic_write_bytes, atomic_write_text
+from ..kernel.io import atomic_write_bytes, atomic_write_text, file_kind
 from ..kernel.machine import free_cpus, usable_cpus
 from ..language import load
 from ..onnx.model import UNTRAINED, weights_origin
@@ -217,6 +217,12 @@ def _warn_if_untrained(origin: str | None) -> None:
             "with a checkpoint (nindsl train writes one)", file=sys.stderr)
 
 
+def _is_onnx(path: Path) -> bool:
+    """Read as an ONNX model: by content, or by name unless the content is text (a spec)."""
+    kind = file_kind(path)
+    return kind == "onnx" or path.suffix.lower() == ".onnx" and kind not in ("nin", "text")
+
+
 def drive_run(args) -> int:
     source = Path(args.model)
     backend = args.backend
@@ -230,7 +236,7 @@ def drive_run(args) -> int:
                                       _artifact_preprocess(artifact, source, args.input),
                                       "compile the spec again without --batch"))
         origin = artifact.manifest.get("weights")
-    elif source.suffix == ".onnx":
+    elif _is_onnx(source):
         from ..onnx.model import model_metadata, read_model
         from ..onnx.runtime import BACKENDS, run
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..kernel.diagnostics import NindslError
+from ..kernel.io import file_kind, refuse_kind
 from .spec import Imported, write_spec
 
 __all__ = ["Imported", "import_model", "write_spec"]
@@ -36,11 +37,12 @@ def import_model(path: str | Path, out: str | Path, weights_out: str | Path | No
     elif weights is not None or input_shape is not None:
         raise NindslError.one("E0504", "--weights and --input-shape are for Caffe prototxt files; an ONNX model "
                                        "holds its weights and shapes", None)
-    elif suffix == ".onnx":
+    elif suffix == ".onnx" or file_kind(path) == "onnx":  # by content too: model.pb, model.bin, ...
         from .from_onnx import read_onnx
 
         imported = read_onnx(path, name)
     else:
+        refuse_kind(path, "an ONNX model or a Caffe .prototxt", ("onnx",))
         raise NindslError.one("E0504", f"`{path}`: nindsl imports .onnx files and Caffe .prototxt files", None,
                               "export the model to ONNX (opset 11 or later) first")
     write_spec(imported, out, weights_out)

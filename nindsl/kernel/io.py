@@ -18,6 +18,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -65,6 +66,82 @@ def regular_file(path: str | Path, what: str, limit: int) -> Path:
         raise NindslError.one("E0401", f"`{path}` is {info.st_size:,} bytes; the most nindsl reads as {what} is "
                                        f"{limit:,}", None)
     return path
+
+
+# The first bytes of the files nindsl reads (or is handed by mistake), and what each is.
+_MAGIC = ((b"\x93NUMPY", "npy"), (b"PK\x03\x04", "zip"), (b"PK\x05\x06", "zip"), (b"\x89PNG\r\n\x1a\n", "png"),
+          (b"\xff\xd8\xff", "jpeg"), (b"GIF8", "gif"), (b"BM", "bmp"), (b"\x7fELF", "elf"),
+          (b"\x1f\x8b", "gzip"), (b"\x80\x02", "pickle"), (b"\x80\x03", "pickle"), (b"\x80\x04", "pickle"),
+          (b"\x80\x05", "pickle"))
+# ModelProto's fields after ir_version (field 1, a varint: tag 0x08), as protobuf writes them in order:
+# producer_name ... graph, opset_import, metadata_props
+_ONNX_NEXT = frozenset(b"\x12\x1a\x22\x28\x32\x3a\x42\x72")
+
+#: What each kind is, as messages name it.
+KINDS = {"onnx": "an ONNX model", "safetensors": "a safetensors checkpoint", "npy": "a NumPy .npy array",
+         "zip": "a zip archive (a NumPy .npz?)", "png": "a PNG image", "jpeg": "a JPEG image", "gif": "a GIF image",
+         "bmp": "a BMP image", "elf": "a compiled library (ELF)", "gzip": "a gzip archive",
+         "pickle": "a Python pickle", "nin": "a .nin spec", "text": "a text file"}
+
+
+def file_kind(path: str | Path) -> str | None:
+    """What a regular file holds, from its first bytes: a key of :data:`KINDS`, or None when
+    it is none of them (or not a regular file: nothing is opened that could block).
+
+    The extension is not trusted: ``model.onnx`` may hold a spec and ``spec.nin`` a model.
+    ONNX has no magic number; a ModelProto starts with its ``ir_version`` (tag 0x08, a small
+    number) and then another of its fields, which is what is checked.
+    """
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return None
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] in _ONNX_NEXT:
+        return "onnx"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= info.st_size - 8:
+        return "safetensors"
+    if not head or b"\0" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as error:  # a character cut at the 512th byte is still text
+        if error.start < len(head) - 3:
+            return None
+        text = head[:error.start].decode("utf-8")
+    return "nin" if _SPEC_LINE.search(text.lstrip("\ufeff")) else "text"
+
+
+_SPEC_LINE = re.compile(r"^[ \t]*(network|block|import|let|train)\b", re.MULTILINE)
+
+# What to do with a file of each kind instead.
+_USE = {"onnx": "`nindsl inspect` says what it was built from, `nindsl run MODEL.onnx -i ...` runs it and "
+                "`nindsl import MODEL.onnx -o SPEC.nin` writes a spec from it",
+        "safetensors": "a checkpoint goes with --weights (`nindsl compile SPEC --weights W.safetensors`)",
+        "zip": "a checkpoint (.npz) goes with --weights, a data set (.npz) with `nindsl train SPEC --data`",
+        "npy": "an input array goes with `nindsl run SPEC -i X.npy`",
+        "elf": "give `nindsl run` or `inspect` the artifact folder that holds it (with its manifest.json)",
+        "pickle": "nindsl never loads pickles (they can run code): save arrays with numpy.save or safetensors",
+        "nin": "`nindsl summary` and `check` read specs; `nindsl compile SPEC -o MODEL.onnx` writes an ONNX model",
+        "text": "`nindsl summary` and `check` read .nin specs; `nindsl compile SPEC -o MODEL.onnx` writes an ONNX "
+                "model"}
+for _image in ("png", "jpeg", "gif", "bmp"):
+    _USE[_image] = "an image goes with `nindsl run SPEC -i IMAGE`"
+
+
+def refuse_kind(path: str | Path, what: str, accepted: tuple[str, ...]) -> None:
+    """Refuse ``path`` when its content shows it is a known kind of file other than ``accepted``
+    (``what`` the command reads, e.g. "a .nin spec"), saying what it is and where it goes."""
+    kind = file_kind(path)
+    if kind is None or kind in accepted:
+        return
+    raise NindslError.one("E0502", f"`{path}` is {KINDS[kind]}, not {what}", None, _USE.get(kind))
 
 
 def _alive(pid: int) -> bool:

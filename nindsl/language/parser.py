@@ -18,6 +18,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
 from ..kernel import limits
+from ..kernel.io import refuse_kind
 from . import syntax as ast
 from ..kernel.diagnostics import Collector, NindslError, Note, Source, Span
 
@@ -151,6 +152,7 @@ def parse_file(path: str | Path) -> ast.Module:
         raise NindslError.one("E0301", f"no such file `{shown}`", None) from None
     except OSError as error:
         raise NindslError.one("E0301", f"cannot read `{shown}`: {error.strerror}", None) from None
+    refuse_kind(path, "a .nin spec", ("nin", "text"))  # an ONNX model is not "invalid UTF-8"
     return parse(decode(data, shown), shown)
 
 

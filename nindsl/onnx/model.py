@@ -16,7 +16,7 @@ import numpy as np
 
 from ..kernel import limits
 from ..kernel.diagnostics import NindslError
-from ..kernel.io import regular_file
+from ..kernel.io import refuse_kind, regular_file
 from ..kernel.version import __version__
 from ..language import ir
 
@@ -56,6 +56,7 @@ def read_model(path: str | Path):
     from google.protobuf.message import DecodeError
 
     path = regular_file(path, "an ONNX model", limits.MAX_MODEL_BYTES)
+    refuse_kind(path, "an ONNX model", ("onnx",))
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
