@@ -358,3 +358,36 @@ def test_files_are_known_by_their_content_not_their_name(cli, tmp_path):
     shutil.copy(SPECS / "blocks.nin", tmp_path / "blocks.nin")
     result = cli("run", tmp_path / "spec.onnx", "-i", tmp_path / "x.npy")  # and a spec named .onnx is a spec
     assert result.code == 0 and result.out.startswith("example 0:"), result.err
+
+
+def _spec_with_data(folder, data: str):
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "s.nin"
+    spec.write_text("network t() {\n    input x: f32[N, 1, 8, 8]\n    conv(2, 3)\n    global_avgpool()\n}\n\n"
+                    f'train {{\n    data = "{data}"\n}}\n')
+    return spec
+
+
+def test_a_specs_data_path_is_read_from_the_specs_folder(cli, tmp_path, monkeypatch):
+    import nindsl
+
+    spec = _spec_with_data(tmp_path / "project", "d.npz")
+    _spec_with_data(tmp_path / "project" / "sub", "imagefolder:../images")  # inside, though through `..`
+    monkeypatch.chdir(tmp_path)  # not the spec's folder: `d.npz` here would be another file
+    assert nindsl.load(spec).train.data == str(tmp_path / "project" / "d.npz")
+    assert nindsl.load(tmp_path / "project" / "sub" / "s.nin", root=tmp_path / "project").train.data == \
+        f"imagefolder:{tmp_path / 'project' / 'images'}"
+
+
+def test_a_specs_data_path_may_not_leave_the_project_through_a_link(cli, tmp_path):
+    (tmp_path / "outside").mkdir()
+    spec = _spec_with_data(tmp_path / "project", "link/d.npz")
+    (tmp_path / "project" / "link").symlink_to(tmp_path / "outside")
+    for argv in (("check", spec), ("train", spec, "--epochs", "1", "--out", tmp_path / "run")):
+        result = cli(*argv)
+        assert result.code == 1 and f"{spec}:8:12: error[E0303]" in result.err, (argv, result.err)
+        assert "leads outside the project folder through a symbolic link" in result.err
+    spec = _spec_with_data(tmp_path / "project", "imagefolder:link")
+    result = cli("check", spec)
+    assert result.code == 1 and "E0303" in result.err
+    assert not (tmp_path / "run").exists()

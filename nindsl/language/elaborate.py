@@ -611,7 +611,9 @@ def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root:
                      "a spec needs e.g. `network name() { input image: f32[N, 1, 8, 8] ... }`")
         errors.raise_if_any()
     network = _network(networks[0], scope, overrides or {}, errors)
-    train = _train(trains[0] if trains else None, scope.constants, errors, network.input)
+    folder = Path(module.source.path).parent if module.source and module.source.path != "<string>" else None
+    train = _train(trains[0] if trains else None, scope.constants, errors, network.input,
+                   _DataPlace(folder, Path(root) if root else folder))
     errors.raise_if_any()
     return replace(network, train=train, sources=tuple(loader.sources))
 
@@ -810,7 +812,17 @@ def _tensor(decl: ast.TensorDecl, env, batch, errors: _Errors) -> ir.TensorSpec 
     return ir.TensorSpec(decl.name, decl.dtype, tuple(shape), decl.span)
 
 
-def _train(node: ast.TrainDef | None, constants, errors: _Errors, image: ir.TensorSpec | None) -> ir.TrainConfig:
+@dataclass(frozen=True)
+class _DataPlace:
+    """Where a spec's data paths are resolved (its folder) and must stay (the project folder);
+    None for a spec given as text."""
+
+    folder: Path | None
+    root: Path | None
+
+
+def _train(node: ast.TrainDef | None, constants, errors: _Errors, image: ir.TensorSpec | None,
+           place: _DataPlace = _DataPlace(None, None)) -> ir.TrainConfig:
     if node is None:
         return ir.TrainConfig()
     binder = _Binder(errors)
@@ -835,9 +847,12 @@ def _train(node: ast.TrainDef | None, constants, errors: _Errors, image: ir.Tens
             continue
         if converted is _FAILED:
             continue
-        if setting.name == "data" and not (_data_known(converted, setting.value.span, errors)
-                                           and _data_stays_inside(converted, setting.value.span, errors)):
-            continue
+        if setting.name == "data":
+            if not _data_known(converted, setting.value.span, errors):
+                continue
+            converted = _data_inside(converted, setting.value.span, errors, place)
+            if converted is None:
+                continue
         if not _fits_input(setting.name, converted, image, setting.value.span, errors):
             continue
         values[setting.name] = converted
@@ -877,18 +892,42 @@ def _fits_input(name: str, value: Any, image: ir.TensorSpec | None, span: Span |
     return True
 
 
-def _data_stays_inside(data: str, span: Span | None, errors: _Errors) -> bool:
-    """A data path written in a spec stays inside the project, like an import (RELIABILITY.md);
-    `nindsl train --data PATH` on the command line may name any path."""
-    path = data.partition(":")[2] if ":" in data else data
+def _data_inside(data: str, span: Span | None, errors: _Errors, place: _DataPlace) -> str | None:
+    """A data path written in a spec, resolved against the spec's folder (not the working
+    folder) and confined to the project after following symbolic links, like an import
+    (RELIABILITY.md); None after a located error. `nindsl train --data PATH` on the command
+    line may name any path."""
+    kind, sep, path = data.partition(":")
+    if not sep:
+        kind, path = "", data if data.endswith(".npz") else ""
     if not path:
-        return True
+        return data  # `digits`: nothing to read from the disk
     if os.path.isabs(path):
         errors.error("E0303", f"data path `{path}` is absolute", span,
-                     "paths in a spec are relative to the project; pass this one with `nindsl train --data`")
-        return False
-    if os.path.normpath(path).split(os.sep)[0] == "..":
+                     "paths in a spec are relative to the spec's folder; pass this one with `nindsl train --data`")
+        return None
+    folder = place.folder or Path()  # a spec given as text: the working folder is its folder
+    root = place.root or folder
+    try:
+        written = Path(os.path.normpath(os.path.abspath(folder / path)))
+        target = (folder / path).resolve()  # (what does not exist yet resolves as written)
+        inside = root.resolve()
+    except RuntimeError:  # (Python 3.11 raises it for a symlink loop)
+        errors.error("E0301", f"data path `{path}`: a symbolic link leads to itself", span)
+        return None
+    except OSError as error:
+        errors.error("E0301", f"data path `{path}`: {error.strerror or error}", span)
+        return None
+    if not written.is_relative_to(Path(os.path.abspath(root))):
         errors.error("E0303", f"data path `{path}` leads outside the project folder", span,
-                     "paths in a spec stay inside the project; pass this one with `nindsl train --data`")
-        return False
-    return True
+                     "paths in a spec stay inside the spec's folder; pass this one with `nindsl train --data`")
+        return None
+    if not target.is_relative_to(inside):
+        errors.error("E0303", f"data path `{path}` leads outside the project folder through a symbolic link "
+                              f"(to `{target}`)", span,
+                     "paths in a spec stay inside the spec's folder, links followed; pass this one with "
+                     "`nindsl train --data`")
+        return None
+    if place.folder is None:
+        return data
+    return f"{kind}:{target}" if kind else str(target)
