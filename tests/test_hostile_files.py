@@ -391,3 +391,45 @@ def test_a_specs_data_path_may_not_leave_the_project_through_a_link(cli, tmp_pat
     result = cli("check", spec)
     assert result.code == 1 and "E0303" in result.err
     assert not (tmp_path / "run").exists()
+
+
+def _png(side: int = 8) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + b"\x80" * side for _ in range(side))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_a_truncated_png_is_refused_not_half_read(cli, tmp_path):
+    whole = _png()
+    (tmp_path / "whole.png").write_bytes(whole)
+    assert cli("run", DIGITS, "-i", tmp_path / "whole.png").code == 0
+    for name, data in (("no_end.png", whole[:-12]), ("cut.png", whole[:45])):  # without IEND, and inside IDAT
+        (tmp_path / name).write_bytes(data)
+        result = cli("run", DIGITS, "-i", tmp_path / name, "-o", tmp_path / "y.npy")
+        assert result.code == 1 and f"`{tmp_path / name}` is not a readable image" in result.err, name
+        assert "truncated or damaged" in result.err
+    assert not (tmp_path / "y.npy").exists()
+
+
+@pytest.mark.parametrize("kind", ["int64", "identity"])
+def test_importing_an_onnx_model_with_nothing_to_import_is_refused(cli, tmp_path, kind):
+    import onnx
+    from onnx import TensorProto, helper
+
+    element = TensorProto.INT64 if kind == "int64" else TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign",
+                              [helper.make_tensor_value_info("x", element, [1, 4])],
+                              [helper.make_tensor_value_info("y", element, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 7
+    onnx.save(model, tmp_path / "m.onnx")
+    result = cli("import", tmp_path / "m.onnx", "-o", tmp_path / "o.nin", "--weights-out", tmp_path / "w.safetensors")
+    expected = "its input `x` is int64" if kind == "int64" else "holds no layer nindsl imports (Identity"
+    assert result.code == 1 and expected in result.err, result.err  # was exit 0 with a spec of 0 layers
+    assert not (tmp_path / "o.nin").exists() and not (tmp_path / "w.safetensors").exists()

@@ -40,6 +40,9 @@ class _Node:
         return f"node `{self.name}` ({self.op})"
 
 
+_FLOATS = (1, 10, 11, 16)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16: read as float32
+
+
 def _chain(path: Path, model) -> tuple[str, list[_Node]]:
     """The graph's nodes from its input to its output, each fed by the one before (else an error)."""
     from onnx import helper
@@ -49,6 +52,11 @@ def _chain(path: Path, model) -> tuple[str, list[_Node]]:
     inputs = [i for i in graph.input if i.name not in initializers]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise _refuse(path, f"has {len(inputs)} inputs and {len(graph.output)} outputs; a NiN has one of each")
+    element = inputs[0].type.tensor_type.elem_type
+    if element not in _FLOATS:
+        kind = helper.tensor_dtype_to_np_dtype(element).name if element else "not a tensor"
+        raise _refuse(path, f"its input `{inputs[0].name}` is {kind}; nindsl's networks take float32 images or "
+                            "vectors", "export the model with a float32 input")
     nodes = []
     for index, node in enumerate(graph.node):
         name = node.name or f"#{index}"
@@ -259,6 +267,10 @@ def read_onnx(path: Path, name: str | None = None) -> Imported:
     input_name, chain = _chain(path, model)
     reader = _Reader(path, model, tensors, nindsl_made=bool(meta))
     reader.read(chain)
+    if not reader.lines:
+        raise _refuse(path, f"holds no layer nindsl imports ({', '.join(n.op for n in chain) or 'no nodes'} "
+                            "from input to output); a spec needs at least one",
+                      "nindsl imports NiN-style networks: convolutions, pooling, activations, dense layers")
     info = model.graph.input[[i.name for i in model.graph.input].index(input_name)]
     dims = info.type.tensor_type.shape.dim
     shape = tuple(d.dim_param if d.dim_param and IDENTIFIER.match(d.dim_param) else

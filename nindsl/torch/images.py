@@ -13,6 +13,7 @@ train section's ``mean`` and ``std``, as training evaluated it::
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,16 @@ def read_image(path: Path, channels: int, height: int, width: int) -> np.ndarray
     if channels not in (1, 3):
         raise _bad(f"images have 1 or 3 channels; this model takes {channels}")
     try:
+        with Image.open(path) as image:  # the structure first: a PNG cut short of its end decodes "fine"
+            image.verify()
         with Image.open(path) as image:
             image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
             array = np.asarray(image, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise NindslError.one("E0301", f"no such file `{path}`", None) from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise _bad(f"`{path}` is not a readable image ({error})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error) as error:
+        raise _bad(f"`{path}` is not a readable image ({error})",
+                   "is the file truncated or damaged? save it again") from None
     except Image.DecompressionBombError as error:  # a small file that decodes to gigabytes
         raise _bad(f"`{path}` is refused: {error}", "resize the image before giving it to nindsl") from None
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
