@@ -1,0 +1,322 @@
+"""An int8 build: a quantized network (:class:`nindsl.onnx.quantize.Plan`) as a Relax module
+of integer kernels, each scheduled here, compiled for a CPU target.
+
+The network runs as a chain of kernels over blocked layouts (``NCHW{b}c``: the ``b``
+channels of a pixel adjacent, ``b`` = 4 for the input, the vector lanes after a convolution):
+
+    quantize the input → [convolution + requantize | max pool | average pool]… → head
+
+Convolutions are :mod:`nindsl.tvm.int8_kernels`' direct kernel; pooling works on the
+integers (max) or on their dequantized values (average, requantized to the same scale); the
+head (global average pooling, softmax) is float32. The weights are packed once, at build
+time, and passed to the library at run time as for float32 builds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernel.diagnostics import NindslError
+from ..language import ir
+from ..onnx.quantize import LEVELS, Plan, Quant
+from .build import Build
+from .int8_kernels import ConvShape, Isa, conv_func, int8_isa, schedule_conv
+from .profiles import Profile, resolved_target
+
+INPUT_BLOCK = 4  # the input's channels are padded to a multiple of 4 (one 32-bit broadcast)
+
+
+def _requantize(value, quant: Quant):
+    from tvm import tirx
+
+    q = tirx.nearbyint(value / float(quant.scale)) + float(quant.zero)
+    return tirx.max(tirx.min(q, float(LEVELS)), 0.0).astype("uint8")
+
+
+def _dequantize(q, quant: Quant):
+    return (q.astype("float32") - float(quant.zero)) * float(quant.scale)
+
+
+def _parallel(func):
+    """A simple schedule for a memory-bound kernel: producers inlined, the two outer loops
+    of what remains run in parallel, the innermost vectorised when it is a channel block."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    for block in _blocks(sch)[:-1]:
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001 - a reduction or a multi-consumer block stays
+            pass
+    for block in _blocks(sch):
+        loops = sch.get_loops(block)
+        try:
+            sch.parallel(sch.fuse(*loops[:2]) if len(loops) >= 2 else loops[0])
+        except Exception:  # noqa: BLE001 - a reduction over the outer loops (the head's): serial
+            pass
+    return sch.mod["main"]
+
+
+def _schedule_pool(func):
+    """Pooling: rows in parallel, a pixel's channel block as one vector, the window inside."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    pool = sch.get_sblock("pool")
+    b, i, j, g, k, ry, rx = sch.get_loops(pool)
+    sch.reorder(b, i, j, g, ry, rx, k)
+    consumers = sch.get_consumers(pool)
+    if consumers:  # an average's division and requantize: per pixel, after its sums
+        sch.reverse_compute_at(consumers[0], g)
+        sch.vectorize(sch.get_loops(consumers[0])[-1])
+    sch.parallel(sch.fuse(b, i))
+    init = sch.decompose_reduction(pool, ry)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(k)  # (TVM does not vectorise a loop under a reduction: LLVM's SLP pass does)
+    return sch.mod["main"]
+
+
+def _blocks(sch):
+    """The blocks of a PrimFunc made by ``te.create_prim_func``, in program order."""
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+class _Kernels:
+    """Builds the kernels of one plan, and the Relax module calling them."""
+
+    def __init__(self, quantized: Plan, network: ir.Network, batch: int, isa: Isa):
+        self.plan, self.network, self.batch, self.isa = quantized, network, batch, isa
+        self.weights: dict[str, np.ndarray] = {}
+        self.order: list[str] = []
+
+    def weight(self, name: str, value: np.ndarray) -> str:
+        self.weights[name] = np.ascontiguousarray(value)
+        self.order.append(name)
+        return name
+
+    def quantize_input(self, shape):
+        from tvm import te, tirx
+
+        n, c, h, w = shape
+        quant = self.plan.quants[self.plan.input]
+        x = te.placeholder((n, c, h, w), "float32", name="x")
+        blocks = -(-c // INPUT_BLOCK)
+        out = te.compute((n, h, w, blocks, INPUT_BLOCK), lambda b, i, j, g, k: te.if_then_else(
+            g * INPUT_BLOCK + k < c, _requantize(x[b, te.min(g * INPUT_BLOCK + k, c - 1), i, j], quant),
+            tirx.const(quant.zero, "uint8")), name="quantize")
+        return _parallel(te.create_prim_func([x, out])), tuple(int(d) for d in out.shape)
+
+    def conv(self, step, shape, in_block: int):
+        n, h, w, _, _ = shape
+        o, c, k, _ = step.weight.shape
+        attributes = step.attributes
+        pads = list(attributes.get("pads", [0, 0, 0, 0]))
+        strides = list(attributes.get("strides", [1, 1]))
+        if len(set(pads)) != 1 or len(set(strides)) != 1 or any(d != 1 for d in attributes.get("dilations", [1])) \
+                or attributes.get("group", 1) != 1:
+            raise NindslError.one("E0504", f"int8 builds take square, symmetric convolutions; `{step.output}` "
+                                           f"has pads {pads}, strides {strides}", None,
+                                  "build this network with --precision fp32")
+        q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
+        conv = ConvShape(n, c, h, w, o, k, strides[0], pads[0], in_block, q_in.zero, q_out.zero,
+                         q_out.zero if step.relu else 0)
+        lanes = self.isa.lanes
+        blocks_out = -(-o // lanes)
+        # pack: [O/lanes, C/4, K, K, lanes, 4], zero-padded channels
+        c4 = -(-c // 4)
+        padded = np.zeros((blocks_out * lanes, c4 * 4, k, k), np.int8)
+        padded[:o, :c] = step.weight
+        packed = padded.reshape(blocks_out, lanes, c4, 4, k, k).transpose(0, 2, 4, 5, 1, 3)
+        # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
+        bias = np.zeros(blocks_out * lanes, np.int64)
+        bias[:o] = step.bias.astype(np.int64) - q_in.zero * step.weight.astype(np.int64).sum(axis=(1, 2, 3))
+        scale = np.zeros(blocks_out * lanes, np.float32)
+        scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
+        names = [self.weight(f"{step.output}.{part}", value) for part, value in
+                 (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))]
+        func = schedule_conv(conv_func(conv, self.isa), conv, self.isa)
+        oh, ow = conv.out_size
+        return func, names, (n, oh, ow, blocks_out, lanes)
+
+    def pool(self, step, shape, block: int):
+        """Max or average pooling over the blocked NHWC layout, with ONNX's (and Caffe's)
+        windows: ``ceil_mode`` rounding, and an average divided by the window clipped to the
+        padded input (``count_include_pad``) or to the input."""
+        from tvm import te, tirx
+
+        a = step.attributes
+        n, h, w, groups, _ = shape
+        (kh, kw), (sh, sw) = a["kernel_shape"], a.get("strides", [1, 1])
+        top, left, bottom, right = a.get("pads", [0, 0, 0, 0])
+        rounding = (lambda v: -(-v // 1)) if a.get("ceil_mode", 0) else (lambda v: v)
+        oh = int(rounding((h + top + bottom - kh) / sh)) + 1
+        ow = int(rounding((w + left + right - kw) / sw)) + 1
+        if a.get("ceil_mode", 0):  # a last window must start inside the input or its top/left padding
+            oh -= (oh - 1) * sh >= h + top
+            ow -= (ow - 1) * sw >= w + left
+        x = te.placeholder(shape, "uint8", name="x")
+        quant = self.plan.quants[step.input]
+        ry = te.reduce_axis((0, kh), name="ry")
+        rx = te.reduce_axis((0, kw), name="rx")
+
+        def inside(i, j):
+            row, column = i * sh - top + ry, j * sw - left + rx
+            return row, column, tirx.all(row >= 0, row < h, column >= 0, column < w)
+
+        def window(i, j, row, column):
+            if not a.get("count_include_pad", 0):  # the taps inside the input
+                rows = tirx.min(i * sh - top + kh, h) - tirx.max(i * sh - top, 0)
+                columns = tirx.min(j * sw - left + kw, w) - tirx.max(j * sw - left, 0)
+            else:  # the taps inside the padded input
+                rows = tirx.min(i * sh - top + kh, h + bottom) - (i * sh - top)
+                columns = tirx.min(j * sw - left + kw, w + right) - (j * sw - left)
+            return (rows * columns).astype("float32")
+
+        if step.op == "maxpool":
+            def pool(b, i, j, g, k):
+                row, column, valid = inside(i, j)
+                value = x[b, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(column, 0), w - 1), g, k]
+                # (0 is below every value: a window always holds an input pixel)
+                return te.max(tirx.if_then_else(valid, value, tirx.const(0, "uint8")), axis=[ry, rx])
+            out = te.compute((n, oh, ow, groups, block), pool, name="pool")
+        else:
+            def total(b, i, j, g, k):
+                row, column, valid = inside(i, j)
+                value = x[b, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(column, 0), w - 1), g, k]
+                return te.sum(tirx.if_then_else(valid, value.astype("int32"), 0), axis=[ry, rx])
+            sums = te.compute((n, oh, ow, groups, block), total, name="pool")
+
+            def average(b, i, j, g, k):
+                row, column, _ = inside(i, j)
+                count = window(i, j, row, column)
+                taps = (tirx.min(i * sh - top + kh, h) - tirx.max(i * sh - top, 0)) * \
+                    (tirx.min(j * sw - left + kw, w) - tirx.max(j * sw - left, 0))
+                real = (sums[b, i, j, g, k].astype("float32") - float(quant.zero) * taps.astype("float32")) \
+                    * float(quant.scale) / count
+                return _requantize(real, quant)
+            out = te.compute((n, oh, ow, groups, block), average, name="average")
+        return _schedule_pool(te.create_prim_func([x, out])), (n, oh, ow, groups, block)
+
+    def head(self, shape, block: int, classes: int):
+        from tvm import te, topi
+
+        n, h, w, _, _ = shape
+        quant = self.plan.quants[self.plan.steps[-1].input]
+        x = te.placeholder(shape, "uint8", name="x")
+        i = te.reduce_axis((0, h), name="i")
+        j = te.reduce_axis((0, w), name="j")
+        total = te.compute((n, classes), lambda b, c: te.sum(
+            x[b, i, j, c // block, c % block].astype("int32"), axis=[i, j]), name="sum")
+        mean = te.compute((n, classes), lambda b, c: (total[b, c].astype("float32") / float(h * w)
+                                                      - float(quant.zero)) * float(quant.scale), name="mean")
+        out = topi.nn.softmax(mean, axis=1) if self.plan.softmax else mean
+        return _parallel(te.create_prim_func([x, out])), (n, classes)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One call of the int8 network: a scheduled PrimFunc, the weights it takes after its
+    input, and its output."""
+
+    name: str
+    func: object  # tvm.tirx.PrimFunc
+    weights: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def kernels(network: ir.Network, quantized: Plan, batch: int, isa: Isa) -> tuple[list[Kernel], dict, list[str]]:
+    """The kernels of ``quantized`` in order, and the packed weights (by name, and in the
+    order the library takes them)."""
+    maker = _Kernels(quantized, network, batch, isa)
+    _, c, h, w = network.input.shape
+    func, shape = maker.quantize_input((batch, c, h, w))
+    calls = [Kernel("quantize_input", func, (), shape, "uint8")]
+    block = INPUT_BLOCK
+    classes = int(network.output.shape[-1])
+    for k, step in enumerate(quantized.steps):
+        if step.op == "conv":
+            func, names, shape = maker.conv(step, shape, block)
+            calls.append(Kernel(f"conv{k}_{_label(step.output)}", func, tuple(names), shape, "uint8"))
+            block = isa.lanes
+        elif step.op in ("maxpool", "avgpool"):
+            func, shape = maker.pool(step, shape, block)
+            calls.append(Kernel(f"{step.op}{k}", func, (), shape, "uint8"))
+        else:
+            func, shape = maker.head(shape, block, classes)
+            calls.append(Kernel("head", func, (), shape, "float32"))
+    return calls, maker.weights, maker.order
+
+
+def _label(tensor: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in tensor)
+
+
+def isa_of(profile: Profile):
+    """The target of ``profile`` and its int8 instructions; a clear error without AVX2."""
+    import tvm
+
+    target = tvm.target.Target(resolved_target(profile))
+    isa = int8_isa(target)
+    if isa is None:
+        raise NindslError.one("E0504", f"target `{profile.name}` has no AVX2: int8 would not be faster than float32 "
+                                       "there", None, "build with --precision fp32")
+    return target, isa
+
+
+def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model, batch: int) -> Build:
+    """Compile ``quantized`` for ``profile``'s CPU at a fixed ``batch``."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+
+    target, isa = isa_of(profile)
+    calls, weights, order = kernels(network, quantized, batch, isa)
+    _, c, h, w = network.input.shape
+    x = relax.Var(quantized.input, relax.TensorType((batch, c, h, w), "float32"))
+    params = {name: relax.Var(_label(name), relax.TensorType(weights[name].shape, str(weights[name].dtype)))
+              for name in order}
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, *params.values()]):
+        with bb.dataflow():
+            value = x
+            for call in calls:
+                gv = bb.add_func(call.func.with_attr("global_symbol", call.name), call.name)
+                value = bb.emit(relax.call_tir(gv, [value, *(params[n] for n in call.weights)],
+                                               relax.TensorType(call.shape, call.dtype)))
+            out = bb.emit_output(value)
+        bb.emit_func_output(out)
+    # The kernels are scheduled: lower the calls as they are (no fusion, no default schedules).
+    pipeline = tvm.transform.Sequential(dataflow_lower_passes(target) + finalize_passes(target))
+    executable = tvm.compile(bb.get(), target=target, relax_pipeline=pipeline)
+    return Build(executable, qdq_model, weights, order, target, False, batch)
+
+
+def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: int,
+                 repeats: int = 10) -> list[tuple[str, float]]:
+    """Each kernel's median milliseconds, run alone on zeros: where an int8 build's time goes."""
+    import time
+
+    import tvm
+
+    target, isa = isa_of(profile)
+    calls, weights, _ = kernels(network, quantized, batch, isa)
+    device = tvm.cpu(0)
+    _, c, h, w = network.input.shape
+    shape, dtype = (batch, c, h, w), "float32"
+    result = []
+    for call in calls:
+        function = tvm.compile(tvm.IRModule({"main": call.func}), target=target)["main"]
+        args = [tvm.runtime.empty(shape, dtype, device), *(tvm.runtime.tensor(weights[n], device) for n in call.weights),
+                tvm.runtime.empty(call.shape, call.dtype, device)]
+        function(*args)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function(*args)
+            times.append(time.perf_counter() - start)
+        result.append((call.name, 1e3 * float(np.median(times))))
+        shape, dtype = call.shape, call.dtype
+    return result

@@ -1,0 +1,242 @@
+"""Integer kernels for int8 builds on CPUs: a quantized convolution with its requantize step,
+and the tensor intrinsics its inner loop is made of.
+
+Activations are unsigned 8-bit numbers in ``NCHW{c}c`` blocks (``c`` channels of a pixel
+adjacent); weights are signed 8-bit, packed ``[O/lanes, C/4, K, K, lanes, 4]`` so that the
+``lanes × 4`` weights one step multiplies are 32 (or 64) adjacent bytes. The inner step is a
+dot product of 4 input channels (one 32-bit broadcast) with ``lanes`` output channels, added
+to ``lanes`` 32-bit sums in a vector register:
+
+- AVX-512 VNNI: ``vpdpbusd`` (one instruction, 16 lanes);
+- AVX-512BW: ``vpmaddubsw`` + ``vpmaddwd`` (16 lanes);
+- AVX2: ``vpmaddubsw`` + ``vpmaddwd`` (8 lanes), the fallback every x86-64 CPU of the last
+  decade has. TVM ships no intrinsic for it.
+
+``vpmaddubsw`` adds two products into a signed 16-bit number with saturation; activations are
+quantized to 0..127 (7 bits) and weights to -127..127, so a pair sums to at most
+2 × 127 × 127 = 32258 and never saturates. The instruction set is read from the target's
+features (``mattr``/``mcpu``), never from the machine that compiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ACTIVATION_MAX = 127  # 7-bit activations: vpmaddubsw never saturates (see the module's docstring)
+
+
+@dataclass(frozen=True)
+class Isa:
+    """The int8 dot-product instructions a target has: the vector lanes of 32-bit sums and
+    the name of nindsl's tensor intrinsic for one step."""
+
+    name: str
+    lanes: int
+
+    @property
+    def intrinsic(self) -> str:
+        return f"nindsl_dot_{self.lanes}x4_{self.name}"
+
+
+ISAS = (Isa("avx512vnni", 16), Isa("avx512bw", 16), Isa("avx2", 8))
+
+
+def int8_isa(target) -> Isa | None:
+    """The best int8 instructions of ``target``'s CPU, or None when it has no AVX2."""
+    from tvm.target import codegen
+
+    register_intrinsics()
+    for isa in ISAS:
+        if codegen.llvm_cpu_has_features(isa.name, target):
+            return isa
+    return None
+
+
+_registered = False
+
+
+def register_intrinsics() -> None:
+    """Register the dot-product intrinsics once per process. TVM 0.27 ships VNNI and
+    AVX-512BW ones whose sums live in global memory; these keep them in registers (a
+    ``local`` buffer), and add AVX2."""
+    global _registered
+    if _registered:
+        return
+    from tvm.s_tir import TensorIntrin
+
+    from .compat import tvmscript_frames
+
+    with tvmscript_frames():
+        for isa in ISAS:
+            TensorIntrin.register(isa.intrinsic, *_dot_functions(isa))
+    _registered = True
+
+
+def _dot_functions(isa: Isa):
+    """The (description, implementation) of one ``lanes × 4`` uint8·int8 → int32 step."""
+    from tvm.script import tirx as T
+
+    lanes, width = isa.lanes, isa.lanes * 4
+    wide, pairs, sums = f"int8x{width}", f"int16x{2 * lanes}", f"int32x{lanes}"
+    bytes_ = f"uint8x{width}"
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+
+    if isa.name == "avx512vnni":
+        @T.prim_func(s_tir=True)
+        def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+                 c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+                T.writes(c[0:lanes])
+                a32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+                c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype=sums),
+                    T.broadcast(a32, lanes), T.reinterpret(b.vload([0, 0], dtype=wide), dtype=sums), dtype=sums)
+        return desc, impl
+
+    madd_bytes = "llvm.x86.avx512.pmaddubs.w.512" if lanes == 16 else "llvm.x86.avx2.pmadd.ub.sw"
+    madd_words = "llvm.x86.avx512.pmaddw.d.512" if lanes == 16 else "llvm.x86.avx2.pmadd.wd"
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            a32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            products = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(madd_bytes), T.reinterpret(T.broadcast(a32, lanes), dtype=bytes_),
+                b.vload([0, 0], dtype=wide), dtype=pairs)
+            c[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(madd_words), products, T.broadcast(T.int16(1), 2 * lanes), dtype=sums)
+    return desc, impl
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One quantized convolution: sizes, and the integer zero points of its input and output."""
+
+    batch: int
+    channels: int  # input channels (before padding to whole blocks)
+    height: int
+    width: int
+    out_channels: int
+    kernel: int
+    stride: int
+    pad: int
+    in_block: int  # channels per block of the input layout (4, or the lanes)
+    zero_in: int  # the input's zero point: the value padding takes
+    zero_out: int
+    low: int  # the smallest output value: the zero point after a ReLU, else 0
+
+    @property
+    def out_size(self) -> tuple[int, int]:
+        return ((self.height + 2 * self.pad - self.kernel) // self.stride + 1,
+                (self.width + 2 * self.pad - self.kernel) // self.stride + 1)
+
+
+def conv_func(shape: ConvShape, isa: Isa):
+    """The PrimFunc of ``shape``: ``x`` uint8 ``[N, H, W, C/b, b]``, ``w`` int8 packed,
+    ``bias`` int32 and ``scale`` float32 per output channel → uint8 ``[N, OH, OW, O/lanes, lanes]``.
+
+    Both layouts are NHWC in memory (channels padded to whole blocks): the channels a pixel's
+    dot products read are adjacent, so a reduction over channels walks memory in order.
+    ``out = clip(round((Σ x·w + bias) · scale) + zero_out, low, 127)``: the bias holds the
+    input zero point's correction (−zero_in · Σw), rounding is to nearest even, as in ONNX's
+    QLinearConv."""
+    from tvm import te, tirx
+
+    s, lanes, b = shape, isa.lanes, shape.in_block
+    blocks_in = -(-s.channels // 4)  # 4-channel groups of the reduction
+    blocks_out = -(-s.out_channels // lanes)
+    oh, ow = s.out_size
+    x = te.placeholder((s.batch, s.height, s.width, -(-s.channels // b), b), "uint8", name="x")
+    w = te.placeholder((blocks_out, blocks_in, s.kernel, s.kernel, lanes, 4), "int8", name="w")
+    bias = te.placeholder((blocks_out * lanes,), "int32", name="bias")
+    scale = te.placeholder((blocks_out * lanes,), "float32", name="scale")
+    padded = x
+    if s.pad:
+        p = s.pad
+        padded = te.compute(
+            (s.batch, s.height + 2 * p, s.width + 2 * p, *x.shape[3:]),
+            lambda n, i, j, c, k: tirx.if_then_else(
+                tirx.all(i >= p, i < s.height + p, j >= p, j < s.width + p),
+                x[n, i - p, j - p, c, k], tirx.const(s.zero_in, "uint8")), name="pad")
+    rc = te.reduce_axis((0, blocks_in), name="rc")
+    ry = te.reduce_axis((0, s.kernel), name="ry")
+    rx = te.reduce_axis((0, s.kernel), name="rx")
+    ri = te.reduce_axis((0, 4), name="ri")
+    group = b // 4  # 4-channel groups per input block
+
+    def dot(n, i, j, f, lane):
+        value = padded[n, i * s.stride + ry, j * s.stride + rx, rc // group, (rc % group) * 4 + ri]
+        return te.sum(value.astype("int32") * w[f, rc, ry, rx, lane, ri].astype("int32"), axis=[rc, ry, rx, ri])
+
+    acc = te.compute((s.batch, oh, ow, blocks_out, lanes), dot, name="conv")
+
+    def requantize(n, i, j, f, lane):
+        o = f * lanes + lane
+        value = tirx.nearbyint((acc[n, i, j, f, lane] + bias[o]).astype("float32") * scale[o])
+        value = tirx.max(tirx.min(value + float(s.zero_out), float(ACTIVATION_MAX)), float(s.low))
+        return value.astype("uint8")
+
+    out = te.compute(acc.shape, requantize, name="requantize")
+    return te.create_prim_func([x, w, bias, scale, out])
+
+
+def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
+    """(output-channel vectors, output columns) of one register block: about 12 of AVX2's 16
+    vector registers (24 of AVX-512's 32) hold sums, the rest a weight vector and a broadcast."""
+    accumulators = 24 if isa.lanes == 16 else 12
+    _, width = shape.out_size
+    blocks_out = -(-shape.out_channels // isa.lanes)
+    best = (1, 1)
+    for columns in range(1, min(width, accumulators) + 1):
+        if width % columns:
+            continue
+        for vectors in range(1, accumulators // columns + 1):
+            if blocks_out % vectors == 0 and vectors * columns <= accumulators:
+                best = max(best, (vectors, columns), key=lambda vc: (vc[0] * vc[1], vc[1]))
+    return best
+
+
+def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | None = None):
+    """The direct convolution schedule: a register block of ``vectors × lanes`` output channels
+    × ``columns`` output pixels accumulates over every input channel and tap through the
+    tensor intrinsic; the requantize step stores it."""
+    from tvm import s_tir
+
+    vectors, columns = block or register_block(shape, isa)
+    sch = s_tir.Schedule(func)
+    conv = sch.get_sblock("conv")
+    n, i, j, f, lane, rc, ry, rx, ri = sch.get_loops(conv)
+    fo, fi = sch.split(f, [None, vectors])
+    jo, ji = sch.split(j, [None, columns])
+    sch.reorder(n, fo, i, jo, rc, ry, rx, fi, ji, lane, ri)
+    local = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_inline(sch.get_sblock("requantize"))  # requantize as the block is stored
+    sch.reverse_compute_at(local, jo, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(local)[-1])
+    sch.parallel(sch.fuse(n, fo, i))
+    init = sch.decompose_reduction(conv, rc)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.unroll(fi)
+    sch.unroll(ji)
+    sch.tensorize(lane, isa.intrinsic)
+    if shape.pad:
+        pad = sch.get_sblock("pad")
+        loops = sch.get_loops(pad)
+        sch.parallel(sch.fuse(*loops[:2]))
+        sch.vectorize(loops[-1])
+    return sch.mod["main"]
