@@ -79,11 +79,12 @@ class Plan:
     input: str
     output: str
     softmax: bool
+    weight_levels: int = LEVELS
 
     def describe(self) -> dict:
         """The quantization parameters, as an artifact's manifest records them."""
         return {"activations": {name: {"scale": q.scale, "zero_point": q.zero} for name, q in self.quants.items()},
-                "weights": "int8, symmetric, one scale per output channel",
+                "weights": f"int8, symmetric, one scale per output channel, within ±{self.weight_levels}",
                 "activation_range": f"0..{LEVELS}",
                 "convolutions": [{"input": s.input, "output": s.output,
                                   "weight_scale": [float(v) for v in s.weight_scale]}
@@ -137,8 +138,9 @@ def calibrate(model, images: np.ndarray, batch: int = 64) -> dict[str, tuple[flo
     return ranges
 
 
-def plan(model, ranges: dict[str, tuple[float, float]]) -> Plan:
-    """Quantize ``model`` (a float32 NiN as nindsl lowers it) with calibrated ``ranges``."""
+def plan(model, ranges: dict[str, tuple[float, float]], weight_levels: int = LEVELS) -> Plan:
+    """Quantize ``model`` (a float32 NiN as nindsl lowers it) with calibrated ``ranges``;
+    weights within ±``weight_levels`` (63 for CPUs whose int8 multiply-add saturates in 16 bits)."""
     from onnx import numpy_helper
 
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -155,9 +157,9 @@ def plan(model, ranges: dict[str, tuple[float, float]]) -> Plan:
             output = nodes[i + 1].output[0] if relu else node.output[0]
             w = weights[node.input[1]].astype(np.float32)
             b = weights[node.input[2]].astype(np.float32) if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
-            w_scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / LEVELS
+            w_scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / weight_levels
             w_scale = np.where(w_scale > 0, w_scale, 1.0).astype(np.float32)
-            w_q = np.clip(np.rint(w / w_scale[:, None, None, None]), -LEVELS, LEVELS).astype(np.int8)
+            w_q = np.clip(np.rint(w / w_scale[:, None, None, None]), -weight_levels, weight_levels).astype(np.int8)
             s_in = np.float32(quants[current].scale)
             b_q = np.rint(b / (s_in * w_scale)).astype(np.int64)
             if np.abs(b_q).max(initial=0) >= 2 ** 31:
@@ -180,7 +182,7 @@ def plan(model, ranges: dict[str, tuple[float, float]]) -> Plan:
             if any(op not in ("Flatten", "Softmax") for op in rest):
                 raise _unsupported(next(op for op in rest if op not in ("Flatten", "Softmax")))
             steps.append(Step("head", current, model.graph.output[0].name))
-            return Plan(steps, quants, input_name, model.graph.output[0].name, "Softmax" in rest)
+            return Plan(steps, quants, input_name, model.graph.output[0].name, "Softmax" in rest, weight_levels)
         else:
             raise _unsupported(node.op_type)
     raise _unsupported("a network without a global average pooling head")
@@ -244,8 +246,8 @@ def to_qdq(model, quantized: Plan):
     return qdq_model
 
 
-def quantize(model, images: np.ndarray) -> Plan:
+def quantize(model, images: np.ndarray, weight_levels: int = LEVELS) -> Plan:
     """Calibrate ``model`` on ``images`` and quantize it."""
     if not len(images):
         raise NindslError.one("E0503", "no calibration images", None, "give a few hundred: --calibrate digits|F.npz")
-    return plan(model, calibrate(model, images))
+    return plan(model, calibrate(model, images), weight_levels)

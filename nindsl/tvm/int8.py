@@ -22,7 +22,7 @@ from ..kernel.diagnostics import NindslError
 from ..language import ir
 from ..onnx.quantize import LEVELS, Plan, Quant
 from .build import Build
-from .int8_kernels import ConvShape, Isa, conv_func, int8_isa, schedule_conv
+from .int8_kernels import ConvShape, Isa, conv_func, int8_isa, pack_weights, schedule_conv
 from .profiles import Profile, resolved_target
 
 INPUT_BLOCK = 4  # the input's channels are padded to a multiple of 4 (one 32-bit broadcast)
@@ -124,11 +124,7 @@ class _Kernels:
                          q_out.zero if step.relu else 0)
         lanes = self.isa.lanes
         blocks_out = -(-o // lanes)
-        # pack: [O/lanes, C/4, K, K, lanes, 4], zero-padded channels
-        c4 = -(-c // 4)
-        padded = np.zeros((blocks_out * lanes, c4 * 4, k, k), np.int8)
-        padded[:o, :c] = step.weight
-        packed = padded.reshape(blocks_out, lanes, c4, 4, k, k).transpose(0, 2, 4, 5, 1, 3)
+        packed = pack_weights(step.weight, conv, self.isa)
         # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
         bias = np.zeros(blocks_out * lanes, np.int64)
         bias[:o] = step.bias.astype(np.int64) - q_in.zero * step.weight.astype(np.int64).sum(axis=(1, 2, 3))
@@ -273,6 +269,10 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
     from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
     target, isa = isa_of(profile)
+    if quantized.weight_levels > isa.weight_levels:
+        raise NindslError.one("E0504", f"these int8 weights reach ±{quantized.weight_levels}, and {isa.name} adds "
+                                       f"products in 16 bits: ±{isa.weight_levels} at most", None,
+                              "quantize for this target (nindsl does when it compiles)")
     calls, weights, order = kernels(network, quantized, batch, isa)
     _, c, h, w = network.input.shape
     x = relax.Var(quantized.input, relax.TensorType((batch, c, h, w), "float32"))

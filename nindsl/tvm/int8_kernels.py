@@ -27,18 +27,32 @@ ACTIVATION_MAX = 127  # 7-bit activations: vpmaddubsw never saturates (see the m
 
 @dataclass(frozen=True)
 class Isa:
-    """The int8 dot-product instructions a target has: the vector lanes of 32-bit sums and
-    the name of nindsl's tensor intrinsic for one step."""
+    """The int8 dot-product instructions a target has: the vector lanes of 32-bit sums, and
+    whether its multiply-add saturates in 16 bits (``vpmaddubsw``: every x86 int8 path but VNNI)."""
 
     name: str
     lanes: int
+    saturates: bool
+
+    def intrinsic(self, step: int) -> str:
+        """The tensor intrinsic of one ``lanes × step`` dot product (``step`` input channels)."""
+        return f"nindsl_dot_{self.lanes}x{step}_{self.name}"
 
     @property
-    def intrinsic(self) -> str:
-        return f"nindsl_dot_{self.lanes}x4_{self.name}"
+    def steps(self) -> tuple[int, ...]:
+        """The input channels one intrinsic call can take: 8 adds two 4-channel products in
+        16 bits before widening them (one ``vpmaddwd`` for two ``vpmaddubsw``), exact only
+        with weights within ±63 (:data:`WEIGHT_LEVELS`)."""
+        return (8, 4) if self.saturates else (4,)
+
+    @property
+    def weight_levels(self) -> int:
+        """The largest weight magnitude: 63 where two 16-bit products are added, else 127."""
+        return PAIRED_WEIGHT_LEVELS if self.saturates else ACTIVATION_MAX
 
 
-ISAS = (Isa("avx512vnni", 16), Isa("avx512bw", 16), Isa("avx2", 8))
+PAIRED_WEIGHT_LEVELS = 63  # 2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
+ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avx2", 8, True))
 
 
 def int8_isa(target) -> Isa | None:
@@ -58,7 +72,7 @@ _registered = False
 def register_intrinsics() -> None:
     """Register the dot-product intrinsics once per process. TVM 0.27 ships VNNI and
     AVX-512BW ones whose sums live in global memory; these keep them in registers (a
-    ``local`` buffer), and add AVX2."""
+    ``local`` buffer), and add AVX2 and the paired steps."""
     global _registered
     if _registered:
         return
@@ -68,58 +82,84 @@ def register_intrinsics() -> None:
 
     with tvmscript_frames():
         for isa in ISAS:
-            TensorIntrin.register(isa.intrinsic, *_dot_functions(isa))
+            for step in isa.steps:
+                TensorIntrin.register(isa.intrinsic(step), *_dot_functions(isa, step))
     _registered = True
 
 
-def _dot_functions(isa: Isa):
-    """The (description, implementation) of one ``lanes × 4`` uint8·int8 → int32 step."""
+def _dot_functions(isa: Isa, step: int):
+    """The (description, implementation) of one ``lanes × step`` uint8·int8 → int32 dot product;
+    the weights are ``[step / 4, lanes, 4]``."""
     from tvm.script import tirx as T
 
-    lanes, width = isa.lanes, isa.lanes * 4
-    wide, pairs, sums = f"int8x{width}", f"int16x{2 * lanes}", f"int32x{lanes}"
-    bytes_ = f"uint8x{width}"
+    lanes, width, halves = isa.lanes, isa.lanes * 4, step // 4
+    wide, pairs, sums, bytes_ = f"int8x{width}", f"int16x{2 * lanes}", f"int32x{lanes}", f"uint8x{width}"
 
     @T.prim_func(s_tir=True)
-    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+    def desc(a: T.Buffer((step,), "uint8", offset_factor=1),
+             b: T.Buffer((halves, lanes, 4), "int8", offset_factor=1),
              c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.reads(c[0:lanes], a[0:step], b[0:halves, 0:lanes, 0:4])
             T.writes(c[0:lanes])
             for i in T.serial(0, lanes):
-                for k in T.serial(0, 4):
+                for k in T.serial(0, step):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vi, vk], "int32")
+                        c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vk // 4, vi, vk % 4], "int32")
 
     if isa.name == "avx512vnni":
         @T.prim_func(s_tir=True)
-        def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        def impl(a: T.Buffer((step,), "uint8", offset_factor=1),
+                 b: T.Buffer((halves, lanes, 4), "int8", offset_factor=1),
                  c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
             with T.sblock("root"):
-                T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+                T.reads(c[0:lanes], a[0:step], b[0:halves, 0:lanes, 0:4])
                 T.writes(c[0:lanes])
                 a32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype=sums),
-                    T.broadcast(a32, lanes), T.reinterpret(b.vload([0, 0], dtype=wide), dtype=sums), dtype=sums)
+                    T.broadcast(a32, lanes), T.reinterpret(b.vload([0, 0, 0], dtype=wide), dtype=sums),
+                    dtype=sums)
         return desc, impl
 
     madd_bytes = "llvm.x86.avx512.pmaddubs.w.512" if lanes == 16 else "llvm.x86.avx2.pmadd.ub.sw"
     madd_words = "llvm.x86.avx512.pmaddw.d.512" if lanes == 16 else "llvm.x86.avx2.pmadd.wd"
 
+    if step == 4:
+        @T.prim_func(s_tir=True)
+        def impl(a: T.Buffer((step,), "uint8", offset_factor=1),
+                 b: T.Buffer((halves, lanes, 4), "int8", offset_factor=1),
+                 c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:lanes], a[0:step], b[0:halves, 0:lanes, 0:4])
+                T.writes(c[0:lanes])
+                a32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+                products = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(madd_bytes), T.reinterpret(T.broadcast(a32, lanes), dtype=bytes_),
+                    b.vload([0, 0, 0], dtype=wide), dtype=pairs)
+                c[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(madd_words), products, T.broadcast(T.int16(1), 2 * lanes), dtype=sums)
+        return desc, impl
+
     @T.prim_func(s_tir=True)
-    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+    def impl(a: T.Buffer((step,), "uint8", offset_factor=1),
+             b: T.Buffer((halves, lanes, 4), "int8", offset_factor=1),
              c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
         with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.reads(c[0:lanes], a[0:step], b[0:halves, 0:lanes, 0:4])
             T.writes(c[0:lanes])
-            a32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-            products = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(madd_bytes), T.reinterpret(T.broadcast(a32, lanes), dtype=bytes_),
-                b.vload([0, 0], dtype=wide), dtype=pairs)
+            low = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            high = T.reinterpret(a.vload([4], "uint8x4"), dtype="int32")
+            first = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(madd_bytes), T.reinterpret(T.broadcast(low, lanes), dtype=bytes_),
+                b.vload([0, 0, 0], dtype=wide), dtype=pairs)
+            second = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(madd_bytes), T.reinterpret(T.broadcast(high, lanes), dtype=bytes_),
+                b.vload([1, 0, 0], dtype=wide), dtype=pairs)
             c[T.ramp(T.int32(0), 1, lanes)] += T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(madd_words), products, T.broadcast(T.int16(1), 2 * lanes), dtype=sums)
+                T.llvm_lookup_intrinsic_id(madd_words), first + second, T.broadcast(T.int16(1), 2 * lanes),
+                dtype=sums)
     return desc, impl
 
 
@@ -158,11 +198,12 @@ def conv_func(shape: ConvShape, isa: Isa):
     from tvm import te, tirx
 
     s, lanes, b = shape, isa.lanes, shape.in_block
-    blocks_in = -(-s.channels // 4)  # 4-channel groups of the reduction
+    step = conv_step(s, isa)
+    blocks_in = -(-s.channels // step)  # step-channel groups of the reduction
     blocks_out = -(-s.out_channels // lanes)
     oh, ow = s.out_size
     x = te.placeholder((s.batch, s.height, s.width, -(-s.channels // b), b), "uint8", name="x")
-    w = te.placeholder((blocks_out, blocks_in, s.kernel, s.kernel, lanes, 4), "int8", name="w")
+    w = te.placeholder(weight_shape(s, isa), "int8", name="w")
     bias = te.placeholder((blocks_out * lanes,), "int32", name="bias")
     scale = te.placeholder((blocks_out * lanes,), "float32", name="scale")
     padded = x
@@ -176,12 +217,14 @@ def conv_func(shape: ConvShape, isa: Isa):
     rc = te.reduce_axis((0, blocks_in), name="rc")
     ry = te.reduce_axis((0, s.kernel), name="ry")
     rx = te.reduce_axis((0, s.kernel), name="rx")
-    ri = te.reduce_axis((0, 4), name="ri")
-    group = b // 4  # 4-channel groups per input block
+    ri = te.reduce_axis((0, step), name="ri")
+    group = b // step  # step-channel groups per input block
 
     def dot(n, i, j, f, lane):
-        value = padded[n, i * s.stride + ry, j * s.stride + rx, rc // group, (rc % group) * 4 + ri]
-        return te.sum(value.astype("int32") * w[f, rc, ry, rx, lane, ri].astype("int32"), axis=[rc, ry, rx, ri])
+        block, at = (rc, ri) if group == 1 else (rc // group, (rc % group) * step + ri)
+        value = padded[n, i * s.stride + ry, j * s.stride + rx, block, at]
+        weight = w[f, ry, rx, rc, ri // 4, lane, ri % 4]
+        return te.sum(value.astype("int32") * weight.astype("int32"), axis=[ry, rx, rc, ri])
 
     acc = te.compute((s.batch, oh, ow, blocks_out, lanes), dot, name="conv")
 
@@ -193,6 +236,32 @@ def conv_func(shape: ConvShape, isa: Isa):
 
     out = te.compute(acc.shape, requantize, name="requantize")
     return te.create_prim_func([x, w, bias, scale, out])
+
+
+def conv_step(shape: ConvShape, isa: Isa) -> int:
+    """Input channels per intrinsic call: 8 where the ISA pairs products and the input's
+    blocks hold whole groups of 8, else 4."""
+    return next(step for step in isa.steps if shape.in_block % step == 0 or step == 4)
+
+
+def weight_shape(shape: ConvShape, isa: Isa) -> tuple[int, ...]:
+    """Packed weights: ``[O/lanes, K, K, C/step, step/4, lanes, 4]``: one call's weights
+    adjacent, a tap's input channels next."""
+    step = conv_step(shape, isa)
+    return (-(-shape.out_channels // isa.lanes), shape.kernel, shape.kernel, -(-shape.channels // step), step // 4,
+            isa.lanes, 4)
+
+
+def pack_weights(weight, shape: ConvShape, isa: Isa):
+    """int8 ``[O, C, K, K]`` → :func:`weight_shape`'s layout, zero-padded to whole blocks."""
+    import numpy as np
+
+    o, c, k, _ = weight.shape
+    blocks_out, _, _, blocks_in, halves, lanes, _ = weight_shape(shape, isa)
+    padded = np.zeros((blocks_out * lanes, blocks_in * halves * 4, k, k), np.int8)
+    padded[:o, :c] = weight
+    packed = padded.reshape(blocks_out, lanes, blocks_in, halves, 4, k, k).transpose(0, 5, 6, 2, 3, 1, 4)
+    return np.ascontiguousarray(packed)
 
 
 def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
@@ -220,20 +289,20 @@ def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | Non
     vectors, columns = block or register_block(shape, isa)
     sch = s_tir.Schedule(func)
     conv = sch.get_sblock("conv")
-    n, i, j, f, lane, rc, ry, rx, ri = sch.get_loops(conv)
+    n, i, j, f, lane, ry, rx, rc, ri = sch.get_loops(conv)
     fo, fi = sch.split(f, [None, vectors])
     jo, ji = sch.split(j, [None, columns])
-    sch.reorder(n, fo, i, jo, rc, ry, rx, fi, ji, lane, ri)
+    sch.reorder(n, fo, i, jo, ry, rx, rc, fi, ji, lane, ri)
     local = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_inline(sch.get_sblock("requantize"))  # requantize as the block is stored
     sch.reverse_compute_at(local, jo, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(local)[-1])
     sch.parallel(sch.fuse(n, fo, i))
-    init = sch.decompose_reduction(conv, rc)
+    init = sch.decompose_reduction(conv, ry)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(fi)
     sch.unroll(ji)
-    sch.tensorize(lane, isa.intrinsic)
+    sch.tensorize(lane, isa.intrinsic(conv_step(shape, isa)))
     if shape.pad:
         pad = sch.get_sblock("pad")
         loops = sch.get_loops(pad)
