@@ -920,7 +920,7 @@ def _data_inside(data: str, span: Span | None, errors: _Errors, place: _DataPlac
         return None
     if not written.is_relative_to(Path(os.path.abspath(root))):
         errors.error("E0303", f"data path `{path}` leads outside the project folder", span,
-                     "paths in a spec stay inside the spec's folder; pass this one with `nindsl train --data`")
+                     "paths in a spec stay inside the project; pass this one with `nindsl train --data`")
         return None
     if not target.is_relative_to(inside):
         errors.error("E0303", f"data path `{path}` leads outside the project folder through a symbolic link "
