@@ -657,7 +657,7 @@ def _override(name: str, text: str, default: Any, constants: dict[str, Any], par
         return
     if default is not _NO_DEFAULT and _kind(value) != _kind(default):
         errors.error("E0504", f"{where}: `{name}` takes {_type_name(default)} (its default is "
-                              f"{_shown(default)}), not {_type_name(value)}", None)
+                              f"{_shown_value(default)}), not {_type_name(value)}", None)
         return
     params[name] = value
 
@@ -676,8 +676,8 @@ def _blame_overrides(errors: _Errors, start: int, overrides: dict[str, tuple[str
         if name not in overrides:
             continue
         text, value = overrides[name]
-        if _shown(value) in diagnostic.message or str(value) in diagnostic.message:  # (not a block's own `name`)
-            note = Note(f"`{name}` is {_shown(value)} from the command line: in --set {name}={text}")
+        if _shown_value(value) in diagnostic.message or str(value) in diagnostic.message:  # (not a block's own `name`)
+            note = Note(f"`{name}` is {_shown_value(value)} from the command line: in --set {name}={text}")
             errors.diagnostics[index] = replace(diagnostic, notes=(note, *diagnostic.notes))
 
 
@@ -695,13 +695,14 @@ def _kind(value: Any) -> str:
     return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else _type_name(value)
 
 
-def _shown(value: Any) -> str:
+def _shown_value(value: Any) -> str:
+    """A value as the spec would spell it (the path `_shown` above is another function)."""
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, tuple):
-        return "[" + ", ".join(map(_shown, value)) + "]"
+        return "[" + ", ".join(map(_shown_value, value)) + "]"
     return str(value)
 
 
