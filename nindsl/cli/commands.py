@@ -147,12 +147,24 @@ def drive_lsp(args) -> int:
 def drive_compile(args) -> int:
     if not args.tune:
         _refuse_options(args, TUNING_OPTIONS, "--tune")
+    if args.precision != "int8" and (args.calibrate is not None or args.accept_accuracy_loss):
+        option = "--calibrate" if args.calibrate is not None else "--accept-accuracy-loss"
+        raise NindslError.one("E0504", f"{option} does nothing without --precision int8", None,
+                              "add --precision int8, or leave the option out")
     network = _network(args)
     target = args.target
+    if args.precision != "fp32" and target == "torch":
+        raise NindslError.one("E0504", f"--precision {args.precision} does nothing with --target torch: the twin trains "
+                                       "in float32", None, "quantize a build instead: --target llvm or onnx")
     if target == "onnx":
         from ..onnx.lower import OPSET, write_onnx
 
         out = Path(args.output or f"{network.name}.onnx")
+        if args.precision == "bf16":
+            raise NindslError.one("E0504", "--precision bf16 is for TVM CPU targets, not ONNX", None,
+                                  "use --precision int8 for a QDQ ONNX model")
+        if args.precision == "int8":
+            return _compile_qdq(args, network, out)
         write_onnx(network, out, weights=args.weights, seed=args.seed)
         print(f"wrote {out} ({network.total_params:,} parameters, opset {OPSET})")
         _warn_if_untrained(weights_origin(args.weights, args.seed))
@@ -176,13 +188,92 @@ def drive_compile(args) -> int:
     profile = load_profile(target)
     require_tvm()
     check_target(profile)  # before any work: LLVM would build for a generic CPU and say so only in passing
+    if args.precision != "fp32":
+        _check_precision(args.precision, profile)
     batch = batch_size(args.batch)
     tuning = _tuning(args) if args.tune else None
-    out = args.output or f"{network.name}-{profile.name}"
-    made = compile_artifact(network, profile, out, args.weights, args.seed, batch, tuning, ConsoleProgress())
+    out = args.output or f"{network.name}-{profile.name}" + ("-int8" if args.precision == "int8" else "")
+    origin = weights_origin(args.weights, args.seed)
+    calibration = None
+    if args.precision == "int8":
+        from .inputs import calibration as load_calibration
+
+        calibration = load_calibration(network, args.calibrate)
+    made = compile_artifact(network, profile, out, args.weights, args.seed, batch, tuning, ConsoleProgress(),
+                            args.precision, calibration, lambda result: _gate(result, origin, args))
     detail = f", {made.gpu_kernels} GPU kernels" if made.gpu_kernels is not None else ""
+    if made.quantized is not None:
+        detail += f", int8 on {made.quantized.isa.name}"
     print(f"wrote {made.out}/ for {profile.name} ({profile.device}{detail}) in {made.seconds:.1f} s")
-    _warn_if_untrained(weights_origin(args.weights, args.seed))
+    _warn_if_untrained(origin)
+    return 0
+
+
+def _check_precision(precision: str, profile) -> None:
+    """Refuse a precision the target's CPU cannot run fast, saying what it can run."""
+    from ..tvm.int8 import isa_of
+
+    if profile.device != "cpu":
+        raise NindslError.one("E0504", f"--precision {precision} builds are for CPU targets; `{profile.name}` runs on "
+                                       f"{profile.device}", None, "build for --target llvm, or use --precision fp32")
+    if precision == "int8":
+        isa_of(profile)  # (refuses a CPU without AVX2)
+        return
+    import tvm
+    from tvm.target import codegen
+
+    from ..tvm.profiles import resolved_target
+
+    target = tvm.target.Target(resolved_target(profile))
+    cpu = target.attrs.get("mcpu", "the host")
+    has = [f for f in ("avx512bf16", "amx-bf16") if codegen.llvm_cpu_has_features(f, target)]
+    try:
+        alternative = f"int8 ({isa_of(profile)[1].name}) or fp32"
+    except NindslError:
+        alternative = "fp32"
+    if not has:
+        raise NindslError.one("E0504", f"`{cpu}` has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 would run "
+                                       f"slower than float32 there", None,
+                              f"this CPU runs --precision {alternative}")
+    raise NindslError.one("E0504", f"`{cpu}` has {' and '.join(has)}, but nindsl does not build bf16 kernels yet",
+                          None, f"use --precision {alternative}")
+
+
+def _gate(result, origin: str, args) -> None:
+    """Print how the int8 build compares with float32, and refuse one that loses too much
+    (trained weights only: untrained outputs are noise, their top class a coin toss)."""
+    from ..onnx.quantize import judge
+
+    say(f"int8: {result.describe()}", file=sys.stderr)
+    if origin.startswith(UNTRAINED):
+        say("note: untrained weights: nindsl's accuracy limits apply to trained ones", file=sys.stderr)
+        return
+    verdict, why = judge(result)
+    if verdict == "refuse" and not args.accept_accuracy_loss:
+        raise NindslError.one("E0401", why, None, "calibrate on more representative images (--calibrate), or "
+                                                  "write it anyway with --accept-accuracy-loss")
+    if verdict != "ok":
+        say(f"warning: {why}", file=sys.stderr)
+
+
+def _compile_qdq(args, network, out: Path) -> int:
+    """``--target onnx --precision int8``: the quantized network as a QDQ ONNX model."""
+    from ..onnx.lower import to_onnx
+    from ..onnx.model import serialize
+    from ..onnx.quantize import PAIRED_WEIGHT_LEVELS, agreement, quantize, to_qdq
+    from ..onnx.runtime import runner
+    from ..weights import resolve
+    from .inputs import calibration as load_calibration
+
+    data = load_calibration(network, args.calibrate)
+    model = to_onnx(network, resolve(network, args.weights, args.seed))
+    # weights within ±63: exact on every x86 int8 path (ONNX Runtime's reduce_range advice for CPUs without VNNI)
+    qdq = to_qdq(model, quantize(model, data.images, PAIRED_WEIGHT_LEVELS))
+    origin = weights_origin(args.weights, args.seed)
+    _gate(agreement(runner(model)(data.held_out), runner(qdq)(data.held_out), data.labels), origin, args)
+    atomic_write_bytes(out, serialize(qdq))
+    print(f"wrote {out} (int8 QDQ, calibrated on {len(data.images):,} images from {data.source})")
+    _warn_if_untrained(origin)
     return 0
 
 

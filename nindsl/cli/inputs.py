@@ -155,3 +155,43 @@ def _read_images(paths: list[Path], expected: tuple, preprocess: dict) -> np.nda
     if len(expected) != 4 or not all(isinstance(d, int) for d in expected[1:]):
         raise _bad_input(f"images need an image input [N, C, H, W]; this model takes {format_shape(expected)}")
     return load_images(paths, *expected[1:], preprocess)
+
+
+CALIBRATION_IMAGES, HELD_OUT_IMAGES = 512, 2000
+CALIBRATION_USAGE = "digits | cifar10:DIR | cifar100:DIR | imagefolder:DIR | FILE.npz | random"
+
+
+def calibration(network, source: str | None):
+    """The images an int8 build calibrates on, and held-out ones to compare it with float32:
+    ``CALIBRATION_IMAGES`` drawn (seed 0) from the training images of ``source`` (default: the
+    spec's train data), up to ``HELD_OUT_IMAGES`` of its held-out ones with their labels, both
+    prepared as training prepares them. ``random``: standard normal images, no labels."""
+    from ..onnx.quantize import Calibration
+    from ..torch.data import load_data
+    from ..torch.images import normalise
+
+    rng = np.random.default_rng(0)
+    shape = tuple(network.input.shape[1:])
+    if source == "random":
+        return Calibration("random", rng.standard_normal((CALIBRATION_IMAGES, *shape), dtype=np.float32),
+                           rng.standard_normal((HELD_OUT_IMAGES // 4, *shape), dtype=np.float32))
+    if not source and network.train.data and ":" not in network.train.data and network.train.data != "digits" \
+            and not network.train.data.endswith(".npz"):
+        kind = network.train.data
+        raise _usage(f"int8 calibrates on the spec's train data, `{kind}`, whose folder it does not name",
+                     f"pass --calibrate {kind}:DIR, or --calibrate random to calibrate on random images")
+    source = source or network.train.data
+    if not source:
+        raise _usage("int8 needs images to calibrate on, and this spec names no training data",
+                     f"pass --calibrate {CALIBRATION_USAGE}")
+    data = load_data(network, source)
+    pick = rng.permutation(len(data.train_images))
+    images, held_out, labels = data.train_images[pick[:CALIBRATION_IMAGES]], data.val_images, data.val_labels
+    if not len(held_out):  # no held-out split: judge on training images not calibrated on
+        held_out, labels = data.train_images[pick[CALIBRATION_IMAGES:]], data.train_labels[pick[CALIBRATION_IMAGES:]]
+    if not len(held_out):
+        raise _bad_input(f"`{source}` has {len(images)} images: too few to calibrate on and to judge the result",
+                         f"give more than {CALIBRATION_IMAGES} images")
+    prepare = network.train.preprocess
+    return Calibration(source, normalise(images, prepare), normalise(held_out[:HELD_OUT_IMAGES], prepare),
+                       labels[:HELD_OUT_IMAGES])

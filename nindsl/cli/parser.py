@@ -9,6 +9,9 @@ from ..kernel.version import __version__
 from . import commands
 
 
+PRECISIONS = ("fp32", "int8", "bf16")
+
+
 def positive(kind: type):
     """An argparse type: a number above zero (argparse reports anything else as a usage error)."""
     def parse(text: str):
@@ -128,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--seed", type=at_least_zero, default=0, help="seed for weights drawn from the spec's init")
     compile_.add_argument("--batch", help="TVM: the batch size(s) to build for (default: dynamic)")
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
+    compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                          help="fp32 (default) | int8: post-training quantization, calibrated with --calibrate "
+                               "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16 (CPUs with AVX512-BF16 "
+                               "or AMX only)")
+    compile_.add_argument("--calibrate", metavar="DATA",
+                          help="int8: images to calibrate on and to compare with float32: digits | cifar10:DIR | "
+                               "imagefolder:DIR | FILE.npz | random (default: the spec's train data)")
+    compile_.add_argument("--accept-accuracy-loss", action="store_true",
+                          help="int8: write the build even when it loses more accuracy than nindsl allows "
+                               "(docs/precision.md)")
     tuning_options(compile_)
     rpc_options(compile_)
     with_set(compile_)

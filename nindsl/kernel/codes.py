@@ -465,9 +465,12 @@ _EXPLANATIONS = (
         "time and memory whatever it says: a file of at most 1 MiB, lists of at most 4,096 "
         "items, `repeat` counts of at most 10,000, blocks and repeats nested at most 32 deep, "
         "imports chained at most 16 deep, dimensions of at most 1,048,576, networks of at most "
-        "100,000 layers and 2,000,000,000 parameters.",
+        "100,000 layers and 2,000,000,000 parameters. The same code refuses work beyond a "
+        "machine's means (a benchmark batch larger than its memory) and an int8 build of "
+        "trained weights that loses more accuracy than nindsl allows (docs/precision.md).",
         "Stay within the limit the message names; a network that really needs more is "
-        "beyond what nindsl builds.",
+        "beyond what nindsl builds. An int8 build that loses too much: calibrate on images "
+        "like the ones it will see, or write it anyway with --accept-accuracy-loss.",
         files=_spec("""
             network t() {
                 input image: f32[N, 3, 32, 32]

@@ -27,6 +27,7 @@ import numpy as np
 from ..kernel.diagnostics import NindslError
 
 LEVELS = 127  # activations and weights both use 0..127 / -127..127
+PAIRED_WEIGHT_LEVELS = 63  # weights for CPUs that add two 8-bit products in 16 bits twice (nindsl.tvm.int8_kernels)
 SUPPORTED = ("Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Softmax", "Identity",
              "Dropout")
 
@@ -251,3 +252,68 @@ def quantize(model, images: np.ndarray, weight_levels: int = LEVELS) -> Plan:
     if not len(images):
         raise NindslError.one("E0503", "no calibration images", None, "give a few hundred: --calibrate digits|F.npz")
     return plan(model, calibrate(model, images), weight_levels)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Images to calibrate on, and held-out images (with labels, when known) to judge the
+    quantized build against float32."""
+
+    source: str  # what they came from: "digits", "cifar10:DIR", "random", a file
+    images: np.ndarray  # float32 [N, C, H, W]
+    held_out: np.ndarray
+    labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a quantized build's outputs compare with float32's on the same held-out images."""
+
+    images: int
+    top1_agreement: float  # the fraction of images whose top class is the same
+    mean_abs_diff: float  # of the outputs (probabilities after a softmax)
+    accuracy_fp32: float | None = None  # with labels
+    accuracy_quantized: float | None = None
+
+    @property
+    def drop_pp(self) -> float | None:
+        """Accuracy lost, in percentage points (negative: gained)."""
+        if self.accuracy_fp32 is None or self.accuracy_quantized is None:
+            return None
+        return 100 * (self.accuracy_fp32 - self.accuracy_quantized)
+
+    def describe(self) -> str:
+        text = (f"top-1 agreement with float32 {100 * self.top1_agreement:.2f}% and mean |Δ| "
+                f"{self.mean_abs_diff:.1e} on {self.images:,} held-out images")
+        if self.drop_pp is not None:
+            text += (f"; accuracy {100 * self.accuracy_quantized:.2f}% against float32's "
+                     f"{100 * self.accuracy_fp32:.2f}% ("
+                     + (f"{self.drop_pp:.2f} pp lost)" if self.drop_pp >= 0 else f"{-self.drop_pp:.2f} pp gained)"))
+        return text
+
+
+def agreement(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None = None) -> Agreement:
+    """Compare ``outputs`` [N, classes] with the float32 ``reference``."""
+    top_ref, top = reference.argmax(axis=1), outputs.argmax(axis=1)
+    accuracy = (lambda top_: float((top_ == labels).mean())) if labels is not None and len(labels) else None
+    return Agreement(len(reference), float((top_ref == top).mean()), float(np.abs(reference - outputs).mean()),
+                     accuracy(top_ref) if accuracy else None, accuracy(top) if accuracy else None)
+
+
+# The accuracy gate of a quantized build with trained weights (docs/precision.md says why these):
+WARN_DROP_PP, REFUSE_DROP_PP = 0.5, 2.0  # accuracy lost on held-out labels, percentage points
+WARN_AGREEMENT, REFUSE_AGREEMENT = 0.99, 0.95  # top-1 agreement with float32
+
+
+def judge(result: Agreement) -> tuple[str, str | None]:
+    """("ok" | "warn" | "refuse", why) for trained weights."""
+    drop = result.drop_pp
+    if result.top1_agreement < REFUSE_AGREEMENT or drop is not None and drop > REFUSE_DROP_PP:
+        return "refuse", (f"the int8 build agrees with float32 on {100 * result.top1_agreement:.1f}% of held-out "
+                          f"images" + (f" and loses {drop:.2f} pp of accuracy" if drop is not None else "")
+                          + f" (refused below {100 * REFUSE_AGREEMENT:.0f}% or above {REFUSE_DROP_PP} pp)")
+    if result.top1_agreement < WARN_AGREEMENT or drop is not None and drop > WARN_DROP_PP:
+        return "warn", (f"the int8 build agrees with float32 on {100 * result.top1_agreement:.2f}% of held-out "
+                        f"images" + (f" and loses {drop:.2f} pp of accuracy" if drop is not None else "")
+                        + f" (warned below {100 * WARN_AGREEMENT:.0f}% or above {WARN_DROP_PP} pp)")
+    return "ok", None

@@ -55,17 +55,33 @@ class CompileReport:
     out: Path
     seconds: float
     gpu_kernels: int | None  # for CUDA targets
+    quantized: object = None  # nindsl.tvm.int8.QuantizedBuild of an int8 build
 
 
 def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, weights=None, seed: int = 0,
-                     batch: int | None = None, tuning=None, progress: Progress = SILENT) -> CompileReport:
+                     batch: int | None = None, tuning=None, progress: Progress = SILENT, precision: str = "fp32",
+                     calibration=None, gate=None) -> CompileReport:
     """Build ``network`` for ``profile`` into the artifact folder ``out``; with ``tuning``
-    (:class:`nindsl.tvm.tune.TuneOptions`), tune first (at batch 1 unless ``batch`` is given)."""
+    (:class:`nindsl.tvm.tune.TuneOptions`), tune first (at batch 1 unless ``batch`` is given).
+
+    ``precision="int8"`` quantizes with ``calibration`` (:class:`nindsl.onnx.quantize.Calibration`)
+    and builds :mod:`nindsl.tvm.int8`'s kernels (tuning measures their register blocks);
+    ``gate(agreement)`` may refuse the result before anything is written."""
     require_tvm()
     if profile.device == "cuda":
         find_nvcc()  # before tuning, not after: CUDA builds need it
     out = Path(out)
     start = time.perf_counter()
+    if precision == "int8":
+        from .int8 import build_quantized
+
+        quantized = build_quantized(network, profile, weights, seed, batch, calibration, tuning is not None, progress)
+        if gate is not None:
+            gate(quantized.agreement)
+        seconds = time.perf_counter() - start
+        write_artifact(out, network, profile, quantized.built, seconds, None, weights_origin(weights, seed),
+                       _int8_manifest(quantized, calibration))
+        return CompileReport(out, seconds, None, quantized)
     tuned, db = None, None
     if tuning is not None:
         from .tune import tune
@@ -82,8 +98,19 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
     return CompileReport(out, seconds, kernels)
 
 
+def _int8_manifest(quantized, calibration) -> dict:
+    result = quantized.agreement
+    return {"precision": "int8",
+            "quantization": {**quantized.plan.describe(), "instructions": quantized.isa.name,
+                             "register_blocks": {k: list(v) for k, v in quantized.blocks.items()},
+                             "calibration": {"source": calibration.source, "images": len(calibration.images)}},
+            "accuracy": {"held_out_images": result.images, "top1_agreement": result.top1_agreement,
+                         "mean_abs_diff": result.mean_abs_diff, "accuracy_fp32": result.accuracy_fp32,
+                         "accuracy_int8": result.accuracy_quantized}}
+
+
 def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Build, seconds: float,
-                   tuning_db: str | None = None, weights: str | None = None) -> None:
+                   tuning_db: str | None = None, weights: str | None = None, extra: dict | None = None) -> None:
     import tvm
 
     from ..onnx.model import serialize
@@ -117,7 +144,8 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
             "compile_seconds": round(seconds, 2),
             "weights": weights,  # where they came from, as the ONNX metadata says it
             "files": {name: _sha256(staging / name) for name in (LIBRARY, WEIGHTS, ONNX_FILE)},
-        }
+            "precision": "fp32",
+        } | (extra or {})
         if profile.device == "cuda":  # what the machine that runs it needs (nindsl/tvm/cuda.py)
             sass = [image for image in gpu_code(staging / LIBRARY) if image.kind == "sass"]
             manifest["gpu_code"] = {"archs": sorted({image.arch for image in sass}),
@@ -199,10 +227,19 @@ def describe_artifact(folder: Path) -> str:
              f"with TVM {manifest.get('tvm_version')}",
              f"  spec sha256 {manifest.get('spec_hash')}",
              f"  profile {manifest.get('profile')} ({manifest.get('device')}), target {json.dumps(manifest.get('target'))}",
-             f"  input {manifest.get('input', {}).get('name')} [{shape}], tuned: {bool(manifest.get('tuning_db'))}",
+             f"  input {manifest.get('input', {}).get('name')} [{shape}], tuned: {bool(manifest.get('tuning_db'))}, "
+             f"precision {manifest.get('precision', 'fp32')}",
              f"  files {', '.join(sorted(manifest.get('files', {})))}"]
     if gpu:
         lines.append(f"  GPU code {gpu}")
+    accuracy = manifest.get("accuracy")
+    if isinstance(accuracy, dict):
+        from ..onnx.quantize import Agreement
+
+        try:
+            lines.append(f"  int8: {Agreement(accuracy['held_out_images'], accuracy['top1_agreement'], accuracy['mean_abs_diff'], accuracy.get('accuracy_fp32'), accuracy.get('accuracy_int8')).describe()}")
+        except (KeyError, TypeError, ValueError):
+            lines.append("  int8: its accuracy record is damaged")
     return "\n".join(lines)
 
 

@@ -20,9 +20,11 @@ import numpy as np
 
 from ..kernel.diagnostics import NindslError
 from ..language import ir
-from ..onnx.quantize import LEVELS, Plan, Quant
+from ..kernel.progress import SILENT, Progress
+from ..onnx.quantize import LEVELS, Agreement, Calibration, Plan, Quant
 from .build import Build
-from .int8_kernels import ConvShape, Isa, conv_func, int8_isa, pack_weights, schedule_conv
+from .int8_kernels import (ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block, register_blocks,
+                           schedule_conv)
 from .profiles import Profile, resolved_target
 
 INPUT_BLOCK = 4  # the input's channels are padded to a multiple of 4 (one 32-bit broadcast)
@@ -86,8 +88,9 @@ def _blocks(sch):
 class _Kernels:
     """Builds the kernels of one plan, and the Relax module calling them."""
 
-    def __init__(self, quantized: Plan, network: ir.Network, batch: int, isa: Isa):
+    def __init__(self, quantized: Plan, network: ir.Network, batch, isa: Isa, blocks: dict | None = None):
         self.plan, self.network, self.batch, self.isa = quantized, network, batch, isa
+        self.blocks = blocks or {}  # convolution output → (vectors, columns), from a measured search
         self.weights: dict[str, np.ndarray] = {}
         self.order: list[str] = []
 
@@ -106,7 +109,7 @@ class _Kernels:
         out = te.compute((n, h, w, blocks, INPUT_BLOCK), lambda b, i, j, g, k: te.if_then_else(
             g * INPUT_BLOCK + k < c, _requantize(x[b, te.min(g * INPUT_BLOCK + k, c - 1), i, j], quant),
             tirx.const(quant.zero, "uint8")), name="quantize")
-        return _parallel(te.create_prim_func([x, out])), tuple(int(d) for d in out.shape)
+        return _parallel(te.create_prim_func([x, out])), (n, h, w, blocks, INPUT_BLOCK)
 
     def conv(self, step, shape, in_block: int):
         n, h, w, _, _ = shape
@@ -132,7 +135,8 @@ class _Kernels:
         scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
         names = [self.weight(f"{step.output}.{part}", value) for part, value in
                  (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))]
-        func = schedule_conv(conv_func(conv, self.isa), conv, self.isa)
+        self.last_conv = conv
+        func = schedule_conv(conv_func(conv, self.isa), conv, self.isa, self.blocks.get(step.output))
         oh, ow = conv.out_size
         return func, names, (n, oh, ow, blocks_out, lanes)
 
@@ -223,10 +227,11 @@ class Kernel:
     dtype: str
 
 
-def kernels(network: ir.Network, quantized: Plan, batch: int, isa: Isa) -> tuple[list[Kernel], dict, list[str]]:
+def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
+            blocks: dict | None = None) -> tuple[list[Kernel], dict, list[str]]:
     """The kernels of ``quantized`` in order, and the packed weights (by name, and in the
-    order the library takes them)."""
-    maker = _Kernels(quantized, network, batch, isa)
+    order the library takes them); ``batch`` is a number or a symbolic ``tirx.Var``."""
+    maker = _Kernels(quantized, network, batch, isa, blocks)
     _, c, h, w = network.input.shape
     func, shape = maker.quantize_input((batch, c, h, w))
     calls = [Kernel("quantize_input", func, (), shape, "uint8")]
@@ -257,15 +262,17 @@ def isa_of(profile: Profile):
     target = tvm.target.Target(resolved_target(profile))
     isa = int8_isa(target)
     if isa is None:
-        raise NindslError.one("E0504", f"target `{profile.name}` has no AVX2: int8 would not be faster than float32 "
-                                       "there", None, "build with --precision fp32")
+        cpu = target.attrs.get("mcpu") or "the host"
+        raise NindslError.one("E0504", f"`{cpu}` (target `{profile.name}`) has no AVX2: int8 would not be faster than "
+                                       "float32 there", None, "build with --precision fp32")
     return target, isa
 
 
-def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model, batch: int) -> Build:
-    """Compile ``quantized`` for ``profile``'s CPU at a fixed ``batch``."""
+def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model, batch: int | None,
+               blocks: dict | None = None) -> Build:
+    """Compile ``quantized`` for ``profile``'s CPU, for any batch size (``batch`` None) or one."""
     import tvm
-    from tvm import relax
+    from tvm import relax, tirx
     from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
     target, isa = isa_of(profile)
@@ -273,9 +280,10 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
         raise NindslError.one("E0504", f"these int8 weights reach ±{quantized.weight_levels}, and {isa.name} adds "
                                        f"products in 16 bits: ±{isa.weight_levels} at most", None,
                               "quantize for this target (nindsl does when it compiles)")
-    calls, weights, order = kernels(network, quantized, batch, isa)
+    size = tirx.Var("n", "int64") if batch is None else batch
+    calls, weights, order = kernels(network, quantized, size, isa, blocks)
     _, c, h, w = network.input.shape
-    x = relax.Var(quantized.input, relax.TensorType((batch, c, h, w), "float32"))
+    x = relax.Var(quantized.input, relax.TensorType((size, c, h, w), "float32"))
     params = {name: relax.Var(_label(name), relax.TensorType(weights[name].shape, str(weights[name].dtype)))
               for name in order}
     bb = relax.BlockBuilder()
@@ -294,29 +302,122 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
     return Build(executable, qdq_model, weights, order, target, False, batch)
 
 
-def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: int,
-                 repeats: int = 10) -> list[tuple[str, float]]:
-    """Each kernel's median milliseconds, run alone on zeros: where an int8 build's time goes."""
+def _median_ms(function, args, repeats: int) -> float:
     import time
 
+    function(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(*args)
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def _arguments(call: Kernel, weights: dict, shape, dtype, device) -> list:
+    import tvm
+
+    return [tvm.runtime.empty(shape, dtype, device), *(tvm.runtime.tensor(weights[n], device) for n in call.weights),
+            tvm.runtime.empty(call.shape, call.dtype, device)]
+
+
+def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: int, blocks: dict | None = None,
+                 repeats: int = 10) -> list[tuple[str, float]]:
+    """Each kernel's median milliseconds, run alone on zeros: where an int8 build's time goes."""
     import tvm
 
     target, isa = isa_of(profile)
-    calls, weights, _ = kernels(network, quantized, batch, isa)
+    calls, weights, _ = kernels(network, quantized, batch, isa, blocks)
     device = tvm.cpu(0)
     _, c, h, w = network.input.shape
     shape, dtype = (batch, c, h, w), "float32"
     result = []
     for call in calls:
         function = tvm.compile(tvm.IRModule({"main": call.func}), target=target)["main"]
-        args = [tvm.runtime.empty(shape, dtype, device), *(tvm.runtime.tensor(weights[n], device) for n in call.weights),
-                tvm.runtime.empty(call.shape, call.dtype, device)]
-        function(*args)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            function(*args)
-            times.append(time.perf_counter() - start)
-        result.append((call.name, 1e3 * float(np.median(times))))
+        result.append((call.name, _median_ms(function, _arguments(call, weights, shape, dtype, device), repeats)))
         shape, dtype = call.shape, call.dtype
     return result
+
+
+def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch: int, candidates: int = 8,
+                  progress: Progress = SILENT) -> dict[str, tuple[int, int]]:
+    """Tuning for int8: each convolution's register block, measured. Up to ``candidates``
+    blocks per convolution (those nearest the default's size first) are compiled and timed
+    alone on this machine at ``batch``; the fastest is kept."""
+    import tvm
+
+    target, isa = isa_of(profile)
+    device = tvm.cpu(0)
+    maker = _Kernels(quantized, network, batch, isa)
+    _, c, h, w = network.input.shape
+    _, shape = maker.quantize_input((batch, c, h, w))
+    block, chosen = INPUT_BLOCK, {}
+    for step in quantized.steps:
+        if step.op != "conv":
+            if step.op != "head":
+                _, shape = maker.pool(step, shape, block)
+            continue
+        default_func, names, out_shape = maker.conv(step, shape, block)
+        conv = maker.last_conv
+        default = register_block(conv, isa)
+        size = default[0] * default[1]
+        options = sorted(register_blocks(conv, isa), key=lambda b: (abs(b[0] * b[1] - size), b != default))
+        timings = {}
+        for option in options[:candidates]:
+            func = schedule_conv(conv_func(conv, isa), conv, isa, option)
+            function = tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
+            call = Kernel(step.output, func, tuple(names), out_shape, "uint8")
+            timings[option] = _median_ms(function, _arguments(call, maker.weights, shape, "uint8", device), 5)
+        chosen[step.output] = min(timings, key=timings.get)
+        progress.note(f"int8 {step.output}: block {chosen[step.output]} {timings[chosen[step.output]]:.2f} ms "
+                      f"(default {default}: {timings.get(default, float('nan')):.2f} ms, {len(timings)} measured)")
+        shape, block = out_shape, isa.lanes
+    return chosen
+
+
+@dataclass(frozen=True)
+class QuantizedBuild:
+    """An int8 build, the quantization it runs, and how it compares with float32."""
+
+    built: Build
+    plan: Plan
+    isa: Isa
+    agreement: Agreement
+    blocks: dict
+
+
+def run_batched(run, images: np.ndarray, batch: int | None) -> np.ndarray:
+    """Outputs of ``images`` through a build of a fixed batch (the last chunk padded) or any."""
+    step = batch or 64
+    outputs = []
+    for start in range(0, len(images), step):
+        chunk = images[start:start + step]
+        if batch is not None and len(chunk) < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(run(np.ascontiguousarray(chunk, np.float32))[:len(images) - start])
+    return np.concatenate(outputs)
+
+
+def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, batch: int | None,
+                    calibration: Calibration, search: bool = False, progress: Progress = SILENT) -> QuantizedBuild:
+    """Calibrate, quantize and compile ``network`` for int8, then compare it with float32
+    (ONNX Runtime) on the calibration's held-out images."""
+    from ..onnx.lower import to_onnx
+    from ..onnx.quantize import agreement, quantize, to_qdq
+    from ..onnx.runtime import runner
+    from ..weights import resolve
+    from .artifact import Runner
+
+    _, isa = isa_of(profile)
+    model = to_onnx(network, resolve(network, weights, seed))
+    progress.note(f"calibrating int8 ({isa.name}) on {len(calibration.images):,} images from {calibration.source} ...")
+    quantized = quantize(model, calibration.images, isa.weight_levels)
+    blocks = {}
+    if search:
+        blocks = search_blocks(network, quantized, profile, batch or 1, progress=progress)
+    built = build_int8(network, profile, quantized, to_qdq(model, quantized), batch, blocks)
+    progress.note(f"comparing with float32 on {len(calibration.held_out):,} held-out images ...")
+    held_out = calibration.held_out
+    result = agreement(runner(model)(held_out), run_batched(Runner.from_build(built), held_out, batch),
+                       calibration.labels)
+    return QuantizedBuild(built, quantized, isa, result, blocks)

@@ -51,7 +51,7 @@ class Isa:
         return PAIRED_WEIGHT_LEVELS if self.saturates else ACTIVATION_MAX
 
 
-PAIRED_WEIGHT_LEVELS = 63  # 2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
+from ..onnx.quantize import PAIRED_WEIGHT_LEVELS  # noqa: E402  2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
 ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avx2", 8, True))
 
 
@@ -264,20 +264,26 @@ def pack_weights(weight, shape: ConvShape, isa: Isa):
     return np.ascontiguousarray(packed)
 
 
-def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
-    """(output-channel vectors, output columns) of one register block: about 12 of AVX2's 16
-    vector registers (24 of AVX-512's 32) hold sums, the rest a weight vector and a broadcast."""
+PREFERRED_BLOCKS = ((3, 2), (4, 1), (2, 4), (2, 2), (3, 1), (2, 1), (1, 4), (1, 2))
+
+
+def register_blocks(shape: ConvShape, isa: Isa) -> list[tuple[int, int]]:
+    """Every register block worth measuring: (output-channel vectors, output columns) that
+    divide the output evenly, with at most 12 sums (AVX2 has 16 vector registers, AVX-512 32:
+    24 sums there), the rest holding weights, broadcasts and the constant ones."""
     accumulators = 24 if isa.lanes == 16 else 12
     _, width = shape.out_size
     blocks_out = -(-shape.out_channels // isa.lanes)
-    best = (1, 1)
-    for columns in range(1, min(width, accumulators) + 1):
-        if width % columns:
-            continue
-        for vectors in range(1, accumulators // columns + 1):
-            if blocks_out % vectors == 0 and vectors * columns <= accumulators:
-                best = max(best, (vectors, columns), key=lambda vc: (vc[0] * vc[1], vc[1]))
-    return best
+    return [(v, c) for v in range(1, accumulators + 1) for c in range(1, accumulators + 1)
+            if blocks_out % v == 0 and width % c == 0 and v * c <= accumulators]
+
+
+def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
+    """The register block an untuned build takes: the first of :data:`PREFERRED_BLOCKS` that
+    fits (3 vectors × 2 columns was the fastest on a 5×5 and close on 1×1 layers of NiN on
+    AVX2, see docs/performance.md), else the largest that does."""
+    fitting = register_blocks(shape, isa)
+    return next((b for b in PREFERRED_BLOCKS if b in fitting), max(fitting, key=lambda b: (b[0] * b[1], b[1])))
 
 
 def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | None = None):
