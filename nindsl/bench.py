@@ -35,7 +35,9 @@ from .kernel.progress import SILENT, Progress
 from .language import ir
 from .language.ir import values_per_example
 
-ENGINES = ("onnxruntime", "torch", "tvm-untuned", "tvm-tuned")
+ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-fp32", "torch", "tvm-untuned", "tvm-tuned",
+           "tvm-int8")
+MORE_ENGINES = ("tvm-int8-tuned", "tvm-bf16")  # on request: --engines
 BLOCK, WARM = 20, 5  # at most this many timed and untimed calls per engine per round
 BLOCK_SECONDS, WARM_SECONDS = 0.06, 0.015  # about this long
 ENGINE_SECONDS, MIN_SAMPLES = 60.0, 3  # an engine this slow is timed fewer rounds
@@ -199,13 +201,14 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
           progress: Progress = SILENT) -> tuple[list[Record], float]:
     """Time each engine at each batch size in interleaved rounds; returns the records and
     the peak (the best measured rate: the matmul's or an engine's)."""
-    from .engines import prepare
+    from .engines import Unavailable, prepare
     from .tvm.profiles import load_profile
     from .weights import initial_weights
 
-    unknown = [e for e in options.engines if e not in ENGINES]
+    unknown = [e for e in options.engines if e not in (*ENGINES, *MORE_ENGINES)]
     if unknown:
-        raise NindslError.one("E0504", f"unknown engine `{unknown[0]}`", None, f"engines: {', '.join(ENGINES)}")
+        raise NindslError.one("E0504", f"unknown engine `{unknown[0]}`", None,
+                              f"engines: {', '.join((*ENGINES, *MORE_ENGINES))}")
     _check_memory(network, options.batches)
     weights = initial_weights(network, options.seed)
     profile = load_profile(options.target)  # its device is every engine's: cpu, or cuda for all four
@@ -219,14 +222,20 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
 
         tuning = TuneOptions()
     peak = matmul_peak(device=profile.device)
-    inputs, prepared = {}, {}
+    inputs, prepared, unavailable = {}, {}, {}
     for batch in options.batches:  # every engine first, tuning included; then the timing
         inputs[batch] = np.random.default_rng(batch).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
         runners: dict[str, Callable] = {}
         for engine in options.engines:
+            if engine in unavailable:
+                continue
             progress.note(f"preparing {engine} for batch {batch} ...")
-            runners[engine] = prepare(engine, network, weights, profile.device, profile=profile, batch=batch,
-                                      tuning=tuning, progress=progress)
+            try:
+                runners[engine] = prepare(engine, network, weights, profile.device, profile=profile, batch=batch,
+                                          tuning=tuning, progress=progress)
+            except Unavailable as why:
+                unavailable[engine] = str(why)
+                progress.note(f"{engine} cannot run here: {why}")
         prepared[batch] = runners
     records = []
     for batch in options.batches:
@@ -250,6 +259,9 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
     best = max([peak, *(r.gflops for r in records)])
     for record in records:
         record.peak_fraction = record.gflops / best
+    nan = float("nan")
+    records += [Record(engine, batch, nan, nan, nan, nan, nan, nan, None, note=f"cannot run here: {why}")
+                for engine, why in unavailable.items() for batch in options.batches]
     return records, best
 
 
@@ -274,7 +286,7 @@ def plot(records: list[Record], path: Path, title: str) -> None:
     from .kernel.io import atomic_write_bytes
 
     batches = sorted({r.batch for r in records})
-    engines = [e for e in ENGINES if any(r.engine == e for r in records)]
+    engines = list(dict.fromkeys(r.engine for r in records if r.median_ms == r.median_ms))  # (NaN: did not run)
     figure, axes = plt.subplots(1, len(batches), figsize=(4.5 * len(batches), 3.6), squeeze=False)
     for axis, batch in zip(axes[0], batches):
         values = [next((r.median_ms for r in records if r.engine == e and r.batch == batch), 0) for e in engines]

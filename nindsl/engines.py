@@ -20,6 +20,13 @@ from .language import ir
 Run = Callable[[np.ndarray], np.ndarray]
 SPEC_ENGINES = ("onnxruntime", "reference", "torch")  # what `nindsl run SPEC --backend` offers
 TVM_ENGINES = ("tvm-untuned", "tvm-tuned")
+INT8_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned")  # one quantized model (random calibration)
+PEER_ENGINES = ("openvino", "openvino-fp32", "tvm-bf16")  # run when the machine and the packages allow
+CALIBRATION_IMAGES = 64  # standard normal images, like the bench's inputs
+
+
+class Unavailable(Exception):
+    """An engine that cannot run here, and why (``nindsl bench`` reports it and goes on)."""
 
 
 def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], device: str = "cpu", *,
@@ -37,7 +44,18 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
         return _torch(network, weights, device, threads)
     if engine in TVM_ENGINES:
         return _tvm(network, weights, profile, batch, tuning if engine == "tvm-tuned" else None, progress)
-    known = (*SPEC_ENGINES, *TVM_ENGINES)
+    if engine in INT8_ENGINES:
+        return _int8(engine, network, weights, profile, batch, progress)
+    if engine in ("openvino", "openvino-fp32"):
+        return _openvino(network, weights, engine == "openvino-fp32", device, threads)
+    if engine == "tvm-bf16":
+        from .tvm.int8 import check_precision
+
+        try:
+            check_precision("bf16", profile)
+        except NindslError as error:
+            raise Unavailable(error.diagnostics[0].message) from None
+    known = (*SPEC_ENGINES, *TVM_ENGINES, *INT8_ENGINES, *PEER_ENGINES)
     raise NindslError.one("E0504", f"unknown engine `{engine}`", None,
                           did_you_mean(engine, known) or f"engines: {', '.join(known)}")
 
@@ -76,3 +94,76 @@ def _tvm(network: ir.Network, weights, profile, batch: int | None, tuning, progr
 
         module, _ = tune(network, profile, batch, tuning, weights, progress=progress)
     return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
+
+
+_quantized: dict = {}  # (spec hash, weights, weight levels) → (float32 ONNX model, quantized plan)
+
+
+def _quantize(network: ir.Network, weights: dict, levels: int):
+    """The float32 model and its int8 plan, calibrated once per network, weights and levels so
+    that ``onnxruntime-int8`` and ``tvm-int8`` run the same quantized network."""
+    from .onnx.lower import to_onnx
+    from .onnx.quantize import quantize
+
+    key = (network.spec_hash, id(weights), levels)
+    if key not in _quantized:
+        model = to_onnx(network, weights, check=False)
+        images = np.random.default_rng(1).standard_normal((CALIBRATION_IMAGES, *network.input.shape[1:]))
+        _quantized[key] = (model, quantize(model, images.astype(np.float32), levels))
+    return _quantized[key]
+
+
+def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None, progress: Progress) -> Run:
+    from .onnx.quantize import PAIRED_WEIGHT_LEVELS, to_qdq
+
+    if profile is None or profile.device != "cpu":
+        raise Unavailable("int8 engines run on CPUs")
+    if engine == "onnxruntime-int8":
+        levels = PAIRED_WEIGHT_LEVELS
+        try:  # the TVM build's weights, where TVM can say which instructions it has
+            from .tvm.int8 import isa_of
+
+            levels = isa_of(profile)[1].weight_levels
+        except (ImportError, NindslError):
+            pass
+        from .onnx.runtime import runner
+
+        model, plan = _quantize(network, weights, levels)
+        return runner(to_qdq(model, plan))
+    from .tvm.artifact import Runner
+    from .tvm.env import require_tvm
+    from .tvm.int8 import build_int8, isa_of, search_blocks
+
+    require_tvm()
+    try:
+        _, isa = isa_of(profile)
+    except NindslError as error:
+        raise Unavailable(error.diagnostics[0].message) from None
+    model, plan = _quantize(network, weights, isa.weight_levels)
+    blocks = search_blocks(network, plan, profile, batch or 1, progress=progress) if engine.endswith("tuned") else None
+    return Runner.from_build(build_int8(network, profile, plan, to_qdq(model, plan), batch, blocks))
+
+
+def _openvino(network: ir.Network, weights, fp32: bool, device: str, threads: int | None) -> Run:
+    """OpenVINO on the float32 ONNX model: its default precision (bf16 on CPUs with AMX or
+    AVX512-BF16, float32 elsewhere), or float32 forced."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise Unavailable("the openvino package is not installed (pip install 'nindsl[openvino]')") from None
+    if device != "cpu":
+        raise Unavailable("nindsl runs OpenVINO on CPUs only")
+    from .onnx.lower import to_onnx
+    from .onnx.model import serialize
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads or usable_cpus(), "PERFORMANCE_HINT": "LATENCY"}
+    if fp32:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    model = core.read_model(serialize(to_onnx(network, weights, check=False)), b"")
+    compiled = core.compile_model(model, "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.array(request.infer([x])[0])
+    return run

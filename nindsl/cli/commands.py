@@ -189,7 +189,9 @@ def drive_compile(args) -> int:
     require_tvm()
     check_target(profile)  # before any work: LLVM would build for a generic CPU and say so only in passing
     if args.precision != "fp32":
-        _check_precision(args.precision, profile)
+        from ..tvm.int8 import check_precision
+
+        check_precision(args.precision, profile)
     batch = batch_size(args.batch)
     tuning = _tuning(args) if args.tune else None
     out = args.output or f"{network.name}-{profile.name}" + ("-int8" if args.precision == "int8" else "")
@@ -207,36 +209,6 @@ def drive_compile(args) -> int:
     print(f"wrote {made.out}/ for {profile.name} ({profile.device}{detail}) in {made.seconds:.1f} s")
     _warn_if_untrained(origin)
     return 0
-
-
-def _check_precision(precision: str, profile) -> None:
-    """Refuse a precision the target's CPU cannot run fast, saying what it can run."""
-    from ..tvm.int8 import isa_of
-
-    if profile.device != "cpu":
-        raise NindslError.one("E0504", f"--precision {precision} builds are for CPU targets; `{profile.name}` runs on "
-                                       f"{profile.device}", None, "build for --target llvm, or use --precision fp32")
-    if precision == "int8":
-        isa_of(profile)  # (refuses a CPU without AVX2)
-        return
-    import tvm
-    from tvm.target import codegen
-
-    from ..tvm.profiles import resolved_target
-
-    target = tvm.target.Target(resolved_target(profile))
-    cpu = target.attrs.get("mcpu", "the host")
-    has = [f for f in ("avx512bf16", "amx-bf16") if codegen.llvm_cpu_has_features(f, target)]
-    try:
-        alternative = f"int8 ({isa_of(profile)[1].name}) or fp32"
-    except NindslError:
-        alternative = "fp32"
-    if not has:
-        raise NindslError.one("E0504", f"`{cpu}` has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 would run "
-                                       f"slower than float32 there", None,
-                              f"this CPU runs --precision {alternative}")
-    raise NindslError.one("E0504", f"`{cpu}` has {' and '.join(has)}, but nindsl does not build bf16 kernels yet",
-                          None, f"use --precision {alternative}")
 
 
 def _gate(result, origin: str, args) -> None:
@@ -381,7 +353,7 @@ def drive_bench(args) -> int:
     records, peak = bench(network, options, ConsoleProgress(quiet=args.quiet))
     print_bench(records, peak, network)
     if args.json:
-        payload = [{**asdict(r), "network": network.name, "spec_hash": network.spec_hash, "peak_gflops": peak,
+        payload = [{**{k: (None if v != v else v) for k, v in asdict(r).items()}, "network": network.name, "spec_hash": network.spec_hash, "peak_gflops": peak,
                     "cores": usable_cpus()} for r in records]
         atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
     if args.plot:

@@ -118,12 +118,16 @@ def print_bench(records: list, peak: float, network: ir.Network, file=None) -> N
                    "× ORT (95 %)", "max |Δ| vs ORT"):
         table.add_column(column, justify="left" if column == "engine" else "right")
     for r in records:
+        if r.note.startswith("cannot run here"):
+            continue
         ratio = "" if r.vs_onnxruntime is None else f"{r.vs_onnxruntime:.2f}" if r.engine == "onnxruntime" else \
             f"{r.vs_onnxruntime:.2f} ({r.vs_onnxruntime_low:.2f}–{r.vs_onnxruntime_high:.2f})"
         table.add_row(r.engine, str(r.batch), f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}–{r.p90_ms:.2f}",
                       f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}", f"{100 * r.peak_fraction:.0f}%", ratio,
                       "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}")
     console.print(table)
+    for engine, note in dict.fromkeys((r.engine, r.note) for r in records if r.note.startswith("cannot run here")):
+        console.print(f"{engine}: {note}")
     for r in records:
-        if r.engine == "tvm-tuned" and r.vs_onnxruntime is not None:
-            console.print(f"tvm-tuned at batch {r.batch}: {verdict(r)}")
+        if r.engine in ("tvm-tuned", "tvm-int8", "tvm-int8-tuned") and r.vs_onnxruntime is not None:
+            console.print(f"{r.engine} at batch {r.batch}: {verdict(r)}")

@@ -268,6 +268,32 @@ def isa_of(profile: Profile):
     return target, isa
 
 
+def check_precision(precision: str, profile: Profile) -> None:
+    """Refuse a precision the target's CPU cannot run fast, saying what it can run."""
+    if profile.device != "cpu":
+        raise NindslError.one("E0504", f"--precision {precision} builds are for CPU targets; `{profile.name}` runs on "
+                                       f"{profile.device}", None, "build for --target llvm, or use --precision fp32")
+    if precision == "int8":
+        isa_of(profile)  # (refuses a CPU without AVX2)
+        return
+    import tvm
+    from tvm.target import codegen
+
+    target = tvm.target.Target(resolved_target(profile))
+    cpu = target.attrs.get("mcpu", "the host")
+    has = [f for f in ("avx512bf16", "amx-bf16") if codegen.llvm_cpu_has_features(f, target)]
+    try:
+        alternative = f"int8 ({isa_of(profile)[1].name}) or fp32"
+    except NindslError:
+        alternative = "fp32"
+    if not has:
+        raise NindslError.one("E0504", f"`{cpu}` has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 would run "
+                                       f"slower than float32 there", None,
+                              f"this CPU runs --precision {alternative}")
+    raise NindslError.one("E0504", f"`{cpu}` has {' and '.join(has)}, but nindsl does not build bf16 kernels yet",
+                          None, f"use --precision {alternative}")
+
+
 def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model, batch: int | None,
                blocks: dict | None = None) -> Build:
     """Compile ``quantized`` for ``profile``'s CPU, for any batch size (``batch`` None) or one."""
