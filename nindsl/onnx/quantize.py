@@ -189,8 +189,11 @@ def plan(model, ranges: dict[str, tuple[float, float]], weight_levels: int = LEV
     raise _unsupported("a network without a global average pooling head")
 
 
+QDQ_OPSET = 19  # the first whose QuantizeLinear/DequantizeLinear ONNX's reference evaluator implements
+
+
 def to_qdq(model, quantized: Plan):
-    """The quantized network as a QDQ ONNX model (opset 17) that ONNX Runtime runs with its
+    """The quantized network as a QDQ ONNX model (opset 19) that ONNX Runtime runs with its
     integer kernels; same input, output and metadata as ``model``."""
     import onnx
     from onnx import helper, numpy_helper
@@ -239,9 +242,9 @@ def to_qdq(model, quantized: Plan):
                 nodes.append(helper.make_node("Softmax", [flat], [quantized.output], axis=-1))
     graph = helper.make_graph(nodes, model.graph.name + "_int8", list(model.graph.input), list(model.graph.output),
                               inits)
-    qdq_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+    qdq_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", QDQ_OPSET)],
                                   producer_name=model.producer_name, producer_version=model.producer_version)
-    qdq_model.ir_version = model.ir_version
+    qdq_model.ir_version = 9  # opset 19's
     helper.set_model_props(qdq_model, {p.key: p.value for p in model.metadata_props} | {"nindsl.precision": "int8"})
     onnx.checker.check_model(qdq_model, full_check=True)
     return qdq_model

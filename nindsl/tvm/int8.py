@@ -295,13 +295,15 @@ def check_precision(precision: str, profile: Profile) -> None:
 
 
 def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model, batch: int | None,
-               blocks: dict | None = None) -> Build:
-    """Compile ``quantized`` for ``profile``'s CPU, for any batch size (``batch`` None) or one."""
+               blocks: dict | None = None, isa: Isa | None = None) -> Build:
+    """Compile ``quantized`` for ``profile``'s CPU, for any batch size (``batch`` None) or one,
+    with the instructions its target has (or ``isa``)."""
     import tvm
     from tvm import relax, tirx
     from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
 
-    target, isa = isa_of(profile)
+    target, best = isa_of(profile)
+    isa = isa or best
     if quantized.weight_levels > isa.weight_levels:
         raise NindslError.one("E0504", f"these int8 weights reach ±{quantized.weight_levels}, and {isa.name} adds "
                                        f"products in 16 bits: ±{isa.weight_levels} at most", None,
@@ -425,14 +427,15 @@ def run_batched(run, images: np.ndarray, batch: int | None) -> np.ndarray:
 
 
 def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, batch: int | None,
-                    calibration: Calibration, search: bool = False, progress: Progress = SILENT) -> QuantizedBuild:
+                    calibration: Calibration, load, search: bool = False,
+                    progress: Progress = SILENT) -> QuantizedBuild:
     """Calibrate, quantize and compile ``network`` for int8, then compare it with float32
-    (ONNX Runtime) on the calibration's held-out images."""
+    (ONNX Runtime) on the calibration's held-out images, run through ``load(build)``
+    (:meth:`nindsl.tvm.artifact.Runner.from_build`)."""
     from ..onnx.lower import to_onnx
     from ..onnx.quantize import agreement, quantize, to_qdq
     from ..onnx.runtime import runner
     from ..weights import resolve
-    from .artifact import Runner
 
     _, isa = isa_of(profile)
     model = to_onnx(network, resolve(network, weights, seed))
@@ -444,6 +447,6 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     built = build_int8(network, profile, quantized, to_qdq(model, quantized), batch, blocks)
     progress.note(f"comparing with float32 on {len(calibration.held_out):,} held-out images ...")
     held_out = calibration.held_out
-    result = agreement(runner(model)(held_out), run_batched(Runner.from_build(built), held_out, batch),
+    result = agreement(runner(model)(held_out), run_batched(load(built), held_out, batch),
                        calibration.labels)
     return QuantizedBuild(built, quantized, isa, result, blocks)

@@ -53,6 +53,9 @@ class Isa:
 
 from ..onnx.quantize import PAIRED_WEIGHT_LEVELS  # noqa: E402  2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
 ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avx2", 8, True))
+# Plain loops at 16 lanes, which LLVM compiles for any CPU: tests run the 16-lane layouts with
+# it on machines without AVX-512 (never chosen for a build).
+PORTABLE = Isa("portable", 16, False)
 
 
 def int8_isa(target) -> Isa | None:
@@ -81,7 +84,7 @@ def register_intrinsics() -> None:
     from .compat import tvmscript_frames
 
     with tvmscript_frames():
-        for isa in ISAS:
+        for isa in (*ISAS, PORTABLE):
             for step in isa.steps:
                 TensorIntrin.register(isa.intrinsic(step), *_dot_functions(isa, step))
     _registered = True
@@ -108,7 +111,15 @@ def _dot_functions(isa: Isa, step: int):
                         vi, vk = T.axis.remap("SR", [i, k])
                         c[vi] = c[vi] + T.cast(a[vk], "int32") * T.cast(b[vk // 4, vi, vk % 4], "int32")
 
+    if isa is PORTABLE:
+        return desc, desc
     if isa.name == "avx512vnni":
+        from tvm.target import codegen
+
+        # LLVM 20 takes the two byte operands of vpdpbusd as <64 x i8>; older LLVMs, as <16 x i32>
+        operands = bytes_ if codegen.llvm_version_major() >= 20 else sums
+        signed = wide if codegen.llvm_version_major() >= 20 else sums
+
         @T.prim_func(s_tir=True)
         def impl(a: T.Buffer((step,), "uint8", offset_factor=1),
                  b: T.Buffer((halves, lanes, 4), "int8", offset_factor=1),
@@ -119,8 +130,8 @@ def _dot_functions(isa: Isa, step: int):
                 a32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype=sums),
-                    T.broadcast(a32, lanes), T.reinterpret(b.vload([0, 0, 0], dtype=wide), dtype=sums),
-                    dtype=sums)
+                    T.reinterpret(T.broadcast(a32, lanes), dtype=operands),
+                    T.reinterpret(b.vload([0, 0, 0], dtype=wide), dtype=signed), dtype=sums)
         return desc, impl
 
     madd_bytes = "llvm.x86.avx512.pmaddubs.w.512" if lanes == 16 else "llvm.x86.avx2.pmadd.ub.sw"

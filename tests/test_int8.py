@@ -1,0 +1,365 @@
+"""int8 builds (issue 18): the integer kernels against numpy, the quantized network against
+ONNX Runtime and ONNX's reference evaluator on the same QDQ model, the instructions chosen
+from the target's features, and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nindsl
+from nindsl.kernel.diagnostics import NindslError
+from tests.conftest import SPECS
+
+tvm = pytest.importorskip("tvm")
+pytestmark = pytest.mark.tvm
+
+from nindsl.onnx.lower import to_onnx  # noqa: E402
+from nindsl.onnx.quantize import (Calibration, Quant, Plan, Step, activation_quant, agreement, judge,  # noqa: E402
+                                  quantize, to_qdq)
+from nindsl.onnx.runtime import runner  # noqa: E402
+from nindsl.tvm import int8_kernels as K  # noqa: E402
+from nindsl.tvm.profiles import load_profile  # noqa: E402
+
+HOST = load_profile("llvm")
+TINY = """\
+network tiny(classes = 10) {
+    input image: f32[N, 3, 12, 12]
+    conv1: mlpconv([24, 16], kernel = 3, pad = 1)
+    pool1: maxpool(3, stride = 2, round = ceil)
+    conv2: mlpconv([20, classes], kernel = 3, pad = 1)
+    pool2: avgpool(2, stride = 2, round = ceil)
+    global_avgpool()
+    softmax()
+    output probs: f32[N, classes]
+}
+"""
+
+
+def host_isa():
+    from nindsl.tvm.int8 import isa_of
+
+    return isa_of(HOST)
+
+
+def reference_conv(x, w, bias, scale, shape: K.ConvShape) -> np.ndarray:
+    """The quantized convolution in int64 numpy: clip(round((Σ x·w + bias)·scale) + zero_out)."""
+    p, s, k = shape.pad, shape.stride, shape.kernel
+    padded = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p)), constant_values=shape.zero_in)
+    oh, ow = shape.out_size
+    acc = np.zeros((x.shape[0], w.shape[0], oh, ow), np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            window = padded[:, :, ky:ky + s * oh:s, kx:kx + s * ow:s]
+            acc += np.einsum("nchw,oc->nohw", window, w[:, :, ky, kx].astype(np.int64))
+    value = np.rint((acc + bias[None, :, None, None]).astype(np.float32) * scale[None, :, None, None])
+    return np.clip(value + shape.zero_out, shape.low, 127).astype(np.uint8)
+
+
+def run_conv(shape: K.ConvShape, isa: K.Isa, x, w, bias, scale, block=None) -> np.ndarray:
+    func = K.schedule_conv(K.conv_func(shape, isa), shape, isa, block)
+    library = tvm.compile(tvm.IRModule({"main": func}), target=_host_target())
+    n, c, h, width = x.shape
+    b = shape.in_block
+    blocked = np.zeros((n, -(-c // b) * b, h, width), np.uint8)
+    blocked[:, :c] = x
+    blocked = blocked.reshape(n, -1, b, h, width).transpose(0, 3, 4, 1, 2).copy()
+    lanes, o = isa.lanes, w.shape[0]
+    padded_o = -(-o // lanes) * lanes
+    bias_, scale_ = np.zeros(padded_o, np.int32), np.zeros(padded_o, np.float32)
+    bias_[:o], scale_[:o] = bias, scale
+    oh, ow = shape.out_size
+    out = tvm.runtime.empty((n, oh, ow, padded_o // lanes, lanes), "uint8")
+    library["main"](*(tvm.runtime.tensor(a) for a in (blocked, K.pack_weights(w, shape, isa), bias_, scale_)), out)
+    return out.numpy().reshape(n, oh, ow, padded_o).transpose(0, 3, 1, 2)[:, :o]
+
+
+def _host_target():
+    from nindsl.tvm.profiles import resolved_target
+
+    return tvm.target.Target(resolved_target(HOST))
+
+
+CONVS = [  # batch, channels, height, width, out, kernel, stride, pad, in_block(lanes if 0), zero_in, zero_out, low
+    (2, 96, 8, 8, 40, 5, 1, 2, 0, 3, 0, 0),  # a 5×5 mlpconv head, zero point padding
+    (2, 3, 12, 12, 20, 5, 1, 2, 4, 7, 2, 2),  # the input layer: 3 channels in 4-blocks, ReLU above a zero point
+    (1, 16, 9, 9, 10, 3, 2, 1, 0, 0, 4, 0),  # stride 2, odd map, 10 outputs (not whole vectors), no ReLU
+    (3, 24, 7, 7, 8, 1, 1, 0, 0, 1, 0, 0),  # 1×1, channels not a multiple of 16
+]
+
+
+@pytest.mark.parametrize("isa_name", ["host", "portable"])
+@pytest.mark.parametrize("conv", CONVS)
+def test_the_convolution_kernel_is_exact(conv, isa_name):
+    isa = host_isa()[1] if isa_name == "host" else K.PORTABLE
+    n, c, h, w, o, k, s, p, block, zin, zout, low = conv
+    shape = K.ConvShape(n, c, h, w, o, k, s, p, block or isa.lanes, zin, zout, low)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 128, (n, c, h, w)).astype(np.uint8)
+    weights = rng.integers(-isa.weight_levels, isa.weight_levels + 1, (o, c, k, k)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, o).astype(np.int32)
+    scale = (rng.random(o) * 2e-3).astype(np.float32)
+    expected = reference_conv(x, weights, bias, scale, shape)
+    assert np.array_equal(run_conv(shape, isa, x, weights, bias, scale), expected)
+    for block in K.register_blocks(shape, isa)[:3]:  # every register block computes the same
+        assert np.array_equal(run_conv(shape, isa, x, weights, bias, scale, block), expected)
+
+
+def test_paired_steps_need_weights_within_63():
+    """Two vpmaddubsw sums added in 16 bits overflow with full-range weights: the reference
+    differs, which is why saturating ISAs get weights within ±63."""
+    isa = host_isa()[1]
+    if not isa.saturates:
+        pytest.skip(f"{isa.name} adds products in 32 bits")
+    shape = K.ConvShape(1, 16, 4, 4, isa.lanes, 1, 1, 0, isa.lanes, 0, 0, 0)
+    x = np.full((1, 16, 4, 4), 127, np.uint8)
+    w = np.full((isa.lanes, 16, 1, 1), 127, np.int8)
+    ones = np.ones(isa.lanes, np.float32) * 1e-4
+    bias = np.zeros(isa.lanes, np.int32)
+    assert not np.array_equal(run_conv(shape, isa, x, w, bias, ones), reference_conv(x, w, bias, ones, shape))
+    w63 = np.full((isa.lanes, 16, 1, 1), 63, np.int8)
+    assert np.array_equal(run_conv(shape, isa, x, w63, bias, ones), reference_conv(x, w63, bias, ones, shape))
+
+
+@pytest.mark.parametrize("mcpu, expected", [("znver3", "avx2"), ("haswell", "avx2"), ("skylake-avx512", "avx512bw"),
+                                            ("cascadelake", "avx512vnni"), ("sapphirerapids", "avx512vnni"),
+                                            ("sandybridge", None)])
+def test_instructions_come_from_the_targets_features_not_the_machine(mcpu, expected):
+    isa = K.int8_isa(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    assert (isa.name if isa else None) == expected
+
+
+@pytest.mark.parametrize("mcpu, instructions", [("znver3", ["vpmaddubsw", "vpmaddwd"]),
+                                                ("skylake-avx512", ["vpmaddubsw", "vpmaddwd", "zmm"]),
+                                                ("cascadelake", ["vpdpbusd", "zmm"])])
+def test_each_target_gets_its_dot_product_instructions(mcpu, instructions):
+    """Compiled (not run: this machine may lack them) for each target: the inner loop uses its
+    dot-product instructions."""
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    isa = K.int8_isa(target)
+    shape = K.ConvShape(1, 64, 8, 8, 64, 3, 1, 1, isa.lanes, 0, 0, 0)
+    library = tvm.compile(tvm.IRModule({"main": K.schedule_conv(K.conv_func(shape, isa), shape, isa)}), target=target)
+    assembly = library.mod.inspect_source("asm")
+    for instruction in instructions:
+        assert instruction in assembly
+
+
+def test_quantization_of_a_range():
+    assert activation_quant(0.0, 12.7).scale == pytest.approx(0.1) and activation_quant(0.0, 12.7).zero == 0
+    q = activation_quant(-1.0, 3.0)
+    assert 0 < q.zero < 127 and q.dequantize(q.quantize(np.float32(0.0))) == 0.0  # zero is exact
+    values = np.linspace(-1, 3, 50, dtype=np.float32)
+    assert np.abs(q.dequantize(q.quantize(values)) - values).max() <= q.scale / 2 + 1e-6
+
+
+@pytest.mark.parametrize("op, attributes, size", [
+    ("maxpool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), 16),
+    ("maxpool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), 15),
+    ("avgpool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, count_include_pad=1), 16),
+    ("avgpool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, count_include_pad=1, pads=[1, 1, 1, 1]), 15),
+    ("avgpool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, count_include_pad=0, pads=[1, 1, 1, 1]), 15),
+])
+def test_pooling_matches_onnx_runtime_on_the_dequantized_values(op, attributes, size):
+    from onnx import TensorProto, helper
+
+    from nindsl.tvm.int8 import _Kernels
+
+    quant, lanes = Quant(0.05, 5), 8
+    plan = Plan([], {"a": quant, "b": quant}, "a", "b", False)
+    func, shape = _Kernels(plan, None, 2, K.PORTABLE).pool(Step(op, "a", "b", attributes), (2, size, size, 2, lanes),
+                                                             lanes)
+    library = tvm.compile(tvm.IRModule({"main": func}), target=_host_target())
+    x = np.random.default_rng(0).integers(0, 128, (2, size, size, 2, lanes)).astype(np.uint8)
+    out = tvm.runtime.empty(shape, "uint8")
+    library["main"](tvm.runtime.tensor(x), out)
+    got = out.numpy().reshape(2, shape[1], shape[2], 2 * lanes).transpose(0, 3, 1, 2).astype(int)
+    real = quant.dequantize(x.reshape(2, size, size, 2 * lanes).transpose(0, 3, 1, 2))
+    node = helper.make_node("MaxPool" if op == "maxpool" else "AveragePool", ["x"], ["y"], **attributes)
+    graph = helper.make_graph([node], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, real.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    expected = quant.quantize(runner(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))(real))
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= (0 if op == "maxpool" else 1)  # an average may round a tie apart
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("int8") / "tiny.nin"
+    path.write_text(TINY)
+    network = nindsl.load(path)
+    model = to_onnx(network, None)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((64, 3, 12, 12)).astype(np.float32)
+    return network, model, quantize(model, images, K.PAIRED_WEIGHT_LEVELS), path
+
+
+@pytest.mark.parametrize("isa_name", ["host", "portable"])
+def test_the_int8_build_agrees_with_onnx_runtime_and_the_reference_evaluator_on_the_qdq_model(tiny, isa_name):
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import build_int8
+
+    network, model, plan, _ = tiny
+    isa = None if isa_name == "host" else K.PORTABLE
+    qdq = to_qdq(model, plan)
+    x = np.random.default_rng(1).standard_normal((5, 3, 12, 12)).astype(np.float32)
+    tvm_int8 = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=isa))(x)
+    ort_int8, reference = runner(qdq)(x), runner(qdq, "reference")(x)
+    assert np.abs(tvm_int8 - ort_int8).max() < 2e-3
+    assert np.abs(tvm_int8 - reference).max() < 2e-3
+    assert np.abs(tvm_int8 - runner(model)(x)).max() < 2e-2  # and float32, within quantization's error
+    assert (tvm_int8.argmax(1) == reference.argmax(1)).mean() >= 0.8
+
+
+def test_a_fixed_batch_build_takes_its_batch(tiny):
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import build_int8, run_batched
+
+    network, model, plan, _ = tiny
+    run = Runner.from_build(build_int8(network, HOST, plan, to_qdq(model, plan), 4))
+    x = np.random.default_rng(2).standard_normal((10, 3, 12, 12)).astype(np.float32)
+    assert np.abs(run_batched(run, x, 4) - runner(to_qdq(model, plan))(x)).max() < 2e-3
+    with pytest.raises(NindslError, match="exactly 4|built for"):
+        run(x[:3])
+
+
+def test_weights_quantized_for_vnni_are_refused_on_a_saturating_isa(tiny):
+    from nindsl.tvm.int8 import build_int8
+
+    network, model, _, _ = tiny
+    if not host_isa()[1].saturates:
+        pytest.skip("this CPU adds int8 products in 32 bits")
+    plan = quantize(model, np.zeros((4, 3, 12, 12), np.float32), 127)
+    with pytest.raises(NindslError, match="±127"):
+        build_int8(network, HOST, plan, to_qdq(model, plan), 1)
+
+
+def test_the_qdq_model_is_valid_onnx_and_keeps_the_metadata(tiny):
+    import onnx
+
+    _, model, plan, _ = tiny
+    qdq = to_qdq(model, plan)
+    onnx.checker.check_model(qdq, full_check=True)
+    ops = {n.op_type for n in qdq.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    metadata = {p.key: p.value for p in qdq.metadata_props}
+    assert metadata["nindsl.precision"] == "int8" and "nindsl.spec_hash" in metadata
+
+
+def test_agreement_and_the_gate():
+    reference = np.eye(4, dtype=np.float32)[[0, 1, 2, 3] * 25]
+    labels = np.array([0, 1, 2, 3] * 25)
+    same = agreement(reference, reference, labels)
+    assert same.top1_agreement == 1.0 and same.drop_pp == 0.0 and judge(same) == ("ok", None)
+    flipped = reference.copy()
+    flipped[:3] = np.roll(flipped[:3], 1, axis=1)  # 3 of 100 change their answer, all of them wrongly
+    verdict, why = judge(agreement(reference, flipped, labels))
+    assert verdict == "refuse" and "3.00 pp" in why
+    one = reference.copy()
+    one[:1] = np.roll(one[:1], 1, axis=1)
+    assert judge(agreement(reference, one, labels))[0] == "warn"
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_compile_int8_writes_an_artifact_that_runs(cli, tiny, tmp_path):
+    _, _, _, spec = tiny
+    out = tmp_path / "tiny-int8"
+    result = cli("compile", spec, "--target", "llvm", "--precision", "int8", "--calibrate", "random", "-o", out)
+    assert result.code == 0, result.err
+    assert "int8: top-1 agreement with float32" in result.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "int8"
+    assert manifest["quantization"]["instructions"] == host_isa()[1].name
+    assert manifest["quantization"]["calibration"] == {"source": "random", "images": 512}
+    assert 0 <= manifest["accuracy"]["top1_agreement"] <= 1
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(np.float32))
+    ran = cli("run", out, "--input", tmp_path / "x.npy")
+    assert ran.code == 0, ran.err
+    assert ran.out.count("example") == 2
+    assert "precision int8" in cli("inspect", out).out
+
+
+def test_compile_int8_to_onnx_writes_a_qdq_model(cli, tiny, tmp_path):
+    _, _, _, spec = tiny
+    out = tmp_path / "tiny.int8.onnx"
+    result = cli("compile", spec, "--precision", "int8", "--calibrate", "random", "-o", out)
+    assert result.code == 0, result.err
+    from nindsl.onnx.model import read_model
+
+    assert any(n.op_type == "QuantizeLinear" for n in read_model(out).graph.node)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((2, 3, 12, 12)).astype(np.float32))
+    ran = cli("run", out, "--input", tmp_path / "x.npy")
+    assert ran.code == 0, ran.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--precision", "bf16", "--target", "onnx"], "bf16 is for TVM CPU targets"),
+    (["--precision", "int8", "--target", "torch"], "does nothing with --target torch"),
+    (["--calibrate", "digits"], "--calibrate does nothing without --precision int8"),
+    (["--precision", "int8", "--target", '{"kind": "llvm", "mcpu": "sandybridge"}'], "has no AVX2"),
+    (["--precision", "int8", "--calibrate", "nowhere"], "unknown data set `nowhere`"),
+    (["--precision", "int8"], "`digits` has 1×8×8 images"),  # the spec's train data (the default) does not fit
+])
+def test_precision_mistakes_are_located_errors(cli, tiny, tmp_path, argv, message):
+    _, _, _, spec = tiny
+    result = cli("compile", spec, *argv, "-o", tmp_path / "out")
+    assert result.code == 1
+    assert message in result.err
+    assert "Traceback" not in result.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bf16_is_refused_with_what_the_cpu_runs_instead(cli, tiny, tmp_path):
+    _, _, _, spec = tiny
+    no_bf16 = cli("compile", spec, "--target", '{"kind": "llvm", "mcpu": "znver3"}', "--precision", "bf16",
+                  "-o", tmp_path / "a")
+    assert no_bf16.code == 1 and "`znver3` has no bfloat16 instructions" in no_bf16.err
+    assert "--precision int8 (avx2) or fp32" in no_bf16.err
+    amx = cli("compile", spec, "--target", '{"kind": "llvm", "mcpu": "sapphirerapids"}', "--precision", "bf16",
+              "-o", tmp_path / "b")
+    assert amx.code == 1 and "does not build bf16 kernels yet" in amx.err
+
+
+def test_bench_reports_an_engine_that_cannot_run_and_goes_on(tiny, monkeypatch):
+    import sys
+
+    from nindsl.bench import BenchOptions, bench
+
+    network, _, _, _ = tiny
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if the package were not installed
+    records, _ = bench(network, BenchOptions((2,), ("onnxruntime", "onnxruntime-int8", "tvm-int8", "openvino"),
+                                             rounds=2))
+    by_engine = {r.engine: r for r in records}
+    assert "not installed" in by_engine["openvino"].note
+    assert by_engine["tvm-int8"].median_ms > 0 and by_engine["tvm-int8"].max_abs_diff < 2e-2
+    assert by_engine["onnxruntime-int8"].median_ms > 0
+
+
+@pytest.mark.slow
+def test_trained_nin_digits_keeps_its_accuracy_in_int8(tmp_path):
+    """The issue's bar: held-out accuracy within 0.5 pp of float32, top-1 agreement ≥ 99 %."""
+    from nindsl.cli.inputs import calibration
+    from nindsl.torch.training import TrainOptions, train
+    from nindsl.tvm.int8 import build_quantized
+
+    network = nindsl.load(SPECS / "nin_digits.nin")
+    train(network, TrainOptions(out=tmp_path, threads=2))
+    from nindsl.tvm.artifact import Runner
+
+    built = build_quantized(network, HOST, tmp_path / "best.safetensors", 0, None, calibration(network, None),
+                            Runner.from_build)
+    result = built.agreement
+    assert result.accuracy_fp32 > 0.9  # trained
+    assert result.drop_pp <= 0.5, result.describe()
+    assert result.top1_agreement >= 0.99, result.describe()
+
+
+def test_calibration_of_random_images_has_no_labels():
+    network = nindsl.load(SPECS / "nin_digits.nin")
+    from nindsl.cli.inputs import calibration
+
+    data = calibration(network, "random")
+    assert isinstance(data, Calibration) and data.labels is None and data.images.shape[1:] == (1, 8, 8)
