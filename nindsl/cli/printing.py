@@ -112,8 +112,10 @@ def print_bench(records: list, peak: float, network: ir.Network, file=None) -> N
     console = Console(file=file, highlight=False)
     if not console.is_terminal:
         console.width = 132
-    table = Table(title=f"{network.name}: {network.total_macs / 1e6:,.1f} M multiply-adds per image; "
-                        f"peak {peak:,.0f} GFLOP/s (the best of a float32 matmul and every engine here, {usable_cpus()} cores)", title_justify="left")
+    source = next((r.peak_source for r in records if r.peak_source), "measured")
+    table = Table(title=f"{network.name}: {network.total_macs / 1e6:,.1f} M multiply-adds per image; float32 peak "
+                        f"{peak:,.0f} GFLOP/s ({source}, {usable_cpus()} cores); int8 engines count 2 integer "
+                        "operations per multiply-add", title_justify="left")
     for column in ("engine", "batch", "median ms", "p10–p90 ms", "images/s", "GFLOP/s", "of peak",
                    "× ORT (95 %)", "max |Δ| vs ORT"):
         table.add_column(column, justify="left" if column == "engine" else "right")
@@ -123,7 +125,8 @@ def print_bench(records: list, peak: float, network: ir.Network, file=None) -> N
         ratio = "" if r.vs_onnxruntime is None else f"{r.vs_onnxruntime:.2f}" if r.engine == "onnxruntime" else \
             f"{r.vs_onnxruntime:.2f} ({r.vs_onnxruntime_low:.2f}–{r.vs_onnxruntime_high:.2f})"
         table.add_row(r.engine, str(r.batch), f"{r.median_ms:.2f}", f"{r.p10_ms:.2f}–{r.p90_ms:.2f}",
-                      f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}", f"{100 * r.peak_fraction:.0f}%", ratio,
+                      f"{r.images_per_s:,.0f}", f"{r.gflops:,.1f}",
+                      f"{100 * r.peak_fraction:.0f}%" if r.peak_fraction == r.peak_fraction else "—", ratio,
                       "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}")
     console.print(table)
     for engine, note in dict.fromkeys((r.engine, r.note) for r in records if r.note.startswith("cannot run here")):
