@@ -363,3 +363,24 @@ def test_calibration_of_random_images_has_no_labels():
 
     data = calibration(network, "random")
     assert isinstance(data, Calibration) and data.labels is None and data.images.shape[1:] == (1, 8, 8)
+
+
+def test_a_fifo_given_as_calibration_data_is_refused_not_waited_on(cli, tiny, tmp_path):
+    import os
+
+    _, _, _, spec = tiny
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    result = cli("compile", spec, "--precision", "int8", "--calibrate", fifo, "-o", tmp_path / "out.onnx")
+    assert result.code == 1 and "not a regular file" in result.err
+
+
+def test_calibration_of_a_large_input_takes_fewer_images(tmp_path):
+    from nindsl.cli.inputs import CALIBRATION_BYTES, calibration
+
+    spec = tmp_path / "big.nin"
+    spec.write_text("network big() {\n    input image: f32[N, 3, 1024, 1024]\n"
+                    "    conv1: mlpconv([8, 10], kernel = 3, pad = 1)\n    global_avgpool()\n"
+                    "    output scores: f32[N, 10]\n}\n")
+    data = calibration(nindsl.load(spec), "random")
+    assert 0 < data.images.nbytes <= CALIBRATION_BYTES and 0 < data.held_out.nbytes <= CALIBRATION_BYTES

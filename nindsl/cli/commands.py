@@ -232,7 +232,7 @@ def _compile_qdq(args, network, out: Path) -> int:
     """``--target onnx --precision int8``: the quantized network as a QDQ ONNX model."""
     from ..onnx.lower import to_onnx
     from ..onnx.model import serialize
-    from ..onnx.quantize import PAIRED_WEIGHT_LEVELS, agreement, quantize, to_qdq
+    from ..onnx.quantize import PAIRED_WEIGHT_LEVELS, agreement, images_per_batch, in_batches, quantize, to_qdq
     from ..onnx.runtime import runner
     from ..weights import resolve
     from .inputs import calibration as load_calibration
@@ -242,7 +242,9 @@ def _compile_qdq(args, network, out: Path) -> int:
     # weights within ±63: exact on every x86 int8 path (ONNX Runtime's reduce_range advice for CPUs without VNNI)
     qdq = to_qdq(model, quantize(model, data.images, PAIRED_WEIGHT_LEVELS))
     origin = weights_origin(args.weights, args.seed)
-    _gate(agreement(runner(model)(data.held_out), runner(qdq)(data.held_out), data.labels), origin, args)
+    batch = images_per_batch(model)
+    _gate(agreement(in_batches(runner(model), data.held_out, batch), in_batches(runner(qdq), data.held_out, batch),
+                    data.labels), origin, args)
     atomic_write_bytes(out, serialize(qdq))
     print(f"wrote {out} (int8 QDQ, calibrated on {len(data.images):,} images from {data.source})")
     _warn_if_untrained(origin)

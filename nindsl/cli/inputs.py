@@ -158,6 +158,7 @@ def _read_images(paths: list[Path], expected: tuple, preprocess: dict) -> np.nda
 
 
 CALIBRATION_IMAGES, HELD_OUT_IMAGES = 512, 2000
+CALIBRATION_BYTES = 512 << 20  # float32 images of each set, at most: fewer images of a large input
 CALIBRATION_USAGE = "digits | cifar10:DIR | cifar100:DIR | imagefolder:DIR | FILE.npz | random"
 
 
@@ -172,9 +173,10 @@ def calibration(network, source: str | None):
 
     rng = np.random.default_rng(0)
     shape = tuple(network.input.shape[1:])
+    fit = max(1, CALIBRATION_BYTES // (4 * int(np.prod(shape))))  # images of this size in the budget
     if source == "random":
-        return Calibration("random", rng.standard_normal((CALIBRATION_IMAGES, *shape), dtype=np.float32),
-                           rng.standard_normal((HELD_OUT_IMAGES // 4, *shape), dtype=np.float32))
+        return Calibration("random", rng.standard_normal((min(CALIBRATION_IMAGES, fit), *shape), dtype=np.float32),
+                           rng.standard_normal((min(HELD_OUT_IMAGES // 4, fit), *shape), dtype=np.float32))
     if not source and network.train.data and ":" not in network.train.data and network.train.data != "digits" \
             and not network.train.data.endswith(".npz"):
         kind = network.train.data
@@ -186,12 +188,14 @@ def calibration(network, source: str | None):
                      f"pass --calibrate {CALIBRATION_USAGE}")
     data = load_data(network, source)
     pick = rng.permutation(len(data.train_images))
-    images, held_out, labels = data.train_images[pick[:CALIBRATION_IMAGES]], data.val_images, data.val_labels
+    count = min(CALIBRATION_IMAGES, fit)
+    images, held_out, labels = data.train_images[pick[:count]], data.val_images[:fit], data.val_labels[:fit]
     if not len(held_out):  # no held-out split: judge on training images not calibrated on
-        held_out, labels = data.train_images[pick[CALIBRATION_IMAGES:]], data.train_labels[pick[CALIBRATION_IMAGES:]]
+        rest = pick[count:count + fit]
+        held_out, labels = data.train_images[rest], data.train_labels[rest]
     if not len(held_out):
         raise _bad_input(f"`{source}` has {len(images)} images: too few to calibrate on and to judge the result",
-                         f"give more than {CALIBRATION_IMAGES} images")
+                         f"give more than {count} images, or a held-out split")
     prepare = network.train.preprocess
     return Calibration(source, normalise(images, prepare), normalise(held_out[:HELD_OUT_IMAGES], prepare),
                        labels[:HELD_OUT_IMAGES])

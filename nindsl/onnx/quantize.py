@@ -112,9 +112,26 @@ def _chain(model) -> list:
     return nodes
 
 
+CALIBRATION_BATCH_BYTES = 1 << 30  # every tensor of one calibration batch, float32
+
+
+def images_per_batch(model, most: int = 64) -> int:
+    """How many images one run of ``model`` may take with all its tensors within
+    ``CALIBRATION_BATCH_BYTES`` (from the shapes ONNX's value_info records)."""
+    per_image = 4 * sum(int(np.prod([d.dim_value or 1 for d in v.type.tensor_type.shape.dim[1:]]))
+                        for v in (*model.graph.input, *model.graph.value_info))
+    return max(1, min(most, CALIBRATION_BATCH_BYTES // max(per_image, 1)))
+
+
+def in_batches(run, images: np.ndarray, batch: int) -> np.ndarray:
+    """``run`` over ``images`` ``batch`` at a time, the outputs joined."""
+    return np.concatenate([run(np.ascontiguousarray(images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
 def calibrate(model, images: np.ndarray, batch: int = 64) -> dict[str, tuple[float, float]]:
     """The minimum and maximum of every tensor of ``model`` over ``images`` (float32 NCHW),
-    measured with ONNX Runtime."""
+    measured with ONNX Runtime, in batches whose tensors together stay within
+    ``CALIBRATION_BATCH_BYTES``."""
     import onnx
 
     from .runtime import session
@@ -128,6 +145,7 @@ def calibrate(model, images: np.ndarray, batch: int = 64) -> dict[str, tuple[flo
             probe.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     opened = session(probe)
     input_name = model.graph.input[0].name
+    batch = images_per_batch(model, batch)
     outputs = [o.name for o in opened.get_outputs()]
     ranges = {input_name: (float(images.min()), float(images.max()))}
     for start in range(0, len(images), batch):

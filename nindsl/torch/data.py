@@ -29,6 +29,7 @@ import numpy as np
 
 from ..language import ir
 from ..kernel.diagnostics import NindslError
+from ..kernel.io import regular_file
 from ..language.ir import DATA_KINDS, format_shape
 from .images import IMAGE_SUFFIXES, read_image
 
@@ -154,6 +155,9 @@ def _split(images: np.ndarray, labels: np.ndarray, fraction: float) -> tuple[np.
 
 def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     expected = "an .npz file with arrays `images` [N, C, H, W] (or [N, H, W]) and `labels` [N]"
+    if not path.exists() and not path.is_symlink():
+        raise _bad(f"no such data file `{path}`", f"expected {expected}")
+    regular_file(path, "an .npz", MAX_IMAGE_BYTES)  # a FIFO would block np.load, a device never end
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in ("images", "labels") if name in archive.files}

@@ -433,7 +433,7 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     (ONNX Runtime) on the calibration's held-out images, run through ``load(build)``
     (:meth:`nindsl.tvm.artifact.Runner.from_build`)."""
     from ..onnx.lower import to_onnx
-    from ..onnx.quantize import agreement, quantize, to_qdq
+    from ..onnx.quantize import agreement, images_per_batch, in_batches, quantize, to_qdq
     from ..onnx.runtime import runner
     from ..weights import resolve
 
@@ -447,6 +447,7 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     built = build_int8(network, profile, quantized, to_qdq(model, quantized), batch, blocks)
     progress.note(f"comparing with float32 on {len(calibration.held_out):,} held-out images ...")
     held_out = calibration.held_out
-    result = agreement(runner(model)(held_out), run_batched(load(built), held_out, batch),
+    result = agreement(in_batches(runner(model), held_out, images_per_batch(model)),
+                       run_batched(load(built), held_out, batch or images_per_batch(model)),
                        calibration.labels)
     return QuantizedBuild(built, quantized, isa, result, blocks)
