@@ -45,7 +45,7 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
     if engine in TVM_ENGINES:
         return _tvm(network, weights, profile, batch, tuning if engine == "tvm-tuned" else None, progress)
     if engine in INT8_ENGINES:
-        return _int8(engine, network, weights, profile, batch, progress)
+        return _int8(engine, network, weights, profile, batch, tuning, progress)
     if engine in ("openvino", "openvino-fp32"):
         return _openvino(network, weights, engine == "openvino-fp32", device, threads)
     if engine == "tvm-bf16":
@@ -113,7 +113,7 @@ def _quantize(network: ir.Network, weights: dict, levels: int):
     return _quantized[key]
 
 
-def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None, progress: Progress) -> Run:
+def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None, tuning, progress: Progress) -> Run:
     from .onnx.quantize import PAIRED_WEIGHT_LEVELS, to_qdq
 
     if profile is None or profile.device != "cpu":
@@ -140,7 +140,14 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
     except NindslError as error:
         raise Unavailable(error.diagnostics[0].message) from None
     model, plan = _quantize(network, weights, isa.weight_levels)
-    blocks = search_blocks(network, plan, profile, batch or 1, progress=progress) if engine.endswith("tuned") else None
+    blocks = None
+    if engine.endswith("tuned"):
+        from .tvm.int8 import INT8_BLOCKS
+        from .tvm.tune import database_dir
+
+        db = getattr(tuning, "db", None)
+        blocks = search_blocks(network, plan, profile, batch or 1, progress=progress,
+                               cache=database_dir(profile, db) / INT8_BLOCKS)
     return Runner.from_build(build_int8(network, profile, plan, to_qdq(model, plan), batch, blocks))
 
 

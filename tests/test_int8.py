@@ -384,3 +384,26 @@ def test_calibration_of_a_large_input_takes_fewer_images(tmp_path):
                     "    output scores: f32[N, 10]\n}\n")
     data = calibration(nindsl.load(spec), "random")
     assert 0 < data.images.nbytes <= CALIBRATION_BYTES and 0 < data.held_out.nbytes <= CALIBRATION_BYTES
+
+
+def test_tuned_register_blocks_are_measured_once_and_kept(tiny, tmp_path):
+    from nindsl.tvm.int8 import search_blocks
+
+    network, _, plan, _ = tiny
+    cache = tmp_path / "db" / "blocks.json"
+
+    class Notes:
+        def __init__(self):
+            self.lines = []
+
+        def note(self, text):
+            self.lines.append(text)
+
+    first, again = Notes(), Notes()
+    chosen = search_blocks(network, plan, HOST, 2, candidates=3, progress=first, cache=cache)
+    assert set(chosen) == {s.output for s in plan.steps if s.op == "conv"}
+    assert len(first.lines) == len(chosen) and all("measured" in line for line in first.lines)
+    assert search_blocks(network, plan, HOST, 2, candidates=3, progress=again, cache=cache) == chosen
+    assert again.lines == []  # nothing measured the second time
+    cache.write_text('{"int8|avx2|bogus": [99, 99]}')  # a foreign or damaged entry is measured again
+    assert set(search_blocks(network, plan, HOST, 2, candidates=1, cache=cache)) == set(chosen)

@@ -76,7 +76,7 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         from .int8 import build_quantized
 
         quantized = build_quantized(network, profile, weights, seed, batch, calibration, Runner.from_build,
-                                    tuning is not None, progress)
+                                    tuning, progress)
         if gate is not None:
             gate(quantized.agreement)
         seconds = time.perf_counter() - start

@@ -14,7 +14,9 @@ time, and passed to the library at run time as for float32 builds.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from .int8_kernels import (ConvShape, Isa, conv_func, int8_isa, pack_weights, re
 from .profiles import Profile, resolved_target
 
 INPUT_BLOCK = 4  # the input's channels are padded to a multiple of 4 (one 32-bit broadcast)
+INT8_BLOCKS = "int8_register_blocks.json"  # measured register blocks, in the tuning database folder
 
 
 def _requantize(value, quant: Quant):
@@ -368,13 +371,18 @@ def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: 
 
 
 def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch: int, candidates: int = 8,
-                  progress: Progress = SILENT) -> dict[str, tuple[int, int]]:
+                  progress: Progress = SILENT, cache: Path | None = None) -> dict[str, tuple[int, int]]:
     """Tuning for int8: each convolution's register block, measured. Up to ``candidates``
     blocks per convolution (those nearest the default's size first) are compiled and timed
-    alone on this machine at ``batch``; the fastest is kept."""
+    alone on this machine at ``batch``; the fastest is kept. ``cache`` (a JSON file beside
+    the float32 tuning database) keeps each choice by instruction set, batch and
+    convolution shape: a rebuild measures nothing."""
     import tvm
 
+    from ..kernel.io import atomic_write_text, ensure_folder, read_json_object
+
     target, isa = isa_of(profile)
+    known = read_json_object(cache) if cache else {}
     device = tvm.cpu(0)
     maker = _Kernels(quantized, network, batch, isa)
     _, c, h, w = network.input.shape
@@ -385,11 +393,17 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
             if step.op != "head":
                 _, shape = maker.pool(step, shape, block)
             continue
-        default_func, names, out_shape = maker.conv(step, shape, block)
+        _, names, out_shape = maker.conv(step, shape, block)
         conv = maker.last_conv
         default = register_block(conv, isa)
+        fitting = register_blocks(conv, isa)
+        key = f"int8|{isa.name}|{conv}"
+        if isinstance(known.get(key), list) and tuple(known[key]) in fitting:
+            chosen[step.output] = tuple(known[key])
+            shape, block = out_shape, isa.lanes
+            continue
         size = default[0] * default[1]
-        options = sorted(register_blocks(conv, isa), key=lambda b: (abs(b[0] * b[1] - size), b != default))
+        options = sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))
         timings = {}
         for option in options[:candidates]:
             func = schedule_conv(conv_func(conv, isa), conv, isa, option)
@@ -397,6 +411,10 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
             call = Kernel(step.output, func, tuple(names), out_shape, "uint8")
             timings[option] = _median_ms(function, _arguments(call, maker.weights, shape, "uint8", device), 5)
         chosen[step.output] = min(timings, key=timings.get)
+        if cache:
+            known[key] = list(chosen[step.output])
+            ensure_folder(cache.parent, "a tuning database folder")
+            atomic_write_text(cache, json.dumps(known, indent=1, sort_keys=True) + "\n")
         progress.note(f"int8 {step.output}: block {chosen[step.output]} {timings[chosen[step.output]]:.2f} ms "
                       f"(default {default}: {timings.get(default, float('nan')):.2f} ms, {len(timings)} measured)")
         shape, block = out_shape, isa.lanes
@@ -427,11 +445,11 @@ def run_batched(run, images: np.ndarray, batch: int | None) -> np.ndarray:
 
 
 def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, batch: int | None,
-                    calibration: Calibration, load, search: bool = False,
-                    progress: Progress = SILENT) -> QuantizedBuild:
+                    calibration: Calibration, load, tuning=None, progress: Progress = SILENT) -> QuantizedBuild:
     """Calibrate, quantize and compile ``network`` for int8, then compare it with float32
     (ONNX Runtime) on the calibration's held-out images, run through ``load(build)``
-    (:meth:`nindsl.tvm.artifact.Runner.from_build`)."""
+    (:meth:`nindsl.tvm.artifact.Runner.from_build`). With ``tuning`` (TuneOptions), each
+    convolution's register block is measured (:func:`search_blocks`), cached in its database."""
     from ..onnx.lower import to_onnx
     from ..onnx.quantize import agreement, images_per_batch, in_batches, quantize, to_qdq
     from ..onnx.runtime import runner
@@ -442,8 +460,11 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     progress.note(f"calibrating int8 ({isa.name}) on {len(calibration.images):,} images from {calibration.source} ...")
     quantized = quantize(model, calibration.images, isa.weight_levels)
     blocks = {}
-    if search:
-        blocks = search_blocks(network, quantized, profile, batch or 1, progress=progress)
+    if tuning is not None:
+        from .tune import database_dir
+
+        blocks = search_blocks(network, quantized, profile, batch or 1, progress=progress,
+                               cache=database_dir(profile, tuning.db) / INT8_BLOCKS)
     built = build_int8(network, profile, quantized, to_qdq(model, quantized), batch, blocks)
     progress.note(f"comparing with float32 on {len(calibration.held_out):,} held-out images ...")
     held_out = calibration.held_out
