@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
     compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="fp32 (default) | int8: post-training quantization, calibrated with --calibrate "
-                               "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16 (CPUs with AVX512-BF16 "
-                               "or AMX only)")
+                               "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: not built yet (refused "
+                               "with what the CPU runs instead)")
     compile_.add_argument("--calibrate", metavar="DATA",
                           help="int8: images to calibrate on and to compare with float32: digits | cifar10:DIR | "
                                "imagefolder:DIR | FILE.npz | random (default: the spec's train data)")
