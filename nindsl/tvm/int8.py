@@ -1,8 +1,9 @@
 """An int8 build: a quantized network (:class:`nindsl.onnx.quantize.Plan`) as a Relax module
 of integer kernels, each scheduled here, compiled for a CPU target.
 
-The network runs as a chain of kernels over blocked layouts (``NCHW{b}c``: the ``b``
-channels of a pixel adjacent, ``b`` = 4 for the input, the vector lanes after a convolution):
+The network runs as a chain of kernels over a blocked NHWC layout (``[N, H, W, C/b, b]``:
+channels padded to whole blocks of ``b``, 4 for the input, the vector lanes after a
+convolution):
 
     quantize the input → [convolution + requantize | max pool | average pool]… → head
 
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..kernel.diagnostics import NindslError
-from ..language import ir
 from ..kernel.progress import SILENT, Progress
+from ..language import ir
 from ..onnx.quantize import LEVELS, Agreement, Calibration, Plan, Quant
 from .build import Build
 from .int8_kernels import (ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block, register_blocks,
@@ -45,8 +46,9 @@ def _dequantize(q, quant: Quant):
 
 
 def _parallel(func):
-    """A simple schedule for a memory-bound kernel: producers inlined, the two outer loops
-    of what remains run in parallel, the innermost vectorised when it is a channel block."""
+    """A simple schedule for a small memory-bound kernel (quantizing the input, the head):
+    producers inlined, the two outer loops of what remains run in parallel where they are not
+    a reduction's; LLVM vectorises the rest."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
@@ -94,6 +96,7 @@ class _Kernels:
     def __init__(self, quantized: Plan, network: ir.Network, batch, isa: Isa, blocks: dict | None = None):
         self.plan, self.network, self.batch, self.isa = quantized, network, batch, isa
         self.blocks = blocks or {}  # convolution output → (vectors, columns), from a measured search
+        self.last_conv: ConvShape | None = None  # the shape of the convolution made last
         self.weights: dict[str, np.ndarray] = {}
         self.order: list[str] = []
 
