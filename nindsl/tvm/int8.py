@@ -67,21 +67,18 @@ def _parallel(func):
 
 
 def _schedule_pool(func):
-    """Pooling: rows in parallel, a pixel's channel block as one vector, the window inside."""
+    """Pooling: rows in parallel, each pixel's channels as vectors of up to 32 bytes."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
     pool = sch.get_sblock("pool")
-    b, i, j, g, k, ry, rx = sch.get_loops(pool)
-    sch.reorder(b, i, j, g, ry, rx, k)
-    consumers = sch.get_consumers(pool)
-    if consumers:  # an average's division and requantize: per pixel, after its sums
-        sch.reverse_compute_at(consumers[0], g)
-        sch.vectorize(sch.get_loops(consumers[0])[-1])
+    b, i, j, g, k = sch.get_loops(pool)
+    channels = sch.fuse(g, k)
+    extent = int(sch.get(channels).extent)
+    width = next(v for v in (32, 16, 8, 4, 1) if extent % v == 0)
+    _, vector = sch.split(channels, [None, width])
+    sch.vectorize(vector)
     sch.parallel(sch.fuse(b, i))
-    init = sch.decompose_reduction(pool, ry)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.unroll(k)  # (TVM does not vectorise a loop under a reduction: LLVM's SLP pass does)
     return sch.mod["main"]
 
 
@@ -164,45 +161,43 @@ class _Kernels:
             ow -= (ow - 1) * sw >= w + left
         x = te.placeholder(shape, "uint8", name="x")
         quant = self.plan.quants[step.input]
-        ry = te.reduce_axis((0, kh), name="ry")
-        rx = te.reduce_axis((0, kw), name="rx")
+        taps = [(ry, rx) for ry in range(kh) for rx in range(kw)]  # unrolled: no reduction, one vector per pixel
 
-        def inside(i, j):
+        def tap(b, i, j, g, k, ry, rx):
+            """The tap's value, read at the nearest input pixel, and whether it is inside the input."""
             row, column = i * sh - top + ry, j * sw - left + rx
-            return row, column, tirx.all(row >= 0, row < h, column >= 0, column < w)
+            value = x[b, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(column, 0), w - 1), g, k]
+            return value, tirx.all(row >= 0, row < h, column >= 0, column < w)
 
-        def window(i, j, row, column):
-            if not a.get("count_include_pad", 0):  # the taps inside the input
-                rows = tirx.min(i * sh - top + kh, h) - tirx.max(i * sh - top, 0)
-                columns = tirx.min(j * sw - left + kw, w) - tirx.max(j * sw - left, 0)
-            else:  # the taps inside the padded input
-                rows = tirx.min(i * sh - top + kh, h + bottom) - (i * sh - top)
-                columns = tirx.min(j * sw - left + kw, w + right) - (j * sw - left)
-            return (rows * columns).astype("float32")
+        def extent(start, size: int, end: int):
+            return tirx.min(start + size, end) - tirx.max(start, 0)
 
         if step.op == "maxpool":
             def pool(b, i, j, g, k):
-                row, column, valid = inside(i, j)
-                value = x[b, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(column, 0), w - 1), g, k]
-                # (0 is below every value: a window always holds an input pixel)
-                return te.max(tirx.if_then_else(valid, value, tirx.const(0, "uint8")), axis=[ry, rx])
+                # a tap outside the input reads the nearest pixel, which is in the same window
+                # (every window starts inside the input or its padding): the maximum is unchanged
+                values = [tap(b, i, j, g, k, ry, rx)[0] for ry, rx in taps]
+                result = values[0]
+                for value in values[1:]:
+                    result = tirx.max(result, value)
+                return result
             out = te.compute((n, oh, ow, groups, block), pool, name="pool")
         else:
-            def total(b, i, j, g, k):
-                row, column, valid = inside(i, j)
-                value = x[b, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(column, 0), w - 1), g, k]
-                return te.sum(tirx.if_then_else(valid, value.astype("int32"), 0), axis=[ry, rx])
-            sums = te.compute((n, oh, ow, groups, block), total, name="pool")
-
             def average(b, i, j, g, k):
-                row, column, _ = inside(i, j)
-                count = window(i, j, row, column)
-                taps = (tirx.min(i * sh - top + kh, h) - tirx.max(i * sh - top, 0)) * \
-                    (tirx.min(j * sw - left + kw, w) - tirx.max(j * sw - left, 0))
-                real = (sums[b, i, j, g, k].astype("float32") - float(quant.zero) * taps.astype("float32")) \
-                    * float(quant.scale) / count
+                total = tirx.const(0, "int32")
+                for ry, rx in taps:
+                    value, valid = tap(b, i, j, g, k, ry, rx)
+                    total = total + tirx.if_then_else(valid, value.astype("int32"), 0)
+                inside = extent(i * sh - top, kh, h) * extent(j * sw - left, kw, w)  # taps in the input
+                if a.get("count_include_pad", 0):  # divided by the window clipped to the padded input
+                    count = (tirx.min(i * sh - top + kh, h + bottom) - (i * sh - top)) * \
+                        (tirx.min(j * sw - left + kw, w + right) - (j * sw - left))
+                else:
+                    count = inside
+                real = (total.astype("float32") - float(quant.zero) * inside.astype("float32")) \
+                    * float(quant.scale) / count.astype("float32")
                 return _requantize(real, quant)
-            out = te.compute((n, oh, ow, groups, block), average, name="average")
+            out = te.compute((n, oh, ow, groups, block), average, name="pool")
         return _schedule_pool(te.create_prim_func([x, out])), (n, oh, ow, groups, block)
 
     def head(self, shape, block: int, classes: int):
