@@ -125,6 +125,7 @@ def test_paired_steps_need_weights_within_63():
 
 @pytest.mark.parametrize("mcpu, expected", [("znver3", "avx2"), ("haswell", "avx2"), ("skylake-avx512", "avx512bw"),
                                             ("cascadelake", "avx512vnni"), ("sapphirerapids", "avx512vnni"),
+                                            ("alderlake", "avxvnni"),
                                             ("sandybridge", None)])
 def test_instructions_come_from_the_targets_features_not_the_machine(mcpu, expected):
     isa = K.int8_isa(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
@@ -133,7 +134,8 @@ def test_instructions_come_from_the_targets_features_not_the_machine(mcpu, expec
 
 @pytest.mark.parametrize("mcpu, instructions", [("znver3", ["vpmaddubsw", "vpmaddwd"]),
                                                 ("skylake-avx512", ["vpmaddubsw", "vpmaddwd", "zmm"]),
-                                                ("cascadelake", ["vpdpbusd", "zmm"])])
+                                                ("cascadelake", ["vpdpbusd", "zmm"]),
+                                                ("alderlake", ["vpdpbusd", "ymm"])])
 def test_each_target_gets_its_dot_product_instructions(mcpu, instructions):
     """Compiled (not run: this machine may lack them) for each target: the inner loop uses its
     dot-product instructions."""

@@ -7,7 +7,7 @@ adjacent); weights are signed 8-bit, packed ``[O/lanes, C/4, K, K, lanes, 4]`` s
 dot product of 4 input channels (one 32-bit broadcast) with ``lanes`` output channels, added
 to ``lanes`` 32-bit sums in a vector register:
 
-- AVX-512 VNNI: ``vpdpbusd`` (one instruction, 16 lanes);
+- AVX-512 VNNI: ``vpdpbusd`` (one instruction, 16 lanes); AVX-VNNI: the same on 8 lanes;
 - AVX-512BW: ``vpmaddubsw`` + ``vpmaddwd`` (16 lanes);
 - AVX2: ``vpmaddubsw`` + ``vpmaddwd`` (8 lanes), the fallback every x86-64 CPU of the last
   decade has. TVM ships no intrinsic for it.
@@ -52,7 +52,7 @@ class Isa:
 
 
 from ..onnx.quantize import PAIRED_WEIGHT_LEVELS  # noqa: E402  2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
-ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avx2", 8, True))
+ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avxvnni", 8, False), Isa("avx2", 8, True))
 # Plain loops at 16 lanes, which LLVM compiles for any CPU: tests run the 16-lane layouts with
 # it on machines without AVX-512 (never chosen for a build).
 PORTABLE = Isa("portable", 16, False)
@@ -113,12 +113,13 @@ def _dot_functions(isa: Isa, step: int):
 
     if isa is PORTABLE:
         return desc, desc
-    if isa.name == "avx512vnni":
+    if isa.name in ("avx512vnni", "avxvnni"):
         from tvm.target import codegen
 
         # LLVM 20 takes the two byte operands of vpdpbusd as <64 x i8>; older LLVMs, as <16 x i32>
         operands = bytes_ if codegen.llvm_version_major() >= 20 else sums
         signed = wide if codegen.llvm_version_major() >= 20 else sums
+        dot = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"  # (.256 is AVX-VNNI's too)
 
         @T.prim_func(s_tir=True)
         def impl(a: T.Buffer((step,), "uint8", offset_factor=1),
@@ -129,7 +130,7 @@ def _dot_functions(isa: Isa, step: int):
                 T.writes(c[0:lanes])
                 a32 = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
                 c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
-                    T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype=sums),
+                    T.llvm_lookup_intrinsic_id(dot), c.vload([0], dtype=sums),
                     T.reinterpret(T.broadcast(a32, lanes), dtype=operands),
                     T.reinterpret(b.vload([0, 0, 0], dtype=wide), dtype=signed), dtype=sums)
         return desc, impl
