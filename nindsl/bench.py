@@ -8,7 +8,8 @@ of timed ones. Calls are not interleaved one by one, because thread pools spin a
 call, and there is no sleep between engines, because an idle virtual CPU wakes slowly
 (docs/performance.md has the measurements behind each choice). Blocks are sized by time:
 a block lasts about ``BLOCK_SECONDS`` (at most ``BLOCK`` calls, at least one), the untimed
-calls about ``WARM_SECONDS``, and an engine that has spent ``ENGINE_SECONDS`` in timed calls
+calls about ``WARM_SECONDS`` (at least one: a slow engine's first call after another engine's
+would otherwise meet that engine's threads still spinning), and an engine that has spent ``ENGINE_SECONDS`` in timed calls
 sits out the remaining rounds once it has ``MIN_SAMPLES``. The report gives the median and
 the 10th–90th percentile spread, and each engine's ratio to ONNX Runtime with a 95 %
 interval from a bootstrap over the rounds (a round is the unit that shares a moment's
@@ -175,7 +176,7 @@ def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dic
             blocks = times[engine]
             if sum(map(len, blocks)) >= MIN_SAMPLES and sum(map(sum, blocks)) > ENGINE_SECONDS:
                 continue
-            for _ in range(min(WARM, int(WARM_SECONDS / single[engine]))):  # the previous engine's threads settle
+            for _ in range(max(1, min(WARM, int(WARM_SECONDS / single[engine])))):  # the previous engine's threads settle
                 run(x)
             calls = max(1, min(BLOCK, round(BLOCK_SECONDS / single[engine])))
             times[engine].append([_once(run, x) for _ in range(calls)])

@@ -409,3 +409,23 @@ def test_tuned_register_blocks_are_measured_once_and_kept(tiny, tmp_path):
     assert again.lines == []  # nothing measured the second time
     cache.write_text('{"int8|avx2|bogus": [99, 99]}')  # a foreign or damaged entry is measured again
     assert set(search_blocks(network, plan, HOST, 2, candidates=1, cache=cache)) == set(chosen)
+
+
+def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
+    """nin_imagenet ends in a 6×6 average pool to 1×1 maps and a Flatten, not a global pool."""
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import build_int8
+
+    spec = tmp_path / "flat.nin"
+    spec.write_text("network flat(classes = 10) {\n    input image: f32[N, 3, 12, 12]\n"
+                    "    conv1: mlpconv([16, classes], kernel = 3, pad = 1)\n    pool1: avgpool(12)\n"
+                    "    flatten()\n    softmax()\n    output probs: f32[N, classes]\n}\n")
+    network = nindsl.load(spec)
+    model = to_onnx(network, None)
+    plan = quantize(model, np.random.default_rng(0).standard_normal((16, 3, 12, 12)).astype(np.float32),
+                    K.PAIRED_WEIGHT_LEVELS)
+    assert [s.op for s in plan.steps] == ["conv", "conv", "avgpool", "head"]
+    qdq = to_qdq(model, plan)
+    x = np.random.default_rng(1).standard_normal((3, 3, 12, 12)).astype(np.float32)
+    got = Runner.from_build(build_int8(network, HOST, plan, qdq, None))(x)
+    assert np.abs(got - runner(qdq)(x)).max() < 2e-3 and np.abs(got - runner(model)(x)).max() < 2e-2

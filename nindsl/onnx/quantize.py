@@ -128,6 +128,14 @@ def in_batches(run, images: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([run(np.ascontiguousarray(images[i:i + batch])) for i in range(0, len(images), batch)])
 
 
+def _spatial(model, tensor: str) -> tuple[int, ...] | None:
+    """The height and width of ``tensor`` as the model's value_info records them."""
+    for value in (*model.graph.input, *model.graph.value_info):
+        if value.name == tensor:
+            return tuple(d.dim_value for d in value.type.tensor_type.shape.dim[2:])
+    return None
+
+
 def calibrate(model, images: np.ndarray, batch: int = 64) -> dict[str, tuple[float, float]]:
     """The minimum and maximum of every tensor of ``model`` over ``images`` (float32 NCHW),
     measured with ONNX Runtime, in batches whose tensors together stay within
@@ -196,7 +204,9 @@ def plan(model, ranges: dict[str, tuple[float, float]], weight_levels: int = LEV
             i += 1
         elif node.op_type == "Relu":  # a ReLU after pooling: the integers stay, the floor rises
             raise _unsupported("Relu (not after a Conv)")
-        elif node.op_type == "GlobalAveragePool":
+        elif node.op_type == "GlobalAveragePool" or node.op_type == "Flatten" and _spatial(model, current) == (1, 1):
+            # the head; a Flatten of 1×1 maps (nin_imagenet's 6×6 average pool) is one too: a
+            # global average of one pixel is that pixel
             rest = [n.op_type for n in nodes[i + 1:]]
             if any(op not in ("Flatten", "Softmax") for op in rest):
                 raise _unsupported(next(op for op in rest if op not in ("Flatten", "Softmax")))
