@@ -93,7 +93,6 @@ class _Kernels:
     def __init__(self, quantized: Plan, network: ir.Network, batch, isa: Isa, blocks: dict | None = None):
         self.plan, self.network, self.batch, self.isa = quantized, network, batch, isa
         self.blocks = blocks or {}  # convolution output → (vectors, columns), from a measured search
-        self.last_conv: ConvShape | None = None  # the shape of the convolution made last
         self.weights: dict[str, np.ndarray] = {}
         self.order: list[str] = []
 
@@ -138,10 +137,9 @@ class _Kernels:
         scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
         names = [self.weight(f"{step.output}.{part}", value) for part, value in
                  (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))]
-        self.last_conv = conv
         func = schedule_conv(conv_func(conv, self.isa), conv, self.isa, self.blocks.get(step.output))
         oh, ow = conv.out_size
-        return func, names, (n, oh, ow, blocks_out, lanes)
+        return func, names, (n, oh, ow, blocks_out, lanes), conv
 
     def pool(self, step, shape, block: int):
         """Max or average pooling over the blocked NHWC layout, with ONNX's (and Caffe's)
@@ -226,6 +224,8 @@ class Kernel:
     weights: tuple[str, ...]
     shape: tuple[int, ...]
     dtype: str
+    conv: ConvShape | None = None  # a convolution's sizes (the register block search reads them)
+    output: str = ""  # the tensor it computes, as the plan names it
 
 
 def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
@@ -240,8 +240,9 @@ def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
     classes = int(network.output.shape[-1])
     for k, step in enumerate(quantized.steps):
         if step.op == "conv":
-            func, names, shape = maker.conv(step, shape, block)
-            calls.append(Kernel(f"conv{k}_{_label(step.output)}", func, tuple(names), shape, "uint8"))
+            func, names, shape, conv = maker.conv(step, shape, block)
+            calls.append(Kernel(f"conv{k}_{_label(step.output)}", func, tuple(names), shape, "uint8", conv,
+                                step.output))
             block = isa.lanes
         elif step.op in ("maxpool", "avgpool"):
             func, shape = maker.pool(step, shape, block)
@@ -350,6 +351,15 @@ def _arguments(call: Kernel, weights: dict, shape, dtype, device) -> list:
             tvm.runtime.empty(call.shape, call.dtype, device)]
 
 
+def _with_inputs(network: ir.Network, calls: list[Kernel], batch):
+    """Each call with the shape and dtype of the tensor it reads (the previous call's output)."""
+    _, c, h, w = network.input.shape
+    shape, dtype = (batch, c, h, w), "float32"
+    for call in calls:
+        yield call, shape, dtype
+        shape, dtype = call.shape, call.dtype
+
+
 def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: int, blocks: dict | None = None,
                  repeats: int = 10) -> list[tuple[str, float]]:
     """Each kernel's median milliseconds, run alone on zeros: where an int8 build's time goes."""
@@ -358,14 +368,9 @@ def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: 
     target, isa = isa_of(profile)
     calls, weights, _ = kernels(network, quantized, batch, isa, blocks)
     device = tvm.cpu(0)
-    _, c, h, w = network.input.shape
-    shape, dtype = (batch, c, h, w), "float32"
-    result = []
-    for call in calls:
-        function = tvm.compile(tvm.IRModule({"main": call.func}), target=target)["main"]
-        result.append((call.name, _median_ms(function, _arguments(call, weights, shape, dtype, device), repeats)))
-        shape, dtype = call.shape, call.dtype
-    return result
+    return [(call.name, _median_ms(tvm.compile(tvm.IRModule({"main": call.func}), target=target)["main"],
+                                   _arguments(call, weights, shape, dtype, device), repeats))
+            for call, shape, dtype in _with_inputs(network, calls, batch)]
 
 
 def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch: int, candidates: int = 8,
@@ -373,8 +378,8 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
     """Tuning for int8: each convolution's register block, measured. Up to ``candidates``
     blocks per convolution (those nearest the default's size first) are compiled and timed
     alone on this machine at ``batch``; the fastest is kept. ``cache`` (a JSON file beside
-    the float32 tuning database) keeps each choice by instruction set, batch and
-    convolution shape: a rebuild measures nothing."""
+    the float32 tuning database) keeps each choice by instruction set and convolution shape:
+    a rebuild measures nothing."""
     import tvm
 
     from ..kernel.io import atomic_write_text, ensure_folder, read_json_object
@@ -382,40 +387,30 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
     target, isa = isa_of(profile)
     known = read_json_object(cache) if cache else {}
     device = tvm.cpu(0)
-    maker = _Kernels(quantized, network, batch, isa)
-    _, c, h, w = network.input.shape
-    _, shape = maker.quantize_input((batch, c, h, w))
-    block, chosen = INPUT_BLOCK, {}
-    for step in quantized.steps:
-        if step.op != "conv":
-            if step.op != "head":
-                _, shape = maker.pool(step, shape, block)
+    calls, weights, _ = kernels(network, quantized, batch, isa)
+    chosen = {}
+    for call, shape, dtype in _with_inputs(network, calls, batch):
+        if call.conv is None:
             continue
-        _, names, out_shape = maker.conv(step, shape, block)
-        conv = maker.last_conv
-        default = register_block(conv, isa)
-        fitting = register_blocks(conv, isa)
-        key = f"int8|{isa.name}|{conv}"
+        fitting = register_blocks(call.conv, isa)
+        key = f"int8|{isa.name}|{call.conv}"
         if isinstance(known.get(key), list) and tuple(known[key]) in fitting:
-            chosen[step.output] = tuple(known[key])
-            shape, block = out_shape, isa.lanes
+            chosen[call.output] = tuple(known[key])
             continue
+        default = register_block(call.conv, isa)
         size = default[0] * default[1]
-        options = sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))
         timings = {}
-        for option in options[:candidates]:
-            func = schedule_conv(conv_func(conv, isa), conv, isa, option)
+        for option in sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))[:candidates]:
+            func = schedule_conv(conv_func(call.conv, isa), call.conv, isa, option)
             function = tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
-            call = Kernel(step.output, func, tuple(names), out_shape, "uint8")
-            timings[option] = _median_ms(function, _arguments(call, maker.weights, shape, "uint8", device), 5)
-        chosen[step.output] = min(timings, key=timings.get)
+            timings[option] = _median_ms(function, _arguments(call, weights, shape, dtype, device), 5)
+        best = chosen[call.output] = min(timings, key=timings.get)
         if cache:
-            known[key] = list(chosen[step.output])
+            known[key] = list(best)
             ensure_folder(cache.parent, "a tuning database folder")
             atomic_write_text(cache, json.dumps(known, indent=1, sort_keys=True) + "\n")
-        progress.note(f"int8 {step.output}: block {chosen[step.output]} {timings[chosen[step.output]]:.2f} ms "
+        progress.note(f"int8 {call.output}: block {best} {timings[best]:.2f} ms "
                       f"(default {default}: {timings.get(default, float('nan')):.2f} ms, {len(timings)} measured)")
-        shape, block = out_shape, isa.lanes
     return chosen
 
 
@@ -430,9 +425,10 @@ class QuantizedBuild:
     blocks: dict
 
 
-def run_batched(run, images: np.ndarray, batch: int | None) -> np.ndarray:
-    """Outputs of ``images`` through a build of a fixed batch (the last chunk padded) or any."""
-    step = batch or 64
+def run_batched(run, images: np.ndarray, batch: int | None, step: int = 64) -> np.ndarray:
+    """Outputs of ``images`` through a build of a fixed ``batch`` (the last chunk padded), or of
+    any batch size, ``step`` images at a time."""
+    step = batch or step
     outputs = []
     for start in range(0, len(images), step):
         chunk = images[start:start + step]
@@ -467,6 +463,6 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     progress.note(f"comparing with float32 on {len(calibration.held_out):,} held-out images ...")
     held_out = calibration.held_out
     result = agreement(in_batches(runner(model), held_out, images_per_batch(model)),
-                       run_batched(load(built), held_out, batch or images_per_batch(model)),
+                       run_batched(load(built), held_out, batch, images_per_batch(model)),
                        calibration.labels)
     return QuantizedBuild(built, quantized, isa, result, blocks)
