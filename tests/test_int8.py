@@ -303,6 +303,7 @@ def test_compile_int8_to_onnx_writes_a_qdq_model(cli, tiny, tmp_path):
     (["--calibrate", "digits"], "--calibrate does nothing without --precision int8"),
     (["--precision", "int8", "--target", '{"kind": "llvm", "mcpu": "sandybridge"}'], "has no AVX2"),
     (["--precision", "int8", "--calibrate", "nowhere"], "unknown data set `nowhere`"),
+    (["--precision", "int8", "--calibrate", "cifar10"], "--calibrate names `cifar10` without its folder"),
     (["--precision", "int8"], "`digits` has 1×8×8 images"),  # the spec's train data (the default) does not fit
 ])
 def test_precision_mistakes_are_located_errors(cli, tiny, tmp_path, argv, message):
@@ -429,3 +430,14 @@ def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
     x = np.random.default_rng(1).standard_normal((3, 3, 12, 12)).astype(np.float32)
     got = Runner.from_build(build_int8(network, HOST, plan, qdq, None))(x)
     assert np.abs(got - runner(qdq)(x)).max() < 2e-3 and np.abs(got - runner(model)(x)).max() < 2e-2
+
+
+def test_bench_prints_why_an_engine_cannot_run_as_it_is(cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    result = cli("bench", SPECS / "nin_digits.nin", "--batch", "1", "--engines", "onnxruntime,openvino",
+                 "--rounds", "2", "--quiet")
+    assert result.code == 0, result.err
+    assert "openvino: cannot run here: the openvino package is not installed (pip install 'nindsl[openvino]')" \
+        in " ".join(result.out.split())  # brackets printed, not read as markup

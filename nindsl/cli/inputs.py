@@ -177,12 +177,15 @@ def calibration(network, source: str | None):
     if source == "random":
         return Calibration("random", rng.standard_normal((min(CALIBRATION_IMAGES, fit), *shape), dtype=np.float32),
                            rng.standard_normal((min(HELD_OUT_IMAGES // 4, fit), *shape), dtype=np.float32))
-    if not source and network.train.data and ":" not in network.train.data and network.train.data != "digits" \
-            and not network.train.data.endswith(".npz"):
-        kind = network.train.data
-        raise _usage(f"int8 calibrates on the spec's train data, `{kind}`, whose folder it does not name",
-                     f"pass --calibrate {kind}:DIR, or --calibrate random to calibrate on random images")
-    source = source or network.train.data
+    from ..language.ir import DATA_KINDS
+
+    named = source or network.train.data
+    if named in DATA_KINDS and named != "digits":  # a kind of data set without its folder
+        what = f"--calibrate names `{named}` without its folder" if source else \
+            f"int8 calibrates on the spec's train data, `{named}`, which names no folder"
+        raise _usage(what,
+                     f"pass --calibrate {named}:DIR, or --calibrate random to calibrate on random images")
+    source = named
     if not source:
         raise _usage("int8 needs images to calibrate on, and this spec names no training data",
                      f"pass --calibrate {CALIBRATION_USAGE}")

@@ -130,7 +130,7 @@ def print_bench(records: list, peak: float, network: ir.Network, file=None) -> N
                       "" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}")
     console.print(table)
     for engine, note in dict.fromkeys((r.engine, r.note) for r in records if r.note.startswith("cannot run here")):
-        console.print(f"{engine}: {note}")
+        console.print(f"{engine}: {note}", markup=False)  # (a note may hold brackets: nindsl[openvino])
     for r in records:
         if r.engine in ("tvm-tuned", "tvm-int8", "tvm-int8-tuned") and r.vs_onnxruntime is not None:
             console.print(f"{r.engine} at batch {r.batch}: {verdict(r)}")
