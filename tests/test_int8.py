@@ -83,7 +83,7 @@ def _host_target():
 
 
 CONVS = [  # batch, channels, height, width, out, kernel, stride, pad, in_block(lanes if 0), zero_in, zero_out, low
-    (2, 96, 8, 8, 40, 5, 1, 2, 0, 3, 0, 0),  # a 5×5 mlpconv head, zero point padding
+    (2, 96, 8, 8, 40, 5, 1, 2, 0, 3, 0, 0),  # a 5×5 mlpconv head, zero point padding; weights beyond L1: by rows
     (2, 3, 12, 12, 20, 5, 1, 2, 4, 7, 2, 2),  # the input layer: 3 channels in 4-blocks, ReLU above a zero point
     (1, 16, 9, 9, 10, 3, 2, 1, 0, 0, 4, 0),  # stride 2, odd map, 10 outputs (not whole vectors), no ReLU
     (3, 24, 7, 7, 8, 1, 1, 0, 0, 1, 0, 0),  # 1×1, channels not a multiple of 16
@@ -105,6 +105,14 @@ def test_the_convolution_kernel_is_exact(conv, isa_name):
     assert np.array_equal(run_conv(shape, isa, x, weights, bias, scale), expected)
     for block in K.register_blocks(shape, isa)[:3]:  # every register block computes the same
         assert np.array_equal(run_conv(shape, isa, x, weights, bias, scale, block), expected)
+
+
+def test_the_cases_take_both_loop_orders():
+    """The cases above run both schedules: sums per register block, and sums per output row."""
+    isa = host_isa()[1]
+    orders = {K.by_rows(K.ConvShape(n, c, h, w, o, k, s, p, block or isa.lanes, 0, 0, 0), isa, 1)
+              for n, c, h, w, o, k, s, p, block, *_ in CONVS}
+    assert orders == {True, False}
 
 
 def test_paired_steps_need_weights_within_63():
@@ -224,6 +232,33 @@ def test_a_fixed_batch_build_takes_its_batch(tiny):
     assert np.abs(run_batched(run, x, 4) - runner(to_qdq(model, plan))(x)).max() < 2e-3
     with pytest.raises(NindslError, match="exactly 4|built for"):
         run(x[:3])
+
+
+def _llvm_ir(module) -> str:
+    """The LLVM IR of a compiled library and of every module it imports."""
+    texts = []
+    try:
+        texts.append(module.inspect_source("ll"))
+    except Exception:  # noqa: BLE001 - a module without LLVM IR (the VM's own)
+        pass
+    return "\n".join(texts + [_llvm_ir(sub) for sub in module.imports])
+
+
+def test_an_any_batch_build_keeps_every_kernel_noalias(tiny):
+    """A symbolic batch brings a shape function without ``tirx.noalias`` into the library; in
+    TVM 0.27 that made the code generator drop ``noalias`` from every kernel, LLVM kept the
+    sums in memory, and any-batch int8 builds ran 4× slower than fixed-batch ones."""
+    import re
+
+    from nindsl.tvm.int8 import build_int8
+
+    network, model, plan, _ = tiny
+    ir = _llvm_ir(build_int8(network, HOST, plan, to_qdq(model, plan), None).executable.mod)
+    assert "shape_func" in ir
+    computes = re.findall(r"define internal fastcc i32 @(\w+)_compute_\(([^)]*)\)", ir)
+    kernels = [name for name, _ in computes if name.startswith("conv")]
+    assert kernels, "no kernel kept its own compute function"
+    assert all("ptr noalias" in params for name, params in computes if name.startswith("conv"))
 
 
 def test_weights_quantized_for_vnni_are_refused_on_a_saturating_isa(tiny):

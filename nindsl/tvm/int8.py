@@ -26,6 +26,7 @@ from ..kernel.progress import SILENT, Progress
 from ..language import ir
 from ..onnx.quantize import LEVELS, Agreement, Calibration, Plan, Quant
 from .build import Build
+from .compat import noalias_everywhere
 from .int8_kernels import (ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block, register_blocks,
                            schedule_conv)
 from .profiles import Profile, resolved_target
@@ -327,7 +328,8 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
             out = bb.emit_output(value)
         bb.emit_func_output(out)
     # The kernels are scheduled: lower the calls as they are (no fusion, no default schedules).
-    pipeline = tvm.transform.Sequential(dataflow_lower_passes(target) + finalize_passes(target))
+    pipeline = tvm.transform.Sequential(dataflow_lower_passes(target) + finalize_passes(target)
+                                        + [noalias_everywhere()])
     executable = tvm.compile(bb.get(), target=target, relax_pipeline=pipeline)
     return Build(executable, qdq_model, weights, order, target, False, batch)
 

@@ -302,22 +302,40 @@ def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
     return next((b for b in preferred if b in fitting), max(fitting, key=lambda b: (b[0] * b[1], b[1])))
 
 
+L1_WEIGHTS = 16 * 1024  # half the 32 KiB L1 data cache of every x86 core since 2011
+
+
+def by_rows(shape: ConvShape, isa: Isa, vectors: int) -> bool:
+    """Whether a register block's weights (every tap and input channel of its output
+    channels) overflow the L1 cache: then the kernel row ``ry`` goes outside the output columns,
+    so that one row of taps' weights stays in L1 while every column of the output row
+    uses it, and the sums of the row wait in a row-sized buffer between kernel rows."""
+    step = conv_step(shape, isa)
+    channels = -(-shape.channels // step) * step
+    return vectors * isa.lanes * shape.kernel ** 2 * channels > L1_WEIGHTS and shape.kernel > 1
+
+
 def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | None = None):
     """The direct convolution schedule: a register block of ``vectors × lanes`` output channels
     × ``columns`` output pixels accumulates over every input channel and tap through the
-    tensor intrinsic; the requantize step stores it."""
+    tensor intrinsic; the requantize step stores it. Where the block's weights overflow L1
+    (:func:`by_rows`), the block's sums are kept for a whole output row across the kernel's rows."""
     from tvm import s_tir
 
     vectors, columns = block or register_block(shape, isa)
+    rows = by_rows(shape, isa, vectors)
     sch = s_tir.Schedule(func)
     conv = sch.get_sblock("conv")
     n, i, j, f, lane, ry, rx, rc, ri = sch.get_loops(conv)
     fo, fi = sch.split(f, [None, vectors])
     jo, ji = sch.split(j, [None, columns])
-    sch.reorder(n, fo, i, jo, ry, rx, rc, fi, ji, lane, ri)
+    if rows:
+        sch.reorder(n, fo, i, ry, jo, rx, rc, fi, ji, lane, ri)
+    else:
+        sch.reorder(n, fo, i, jo, ry, rx, rc, fi, ji, lane, ri)
     local = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_inline(sch.get_sblock("requantize"))  # requantize as the block is stored
-    sch.reverse_compute_at(local, jo, preserve_unit_loops=True)
+    sch.reverse_compute_at(local, i if rows else jo, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(local)[-1])
     sch.parallel(sch.fuse(n, fo, i))
     init = sch.decompose_reduction(conv, ry)
