@@ -210,7 +210,10 @@ def test_the_int8_build_agrees_with_onnx_runtime_and_the_reference_evaluator_on_
     from nindsl.tvm.artifact import Runner
     from nindsl.tvm.int8 import build_int8
 
+    from nindsl.tvm.int8 import folds
+
     network, model, plan, _ = tiny
+    assert folds(network, plan)  # its 3-channel input layer reads column taps folded into channels
     isa = None if isa_name == "host" else K.PORTABLE
     qdq = to_qdq(model, plan)
     x = np.random.default_rng(1).standard_normal((5, 3, 12, 12)).astype(np.float32)

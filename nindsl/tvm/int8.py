@@ -32,6 +32,7 @@ from .int8_kernels import (ConvShape, Isa, conv_func, int8_isa, pack_weights, re
 from .profiles import Profile, resolved_target
 
 INPUT_BLOCK = 4  # the input's channels are padded to a multiple of 4 (one 32-bit broadcast)
+FOLD_BLOCK = 8  # a folded input's (tap, channel) pairs come in 8s: whole paired steps
 INT8_BLOCKS = "int8_register_blocks.json"  # measured register blocks, in the tuning database folder
 
 
@@ -114,23 +115,59 @@ class _Kernels:
             tirx.const(quant.zero, "uint8")), name="quantize")
         return _parallel(te.create_prim_func([x, out])), (n, h, w, blocks, INPUT_BLOCK)
 
-    def conv(self, step, shape, in_block: int):
+    def quantize_folded(self, shape, step):
+        """The input quantized with the first convolution's column taps folded into its channels:
+        ``[N, H + 2p, OW, T/8, 8]``, where output column ``j`` holds tap ``kx`` of channel ``ch``
+        at ``kx·C + ch`` (``T = KW·C`` padded to whole 8s) and the zero point where the window
+        reaches the padding. The convolution then runs as ``K × 1`` over whole paired steps;
+        unfolded, 3 channels in 4-channel blocks wasted a quarter of every step, unpaired.
+        The input is quantized once (``[N, H, W, C]``), then gathered, each pixel's ``T`` bytes
+        unrolled so that every tap and channel is a constant."""
+        from tvm import s_tir, te, tirx
+
+        n, c, h, w = shape
+        k, stride, pad = _square(step)
+        width = (w + 2 * pad - k) // stride + 1
+        taps = k * c
+        quant = self.plan.quants[self.plan.input]
+        x = te.placeholder(shape, "float32", name="x")
+        q = te.compute((n, h, w, c), lambda b, i, j, ch: _requantize(x[b, ch, i, j], quant), name="quantize")
+
+        def gather(b, i, j, g, e):
+            t = g * FOLD_BLOCK + e
+            row, column = i - pad, j * stride + tirx.floordiv(t, c) - pad
+            inside = tirx.all(t < taps, row >= 0, row < h, column >= 0, column < w)
+            read = q[b, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(column, 0), w - 1), tirx.floormod(t, c)]
+            return te.if_then_else(inside, read, tirx.const(quant.zero, "uint8"))
+
+        folded = (n, h + 2 * pad, width, -(-taps // FOLD_BLOCK), FOLD_BLOCK)
+        out = te.compute(folded, gather, name="fold")
+        sch = s_tir.Schedule(te.create_prim_func([x, out]))
+        for name in ("quantize", "fold"):
+            b, i, *rest = sch.get_loops(sch.get_sblock(name))
+            sch.parallel(sch.fuse(b, i))
+            if name == "fold":
+                sch.unroll(sch.fuse(*rest[1:]))
+        return sch.mod["main"], folded
+
+    def conv(self, step, shape, in_block: int, folded: bool = False):
+        """One convolution and its requantize step, on ``shape`` (``folded``: the input layer
+        reading :meth:`quantize_folded`'s layout)."""
         n, h, w, _, _ = shape
         o, c, k, _ = step.weight.shape
-        attributes = step.attributes
-        pads = list(attributes.get("pads", [0, 0, 0, 0]))
-        strides = list(attributes.get("strides", [1, 1]))
-        if len(set(pads)) != 1 or len(set(strides)) != 1 or any(d != 1 for d in attributes.get("dilations", [1])) \
-                or attributes.get("group", 1) != 1:
-            raise NindslError.one("E0504", f"int8 builds take square, symmetric convolutions; `{step.output}` "
-                                           f"has pads {pads}, strides {strides}", None,
-                                  "build this network with --precision fp32")
+        _, stride, pad = _square(step)
         q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
-        conv = ConvShape(n, c, h, w, o, k, strides[0], pads[0], in_block, q_in.zero, q_out.zero,
-                         q_out.zero if step.relu else 0)
+        weight = step.weight
+        if folded:  # [O, C, K, KW] → [O, KW·C, K, 1], as the folded input's channels are ordered
+            weight = step.weight.transpose(0, 3, 1, 2).reshape(o, k * c, k, 1)
+            conv = ConvShape(n, k * c, h, w, o, k, stride, 0, in_block, q_in.zero, q_out.zero,
+                             q_out.zero if step.relu else 0, kernel_width=1, stride_width=1)
+        else:
+            conv = ConvShape(n, c, h, w, o, k, stride, pad, in_block, q_in.zero, q_out.zero,
+                             q_out.zero if step.relu else 0)
         lanes = self.isa.lanes
         blocks_out = -(-o // lanes)
-        packed = pack_weights(step.weight, conv, self.isa)
+        packed = pack_weights(weight, conv, self.isa)
         # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
         bias = np.zeros(blocks_out * lanes, np.int64)
         bias[:o] = step.bias.astype(np.int64) - q_in.zero * step.weight.astype(np.int64).sum(axis=(1, 2, 3))
@@ -215,6 +252,28 @@ class _Kernels:
         return _parallel(te.create_prim_func([x, out])), (n, classes)
 
 
+def _square(step) -> tuple[int, int, int]:
+    """A convolution's kernel, stride and padding, each the same on every side; an E0504
+    error for any other convolution."""
+    attributes = step.attributes
+    pads = list(attributes.get("pads", [0, 0, 0, 0]))
+    strides = list(attributes.get("strides", [1, 1]))
+    if len(set(pads)) != 1 or len(set(strides)) != 1 or any(d != 1 for d in attributes.get("dilations", [1])) \
+            or attributes.get("group", 1) != 1 or step.weight.shape[2] != step.weight.shape[3]:
+        raise NindslError.one("E0504", f"int8 builds take square, symmetric convolutions; `{step.output}` "
+                                       f"has pads {pads}, strides {strides}", None,
+                              "build this network with --precision fp32")
+    return step.weight.shape[2], strides[0], pads[0]
+
+
+def folds(network: ir.Network, quantized: Plan) -> bool:
+    """Whether the input layer reads a folded input (:meth:`_Kernels.quantize_folded`): a
+    convolution wider than one tap over fewer input channels than one paired step."""
+    first = quantized.steps[0] if quantized.steps else None
+    return (first is not None and first.op == "conv" and first.input == quantized.input
+            and network.input.shape[1] < FOLD_BLOCK and first.weight.shape[3] > 1)
+
+
 @dataclass(frozen=True)
 class Kernel:
     """One call of the int8 network: a scheduled PrimFunc, the weights it takes after its
@@ -235,13 +294,17 @@ def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
     order the library takes them); ``batch`` is a number or a symbolic ``tirx.Var``."""
     maker = _Kernels(quantized, network, batch, isa, blocks)
     _, c, h, w = network.input.shape
-    func, shape = maker.quantize_input((batch, c, h, w))
+    folded = folds(network, quantized)
+    if folded:
+        func, shape = maker.quantize_folded((batch, c, h, w), quantized.steps[0])
+    else:
+        func, shape = maker.quantize_input((batch, c, h, w))
     calls = [Kernel("quantize_input", func, (), shape, "uint8")]
-    block = INPUT_BLOCK
+    block = FOLD_BLOCK if folded else INPUT_BLOCK
     classes = int(network.output.shape[-1])
     for k, step in enumerate(quantized.steps):
         if step.op == "conv":
-            func, names, shape, conv = maker.conv(step, shape, block)
+            func, names, shape, conv = maker.conv(step, shape, block, folded and k == 0)
             calls.append(Kernel(f"conv{k}_{_label(step.output)}", func, tuple(names), shape, "uint8", conv,
                                 step.output))
             block = isa.lanes

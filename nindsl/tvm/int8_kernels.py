@@ -191,11 +191,21 @@ class ConvShape:
     zero_in: int  # the input's zero point: the value padding takes
     zero_out: int
     low: int  # the smallest output value: the zero point after a ReLU, else 0
+    kernel_width: int = 0  # where it differs from ``kernel`` (a folded input layer's is 1)
+    stride_width: int = 0
+
+    @property
+    def kw(self) -> int:
+        return self.kernel_width or self.kernel
+
+    @property
+    def sw(self) -> int:
+        return self.stride_width or self.stride
 
     @property
     def out_size(self) -> tuple[int, int]:
         return ((self.height + 2 * self.pad - self.kernel) // self.stride + 1,
-                (self.width + 2 * self.pad - self.kernel) // self.stride + 1)
+                (self.width + 2 * self.pad - self.kw) // self.sw + 1)
 
 
 def conv_func(shape: ConvShape, isa: Isa):
@@ -228,13 +238,13 @@ def conv_func(shape: ConvShape, isa: Isa):
                 x[n, i - p, j - p, c, k], tirx.const(s.zero_in, "uint8")), name="pad")
     rc = te.reduce_axis((0, blocks_in), name="rc")
     ry = te.reduce_axis((0, s.kernel), name="ry")
-    rx = te.reduce_axis((0, s.kernel), name="rx")
+    rx = te.reduce_axis((0, s.kw), name="rx")
     ri = te.reduce_axis((0, step), name="ri")
     group = b // step  # step-channel groups per input block
 
     def dot(n, i, j, f, lane):
         block, at = (rc, ri) if group == 1 else (rc // group, (rc % group) * step + ri)
-        value = padded[n, i * s.stride + ry, j * s.stride + rx, block, at]
+        value = padded[n, i * s.stride + ry, j * s.sw + rx, block, at]
         weight = w[f, ry, rx, rc, ri // 4, lane, ri % 4]
         return te.sum(value.astype("int32") * weight.astype("int32"), axis=[ry, rx, rc, ri])
 
@@ -260,19 +270,19 @@ def weight_shape(shape: ConvShape, isa: Isa) -> tuple[int, ...]:
     """Packed weights: ``[O/lanes, K, K, C/step, step/4, lanes, 4]``: one call's weights
     adjacent, a tap's input channels next."""
     step = conv_step(shape, isa)
-    return (-(-shape.out_channels // isa.lanes), shape.kernel, shape.kernel, -(-shape.channels // step), step // 4,
+    return (-(-shape.out_channels // isa.lanes), shape.kernel, shape.kw, -(-shape.channels // step), step // 4,
             isa.lanes, 4)
 
 
 def pack_weights(weight, shape: ConvShape, isa: Isa):
-    """int8 ``[O, C, K, K]`` → :func:`weight_shape`'s layout, zero-padded to whole blocks."""
+    """int8 ``[O, C, K, KW]`` → :func:`weight_shape`'s layout, zero-padded to whole blocks."""
     import numpy as np
 
-    o, c, k, _ = weight.shape
+    o, c, k, kw = weight.shape
     blocks_out, _, _, blocks_in, halves, lanes, _ = weight_shape(shape, isa)
-    padded = np.zeros((blocks_out * lanes, blocks_in * halves * 4, k, k), np.int8)
+    padded = np.zeros((blocks_out * lanes, blocks_in * halves * 4, k, kw), np.int8)
     padded[:o, :c] = weight
-    packed = padded.reshape(blocks_out, lanes, blocks_in, halves, 4, k, k).transpose(0, 5, 6, 2, 3, 1, 4)
+    packed = padded.reshape(blocks_out, lanes, blocks_in, halves, 4, k, kw).transpose(0, 5, 6, 2, 3, 1, 4)
     return np.ascontiguousarray(packed)
 
 
@@ -298,7 +308,7 @@ def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
     """The register block an untuned build takes: the first preferred one that fits (measured
     on nin_cifar10's layers on AVX2, docs/performance.md), else the largest that does."""
     fitting = register_blocks(shape, isa)
-    preferred = PREFERRED_POINTWISE if shape.kernel == 1 else PREFERRED_BLOCKS
+    preferred = PREFERRED_POINTWISE if shape.kw == 1 else PREFERRED_BLOCKS  # (and a folded K × 1 layer)
     return next((b for b in preferred if b in fitting), max(fitting, key=lambda b: (b[0] * b[1], b[1])))
 
 
@@ -312,7 +322,7 @@ def by_rows(shape: ConvShape, isa: Isa, vectors: int) -> bool:
     uses it, and the sums of the row wait in a row-sized buffer between kernel rows."""
     step = conv_step(shape, isa)
     channels = -(-shape.channels // step) * step
-    return vectors * isa.lanes * shape.kernel ** 2 * channels > L1_WEIGHTS and shape.kernel > 1
+    return vectors * isa.lanes * shape.kernel * shape.kw * channels > L1_WEIGHTS and shape.kernel > 1
 
 
 def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | None = None):
