@@ -470,6 +470,28 @@ def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
     assert np.abs(got - runner(qdq)(x)).max() < 2e-3 and np.abs(got - runner(model)(x)).max() < 2e-2
 
 
+def test_a_strided_input_layer_reads_its_folded_taps_exactly(tmp_path):
+    """The input layer's column taps folded into channels, with a stride, odd sizes and
+    padding: the same integers as ONNX Runtime's QLinearConv (scores, no softmax to hide them)."""
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import build_int8, folds
+
+    spec = tmp_path / "strided.nin"
+    spec.write_text("network strided(classes = 10) {\n    input image: f32[N, 3, 15, 15]\n"
+                    "    conv1: mlpconv([16, classes], kernel = 5, stride = 2, pad = 2)\n"
+                    "    global_avgpool()\n    output scores: f32[N, classes]\n}\n")
+    network = nindsl.load(spec)
+    rng = np.random.default_rng(0)
+    model = to_onnx(network, {w.name: (rng.standard_normal(w.shape) * 0.3).astype(np.float32)
+                              for w in network.weights})
+    plan = quantize(model, rng.standard_normal((16, 3, 15, 15)).astype(np.float32), K.PAIRED_WEIGHT_LEVELS)
+    assert folds(network, plan)
+    qdq = to_qdq(model, plan)
+    x = rng.standard_normal((3, 3, 15, 15)).astype(np.float32)
+    got, expected = Runner.from_build(build_int8(network, HOST, plan, qdq, None))(x), runner(qdq)(x)
+    assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
+
+
 def test_bench_prints_why_an_engine_cannot_run_as_it_is(cli, monkeypatch):
     import sys
 
