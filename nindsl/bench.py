@@ -60,6 +60,15 @@ class Record:
     vs_onnxruntime_low: float | None = None
     vs_onnxruntime_high: float | None = None
     peak_source: str = ""  # how the peak was found
+    peer: str = ""  # the engine a user would pick instead at this precision (PEERS), if it ran
+    vs_peer: float | None = None  # median_ms over the peer's, with a 95 % interval from the same rounds
+    vs_peer_low: float | None = None
+    vs_peer_high: float | None = None
+
+
+# Like for like: each narrow-precision build against the engine a user would pick instead at
+# the same precision (ratios against float32 ONNX Runtime say nothing about that choice).
+PEERS = {"tvm-int8": "onnxruntime-int8", "tvm-int8-tuned": "onnxruntime-int8"}
 
 
 def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
@@ -281,6 +290,10 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
             elif "onnxruntime" in times:
                 record.vs_onnxruntime = median / medians["onnxruntime"]
                 record.vs_onnxruntime_low, record.vs_onnxruntime_high = ratio_interval(blocks, times["onnxruntime"])
+            peer = PEERS.get(engine)
+            if peer in times:
+                record.peer, record.vs_peer = peer, median / medians[peer]
+                record.vs_peer_low, record.vs_peer_high = ratio_interval(blocks, times[peer])
             records.append(record)
     # "of peak" must stay a fraction: where a float32 engine beat the measured peak (a noisy
     # moment during the measurement), the peak is that engine's rate. int8 engines do integer
@@ -297,12 +310,14 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
     return records, best
 
 
-def verdict(r: Record) -> str:
-    """What a ratio's interval says about this run."""
-    interval = f"{r.vs_onnxruntime:.2f}× ONNX Runtime (95 % interval {r.vs_onnxruntime_low:.2f}–{r.vs_onnxruntime_high:.2f})"
-    if r.vs_onnxruntime_high < 1:
+def verdict(r: Record, peer: bool = False) -> str:
+    """What a ratio's interval (to ONNX Runtime, or to the record's peer) says about this run."""
+    ratio, low, high = (r.vs_peer, r.vs_peer_low, r.vs_peer_high) if peer else \
+        (r.vs_onnxruntime, r.vs_onnxruntime_low, r.vs_onnxruntime_high)
+    interval = f"{ratio:.2f}× {r.peer if peer else 'ONNX Runtime'} (95 % interval {low:.2f}–{high:.2f})"
+    if high < 1:
         return f"faster in this run: {interval}"
-    if r.vs_onnxruntime_low > 1:
+    if low > 1:
         return f"slower in this run: {interval}"
     return f"as fast, within this run's noise: {interval}"
 

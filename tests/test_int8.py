@@ -367,7 +367,7 @@ def test_bf16_is_refused_with_what_the_cpu_runs_instead(cli, tiny, tmp_path):
 def test_bench_reports_an_engine_that_cannot_run_and_goes_on(tiny, monkeypatch):
     import sys
 
-    from nindsl.bench import BenchOptions, bench
+    from nindsl.bench import BenchOptions, bench, verdict
 
     network, _, _, _ = tiny
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if the package were not installed
@@ -377,6 +377,12 @@ def test_bench_reports_an_engine_that_cannot_run_and_goes_on(tiny, monkeypatch):
     assert "not installed" in by_engine["openvino"].note
     assert by_engine["tvm-int8"].median_ms > 0 and by_engine["tvm-int8"].max_abs_diff < 2e-2
     assert by_engine["onnxruntime-int8"].median_ms > 0
+    # like for like: the int8 build against ONNX Runtime's int8, from the same rounds
+    ours, theirs = by_engine["tvm-int8"], by_engine["onnxruntime-int8"]
+    assert ours.peer == "onnxruntime-int8" and theirs.peer == "" and theirs.vs_peer is None
+    assert ours.vs_peer == pytest.approx(ours.median_ms / theirs.median_ms)
+    assert ours.vs_peer_low <= ours.vs_peer <= ours.vs_peer_high
+    assert "× onnxruntime-int8 (95 % interval" in verdict(ours, peer=True)
 
 
 @pytest.mark.slow

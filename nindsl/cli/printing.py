@@ -134,3 +134,5 @@ def print_bench(records: list, peak: float, network: ir.Network, file=None) -> N
     for r in records:
         if r.engine in ("tvm-tuned", "tvm-int8", "tvm-int8-tuned") and r.vs_onnxruntime is not None:
             console.print(f"{r.engine} at batch {r.batch}: {verdict(r)}")
+        if r.vs_peer is not None:
+            console.print(f"{r.engine} at batch {r.batch}: {verdict(r, peer=True)}")
