@@ -456,6 +456,14 @@ def test_tuned_register_blocks_are_measured_once_and_kept(tiny, tmp_path):
     assert set(search_blocks(network, plan, HOST, 2, candidates=1, cache=cache)) == set(chosen)
 
 
+def test_a_measured_block_replaces_the_default_only_when_clearly_faster():
+    from nindsl.tvm.int8 import MARGIN, choose_block
+
+    assert choose_block({(6, 1): 10.0, (3, 2): 9.9}, (6, 1)) == (6, 1)  # 1 %: the noise of one measurement
+    assert choose_block({(6, 1): 10.0, (3, 2): 10.0 * (1 - 2 * MARGIN)}, (6, 1)) == (3, 2)
+    assert choose_block({(3, 2): 9.0, (2, 4): 8.0}, (6, 1)) == (2, 4)  # the default was not measured
+
+
 def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
     """nin_imagenet ends in a 6×6 average pool to 1×1 maps and a Flatten, not a global pool."""
     from nindsl.tvm.artifact import Runner

@@ -409,6 +409,35 @@ def _median_ms(function, args, repeats: int) -> float:
     return 1e3 * float(np.median(times))
 
 
+MARGIN = 0.03  # a measured block replaces the default only when at least this much faster
+
+
+def _interleaved_ms(functions: dict, args, rounds: int = 5, calls: int = 3) -> dict:
+    """Each function's median milliseconds over ``rounds`` interleaved rounds of ``calls``
+    (after one untimed call each round): a noisy moment slows every candidate alike, instead
+    of whichever one it fell on."""
+    import time
+
+    samples = {key: [] for key in functions}
+    for _ in range(rounds):
+        for key, function in functions.items():
+            function(*args)
+            for _ in range(calls):
+                start = time.perf_counter()
+                function(*args)
+                samples[key].append(time.perf_counter() - start)
+    return {key: 1e3 * float(np.median(times)) for key, times in samples.items()}
+
+
+def choose_block(timings: dict, default):
+    """The fastest measured block, unless the default (measured too) is within :data:`MARGIN`
+    of it: a tuned build is never slower than an untuned one by the noise of one measurement."""
+    best = min(timings, key=timings.get)
+    if default in timings and timings[best] > timings[default] * (1 - MARGIN):
+        return default
+    return best
+
+
 def _arguments(call: Kernel, weights: dict, shape, dtype, device) -> list:
     import tvm
 
@@ -442,7 +471,8 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
                   progress: Progress = SILENT, cache: Path | None = None) -> dict[str, tuple[int, int]]:
     """Tuning for int8: each convolution's register block, measured. Up to ``candidates``
     blocks per convolution (those nearest the default's size first) are compiled and timed
-    alone on this machine at ``batch``; the fastest is kept. ``cache`` (a JSON file beside
+    alone on this machine at ``batch``, in interleaved rounds; the fastest is kept where it
+    beats the default clearly (:func:`choose_block`). ``cache`` (a JSON file beside
     the float32 tuning database) keeps each choice by instruction set and convolution shape:
     a rebuild measures nothing."""
     import tvm
@@ -464,12 +494,11 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
             continue
         default = register_block(call.conv, isa)
         size = default[0] * default[1]
-        timings = {}
-        for option in sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))[:candidates]:
-            func = schedule_conv(conv_func(call.conv, isa), call.conv, isa, option)
-            function = tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
-            timings[option] = _median_ms(function, _arguments(call, weights, shape, dtype, device), 5)
-        best = chosen[call.output] = min(timings, key=timings.get)
+        functions = {option: tvm.compile(tvm.IRModule({"main": schedule_conv(conv_func(call.conv, isa), call.conv,
+                                                                              isa, option)}), target=target)["main"]
+                     for option in sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))[:candidates]}
+        timings = _interleaved_ms(functions, _arguments(call, weights, shape, dtype, device))
+        best = chosen[call.output] = choose_block(timings, default)
         if cache:
             known[key] = list(best)
             ensure_folder(cache.parent, "a tuning database folder")
