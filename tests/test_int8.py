@@ -464,6 +464,18 @@ def test_a_measured_block_replaces_the_default_only_when_clearly_faster():
     assert choose_block({(3, 2): 9.0, (2, 4): 8.0}, (6, 1)) == (2, 4)  # the default was not measured
 
 
+def test_bench_keeps_tuned_int8_blocks_in_the_db_folder_it_is_given(cli, tiny, tmp_path):
+    """--db reaches tvm-int8-tuned (it was refused as needing tvm-tuned), and only a tuned engine takes it."""
+    _, _, _, spec = tiny
+    result = cli("bench", spec, "--batch", "1", "--engines", "tvm-int8-tuned", "--rounds", "1", "--db",
+                 tmp_path / "db", "--quiet")
+    assert result.code == 0, result.err
+    (blocks,) = (tmp_path / "db").rglob("int8_register_blocks.json")  # under the TVM version and target
+    assert json.loads(blocks.read_text())
+    result = cli("bench", spec, "--batch", "1", "--engines", "onnxruntime", "--db", tmp_path / "db")
+    assert result.code == 1 and "needs the tvm-tuned or tvm-int8-tuned engine" in result.err
+
+
 def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
     """nin_imagenet ends in a 6×6 average pool to 1×1 maps and a Flatten, not a global pool."""
     from nindsl.tvm.artifact import Runner

@@ -348,9 +348,12 @@ def drive_bench(args) -> int:
 
     network = _network(args)
     engines = tuple(e.strip() for e in args.engines.split(",")) if args.engines else ENGINES
-    if "tvm-tuned" not in engines:  # (--key alone is explained by measuring_runner)
-        _refuse_options(args, ("rpc", "trials", "max_minutes", "db"), "the tvm-tuned engine")
-    tuning = _tuning(args) if "tvm-tuned" in engines or args.key else None
+    tuned, int8_tuned = "tvm-tuned" in engines, "tvm-int8-tuned" in engines
+    if not tuned:  # (--key alone is explained by measuring_runner)
+        _refuse_options(args, ("rpc", "trials", "max_minutes"), "the tvm-tuned engine")
+        if not int8_tuned:  # which keeps its measured register blocks in the same folder
+            _refuse_options(args, ("db",), "the tvm-tuned or tvm-int8-tuned engine")
+    tuning = _tuning(args) if tuned or args.key or (int8_tuned and args.db) else None
     options = BenchOptions(batch_sizes(args.batch), engines, args.target, args.rounds, tuning)
     records, peak = bench(network, options, ConsoleProgress(quiet=args.quiet))
     print_bench(records, peak, network)
