@@ -1,11 +1,11 @@
 """Integer kernels for int8 builds on CPUs: a quantized convolution with its requantize step,
 and the tensor intrinsics its inner loop is made of.
 
-Activations are unsigned 8-bit numbers in ``NCHW{c}c`` blocks (``c`` channels of a pixel
-adjacent); weights are signed 8-bit, packed ``[O/lanes, C/4, K, K, lanes, 4]`` so that the
-``lanes × 4`` weights one step multiplies are 32 (or 64) adjacent bytes. The inner step is a
-dot product of 4 input channels (one 32-bit broadcast) with ``lanes`` output channels, added
-to ``lanes`` 32-bit sums in a vector register:
+Activations are unsigned 8-bit numbers in NHWC blocks (``[N, H, W, C/b, b]``: a pixel's
+channels adjacent); weights are signed 8-bit, packed ``[O/lanes, K, KW, C/step, step/4, lanes, 4]``
+(:func:`weight_shape`) so that the weights one step multiplies are 32 (or 64) adjacent bytes per
+4 input channels. The inner step is a dot product of 4 input channels (one 32-bit broadcast),
+or 8, with ``lanes`` output channels, added to ``lanes`` 32-bit sums in a vector register:
 
 - AVX-512 VNNI: ``vpdpbusd`` (one instruction, 16 lanes); AVX-VNNI: the same on 8 lanes;
 - AVX-512BW: ``vpmaddubsw`` + ``vpmaddwd`` (16 lanes);
@@ -14,10 +14,11 @@ to ``lanes`` 32-bit sums in a vector register:
 
 ``vpmaddubsw`` adds two products into a signed 16-bit number with saturation; activations are
 quantized to 0..127 (7 bits) and weights to -127..127, so a pair sums to at most
-2 × 127 × 127 = 32258 and never saturates. The instruction set is read from the target's
-features (``mattr``/``mcpu``), never from the machine that compiles.
+2 × 127 × 127 = 32258 and never saturates. Where 8 channels make one step, two such sums are
+added in 16 bits before one ``vpmaddwd`` widens them, exact with weights within ±63
+(:attr:`Isa.steps`). The instruction set is read from the target's features
+(``mattr``/``mcpu``), never from the machine that compiles.
 """
-
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -267,7 +268,7 @@ def conv_step(shape: ConvShape, isa: Isa) -> int:
 
 
 def weight_shape(shape: ConvShape, isa: Isa) -> tuple[int, ...]:
-    """Packed weights: ``[O/lanes, K, K, C/step, step/4, lanes, 4]``: one call's weights
+    """Packed weights: ``[O/lanes, K, KW, C/step, step/4, lanes, 4]``: one call's weights
     adjacent, a tap's input channels next."""
     step = conv_step(shape, isa)
     return (-(-shape.out_channels // isa.lanes), shape.kernel, shape.kw, -(-shape.channels // step), step // 4,
@@ -339,10 +340,7 @@ def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | Non
     n, i, j, f, lane, ry, rx, rc, ri = sch.get_loops(conv)
     fo, fi = sch.split(f, [None, vectors])
     jo, ji = sch.split(j, [None, columns])
-    if rows:
-        sch.reorder(n, fo, i, ry, jo, rx, rc, fi, ji, lane, ri)
-    else:
-        sch.reorder(n, fo, i, jo, ry, rx, rc, fi, ji, lane, ri)
+    sch.reorder(n, fo, i, *((ry, jo) if rows else (jo, ry)), rx, rc, fi, ji, lane, ri)
     local = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_inline(sch.get_sblock("requantize"))  # requantize as the block is stored
     sch.reverse_compute_at(local, i if rows else jo, preserve_unit_loops=True)
