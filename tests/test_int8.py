@@ -456,6 +456,15 @@ def test_tuned_register_blocks_are_measured_once_and_kept(tiny, tmp_path):
     assert set(search_blocks(network, plan, HOST, 2, candidates=1, cache=cache)) == set(chosen)
 
 
+def test_time_kernels_says_where_the_time_goes(tiny):
+    from nindsl.tvm.int8 import kernels, time_kernels
+
+    network, _, plan, _ = tiny
+    timings = time_kernels(network, plan, HOST, 2, repeats=2)
+    assert [name for name, _ in timings] == [call.name for call in kernels(network, plan, 2, host_isa()[1])[0]]
+    assert all(ms > 0 for _, ms in timings)
+
+
 def test_a_measured_block_replaces_the_default_only_when_clearly_faster():
     from nindsl.tvm.int8 import MARGIN, choose_block
 

@@ -397,16 +397,11 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
     return Build(executable, qdq_model, weights, order, target, False, batch)
 
 
-def _median_ms(function, args, repeats: int) -> float:
-    import time
+def _compiled(func, target):
+    """One scheduled PrimFunc, compiled alone, as a callable."""
+    import tvm
 
-    function(*args)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function(*args)
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return tvm.compile(tvm.IRModule({"main": func}), target=target)["main"]
 
 
 MARGIN = 0.03  # a measured block replaces the default only when at least this much faster
@@ -427,6 +422,10 @@ def _interleaved_ms(functions: dict, args, rounds: int = 5, calls: int = 3) -> d
                 function(*args)
                 samples[key].append(time.perf_counter() - start)
     return {key: 1e3 * float(np.median(times)) for key, times in samples.items()}
+
+
+def _median_ms(function, args, repeats: int) -> float:
+    return _interleaved_ms({"": function}, args, rounds=1, calls=repeats)[""]
 
 
 def choose_block(timings: dict, default):
@@ -462,8 +461,8 @@ def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: 
     target, isa = isa_of(profile)
     calls, weights, _ = kernels(network, quantized, batch, isa, blocks)
     device = tvm.cpu(0)
-    return [(call.name, _median_ms(tvm.compile(tvm.IRModule({"main": call.func}), target=target)["main"],
-                                   _arguments(call, weights, shape, dtype, device), repeats))
+    return [(call.name, _median_ms(_compiled(call.func, target), _arguments(call, weights, shape, dtype, device),
+                                   repeats))
             for call, shape, dtype in _with_inputs(network, calls, batch)]
 
 
@@ -494,9 +493,9 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
             continue
         default = register_block(call.conv, isa)
         size = default[0] * default[1]
-        functions = {option: tvm.compile(tvm.IRModule({"main": schedule_conv(conv_func(call.conv, isa), call.conv,
-                                                                              isa, option)}), target=target)["main"]
-                     for option in sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))[:candidates]}
+        options = sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))[:candidates]
+        functions = {option: _compiled(schedule_conv(conv_func(call.conv, isa), call.conv, isa, option), target)
+                     for option in options}
         timings = _interleaved_ms(functions, _arguments(call, weights, shape, dtype, device))
         best = chosen[call.output] = choose_block(timings, default)
         if cache:
