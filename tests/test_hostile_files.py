@@ -259,9 +259,12 @@ def test_ctrl_c_stops_the_rpc_tracker_quietly(tmp_path):
     with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
+    # its own process group, as a terminal's foreground job: Ctrl-C signals the whole group. A
+    # foreground job takes SIGINT at its default; a test run started in the background by a
+    # script ignores SIGINT, and a child would inherit that and never see the Ctrl-C.
     tracker = subprocess.Popen([sys.executable, "-m", "nindsl", "rpc", "tracker", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not _port_open(port) and tracker.poll() is None and time.monotonic() < deadline:

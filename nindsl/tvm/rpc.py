@@ -131,11 +131,7 @@ def _supervise(command: list[str]) -> int:
     child = None
     try:
         child = subprocess.Popen(command, start_new_session=True, stdin=subprocess.DEVNULL)
-        while True:  # not one blocking wait: a signal the kernel hands to another thread of this
-            try:     # process (an import may start one) would never interrupt it, and Ctrl-C hung
-                return child.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                continue
+        return child.wait()
     except KeyboardInterrupt:
         if child is not None:
             _stop_group(child)
