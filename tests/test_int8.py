@@ -110,8 +110,9 @@ def test_the_convolution_kernel_is_exact(conv, isa_name):
 def test_the_cases_take_both_loop_orders():
     """The cases above run both schedules: sums per register block, and sums per output row."""
     isa = host_isa()[1]
-    orders = {K.by_rows(K.ConvShape(n, c, h, w, o, k, s, p, block or isa.lanes, 0, 0, 0), isa, 1)
-              for n, c, h, w, o, k, s, p, block, *_ in CONVS}
+    shapes = [K.ConvShape(n, c, h, w, o, k, s, p, block or isa.lanes, 0, 0, 0) for n, c, h, w, o, k, s, p, block, *_
+              in CONVS]
+    orders = {K.by_rows(shape, isa, K.register_block(shape, isa)[0]) for shape in shapes}
     assert orders == {True, False}
 
 
@@ -249,8 +250,8 @@ def _llvm_ir(module) -> str:
 
 def test_an_any_batch_build_keeps_every_kernel_noalias(tiny):
     """A symbolic batch brings a shape function without ``tirx.noalias`` into the library; in
-    TVM 0.27 that made the code generator drop ``noalias`` from every kernel, LLVM kept the
-    sums in memory, and any-batch int8 builds ran 4× slower than fixed-batch ones."""
+    TVM 0.27 that made the code generator drop ``noalias`` from every kernel, and LLVM kept the
+    sums in memory (compat.noalias_single_buffer_functions)."""
     import re
 
     from nindsl.tvm.int8 import build_int8
@@ -258,10 +259,10 @@ def test_an_any_batch_build_keeps_every_kernel_noalias(tiny):
     network, model, plan, _ = tiny
     ir = _llvm_ir(build_int8(network, HOST, plan, to_qdq(model, plan), None).executable.mod)
     assert "shape_func" in ir
-    computes = re.findall(r"define internal fastcc i32 @(\w+)_compute_\(([^)]*)\)", ir)
-    kernels = [name for name, _ in computes if name.startswith("conv")]
-    assert kernels, "no kernel kept its own compute function"
-    assert all("ptr noalias" in params for name, params in computes if name.startswith("conv"))
+    convolutions = [params for name, params in re.findall(r"define internal fastcc i32 @(\w+)_compute_\(([^)]*)\)", ir)
+                    if name.startswith("conv")]
+    assert convolutions, "no kernel kept its own compute function"
+    assert all("ptr noalias" in params for params in convolutions)
 
 
 def test_weights_quantized_for_vnni_are_refused_on_a_saturating_isa(tiny):

@@ -3,7 +3,7 @@
 nindsl pins ``apache-tvm==0.27.0.post1``. Three things here reach past TVM's public API or
 work around its behaviour: MetaSchedule's builder worker (``_worker_func``,
 ``_serialize_params``), reused so that build workers outlive a batch; a stand-in for
-``inspect.stack`` while TVM's tensor intrinsics are imported; and :func:`noalias_everywhere`,
+``inspect.stack`` while TVM's tensor intrinsics are imported; and :func:`noalias_single_buffer_functions`,
 for an LLVM code generation that loses ``noalias`` in mixed modules. :func:`check_version`
 refuses another TVM before any is used; moving to a new TVM means reading these again.
 """
@@ -114,15 +114,15 @@ def reusing_builder(timeout: float, batches_per_pool: int):
     return ReusingBuilder()
 
 
-def noalias_everywhere():
+def noalias_single_buffer_functions():
     """A module pass: mark every PrimFunc of one parameter or none ``tirx.noalias``.
 
     In TVM 0.27, one PrimFunc without ``tirx.noalias`` in an LLVM module (such as the shape
     function a Relax build makes for a symbolic batch size) makes the code generator drop
     ``noalias`` and ``noinline`` from every other function's compute scope. LLVM then inlines
-    them and can no longer keep a kernel's sums in registers: nindsl's int8 kernels ran 4×
-    slower in any-batch builds than in fixed-batch ones. A function of at most one parameter
-    cannot alias itself, so the mark is true for it."""
+    them and can no longer keep a kernel's sums in registers (docs/precision.md has what it
+    cost int8 builds). A function of at most one parameter cannot alias itself, so the mark is
+    true for it."""
     import tvm
     from tvm import tirx
 
@@ -130,7 +130,7 @@ def noalias_everywhere():
     def mark(module, _context):
         updates = {gv: func.with_attr("tirx.noalias", True) for gv, func in module.functions.items()
                    if isinstance(func, tirx.PrimFunc) and len(func.params) <= 1
-                   and not func.attrs.get("tirx.noalias", False)}
+                   and not (func.attrs or {}).get("tirx.noalias", False)}
         for gv, func in updates.items():
             module[gv] = func
         return module

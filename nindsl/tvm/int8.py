@@ -26,7 +26,7 @@ from ..kernel.progress import SILENT, Progress
 from ..language import ir
 from ..onnx.quantize import LEVELS, Agreement, Calibration, Plan, Quant
 from .build import Build
-from .compat import noalias_everywhere
+from .compat import noalias_single_buffer_functions
 from .int8_kernels import (ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block, register_blocks,
                            schedule_conv)
 from .profiles import Profile, resolved_target
@@ -143,11 +143,11 @@ class _Kernels:
         folded = (n, h + 2 * pad, width, -(-taps // FOLD_BLOCK), FOLD_BLOCK)
         out = te.compute(folded, gather, name="fold")
         sch = s_tir.Schedule(te.create_prim_func([x, out]))
-        for name in ("quantize", "fold"):
-            b, i, *rest = sch.get_loops(sch.get_sblock(name))
+        for name in ("quantize", "fold"):  # rows of images in parallel
+            b, i, *_ = sch.get_loops(sch.get_sblock(name))
             sch.parallel(sch.fuse(b, i))
-            if name == "fold":
-                sch.unroll(sch.fuse(*rest[1:]))
+        _, _, g, e = sch.get_loops(sch.get_sblock("fold"))
+        sch.unroll(sch.fuse(g, e))  # a pixel's taps: each its own constant column and channel
         return sch.mod["main"], folded
 
     def conv(self, step, shape, in_block: int, folded: bool = False):
@@ -392,7 +392,7 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
         bb.emit_func_output(out)
     # The kernels are scheduled: lower the calls as they are (no fusion, no default schedules).
     pipeline = tvm.transform.Sequential(dataflow_lower_passes(target) + finalize_passes(target)
-                                        + [noalias_everywhere()])
+                                        + [noalias_single_buffer_functions()])
     executable = tvm.compile(bb.get(), target=target, relax_pipeline=pipeline)
     return Build(executable, qdq_model, weights, order, target, False, batch)
 

@@ -313,7 +313,7 @@ def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
     return next((b for b in preferred if b in fitting), max(fitting, key=lambda b: (b[0] * b[1], b[1])))
 
 
-L1_WEIGHTS = 16 * 1024  # half the 32 KiB L1 data cache of every x86 core since 2011
+L1_WEIGHTS = 16 * 1024  # half a 32 KiB L1 data cache (Intel cores since Sandy Bridge, AMD's since Zen)
 
 
 def by_rows(shape: ConvShape, isa: Isa, vectors: int) -> bool:
