@@ -39,3 +39,37 @@ def physical_cores() -> int:
         except OSError:
             return len(cpus)
     return len(siblings) or 1
+
+
+# The x86 vector features a build's code may use, by LLVM's name, with Linux's name for each
+# (/proc/cpuinfo's flags). An artifact records those of its target; loading it where one is
+# missing would end the process with SIGILL at the first such instruction.
+CPU_FEATURES = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f",
+                "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512cd": "avx512cd",
+                "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16",
+                "avxvnni": "avx_vnni", "amx-tile": "amx_tile", "amx-int8": "amx_int8", "amx-bf16": "amx_bf16"}
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
+    """This CPU's feature flags as Linux reports them; None where they cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def missing_cpu_features(features, flags: frozenset[str] | None = None) -> list[str]:
+    """The features (LLVM's names) that this CPU lacks; none where its flags are unknown.
+
+    >>> missing_cpu_features(["avx2", "avx512f", "amx-int8"], frozenset({"avx2", "fma"}))
+    ['avx512f', 'amx-int8']
+    """
+    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        return []
+    return [f for f in features if f in CPU_FEATURES and CPU_FEATURES[f] not in flags]

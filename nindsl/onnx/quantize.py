@@ -20,7 +20,7 @@ activations beyond the calibration range).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -64,9 +64,9 @@ class Step:
     input: str
     output: str
     attributes: dict = field(default_factory=dict)
-    weight: np.ndarray | None = None  # int8 [O, C, K, K]
+    weight: np.ndarray | None = None  # int8 [O, C, K, K] (float32 before quantization: float_steps)
     weight_scale: np.ndarray | None = None  # float32 [O]
-    bias: np.ndarray | None = None  # int32 [O], at scale input · weight
+    bias: np.ndarray | None = None  # int32 [O], at scale input · weight (float32 before quantization)
     relu: bool = False
 
 
@@ -92,9 +92,9 @@ class Plan:
                                  for s in self.steps if s.op == "conv"]}
 
 
-def _unsupported(op: str) -> NindslError:
-    return NindslError.one("E0504", f"int8 builds do not support the ONNX operator `{op}` yet", None,
-                           f"int8 covers {', '.join(SUPPORTED)}; build this network with --precision fp32")
+def _unsupported(op: str, precision: str = "int8") -> NindslError:
+    return NindslError.one("E0504", f"{precision} builds do not support the ONNX operator `{op}` yet", None,
+                           f"{precision} covers {', '.join(SUPPORTED)}; build this network with --precision fp32")
 
 
 def _attributes(node) -> dict:
@@ -103,12 +103,12 @@ def _attributes(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _chain(model) -> list:
+def _chain(model, precision: str) -> list:
     """The model's nodes as one chain (every NiN is one), Identity and Dropout left out."""
     nodes = [n for n in model.graph.node if n.op_type not in ("Identity", "Dropout")]
     for node in nodes:
         if node.op_type not in SUPPORTED:
-            raise _unsupported(node.op_type)
+            raise _unsupported(node.op_type, precision)
     return nodes
 
 
@@ -165,17 +165,15 @@ def calibrate(model, images: np.ndarray, batch: int = 64) -> dict[str, tuple[flo
     return ranges
 
 
-def plan(model, ranges: dict[str, tuple[float, float]], weight_levels: int = LEVELS) -> Plan:
-    """Quantize ``model`` (a float32 NiN as nindsl lowers it) with calibrated ``ranges``;
-    weights within ±``weight_levels`` (63 for CPUs whose int8 multiply-add saturates in 16 bits)."""
+def float_steps(model, precision: str = "int8") -> tuple[list[Step], bool]:
+    """``model`` (a float32 NiN as nindsl lowers it) as a chain of steps with float32 weights and
+    biases, and whether it ends in a softmax; E0504 for what narrow builds do not cover."""
     from onnx import numpy_helper
 
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    nodes = _chain(model)
-    input_name = model.graph.input[0].name
-    quants = {input_name: activation_quant(*ranges[input_name])}
+    nodes = _chain(model, precision)
     steps: list[Step] = []
-    current = input_name  # the integer tensor the next step reads
+    current = model.graph.input[0].name  # the tensor the next step reads
     i = 0
     while i < len(nodes):
         node = nodes[i]
@@ -184,37 +182,54 @@ def plan(model, ranges: dict[str, tuple[float, float]], weight_levels: int = LEV
             output = nodes[i + 1].output[0] if relu else node.output[0]
             w = weights[node.input[1]].astype(np.float32)
             b = weights[node.input[2]].astype(np.float32) if len(node.input) > 2 else np.zeros(w.shape[0], np.float32)
-            w_scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / weight_levels
-            w_scale = np.where(w_scale > 0, w_scale, 1.0).astype(np.float32)
-            w_q = np.clip(np.rint(w / w_scale[:, None, None, None]), -weight_levels, weight_levels).astype(np.int8)
-            s_in = np.float32(quants[current].scale)
-            b_q = np.rint(b / (s_in * w_scale)).astype(np.int64)
-            if np.abs(b_q).max(initial=0) >= 2 ** 31:
-                raise NindslError.one("E0504", f"the bias of `{node.name}` does not fit int32 at the scale of its "
-                                               "input × weights", None, "build with --precision fp32")
-            quants[output] = activation_quant(*ranges[output])
-            steps.append(Step("conv", current, output, _attributes(node), w_q, w_scale, b_q.astype(np.int32), relu))
+            steps.append(Step("conv", current, output, _attributes(node), w, None, b, relu))
             current = output
             i += 2 if relu else 1
         elif node.op_type in ("MaxPool", "AveragePool"):
-            quants[node.output[0]] = quants[current]
             op = "maxpool" if node.op_type == "MaxPool" else "avgpool"
             steps.append(Step(op, current, node.output[0], _attributes(node)))
             current = node.output[0]
             i += 1
         elif node.op_type == "Relu":  # a ReLU after pooling: the integers stay, the floor rises
-            raise _unsupported("Relu (not after a Conv)")
+            raise _unsupported("Relu (not after a Conv)", precision)
         elif node.op_type == "GlobalAveragePool" or node.op_type == "Flatten" and _spatial(model, current) == (1, 1):
             # the head; a Flatten of 1×1 maps (nin_imagenet's 6×6 average pool) is one too: a
             # global average of one pixel is that pixel
             rest = [n.op_type for n in nodes[i + 1:]]
             if any(op not in ("Flatten", "Softmax") for op in rest):
-                raise _unsupported(next(op for op in rest if op not in ("Flatten", "Softmax")))
+                raise _unsupported(next(op for op in rest if op not in ("Flatten", "Softmax")), precision)
             steps.append(Step("head", current, model.graph.output[0].name))
-            return Plan(steps, quants, input_name, model.graph.output[0].name, "Softmax" in rest, weight_levels)
+            return steps, "Softmax" in rest
         else:
-            raise _unsupported(node.op_type)
-    raise _unsupported("a network without a global average pooling head")
+            raise _unsupported(node.op_type, precision)
+    raise _unsupported("a network without a global average pooling head", precision)
+
+
+def plan(model, ranges: dict[str, tuple[float, float]], weight_levels: int = LEVELS) -> Plan:
+    """Quantize ``model`` (a float32 NiN as nindsl lowers it) with calibrated ``ranges``;
+    weights within ±``weight_levels`` (63 for CPUs whose int8 multiply-add saturates in 16 bits)."""
+    chain, softmax = float_steps(model)
+    input_name = model.graph.input[0].name
+    quants = {input_name: activation_quant(*ranges[input_name])}
+    steps: list[Step] = []
+    for step in chain:
+        if step.op == "conv":
+            w, b = step.weight, step.bias
+            w_scale = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / weight_levels
+            w_scale = np.where(w_scale > 0, w_scale, 1.0).astype(np.float32)
+            w_q = np.clip(np.rint(w / w_scale[:, None, None, None]), -weight_levels, weight_levels).astype(np.int8)
+            s_in = np.float32(quants[step.input].scale)
+            b_q = np.rint(b / (s_in * w_scale)).astype(np.int64)
+            if np.abs(b_q).max(initial=0) >= 2 ** 31:
+                raise NindslError.one("E0504", f"the bias of the convolution computing `{step.output}` does not fit "
+                                               "int32 at the scale of its input × weights", None,
+                                      "build with --precision fp32")
+            quants[step.output] = activation_quant(*ranges[step.output])
+            step = replace(step, weight=w_q, weight_scale=w_scale, bias=b_q.astype(np.int32))
+        elif step.op in ("maxpool", "avgpool"):
+            quants[step.output] = quants[step.input]
+        steps.append(step)
+    return Plan(steps, quants, input_name, model.graph.output[0].name, softmax, weight_levels)
 
 
 QDQ_OPSET = 19  # the first whose QuantizeLinear/DequantizeLinear ONNX's reference evaluator implements

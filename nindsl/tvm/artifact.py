@@ -26,6 +26,7 @@ import numpy as np
 from ..kernel.diagnostics import NindslError
 from ..kernel import limits
 from ..kernel.io import atomic_directory, regular_file
+from ..kernel.machine import missing_cpu_features
 from ..kernel.progress import SILENT, Progress
 from ..kernel.version import __version__
 from ..language import ir
@@ -34,7 +35,7 @@ from ..language.ir import format_shape, shape_fits
 from .build import Build, build
 from .cuda import GpuImage, find_nvcc, gpu_images, load_cuda_runtime, runs_on
 from .env import require_tvm, require_tvm_runtime
-from .profiles import Profile
+from .profiles import Profile, check_runs_here, cpu_features
 
 LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
 FORMAT = 1  # bumped when the artifact layout changes
@@ -146,6 +147,7 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
             "weights": weights,  # where they came from, as the ONNX metadata says it
             "files": {name: _sha256(staging / name) for name in (LIBRARY, WEIGHTS, ONNX_FILE)},
             "precision": "fp32",
+            "cpu_features": cpu_features(target),  # what a CPU needs to run it (checked when it loads)
         } | (extra or {})
         if profile.device == "cuda":  # what the machine that runs it needs (nindsl/tvm/cuda.py)
             sass = [image for image in gpu_code(staging / LIBRARY) if image.kind == "sass"]
@@ -265,6 +267,7 @@ class Runner:
         import tvm
 
         device = device or tvm.cpu(0)
+        check_runs_here(built.target, "this build", "build it for this machine: --target llvm")
         weights = [tvm.runtime.tensor(built.weights[name], device) for name in built.order]
         dims = built.model.graph.input[0].type.tensor_type.shape.dim
         shape = [built.batch or dims[0].dim_param, *(d.dim_value for d in dims[1:])]
@@ -309,6 +312,20 @@ def _check_gpu_code(folder: Path, compute_version: str) -> None:
                       f"--target '{{\"kind\": \"cuda\", \"arch\": \"{sm}\"}}'")
 
 
+def _check_cpu(folder: Path, manifest: dict) -> None:
+    """Refuse a library with instructions this CPU lacks (before it is loaded: running it would
+    end the process with SIGILL)."""
+    features = manifest.get("cpu_features", [])  # (older artifacts record none)
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise _refuse(folder, f"{MANIFEST} is damaged (cpu_features is not a list of names)", "compile the spec again")
+    missing = missing_cpu_features(features)
+    if missing:
+        target = manifest.get("target")
+        cpu = target.get("mcpu", "another CPU") if isinstance(target, dict) else "another CPU"
+        raise _refuse(folder, f"it is built for `{cpu}` and uses {', '.join(missing)}, which this CPU lacks",
+                      "compile the spec for this machine: --target llvm")
+
+
 class Artifact(Runner):
     """A verified artifact folder, loaded on its device."""
 
@@ -330,6 +347,7 @@ class Artifact(Runner):
             if _sha256(folder / name) != expected:
                 raise _refuse(folder, f"{name} does not match its manifest (changed or damaged after the build); "
                                       "it is not loaded", "compile the spec again")
+        _check_cpu(folder, manifest)
         if manifest["device"] == "cuda":
             load_cuda_runtime()
         device = tvm.cuda(0) if manifest["device"] == "cuda" else tvm.cpu(0)

@@ -27,11 +27,10 @@ from ..language import ir
 from ..onnx.quantize import LEVELS, Agreement, Calibration, Plan, Quant
 from .build import Build
 from .compat import noalias_single_buffer_functions
-from .int8_kernels import (ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block, register_blocks,
-                           schedule_conv)
-from .profiles import Profile, resolved_target
+from .int8_kernels import (PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
+                           register_blocks, schedule_conv)
+from .profiles import Profile, host_profile, resolved_target, runs_here
 
-INPUT_BLOCK = 4  # the input's channels are padded to a multiple of 4 (one 32-bit broadcast)
 FOLD_BLOCK = 8  # a folded input's (tap, channel) pairs come in 8s: whole paired steps
 INT8_BLOCKS = "int8_register_blocks.json"  # measured register blocks, in the tuning database folder
 
@@ -90,13 +89,68 @@ def _blocks(sch):
 
 
 class _Kernels:
-    """Builds the kernels of one plan, and the Relax module calling them."""
+    """Builds the kernels of one plan, and the Relax module calling them. The numbers between
+    kernels are int8 codes here; :class:`nindsl.tvm.bf16.Bf16Kernels` overrides the methods
+    from :attr:`dtype` to :meth:`conv_kernel` for bf16 ones."""
+
+    dtype = "uint8"  # the activations' storage
+    fold_block = FOLD_BLOCK
 
     def __init__(self, quantized: Plan, network: ir.Network, batch, isa: Isa, blocks: dict | None = None):
         self.plan, self.network, self.batch, self.isa = quantized, network, batch, isa
         self.blocks = blocks or {}  # convolution output → (vectors, columns), from a measured search
         self.weights: dict[str, np.ndarray] = {}
         self.order: list[str] = []
+
+    def encode(self, real, tensor: str):
+        """The code of a real value of ``tensor``."""
+        return _requantize(real, self.plan.quants[tensor])
+
+    def zero(self, tensor: str) -> int:
+        """The code of 0.0 in ``tensor``: what padding reads."""
+        return self.plan.quants[tensor].zero
+
+    def larger(self, a, b):
+        """The code of the larger of two codes (max pooling)."""
+        from tvm import tirx
+
+        return tirx.max(a, b)
+
+    def average(self, values: list, valid: list, inside, count, tensor: str):
+        """The code of the mean of the ``valid`` ``values`` of ``tensor`` over ``count`` taps, where
+        ``inside`` of them are in the input: the integers are summed, then dequantized."""
+        from tvm import tirx
+
+        quant = self.plan.quants[tensor]
+        total = tirx.const(0, "int32")
+        for value, ok in zip(values, valid):
+            total = total + tirx.if_then_else(ok, value.astype("int32"), 0)
+        real = (total.astype("float32") - float(quant.zero) * inside.astype("float32")) \
+            * float(quant.scale) / count.astype("float32")
+        return _requantize(real, quant)
+
+    def summand(self, code):
+        """A code as the head sums it (an int32: exact)."""
+        return code.astype("int32")
+
+    def real_mean(self, total, size: int, tensor: str):
+        """The real mean of ``size`` codes of ``tensor`` whose :meth:`summand` sum is ``total``."""
+        quant = self.plan.quants[tensor]
+        return (total.astype("float32") / float(size) - float(quant.zero)) * float(quant.scale)
+
+    def conv_kernel(self, step, conv: ConvShape, weight: np.ndarray):
+        """The scheduled PrimFunc of one convolution and the weights it takes, by part."""
+        q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
+        o = weight.shape[0]
+        blocks_out = -(-o // self.isa.lanes)
+        packed = pack_weights(weight, conv, self.isa)
+        # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
+        bias = np.zeros(blocks_out * self.isa.lanes, np.int64)
+        bias[:o] = step.bias.astype(np.int64) - q_in.zero * step.weight.astype(np.int64).sum(axis=(1, 2, 3))
+        scale = np.zeros(blocks_out * self.isa.lanes, np.float32)
+        scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
+        func = schedule_conv(conv_func(conv, self.isa), conv, self.isa, self.blocks.get(step.output))
+        return func, (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))
 
     def weight(self, name: str, value: np.ndarray) -> str:
         self.weights[name] = np.ascontiguousarray(value)
@@ -107,13 +161,14 @@ class _Kernels:
         from tvm import te, tirx
 
         n, c, h, w = shape
-        quant = self.plan.quants[self.plan.input]
+        name = self.plan.input
         x = te.placeholder((n, c, h, w), "float32", name="x")
-        blocks = -(-c // INPUT_BLOCK)
-        out = te.compute((n, h, w, blocks, INPUT_BLOCK), lambda b, i, j, g, k: te.if_then_else(
-            g * INPUT_BLOCK + k < c, _requantize(x[b, te.min(g * INPUT_BLOCK + k, c - 1), i, j], quant),
-            tirx.const(quant.zero, "uint8")), name="quantize")
-        return _parallel(te.create_prim_func([x, out])), (n, h, w, blocks, INPUT_BLOCK)
+        block = self.isa.group
+        blocks = -(-c // block)
+        out = te.compute((n, h, w, blocks, block), lambda b, i, j, g, k: te.if_then_else(
+            g * block + k < c, self.encode(x[b, te.min(g * block + k, c - 1), i, j], name),
+            tirx.const(self.zero(name), self.dtype)), name="quantize")
+        return _parallel(te.create_prim_func([x, out])), (n, h, w, blocks, block)
 
     def quantize_folded(self, shape, step):
         """The input quantized with the first convolution's column taps folded into its channels:
@@ -129,18 +184,18 @@ class _Kernels:
         k, stride, pad = _square(step)
         width = (w + 2 * pad - k) // stride + 1
         taps = k * c
-        quant = self.plan.quants[self.plan.input]
+        name = self.plan.input
         x = te.placeholder(shape, "float32", name="x")
-        q = te.compute((n, h, w, c), lambda b, i, j, ch: _requantize(x[b, ch, i, j], quant), name="quantize")
+        q = te.compute((n, h, w, c), lambda b, i, j, ch: self.encode(x[b, ch, i, j], name), name="quantize")
 
         def gather(b, i, j, g, e):
-            t = g * FOLD_BLOCK + e
+            t = g * self.fold_block + e
             row, column = i - pad, j * stride + tirx.floordiv(t, c) - pad
             inside = tirx.all(t < taps, row >= 0, row < h, column >= 0, column < w)
             read = q[b, tirx.min(tirx.max(row, 0), h - 1), tirx.min(tirx.max(column, 0), w - 1), tirx.floormod(t, c)]
-            return te.if_then_else(inside, read, tirx.const(quant.zero, "uint8"))
+            return te.if_then_else(inside, read, tirx.const(self.zero(name), self.dtype))
 
-        folded = (n, h + 2 * pad, width, -(-taps // FOLD_BLOCK), FOLD_BLOCK)
+        folded = (n, h + 2 * pad, width, -(-taps // self.fold_block), self.fold_block)
         out = te.compute(folded, gather, name="fold")
         sch = s_tir.Schedule(te.create_prim_func([x, out]))
         for name in ("quantize", "fold"):  # rows of images in parallel
@@ -156,28 +211,18 @@ class _Kernels:
         n, h, w, _, _ = shape
         o, c, k, _ = step.weight.shape
         _, stride, pad = _square(step)
-        q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
+        zero_in, zero_out = self.zero(step.input), self.zero(step.output)
         weight = step.weight
         if folded:  # [O, C, K, KW] → [O, KW·C, K, 1], as the folded input's channels are ordered
             weight = step.weight.transpose(0, 3, 1, 2).reshape(o, k * c, k, 1)
-            conv = ConvShape(n, k * c, h, w, o, k, stride, 0, in_block, q_in.zero, q_out.zero,
-                             q_out.zero if step.relu else 0, kernel_width=1, stride_width=1)
+            conv = ConvShape(n, k * c, h, w, o, k, stride, 0, in_block, zero_in, zero_out,
+                             zero_out if step.relu else 0, kernel_width=1, stride_width=1)
         else:
-            conv = ConvShape(n, c, h, w, o, k, stride, pad, in_block, q_in.zero, q_out.zero,
-                             q_out.zero if step.relu else 0)
-        lanes = self.isa.lanes
-        blocks_out = -(-o // lanes)
-        packed = pack_weights(weight, conv, self.isa)
-        # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
-        bias = np.zeros(blocks_out * lanes, np.int64)
-        bias[:o] = step.bias.astype(np.int64) - q_in.zero * step.weight.astype(np.int64).sum(axis=(1, 2, 3))
-        scale = np.zeros(blocks_out * lanes, np.float32)
-        scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
-        names = [self.weight(f"{step.output}.{part}", value) for part, value in
-                 (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))]
-        func = schedule_conv(conv_func(conv, self.isa), conv, self.isa, self.blocks.get(step.output))
+            conv = ConvShape(n, c, h, w, o, k, stride, pad, in_block, zero_in, zero_out, zero_out if step.relu else 0)
+        func, parts = self.conv_kernel(step, conv, weight)
+        names = [self.weight(f"{step.output}.{part}", value) for part, value in parts]
         oh, ow = conv.out_size
-        return func, names, (n, oh, ow, blocks_out, lanes), conv
+        return func, names, (n, oh, ow, -(-o // self.isa.lanes), self.isa.lanes), conv
 
     def pool(self, step, shape, block: int):
         """Max or average pooling over the blocked NHWC layout, with ONNX's (and Caffe's)
@@ -195,8 +240,7 @@ class _Kernels:
         if a.get("ceil_mode", 0):  # a last window must start inside the input or its top/left padding
             oh -= (oh - 1) * sh >= h + top
             ow -= (ow - 1) * sw >= w + left
-        x = te.placeholder(shape, "uint8", name="x")
-        quant = self.plan.quants[step.input]
+        x = te.placeholder(shape, self.dtype, name="x")
         taps = [(ry, rx) for ry in range(kh) for rx in range(kw)]  # unrolled: no reduction, one vector per pixel
 
         def tap(b, i, j, g, k, ry, rx):
@@ -215,24 +259,19 @@ class _Kernels:
                 values = [tap(b, i, j, g, k, ry, rx)[0] for ry, rx in taps]
                 result = values[0]
                 for value in values[1:]:
-                    result = tirx.max(result, value)
+                    result = self.larger(result, value)
                 return result
             out = te.compute((n, oh, ow, groups, block), pool, name="pool")
         else:
             def average(b, i, j, g, k):
-                total = tirx.const(0, "int32")
-                for ry, rx in taps:
-                    value, valid = tap(b, i, j, g, k, ry, rx)
-                    total = total + tirx.if_then_else(valid, value.astype("int32"), 0)
+                values, valid = zip(*(tap(b, i, j, g, k, ry, rx) for ry, rx in taps))
                 inside = extent(i * sh - top, kh, h) * extent(j * sw - left, kw, w)  # taps in the input
                 if a.get("count_include_pad", 0):  # divided by the window clipped to the padded input
                     count = (tirx.min(i * sh - top + kh, h + bottom) - (i * sh - top)) * \
                         (tirx.min(j * sw - left + kw, w + right) - (j * sw - left))
                 else:
                     count = inside
-                real = (total.astype("float32") - float(quant.zero) * inside.astype("float32")) \
-                    * float(quant.scale) / count.astype("float32")
-                return _requantize(real, quant)
+                return self.average(list(values), list(valid), inside, count, step.input)
             out = te.compute((n, oh, ow, groups, block), average, name="pool")
         return _schedule_pool(te.create_prim_func([x, out])), (n, oh, ow, groups, block)
 
@@ -240,14 +279,13 @@ class _Kernels:
         from tvm import te, topi
 
         n, h, w, _, _ = shape
-        quant = self.plan.quants[self.plan.steps[-1].input]
-        x = te.placeholder(shape, "uint8", name="x")
+        tensor = self.plan.steps[-1].input
+        x = te.placeholder(shape, self.dtype, name="x")
         i = te.reduce_axis((0, h), name="i")
         j = te.reduce_axis((0, w), name="j")
         total = te.compute((n, classes), lambda b, c: te.sum(
-            x[b, i, j, c // block, c % block].astype("int32"), axis=[i, j]), name="sum")
-        mean = te.compute((n, classes), lambda b, c: (total[b, c].astype("float32") / float(h * w)
-                                                      - float(quant.zero)) * float(quant.scale), name="mean")
+            self.summand(x[b, i, j, c // block, c % block]), axis=[i, j]), name="sum")
+        mean = te.compute((n, classes), lambda b, c: self.real_mean(total[b, c], h * w, tensor), name="mean")
         out = topi.nn.softmax(mean, axis=1) if self.plan.softmax else mean
         return _parallel(te.create_prim_func([x, out])), (n, classes)
 
@@ -289,28 +327,30 @@ class Kernel:
 
 
 def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
-            blocks: dict | None = None) -> tuple[list[Kernel], dict, list[str]]:
+            blocks: dict | None = None, make=_Kernels) -> tuple[list[Kernel], dict, list[str]]:
     """The kernels of ``quantized`` in order, and the packed weights (by name, and in the
-    order the library takes them); ``batch`` is a number or a symbolic ``tirx.Var``."""
-    maker = _Kernels(quantized, network, batch, isa, blocks)
+    order the library takes them); ``batch`` is a number or a symbolic ``tirx.Var``; ``make``
+    is :class:`_Kernels` or a subclass for other numbers."""
+    maker = make(quantized, network, batch, isa, blocks)
     _, c, h, w = network.input.shape
     folded = folds(network, quantized)
     if folded:
         func, shape = maker.quantize_folded((batch, c, h, w), quantized.steps[0])
     else:
         func, shape = maker.quantize_input((batch, c, h, w))
-    calls = [Kernel("quantize_input", func, (), shape, "uint8")]
-    block = FOLD_BLOCK if folded else INPUT_BLOCK
+    dtype = maker.dtype
+    calls = [Kernel("quantize_input", func, (), shape, dtype)]
+    block = maker.fold_block if folded else isa.group
     classes = int(network.output.shape[-1])
     for k, step in enumerate(quantized.steps):
         if step.op == "conv":
             func, names, shape, conv = maker.conv(step, shape, block, folded and k == 0)
-            calls.append(Kernel(f"conv{k}_{_label(step.output)}", func, tuple(names), shape, "uint8", conv,
+            calls.append(Kernel(f"conv{k}_{_label(step.output)}", func, tuple(names), shape, dtype, conv,
                                 step.output))
             block = isa.lanes
         elif step.op in ("maxpool", "avgpool"):
             func, shape = maker.pool(step, shape, block)
-            calls.append(Kernel(f"{step.op}{k}", func, (), shape, "uint8"))
+            calls.append(Kernel(f"{step.op}{k}", func, (), shape, dtype))
         else:
             func, shape = maker.head(shape, block, classes)
             calls.append(Kernel("head", func, (), shape, "float32"))
@@ -356,8 +396,9 @@ def check_precision(precision: str, profile: Profile) -> None:
         raise NindslError.one("E0504", f"`{cpu}` has no bfloat16 instructions (AVX512-BF16 or AMX): bf16 would run "
                                        f"slower than float32 there", None,
                               f"this CPU runs --precision {alternative}")
-    raise NindslError.one("E0504", f"`{cpu}` has {' and '.join(has)}, but nindsl does not build bf16 kernels yet",
-                          None, f"use --precision {alternative}")
+    if "avx512bf16" not in has:
+        raise NindslError.one("E0504", f"`{cpu}` has AMX but not AVX512-BF16, which nindsl's bf16 kernels use",
+                              None, f"use --precision {alternative}")
 
 
 def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model, batch: int | None,
@@ -365,19 +406,29 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
     """Compile ``quantized`` for ``profile``'s CPU, for any batch size (``batch`` None) or one,
     with the instructions its target has (or ``isa``)."""
     import tvm
-    from tvm import relax, tirx
-    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+    from tvm import tirx
 
-    target, best = isa_of(profile)
-    isa = isa or best
+    target, isa = (tvm.target.Target(resolved_target(profile)), isa) if isa else isa_of(profile)
     if quantized.weight_levels > isa.weight_levels:
         raise NindslError.one("E0504", f"these int8 weights reach ±{quantized.weight_levels}, and {isa.name} adds "
                                        f"products in 16 bits: ±{isa.weight_levels} at most", None,
                               "quantize for this target (nindsl does when it compiles)")
     size = tirx.Var("n", "int64") if batch is None else batch
     calls, weights, order = kernels(network, quantized, size, isa, blocks)
+    return Build(compile_chain(network, quantized.input, calls, weights, order, size, target), qdq_model, weights,
+                 order, target, False, batch)
+
+
+def compile_chain(network: ir.Network, input_name: str, calls: list[Kernel], weights: dict, order: list[str], size,
+                  target):
+    """The Relax module calling ``calls`` one after another on the float32 input (``size``
+    images: a number or a symbolic ``tirx.Var``), compiled for ``target``."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+
     _, c, h, w = network.input.shape
-    x = relax.Var(quantized.input, relax.TensorType((size, c, h, w), "float32"))
+    x = relax.Var(input_name, relax.TensorType((size, c, h, w), "float32"))
     params = {name: relax.Var(_label(name), relax.TensorType(weights[name].shape, str(weights[name].dtype)))
               for name in order}
     bb = relax.BlockBuilder()
@@ -393,8 +444,7 @@ def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model
     # The kernels are scheduled: lower the calls as they are (no fusion, no default schedules).
     pipeline = tvm.transform.Sequential(dataflow_lower_passes(target) + finalize_passes(target)
                                         + [noalias_single_buffer_functions()])
-    executable = tvm.compile(bb.get(), target=target, relax_pipeline=pipeline)
-    return Build(executable, qdq_model, weights, order, target, False, batch)
+    return tvm.compile(bb.get(), target=target, relax_pipeline=pipeline)
 
 
 def _compiled(func, target):
@@ -509,7 +559,7 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
 
 @dataclass(frozen=True)
 class QuantizedBuild:
-    """An int8 build, the quantization it runs, and how it compares with float32."""
+    """An int8 (or bf16) build, the plan it runs, and how it compares with float32."""
 
     built: Build
     plan: Plan
@@ -536,13 +586,21 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     """Calibrate, quantize and compile ``network`` for int8, then compare it with float32
     (ONNX Runtime) on the calibration's held-out images, run through ``load(build)``
     (:meth:`nindsl.tvm.artifact.Runner.from_build`). With ``tuning`` (TuneOptions), each
-    convolution's register block is measured (:func:`search_blocks`), cached in its database."""
+    convolution's register block is measured (:func:`search_blocks`), cached in its database.
+    A target whose instructions this CPU lacks is judged by the same plan built for this CPU:
+    the kernels' integers are exact, whichever instructions compute them."""
+    import tvm
+
     from ..onnx.lower import to_onnx
     from ..onnx.quantize import agreement, images_per_batch, in_batches, quantize, to_qdq
     from ..onnx.runtime import runner
     from ..weights import resolve
 
-    _, isa = isa_of(profile)
+    target, isa = isa_of(profile)
+    if tuning is not None and not runs_here(target):
+        raise NindslError.one("E0504", f"--tune measures the int8 kernels on this machine, which cannot run "
+                                       f"{isa.name} (the target's instructions)", None,
+                              "compile without --tune, or tune on a machine with the target's CPU")
     model = to_onnx(network, resolve(network, weights, seed))
     progress.note(f"calibrating int8 ({isa.name}) on {len(calibration.images):,} images from {calibration.source} ...")
     quantized = quantize(model, calibration.images, isa.weight_levels)
@@ -553,9 +611,17 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
         blocks = search_blocks(network, quantized, profile, batch or 1, progress=progress,
                                cache=database_dir(profile, tuning.db) / INT8_BLOCKS)
     built = build_int8(network, profile, quantized, to_qdq(model, quantized), batch, blocks)
+    judged = built
+    if not runs_here(target):  # judged by the same integers from instructions this CPU has
+        here = host_profile(profile)
+        isa_here = int8_isa(tvm.target.Target(resolved_target(here)))
+        if isa_here is None or isa_here.weight_levels < quantized.weight_levels:
+            isa_here = PORTABLE
+        progress.note(f"this CPU cannot run {isa.name}: comparing the same integer kernels built for {isa_here.name}")
+        judged = build_int8(network, here, quantized, built.model, batch, None, isa_here)
     progress.note(f"comparing with float32 on {len(calibration.held_out):,} held-out images ...")
     held_out = calibration.held_out
     result = agreement(in_batches(runner(model), held_out, images_per_batch(model)),
-                       run_batched(load(built), held_out, batch, images_per_batch(model)),
+                       run_batched(load(judged), held_out, batch, images_per_batch(model)),
                        calibration.labels)
     return QuantizedBuild(built, quantized, isa, result, blocks)

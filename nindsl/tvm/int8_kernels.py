@@ -34,6 +34,8 @@ class Isa:
     name: str
     lanes: int
     saturates: bool
+    group: int = 4  # input channels in one 32-bit broadcast: 4 bytes (int8), 2 bfloat16 numbers
+    width: int = 1  # bytes per number
 
     def intrinsic(self, step: int) -> str:
         """The tensor intrinsic of one ``lanes × step`` dot product (``step`` input channels)."""
@@ -44,7 +46,7 @@ class Isa:
         """The input channels one intrinsic call can take: 8 adds two 4-channel products in
         16 bits before widening them (one ``vpmaddwd`` for two ``vpmaddubsw``), exact only
         with weights within ±63 (:data:`WEIGHT_LEVELS`)."""
-        return (8, 4) if self.saturates else (4,)
+        return (2 * self.group, self.group) if self.saturates else (self.group,)
 
     @property
     def weight_levels(self) -> int:
@@ -263,27 +265,28 @@ def conv_func(shape: ConvShape, isa: Isa):
 
 def conv_step(shape: ConvShape, isa: Isa) -> int:
     """Input channels per intrinsic call: 8 where the ISA pairs products and the input's
-    blocks hold whole groups of 8, else 4."""
-    return next(step for step in isa.steps if shape.in_block % step == 0 or step == 4)
+    blocks hold whole groups of 8, else one broadcast's (4 int8, 2 bf16)."""
+    return next(step for step in isa.steps if shape.in_block % step == 0 or step == isa.group)
 
 
 def weight_shape(shape: ConvShape, isa: Isa) -> tuple[int, ...]:
-    """Packed weights: ``[O/lanes, K, KW, C/step, step/4, lanes, 4]``: one call's weights
-    adjacent, a tap's input channels next."""
-    step = conv_step(shape, isa)
-    return (-(-shape.out_channels // isa.lanes), shape.kernel, shape.kw, -(-shape.channels // step), step // 4,
-            isa.lanes, 4)
+    """Packed weights: ``[O/lanes, K, KW, C/step, step/g, lanes, g]`` (``g``: :attr:`Isa.group`):
+    one call's weights adjacent, a tap's input channels next."""
+    step, g = conv_step(shape, isa), isa.group
+    return (-(-shape.out_channels // isa.lanes), shape.kernel, shape.kw, -(-shape.channels // step), step // g,
+            isa.lanes, g)
 
 
 def pack_weights(weight, shape: ConvShape, isa: Isa):
-    """int8 ``[O, C, K, KW]`` → :func:`weight_shape`'s layout, zero-padded to whole blocks."""
+    """``[O, C, K, KW]`` (int8, or bf16 as uint16) → :func:`weight_shape`'s layout, zero-padded
+    to whole blocks."""
     import numpy as np
 
     o, c, k, kw = weight.shape
-    blocks_out, _, _, blocks_in, halves, lanes, _ = weight_shape(shape, isa)
-    padded = np.zeros((blocks_out * lanes, blocks_in * halves * 4, k, kw), np.int8)
+    blocks_out, _, _, blocks_in, halves, lanes, g = weight_shape(shape, isa)
+    padded = np.zeros((blocks_out * lanes, blocks_in * halves * g, k, kw), weight.dtype)
     padded[:o, :c] = weight
-    packed = padded.reshape(blocks_out, lanes, blocks_in, halves, 4, k, kw).transpose(0, 5, 6, 2, 3, 1, 4)
+    packed = padded.reshape(blocks_out, lanes, blocks_in, halves, g, k, kw).transpose(0, 5, 6, 2, 3, 1, 4)
     return np.ascontiguousarray(packed)
 
 
@@ -323,7 +326,7 @@ def by_rows(shape: ConvShape, isa: Isa, vectors: int) -> bool:
     uses it, and the sums of the row wait in a row-sized buffer between kernel rows."""
     step = conv_step(shape, isa)
     channels = -(-shape.channels // step) * step
-    return vectors * isa.lanes * shape.kernel * shape.kw * channels > L1_WEIGHTS and shape.kernel > 1
+    return vectors * isa.lanes * shape.kernel * shape.kw * channels * isa.width > L1_WEIGHTS and shape.kernel > 1
 
 
 def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | None = None):
@@ -342,7 +345,7 @@ def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | Non
     jo, ji = sch.split(j, [None, columns])
     sch.reorder(n, fo, i, *((ry, jo) if rows else (jo, ry)), rx, rc, fi, ji, lane, ri)
     local = sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_inline(sch.get_sblock("requantize"))  # requantize as the block is stored
+    sch.reverse_compute_inline(sch.get_consumers(local)[0])  # requantize (or round) as the block is stored
     sch.reverse_compute_at(local, i if rows else jo, preserve_unit_loops=True)
     sch.vectorize(sch.get_loops(local)[-1])
     sch.parallel(sch.fuse(n, fo, i))

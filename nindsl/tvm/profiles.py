@@ -10,13 +10,13 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..kernel.diagnostics import NindslError, Source, Span, did_you_mean
-from ..kernel.machine import usable_cpus
+from ..kernel.machine import CPU_FEATURES, missing_cpu_features, usable_cpus
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,39 @@ def resolved_target(profile: Profile) -> dict[str, Any]:
     target = _resolve_host(profile.target)
     _check_cpu(target, profile)
     return target
+
+
+def cpu_features(target) -> list[str]:
+    """The x86 vector features (:data:`nindsl.kernel.machine.CPU_FEATURES`) that code built for
+    ``target`` (a ``tvm.target.Target``; for a GPU, its host) may use: what a CPU needs to run it."""
+    from tvm.target import codegen
+
+    cpu = target.host if target.kind.name != "llvm" and target.host is not None else target
+    if cpu.kind.name != "llvm" or "x86" not in str(cpu.attrs.get("mtriple") or codegen.llvm_get_system_triple()):
+        return []
+    return [f for f in CPU_FEATURES if codegen.llvm_cpu_has_features(f, cpu)]
+
+
+def runs_here(target) -> bool:
+    """Whether this CPU has every feature code built for ``target`` may use."""
+    return not missing_cpu_features(cpu_features(target))
+
+
+def host_profile(profile: Profile) -> Profile:
+    """``profile`` retargeted to this machine's CPU (`mcpu = "host"`, no `mattr`): where a build
+    for another CPU is checked by running the same computation here."""
+    target = {k: v for k, v in profile.target.items() if k != "mattr"} | {"mcpu": "host"}
+    return replace(profile, target=target)
+
+
+def check_runs_here(target, what: str, help: str) -> None:
+    """Refuse to run code built for ``target`` on this CPU when it lacks a feature the code may
+    use (it would die with SIGILL): ``what`` says what was to run, ``help`` what to do instead."""
+    missing = missing_cpu_features(cpu_features(target))
+    if missing:
+        cpu = target.attrs.get("mcpu") or "its CPU"
+        raise NindslError.one("E0504", f"{what} is built for `{cpu}`, and this CPU lacks {', '.join(missing)}",
+                              None, help)
 
 
 def check_target(profile: Profile) -> None:

@@ -30,7 +30,7 @@ from ..language import ir
 from . import confirm
 from .compat import import_tensor_intrinsics, reusing_builder
 from .build import apply_database, prepare
-from .profiles import Profile, resolved_target
+from .profiles import Profile, check_runs_here, resolved_target
 
 MIN_TRIALS = 8  # every task with arithmetic gets at least this many
 MIN_TRIALS_LIGHT = 2  # a task without (reshapes, transposes): only its loop order and threads to pick
@@ -314,6 +314,9 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
 
     options = options or TuneOptions()
     target = tvm.target.Target(resolved_target(profile))
+    if isinstance(options.runner, str) and profile.device == "cpu":  # (a GPU target's device is checked when it runs)
+        check_runs_here(target, "tuning measures candidates on this machine; the code",
+                        "tune on a machine with that CPU (nindsl rpc), or compile without --tune")
     folder = ensure_folder(database_dir(profile, options.db), "the tuning database")
     dropped = repair_database(folder)
     if dropped:
