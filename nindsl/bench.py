@@ -68,7 +68,7 @@ class Record:
 
 # Like for like: each narrow-precision build against the engine a user would pick instead at
 # the same precision (ratios against float32 ONNX Runtime say nothing about that choice).
-PEERS = {"tvm-int8": "onnxruntime-int8", "tvm-int8-tuned": "onnxruntime-int8"}
+PEERS = {"tvm-int8": "onnxruntime-int8", "tvm-int8-tuned": "onnxruntime-int8", "tvm-bf16": "openvino"}
 
 
 def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
@@ -81,7 +81,9 @@ def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-INTEGER_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned")
+# Engines whose arithmetic a float32 peak does not bound: int8, bf16, and OpenVINO's default
+# (bf16 on CPUs with AMX or AVX512-BF16).
+NARROW_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned", "tvm-bf16", "openvino")
 
 
 def _peak(profile) -> tuple[float, str]:
@@ -296,13 +298,13 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
                 record.vs_peer_low, record.vs_peer_high = ratio_interval(blocks, times[peer])
             records.append(record)
     # "of peak" must stay a fraction: where a float32 engine beat the measured peak (a noisy
-    # moment during the measurement), the peak is that engine's rate. int8 engines do integer
-    # operations, which a float32 peak does not bound: they have no "of peak".
-    best = max([peak, *(r.gflops for r in records if r.engine not in INTEGER_ENGINES)])
+    # moment during the measurement), the peak is that engine's rate. Narrower arithmetic
+    # (NARROW_ENGINES) is not bounded by a float32 peak: those engines have no "of peak".
+    best = max([peak, *(r.gflops for r in records if r.engine not in NARROW_ENGINES)])
     if best > peak:
         peak_source = "the best float32 engine here, above the measured peak"
     for record in records:
-        record.peak_fraction = record.gflops / best if record.engine not in INTEGER_ENGINES else float("nan")
+        record.peak_fraction = record.gflops / best if record.engine not in NARROW_ENGINES else float("nan")
         record.peak_source = peak_source
     nan = float("nan")
     records += [Record(engine, batch, nan, nan, nan, nan, nan, nan, None, note=f"cannot run here: {why}")

@@ -49,12 +49,7 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
     if engine in ("openvino", "openvino-fp32"):
         return _openvino(network, weights, engine == "openvino-fp32", device, threads)
     if engine == "tvm-bf16":
-        from .tvm.int8 import check_precision
-
-        try:
-            check_precision("bf16", profile)
-        except NindslError as error:
-            raise Unavailable(error.diagnostics[0].message) from None
+        return _bf16(network, weights, profile, batch)
     known = (*SPEC_ENGINES, *TVM_ENGINES, *INT8_ENGINES, *PEER_ENGINES)
     raise NindslError.one("E0504", f"unknown engine `{engine}`", None,
                           did_you_mean(engine, known) or f"engines: {', '.join(known)}")
@@ -149,6 +144,27 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
         blocks = search_blocks(network, plan, profile, batch or 1, progress=progress,
                                cache=database_dir(profile, db) / INT8_BLOCKS)
     return Runner.from_build(build_int8(network, profile, plan, to_qdq(model, plan), batch, blocks))
+
+
+def _bf16(network: ir.Network, weights, profile, batch: int | None) -> Run:
+    """nindsl's bf16 build, where the target's CPU has bf16 instructions and this machine runs them."""
+    from .onnx.lower import to_onnx
+    from .tvm.artifact import Runner
+    from .tvm.bf16 import bf16_plan, build_bf16, isa_of
+    from .tvm.env import require_tvm
+    from .tvm.profiles import runs_here
+
+    if profile is None or profile.device != "cpu":
+        raise Unavailable("bf16 builds run on CPUs")
+    require_tvm()
+    try:
+        target, _ = isa_of(profile)
+    except NindslError as error:
+        raise Unavailable(error.diagnostics[0].message) from None
+    if not runs_here(target):
+        raise Unavailable(f"the target `{target.attrs.get('mcpu')}` has bf16 instructions, and this CPU lacks them")
+    model = to_onnx(network, weights, check=False)
+    return Runner.from_build(build_bf16(network, profile, bf16_plan(model), model, batch))
 
 
 def _openvino(network: ir.Network, weights, fp32: bool, device: str, threads: int | None) -> Run:

@@ -147,9 +147,9 @@ def drive_lsp(args) -> int:
 def drive_compile(args) -> int:
     if not args.tune:
         _refuse_options(args, TUNING_OPTIONS, "--tune")
-    if args.precision != "int8" and (args.calibrate is not None or args.accept_accuracy_loss):
+    if args.precision == "fp32" and (args.calibrate is not None or args.accept_accuracy_loss):
         option = "--calibrate" if args.calibrate is not None else "--accept-accuracy-loss"
-        raise NindslError.one("E0504", f"{option} does nothing without --precision int8", None,
+        raise NindslError.one("E0504", f"{option} does nothing without --precision int8 or bf16", None,
                               "add --precision int8, or leave the option out")
     network = _network(args)
     target = args.target
@@ -192,35 +192,37 @@ def drive_compile(args) -> int:
         from ..tvm.int8 import check_precision
 
         check_precision(args.precision, profile)
+        if args.precision == "bf16" and args.tune:
+            raise NindslError.one("E0504", "bf16 builds are not tuned yet", None, "compile without --tune")
     batch = batch_size(args.batch)
     tuning = _tuning(args) if args.tune else None
-    out = args.output or f"{network.name}-{profile.name}" + ("-int8" if args.precision == "int8" else "")
+    out = args.output or f"{network.name}-{profile.name}" + (f"-{args.precision}" if args.precision != "fp32" else "")
     origin = weights_origin(args.weights, args.seed)
     calibration = None
-    if args.precision == "int8":
+    if args.precision != "fp32":
         from .inputs import calibration as load_calibration
 
-        calibration = load_calibration(network, args.calibrate)
+        calibration = load_calibration(network, args.calibrate, args.precision)
     made = compile_artifact(network, profile, out, args.weights, args.seed, batch, tuning, ConsoleProgress(),
                             args.precision, calibration, lambda result: _gate(result, origin, args))
     detail = f", {made.gpu_kernels} GPU kernels" if made.gpu_kernels is not None else ""
     if made.quantized is not None:
-        detail += f", int8 on {made.quantized.isa.name}"
+        detail += f", {args.precision} on {made.quantized.isa.name}"
     print(f"wrote {made.out}/ for {profile.name} ({profile.device}{detail}) in {made.seconds:.1f} s")
     _warn_if_untrained(origin)
     return 0
 
 
 def _gate(result, origin: str, args) -> None:
-    """Print how the int8 build compares with float32, and refuse one that loses too much
+    """Print how the int8 or bf16 build compares with float32, and refuse one that loses too much
     (trained weights only: untrained outputs are noise, their top class a coin toss)."""
     from ..onnx.quantize import judge
 
-    say(f"int8: {result.describe()}", file=sys.stderr)
+    say(f"{args.precision}: {result.describe()}", file=sys.stderr)
     if origin.startswith(UNTRAINED):
         say("note: untrained weights: nindsl's accuracy limits apply to trained ones", file=sys.stderr)
         return
-    verdict, why = judge(result)
+    verdict, why = judge(result, args.precision)
     if verdict == "refuse" and not args.accept_accuracy_loss:
         raise NindslError.one("E0401", why, None, "calibrate on more representative images (--calibrate), or "
                                                   "write it anyway with --accept-accuracy-loss")

@@ -162,8 +162,9 @@ CALIBRATION_BYTES = 512 << 20  # float32 images of each set, at most: fewer imag
 CALIBRATION_USAGE = "digits | cifar10:DIR | cifar100:DIR | imagefolder:DIR | FILE.npz | random"
 
 
-def calibration(network, source: str | None):
-    """The images an int8 build calibrates on, and held-out ones to compare it with float32:
+def calibration(network, source: str | None, precision: str = "int8"):
+    """The images an int8 build calibrates on, and held-out ones to compare it (or a bf16
+    build) with float32:
     ``CALIBRATION_IMAGES`` drawn (seed 0) from the training images of ``source`` (default: the
     spec's train data), up to ``HELD_OUT_IMAGES`` of its held-out ones with their labels, both
     prepared as training prepares them. ``random``: standard normal images, no labels."""
@@ -182,12 +183,13 @@ def calibration(network, source: str | None):
     named = source or network.train.data
     if named in DATA_KINDS and named != "digits":  # a kind of data set without its folder
         what = f"--calibrate names `{named}` without its folder" if source else \
-            f"int8 calibrates on the spec's train data, `{named}`, which names no folder"
+            f"{precision} takes its images from the spec's train data, `{named}`, which names no folder"
         raise _usage(what,
                      f"pass --calibrate {named}:DIR, or --calibrate random to calibrate on random images")
     source = named
     if not source:
-        raise _usage("int8 needs images to calibrate on, and this spec names no training data",
+        raise _usage(f"{precision} needs images to calibrate on or compare with, and this spec names no training "
+                     "data",
                      f"pass --calibrate {CALIBRATION_USAGE}")
     data = load_data(network, source)
     pick = rng.permutation(len(data.train_images))

@@ -133,13 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
     compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="fp32 (default) | int8: post-training quantization, calibrated with --calibrate "
-                               "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: not built yet (refused "
-                               "with what the CPU runs instead)")
+                               "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: llvm targets with "
+                               "AVX512-BF16 (refused elsewhere, with what the CPU runs instead)")
     compile_.add_argument("--calibrate", metavar="DATA",
-                          help="int8: images to calibrate on and to compare with float32: digits | cifar10:DIR | "
+                          help="int8: images to calibrate on and to compare with float32 (bf16: to compare "
+                               "with): digits | cifar10:DIR | "
                                "imagefolder:DIR | FILE.npz | random (default: the spec's train data)")
     compile_.add_argument("--accept-accuracy-loss", action="store_true",
-                          help="int8: write the build even when it loses more accuracy than nindsl allows "
+                          help="int8, bf16: write the build even when it loses more accuracy than nindsl allows "
                                "(docs/precision.md)")
     tuning_options(compile_)
     rpc_options(compile_)

@@ -56,7 +56,7 @@ class CompileReport:
     out: Path
     seconds: float
     gpu_kernels: int | None  # for CUDA targets
-    quantized: object = None  # nindsl.tvm.int8.QuantizedBuild of an int8 build
+    quantized: object = None  # nindsl.tvm.int8.QuantizedBuild of an int8 or bf16 build
 
 
 def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, weights=None, seed: int = 0,
@@ -67,23 +67,32 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
 
     ``precision="int8"`` quantizes with ``calibration`` (:class:`nindsl.onnx.quantize.Calibration`)
     and builds :mod:`nindsl.tvm.int8`'s kernels (tuning measures their register blocks);
-    ``gate(agreement)`` may refuse the result before anything is written."""
+    ``"bf16"`` builds :mod:`nindsl.tvm.bf16`'s. Both are compared with float32 on the
+    calibration's held-out images; ``gate(agreement)`` may refuse the result before anything
+    is written."""
     require_tvm()
     if profile.device == "cuda":
         find_nvcc()  # before tuning, not after: CUDA builds need it
     out = Path(out)
     start = time.perf_counter()
-    if precision == "int8":
-        from .int8 import build_quantized
+    if precision in ("int8", "bf16"):
+        if precision == "int8":
+            from .int8 import build_quantized
 
-        quantized = build_quantized(network, profile, weights, seed, batch, calibration, Runner.from_build,
-                                    tuning, progress)
+            narrow = build_quantized(network, profile, weights, seed, batch, calibration, Runner.from_build,
+                                     tuning, progress)
+        else:
+            from .bf16 import build_checked
+
+            if tuning is not None:
+                raise NindslError.one("E0504", "bf16 builds are not tuned yet", None, "compile without --tune")
+            narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, progress)
         if gate is not None:
-            gate(quantized.agreement)
+            gate(narrow.agreement)
         seconds = time.perf_counter() - start
-        write_artifact(out, network, profile, quantized.built, seconds, None, weights_origin(weights, seed),
-                       _int8_manifest(quantized, calibration))
-        return CompileReport(out, seconds, None, quantized)
+        write_artifact(out, network, profile, narrow.built, seconds, None, weights_origin(weights, seed),
+                       _narrow_manifest(precision, narrow, calibration))
+        return CompileReport(out, seconds, None, narrow)
     tuned, db = None, None
     if tuning is not None:
         from .tune import tune
@@ -100,15 +109,19 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
     return CompileReport(out, seconds, kernels)
 
 
-def _int8_manifest(quantized, calibration) -> dict:
-    result = quantized.agreement
-    return {"precision": "int8",
-            "quantization": {**quantized.plan.describe(), "instructions": quantized.isa.name,
-                             "register_blocks": {k: list(v) for k, v in quantized.blocks.items()},
-                             "calibration": {"source": calibration.source, "images": len(calibration.images)}},
+def _narrow_manifest(precision: str, narrow, calibration) -> dict:
+    result = narrow.agreement
+    if precision == "int8":
+        numbers = {"quantization": {**narrow.plan.describe(), "instructions": narrow.isa.name,
+                                    "register_blocks": {k: list(v) for k, v in narrow.blocks.items()},
+                                    "calibration": {"source": calibration.source, "images": len(calibration.images)}}}
+    else:
+        numbers = {"bf16": {"instructions": narrow.isa.name, "weights": "bf16, rounded to nearest even",
+                            "activations": "bf16 between kernels, sums in float32", "compared_on": calibration.source}}
+    return {"precision": precision, **numbers,
             "accuracy": {"held_out_images": result.images, "top1_agreement": result.top1_agreement,
                          "mean_abs_diff": result.mean_abs_diff, "accuracy_fp32": result.accuracy_fp32,
-                         "accuracy_int8": result.accuracy_quantized}}
+                         f"accuracy_{precision}": result.accuracy_quantized}}
 
 
 def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Build, seconds: float,
@@ -239,10 +252,13 @@ def describe_artifact(folder: Path) -> str:
     if isinstance(accuracy, dict):
         from ..onnx.quantize import Agreement
 
+        precision = str(manifest.get("precision", "int8"))
         try:
-            lines.append(f"  int8: {Agreement(accuracy['held_out_images'], accuracy['top1_agreement'], accuracy['mean_abs_diff'], accuracy.get('accuracy_fp32'), accuracy.get('accuracy_int8')).describe()}")
+            result = Agreement(accuracy["held_out_images"], accuracy["top1_agreement"], accuracy["mean_abs_diff"],
+                               accuracy.get("accuracy_fp32"), accuracy.get(f"accuracy_{precision}"))
+            lines.append(f"  {precision}: {result.describe()}")
         except (KeyError, TypeError, ValueError):
-            lines.append("  int8: its accuracy record is damaged")
+            lines.append(f"  {precision}: its accuracy record is damaged")
     return "\n".join(lines)
 
 

@@ -1,0 +1,225 @@
+"""bf16 builds (issue 18) and builds for a CPU other than this one: the bf16 convolution against
+float64 sums rounded to bf16, the whole network against ONNX Runtime, ``vdpbf16ps`` in the
+code built for AVX512-BF16 CPUs, the command line, and artifacts that refuse a CPU without
+their instructions.
+
+This project's machines have no AVX512-BF16: the kernels that run here are the emulated step
+(:data:`nindsl.tvm.bf16_kernels.EMULATED`, the same sums from float32 FMAs); the AVX512-BF16
+ones are compiled and their assembly read."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nindsl
+from nindsl.kernel.machine import cpu_flags, missing_cpu_features
+from tests.conftest import SPECS
+from tests.numerics import test_inputs, test_weights
+
+tvm = pytest.importorskip("tvm")
+pytestmark = pytest.mark.tvm
+
+from nindsl.onnx.lower import to_onnx  # noqa: E402
+from nindsl.onnx.runtime import runner  # noqa: E402
+from nindsl.tvm import bf16_kernels as B  # noqa: E402
+from nindsl.tvm.bf16 import bf16_plan, build_bf16, from_bf16, to_bf16  # noqa: E402
+from nindsl.tvm.int8_kernels import ConvShape, pack_weights  # noqa: E402
+from nindsl.tvm.profiles import load_profile  # noqa: E402
+
+HOST = load_profile("llvm")
+SAPPHIRE_RAPIDS = '{"kind": "llvm", "mcpu": "sapphirerapids"}'
+LACKS_BF16 = bool(missing_cpu_features(["avx512bf16"]))
+TINY = """\
+network tiny(classes = 10) {
+    input image: f32[N, 3, 12, 12]
+    conv1: mlpconv([24, 16], kernel = 3, pad = 1)
+    pool1: maxpool(3, stride = 2, round = ceil)
+    conv2: mlpconv([20, classes], kernel = 3, pad = 1)
+    pool2: avgpool(2, stride = 2, round = ceil)
+    global_avgpool()
+    softmax()
+    output probs: f32[N, classes]
+}
+"""
+
+
+def test_bf16_rounding_is_to_nearest_even():
+    values = np.array([1.0, 1.0 + 2 ** -8, 1.0 + 3 * 2 ** -8, 1.0 + 2 ** -9, -2.5, 0.0, 3e38], np.float32)
+    # 1 + 2^-8 is halfway between 1 and 1 + 2^-7: to the even one, 1; 1 + 3·2^-8 to 1 + 2^-6
+    assert from_bf16(to_bf16(values)).tolist()[:6] == [1.0, 1.0, 1.0 + 2 ** -6, 1.0, -2.5, 0.0]
+    assert abs(from_bf16(to_bf16(values))[6] / 3e38 - 1) < 2 ** -8
+    assert np.array_equal(to_bf16(from_bf16(np.arange(0, 0x7F80, 7, dtype=np.uint16))),
+                          np.arange(0, 0x7F80, 7, dtype=np.uint16))  # bf16 numbers are their own rounding
+
+
+def _run_conv(shape: ConvShape, relu: bool, seed: int = 0):
+    """The emulated bf16 convolution of random bf16 numbers, and float64 sums of the same numbers."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    isa = B.EMULATED
+    x = to_bf16(rng.standard_normal((shape.batch, shape.channels, shape.height, shape.width)))
+    w = to_bf16(rng.standard_normal((shape.out_channels, shape.channels, shape.kernel, shape.kw)) * 0.2)
+    bias = rng.standard_normal(shape.out_channels).astype(np.float32)
+    b, lanes = shape.in_block, isa.lanes
+    blocked = np.zeros((shape.batch, shape.height, shape.width, -(-shape.channels // b) * b), np.uint16)
+    blocked[..., :shape.channels] = x.transpose(0, 2, 3, 1)
+    blocked = blocked.reshape(*blocked.shape[:3], -1, b)
+    blocks_out = -(-shape.out_channels // lanes)
+    bias_ = np.zeros(blocks_out * lanes, np.float32)
+    bias_[:shape.out_channels] = bias
+    func = B.schedule_conv(B.conv_func(shape, isa, relu), shape, isa)
+    library = tvm.compile(tvm.IRModule({"main": func}), target={"kind": "llvm", "mcpu": "host"})
+    oh, ow = shape.out_size
+    out = tvm.runtime.empty((shape.batch, oh, ow, blocks_out, lanes), "uint16")
+    library["main"](tvm.runtime.tensor(blocked), tvm.runtime.tensor(pack_weights(w, shape, isa)),
+                    tvm.runtime.tensor(bias_), out)
+    got = out.numpy().reshape(shape.batch, oh, ow, -1)[..., :shape.out_channels].transpose(0, 3, 1, 2)
+    exact = torch.nn.functional.conv2d(torch.tensor(from_bf16(x), dtype=torch.float64),
+                                       torch.tensor(from_bf16(w), dtype=torch.float64),
+                                       torch.tensor(bias, dtype=torch.float64),
+                                       stride=(shape.stride, shape.sw), padding=shape.pad).numpy()
+    return got, np.maximum(exact, 0) if relu else exact
+
+
+@pytest.mark.parametrize("shape, relu", [
+    (ConvShape(2, 6, 9, 9, 20, 3, 1, 1, 2, 0, 0, 0), True),  # padded, output channels not whole vectors
+    (ConvShape(1, 32, 8, 8, 48, 1, 1, 0, 16, 0, 0, 0), False),  # 1×1, negative outputs kept
+    (ConvShape(1, 16, 11, 11, 32, 5, 2, 2, 16, 0, 0, 0), True),  # strided, 2 pairs per input block… of 16
+    (ConvShape(1, 6, 9, 7, 16, 3, 2, 0, 2, 0, 0, 0, kernel_width=1, stride_width=1), True),  # a folded K × 1 layer
+])
+def test_the_bf16_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu):
+    got, exact = _run_conv(shape, relu)
+    # every product of two bf16 numbers is exact in float32, so float32 sums are within a few
+    # float32 ulps of float64's; rounding both to bf16 agrees but for sums that fall within
+    # those ulps of a halfway point
+    assert np.mean(got == to_bf16(exact.astype(np.float32))) > 0.999
+    assert np.abs(from_bf16(got) - exact).max() <= 2 ** -8 * np.abs(exact).max()
+    if relu:
+        assert from_bf16(got).min() >= 0
+
+
+@pytest.mark.parametrize("mcpu", ["sapphirerapids", "znver4"])
+def test_avx512_bf16_targets_get_vdpbf16ps_inlined(mcpu):
+    shape = ConvShape(1, 64, 8, 8, 64, 3, 1, 1, 16, 0, 0, 0)
+    isa = B.bf16_isa(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
+    assert isa is B.AVX512BF16
+    func = B.schedule_conv(B.conv_func(shape, isa, True), shape, isa)
+    library = tvm.compile(tvm.IRModule({"main": func}), target={"kind": "llvm", "mcpu": mcpu})
+    assembly = library.mod.inspect_source("asm") if hasattr(library, "mod") else library.inspect_source("asm")
+    assert assembly.count("vdpbf16ps") >= 4  # one per sum vector of the register block, unrolled
+    assert B.step_function(isa) not in assembly  # inlined: no call
+
+
+def test_no_bf16_instructions_on_avx2_or_avx512_without_bf16():
+    for mcpu in ("znver3", "skylake-avx512", "cascadelake"):
+        assert B.bf16_isa(tvm.target.Target({"kind": "llvm", "mcpu": mcpu})) is None
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bf16") / "tiny.nin"
+    path.write_text(TINY)
+    return nindsl.load(path), path
+
+
+@pytest.mark.parametrize("spec", ["tiny", "tiny pointwise", "nin_digits"])
+def test_the_bf16_network_agrees_with_onnx_runtime(tiny, spec, tmp_path):
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import folds
+
+    if spec == "tiny pointwise":  # a 1×1 input layer: channels in pairs, not folded
+        (tmp_path / "p.nin").write_text(TINY.replace("kernel = 3, pad = 1)\n    pool1", "kernel = 1)\n    pool1"))
+        network = nindsl.load(tmp_path / "p.nin")
+    else:
+        network = tiny[0] if spec == "tiny" else nindsl.load(SPECS / f"{spec}.nin")
+    model = to_onnx(network, test_weights(network))  # He-scaled: outputs far from uniform
+    plan = bf16_plan(model)
+    assert folds(network, plan) == (spec != "tiny pointwise")  # a K × K layer over 3 or 1 input channels
+    built = build_bf16(network, HOST, plan, model, None, B.EMULATED)
+    images = test_inputs(network, 8)
+    got, expected = Runner.from_build(built)(images), runner(model)(images)
+    # bf16 keeps 8 significant bits: each layer's outputs are within 2^-8 of their float32 value
+    assert np.abs(got - expected).max() < 2e-2 * np.abs(expected).max()
+    assert np.mean(got.argmax(axis=1) == expected.argmax(axis=1)) >= 7 / 8
+    assert not np.array_equal(got, expected)  # (it did compute in bf16)
+
+
+def test_compile_bf16_for_a_bf16_cpu_records_its_accuracy_and_instructions(cli, tiny, tmp_path):
+    _, spec = tiny
+    out = tmp_path / "spr"
+    made = cli("compile", spec, "--target", SAPPHIRE_RAPIDS, "--precision", "bf16", "--calibrate", "random",
+               "-o", out)
+    assert made.code == 0, made.err
+    assert "bf16 on avx512bf16" in made.out
+    if LACKS_BF16:
+        assert "this CPU cannot run avx512bf16: comparing the same sums" in made.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "bf16" and manifest["bf16"]["instructions"] == "avx512bf16"
+    assert manifest["accuracy"]["top1_agreement"] > 0.9 and manifest["accuracy"]["held_out_images"] == 500
+    assert {"avx512bf16", "avx512f"} <= set(manifest["cpu_features"])
+    shown = cli("inspect", out)
+    assert "precision bf16" in shown.out and "bf16: top-1 agreement" in shown.out
+    if LACKS_BF16:  # refused, not SIGILL
+        np.save(tmp_path / "x.npy", np.zeros((1, 3, 12, 12), np.float32))
+        ran = cli("run", out, "-i", tmp_path / "x.npy")
+        assert ran.code == 1 and "which this CPU lacks" in ran.err and "avx512bf16" in ran.err
+
+
+def test_bf16_is_refused_with_what_the_cpu_runs_instead(cli, tiny, tmp_path):
+    _, spec = tiny
+    no_bf16 = cli("compile", spec, "--target", '{"kind": "llvm", "mcpu": "znver3"}', "--precision", "bf16",
+                  "-o", tmp_path / "a")
+    assert no_bf16.code == 1 and "`znver3` has no bfloat16 instructions" in no_bf16.err
+    assert "--precision int8 (avx2) or fp32" in no_bf16.err
+    assert not (tmp_path / "a").exists()
+    tuned = cli("compile", spec, "--target", SAPPHIRE_RAPIDS, "--precision", "bf16", "--tune", "-o", tmp_path / "b")
+    assert tuned.code == 1 and "bf16 builds are not tuned yet" in tuned.err
+
+
+# --- builds for another CPU --------------------------------------------------------------------
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 fma avx512_bf16\n\nprocessor\t: 1\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "fma", "avx512_bf16"}
+    assert missing_cpu_features(["avx2", "avx512bf16", "amx-bf16", "sse2"], cpu_flags(info)) == ["amx-bf16"]
+    assert cpu_flags(tmp_path / "missing") is None
+
+
+@pytest.mark.skipif(not missing_cpu_features(["avx512f"]), reason="this CPU has AVX-512")
+def test_an_artifact_for_a_cpu_with_more_instructions_is_refused_not_run(cli, tmp_path):
+    out = tmp_path / "skx"
+    made = cli("compile", SPECS / "nin_digits.nin", "--target", '{"kind": "llvm", "mcpu": "skylake-avx512"}',
+               "-o", out)
+    assert made.code == 0, made.err
+    np.save(tmp_path / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    ran = cli("run", out, "-i", tmp_path / "x.npy")
+    assert ran.code == 1 and "built for `skylake-avx512` and uses avx512f" in ran.err  # (was: SIGILL, exit 132)
+    assert "--target llvm" in ran.err
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["cpu_features"] = "avx512f"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    damaged = cli("run", out, "-i", tmp_path / "x.npy")
+    assert damaged.code == 1 and "cpu_features is not a list" in damaged.err
+
+
+@pytest.mark.skipif(not missing_cpu_features(["avx512vnni"]), reason="this CPU has VNNI")
+def test_an_int8_build_for_another_cpu_is_judged_by_the_same_integers_here(cli, tiny, tmp_path):
+    _, spec = tiny
+    target = '{"kind": "llvm", "mcpu": "cascadelake"}'
+    made = cli("compile", spec, "--target", target, "--precision", "int8", "--calibrate", "random",
+               "-o", tmp_path / "clx")
+    assert made.code == 0, made.err
+    assert "this CPU cannot run avx512vnni: comparing the same integer kernels built for portable" in made.err
+    manifest = json.loads((tmp_path / "clx" / "manifest.json").read_text())
+    assert manifest["quantization"]["instructions"] == "avx512vnni" and manifest["accuracy"]["top1_agreement"] > 0.9
+    tuned = cli("compile", spec, "--target", target, "--precision", "int8", "--calibrate", "random", "--tune",
+                "-o", tmp_path / "t")
+    assert tuned.code == 1 and "--tune measures the int8 kernels on this machine" in tuned.err
+    fp32 = cli("compile", spec, "--target", target, "--tune", "--trials", "2", "-o", tmp_path / "f")
+    assert fp32.code == 1 and "tuning measures candidates on this machine" in fp32.err
+    assert not any((tmp_path / name).exists() for name in ("t", "f"))
