@@ -27,7 +27,7 @@ from nindsl.onnx.runtime import runner  # noqa: E402
 from nindsl.tvm import bf16_kernels as B  # noqa: E402
 from nindsl.tvm.bf16 import bf16_plan, build_bf16, from_bf16, to_bf16  # noqa: E402
 from nindsl.tvm.int8_kernels import ConvShape, pack_weights  # noqa: E402
-from nindsl.tvm.profiles import load_profile  # noqa: E402
+from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 
 HOST = load_profile("llvm")
 SAPPHIRE_RAPIDS = '{"kind": "llvm", "mcpu": "sapphirerapids"}'
@@ -55,8 +55,9 @@ def test_bf16_rounding_is_to_nearest_even():
                           np.arange(0, 0x7F80, 7, dtype=np.uint16))  # bf16 numbers are their own rounding
 
 
-def _run_conv(shape: ConvShape, relu: bool, seed: int = 0):
-    """The emulated bf16 convolution of random bf16 numbers, and float64 sums of the same numbers."""
+def _run_conv(shape: ConvShape, relu: bool, seed: int = 0, kernel=None, layout: ConvShape | None = None):
+    """The emulated bf16 convolution of random bf16 numbers (or ``kernel()``'s, its weights
+    packed for ``layout``), and float64 sums of the same numbers."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -71,11 +72,11 @@ def _run_conv(shape: ConvShape, relu: bool, seed: int = 0):
     blocks_out = -(-shape.out_channels // lanes)
     bias_ = np.zeros(blocks_out * lanes, np.float32)
     bias_[:shape.out_channels] = bias
-    func = B.schedule_conv(B.conv_func(shape, isa, relu), shape, isa)
-    library = tvm.compile(tvm.IRModule({"main": func}), target={"kind": "llvm", "mcpu": "host"})
+    func = kernel() if kernel else B.schedule_conv(B.conv_func(shape, isa, relu), shape, isa)
+    library = tvm.compile(tvm.IRModule({"main": func}), target=resolved_target(HOST))
     oh, ow = shape.out_size
     out = tvm.runtime.empty((shape.batch, oh, ow, blocks_out, lanes), "uint16")
-    library["main"](tvm.runtime.tensor(blocked), tvm.runtime.tensor(pack_weights(w, shape, isa)),
+    library["main"](tvm.runtime.tensor(blocked), tvm.runtime.tensor(pack_weights(w, layout or shape, isa)),
                     tvm.runtime.tensor(bias_), out)
     got = out.numpy().reshape(shape.batch, oh, ow, -1)[..., :shape.out_channels].transpose(0, 3, 1, 2)
     exact = torch.nn.functional.conv2d(torch.tensor(from_bf16(x), dtype=torch.float64),
@@ -106,12 +107,59 @@ def test_the_bf16_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu):
 def test_avx512_bf16_targets_get_vdpbf16ps_inlined(mcpu):
     shape = ConvShape(1, 64, 8, 8, 64, 3, 1, 1, 16, 0, 0, 0)
     isa = B.bf16_isa(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
-    assert isa is B.AVX512BF16
-    func = B.schedule_conv(B.conv_func(shape, isa, True), shape, isa)
+    assert isa is (B.AMX if mcpu == "sapphirerapids" else B.AVX512BF16)
+    vector = B.vector_isa(isa)  # (AMX's convolutions that tiles do not fit)
+    func = B.schedule_conv(B.conv_func(shape, vector, True), shape, vector)
     library = tvm.compile(tvm.IRModule({"main": func}), target={"kind": "llvm", "mcpu": mcpu})
     assembly = library.mod.inspect_source("asm") if hasattr(library, "mod") else library.inspect_source("asm")
     assert assembly.count("vdpbf16ps") >= 4  # one per sum vector of the register block, unrolled
-    assert B.step_function(isa) not in assembly  # inlined: no call
+    assert B.step_function(vector) not in assembly  # inlined: no call
+
+
+def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
+    """The emulated AMX convolution, as :func:`_run_conv`."""
+    from nindsl.tvm import amx_kernels
+
+    return _run_conv(shape, relu, seed, lambda: amx_kernels.conv_func(shape, relu, emulated=True),
+                     amx_kernels.weight_layout(shape))
+
+
+@pytest.mark.parametrize("shape, relu, block", [
+    (ConvShape(2, 64, 9, 8, 64, 3, 1, 1, 16, 0, 0, 0), True, (8, 1, 2)),  # padded, 2 tiles of output channels
+    (ConvShape(1, 32, 16, 32, 48, 1, 1, 0, 16, 0, 0, 0), False, (16, 2, 1)),  # 2 tiles of pixels, 3 of channels
+    (ConvShape(1, 32, 23, 23, 32, 5, 2, 2, 16, 0, 0, 0), True, (12, 1, 2)),  # strided: rows 2 pixels apart
+    (ConvShape(1, 96, 10, 10, 16, 3, 1, 1, 16, 0, 0, 0), True, (10, 1, 1)),  # 3 input tiles, 10-pixel rows
+    (ConvShape(1, 24, 12, 12, 10, 1, 1, 0, 16, 0, 0, 0), True, (12, 1, 1)),  # 24 channels in a tile of 32
+])
+def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, block):
+    from nindsl.tvm.amx_kernels import TileBlock, tile_block
+
+    assert tile_block(shape) == TileBlock(*block)
+    got, exact = _run_tiles(shape, relu)
+    assert np.mean(got == to_bf16(exact.astype(np.float32))) > 0.999
+    assert np.abs(from_bf16(got) - exact).max() <= 2 ** -8 * np.abs(exact).max()
+
+
+def test_tiles_fit_whole_32_channel_inputs_and_8_to_16_pixel_rows():
+    from nindsl.tvm.amx_kernels import tile_block
+
+    assert tile_block(ConvShape(1, 48, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0)) is None  # 3 blocks of 16 channels
+    assert tile_block(ConvShape(1, 32, 6, 6, 16, 1, 1, 0, 16, 0, 0, 0)) is None  # 6-pixel rows
+    assert tile_block(ConvShape(1, 32, 7, 7, 16, 1, 1, 0, 16, 0, 0, 0)) is None
+    assert tile_block(ConvShape(1, 30, 8, 8, 16, 1, 1, 0, 2, 0, 0, 0)) is None  # a 2-channel layout (the input)
+
+
+def test_amx_targets_get_tile_instructions_and_ask_linux_for_them():
+    from nindsl.tvm import amx_kernels
+
+    shape = ConvShape(1, 64, 16, 16, 64, 3, 1, 1, 16, 0, 0, 0)
+    library = tvm.compile(tvm.IRModule({"main": amx_kernels.conv_func(shape, True)}),
+                          target={"kind": "llvm", "mcpu": "sapphirerapids"})
+    assembly = library.mod.inspect_source("asm") if hasattr(library, "mod") else library.inspect_source("asm")
+    for instruction in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):
+        assert instruction in assembly, instruction
+    assert "syscall" in assembly  # arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA), once per process
+    assert "nindsl_tiles" not in assembly  # every tile operation inlined
 
 
 def test_no_bf16_instructions_on_avx2_or_avx512_without_bf16():
@@ -126,8 +174,9 @@ def tiny(tmp_path_factory):
     return nindsl.load(path), path
 
 
-@pytest.mark.parametrize("spec", ["tiny", "tiny pointwise", "nin_digits"])
-def test_the_bf16_network_agrees_with_onnx_runtime(tiny, spec, tmp_path):
+@pytest.mark.parametrize("spec, isa", [("tiny", B.EMULATED), ("tiny pointwise", B.EMULATED),
+                                       ("nin_digits", B.EMULATED), ("tiny", B.EMULATED_AMX)])
+def test_the_bf16_network_agrees_with_onnx_runtime(tiny, spec, isa, tmp_path):
     from nindsl.tvm.artifact import Runner
     from nindsl.tvm.int8 import folds
 
@@ -139,7 +188,7 @@ def test_the_bf16_network_agrees_with_onnx_runtime(tiny, spec, tmp_path):
     model = to_onnx(network, test_weights(network))  # He-scaled: outputs far from uniform
     plan = bf16_plan(model)
     assert folds(network, plan) == (spec != "tiny pointwise")  # a K × K layer over 3 or 1 input channels
-    built = build_bf16(network, HOST, plan, model, None, B.EMULATED)
+    built = build_bf16(network, HOST, plan, model, None, isa)
     images = test_inputs(network, 8)
     got, expected = Runner.from_build(built)(images), runner(model)(images)
     # bf16 keeps 8 significant bits: each layer's outputs are within 2^-8 of their float32 value
@@ -154,19 +203,19 @@ def test_compile_bf16_for_a_bf16_cpu_records_its_accuracy_and_instructions(cli, 
     made = cli("compile", spec, "--target", SAPPHIRE_RAPIDS, "--precision", "bf16", "--calibrate", "random",
                "-o", out)
     assert made.code == 0, made.err
-    assert "bf16 on avx512bf16" in made.out
+    assert "bf16 on amx-bf16" in made.out  # tiles where they fit, vdpbf16ps elsewhere
     if LACKS_BF16:
-        assert "this CPU cannot run avx512bf16: comparing the same sums" in made.err
+        assert "this CPU cannot run amx-bf16: comparing the same sums" in made.err
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["precision"] == "bf16" and manifest["bf16"]["instructions"] == "avx512bf16"
+    assert manifest["precision"] == "bf16" and manifest["bf16"]["instructions"] == "amx-bf16"
     assert manifest["accuracy"]["top1_agreement"] > 0.9 and manifest["accuracy"]["held_out_images"] == 500
-    assert {"avx512bf16", "avx512f"} <= set(manifest["cpu_features"])
+    assert {"avx512bf16", "avx512f", "amx-tile", "amx-bf16"} <= set(manifest["cpu_features"])
     shown = cli("inspect", out)
     assert "precision bf16" in shown.out and "bf16: top-1 agreement" in shown.out
     if LACKS_BF16:  # refused, not SIGILL
         np.save(tmp_path / "x.npy", np.zeros((1, 3, 12, 12), np.float32))
         ran = cli("run", out, "-i", tmp_path / "x.npy")
-        assert ran.code == 1 and "which this CPU lacks" in ran.err and "avx512bf16" in ran.err
+        assert ran.code == 1 and "which this CPU lacks" in ran.err and "amx-bf16" in ran.err
 
 
 def test_bf16_is_refused_with_what_the_cpu_runs_instead(cli, tiny, tmp_path):

@@ -69,7 +69,31 @@ def missing_cpu_features(features, flags: frozenset[str] | None = None) -> list[
     >>> missing_cpu_features(["avx2", "avx512f", "amx-int8"], frozenset({"avx2", "fma"}))
     ['avx512f', 'amx-int8']
     """
-    flags = cpu_flags() if flags is None else flags
+    if flags is None:
+        flags = cpu_flags()
+        if flags is not None and "amx_tile" in flags and not amx_permitted():
+            flags = flags - {"amx_tile", "amx_int8", "amx_bf16"}  # (the first tile instruction would be SIGILL)
     if flags is None:
         return []
     return [f for f in features if f in CPU_FEATURES and CPU_FEATURES[f] not in flags]
+
+
+_amx: bool | None = None
+
+
+def amx_permitted() -> bool:
+    """Whether Linux lets this process use AMX tiles: asks it once, as nindsl's tile kernels
+    do before their first tile instruction (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``;
+    Linux 5.16 and later)."""
+    global _amx
+    if _amx is None:
+        import ctypes
+        import platform
+
+        _amx = False
+        if platform.system() == "Linux" and platform.machine() == "x86_64":
+            try:
+                _amx = ctypes.CDLL(None, use_errno=True).syscall(158, 0x1023, 18) == 0
+            except (OSError, AttributeError):
+                pass
+    return _amx

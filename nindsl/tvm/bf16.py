@@ -17,7 +17,9 @@ from ..kernel.diagnostics import NindslError
 from ..kernel.progress import SILENT, Progress
 from ..language import ir
 from ..onnx.quantize import Calibration, Plan, float_steps
-from .bf16_kernels import EMULATED, bf16_isa, conv_func, narrow, schedule_conv, widen
+from . import amx_kernels
+from .amx_kernels import tile_block
+from .bf16_kernels import EMULATED, EMULATED_AMX, bf16_isa, conv_func, narrow, schedule_conv, vector_isa, widen
 from .build import Build
 from .int8 import QuantizedBuild, _Kernels, compile_chain, kernels, run_batched
 from .int8_kernels import ConvShape, Isa, pack_weights
@@ -70,8 +72,13 @@ class Bf16Kernels(_Kernels):
         o, lanes = weight.shape[0], self.isa.lanes
         bias = np.zeros(-(-o // lanes) * lanes, np.float32)
         bias[:o] = step.bias
-        func = schedule_conv(conv_func(conv, self.isa, step.relu), conv, self.isa, self.blocks.get(step.output))
-        return func, (("w", pack_weights(to_bf16(weight), conv, self.isa)), ("bias", bias))
+        vector, layout = vector_isa(self.isa), conv
+        if vector is not self.isa and tile_block(conv) is not None:  # AMX tiles, where they fit
+            func = amx_kernels.conv_func(conv, step.relu, emulated=self.isa is EMULATED_AMX)
+            layout = amx_kernels.weight_layout(conv)
+        else:
+            func = schedule_conv(conv_func(conv, vector, step.relu), conv, vector, self.blocks.get(step.output))
+        return func, (("w", pack_weights(to_bf16(weight), layout, vector)), ("bias", bias))
 
 
 def bf16_plan(model) -> Plan:

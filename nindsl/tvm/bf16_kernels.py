@@ -26,17 +26,28 @@ from .int8_kernels import ConvShape, Isa, weight_shape
 
 # AVX512-BF16 (Cooper Lake, Sapphire Rapids and later Xeons; AMD Zen 4 and later): 16 sums per step.
 AVX512BF16 = Isa("avx512bf16", 16, False, group=2, width=2)
+# AMX (Sapphire Rapids and later Xeons): convolutions that fit take tile kernels
+# (nindsl.tvm.amx_kernels), the rest AVX512-BF16's, which every AMX CPU has.
+AMX = Isa("amx-bf16", 16, False, group=2, width=2)
 # The same step as two float32 FMAs per pair (LLVM picks the vector width from the target):
-# never chosen for a build that is to be fast.
+# never chosen for a build that is to be fast. EMULATED_AMX: the tile kernels on memory.
 EMULATED = Isa("bf16-emulated", 16, False, group=2, width=2)
-ISAS = (AVX512BF16,)
+EMULATED_AMX = Isa("amx-emulated", 16, False, group=2, width=2)
+ISAS = (AMX, AVX512BF16)  # the best first
 
 
 def bf16_isa(target) -> Isa | None:
     """The bf16 instructions of ``target``'s CPU, or None when it has none."""
     from tvm.target import codegen
 
-    return next((isa for isa in ISAS if codegen.llvm_cpu_has_features(isa.name, target)), None)
+    if not codegen.llvm_cpu_has_features("avx512bf16", target):
+        return None
+    return next(isa for isa in ISAS if codegen.llvm_cpu_has_features(isa.name, target))
+
+
+def vector_isa(isa: Isa) -> Isa:
+    """The vector step of a build with ``isa``: a tile build's convolutions that tiles do not fit."""
+    return {AMX: AVX512BF16, EMULATED_AMX: EMULATED}.get(isa, isa)
 
 
 def step_function(isa: Isa) -> str:

@@ -1,0 +1,332 @@
+"""AMX tile kernels for bf16 convolutions (Sapphire Rapids and later Xeons).
+
+One AMX instruction, ``tdpbf16ps C, A, B``, adds to a tile ``C`` of ``rows × 16`` float32 sums
+the products of ``A`` (``rows`` output pixels × 32 bf16 input channels) and ``B`` (16 pairs of
+input channels × 16 output channels, each pair adjacent): 16 × 32 × rows multiply-adds, where
+``vdpbf16ps`` does 32. The layouts are already those of the bf16 vector kernel
+(:mod:`nindsl.tvm.bf16_kernels`):
+
+- ``A``: a row is one input pixel's 32 channels, 64 bytes; the rows of a tile are the pixels
+  under ``rows`` consecutive output columns at one kernel tap, ``stride × pixel bytes`` apart
+  in the (padded) NHWC input: one strided tile load.
+- ``B``: the packed weights ``[O/16, K, KW, C/2, 1, 16, 2]`` hold each tap's 16 channel pairs
+  × 16 output channels as 1 KiB in a row: one tile load.
+- ``C``: ``rows`` pixels × 16 output channels, stored to a small buffer; the bias, ReLU and
+  rounding to bf16 follow as vector code.
+
+A block is ``across × rows`` output pixels of one row × ``deep × 16`` output channels: up to
+4 sum tiles (0–3), ``across`` input tiles (4, 5) and ``deep`` weight tiles (6, 7), loaded once
+per tap and input-channel tile. As with the vector step, TVM cannot emit tile instructions:
+each operation is a small function of LLVM IR (:func:`tile_ir`, tile numbers constant after
+unrolling) linked into the kernel. The first block a process runs asks Linux for the tile state
+(``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``), which Linux requires before the
+first tile instruction. :func:`emulated_tile_ir` does the same operations on 8 KiB of memory
+with scalar float32 FMAs, so that the tests run the addresses and layouts on any CPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .int8_kernels import ConvShape
+
+TILE_BYTES = 1024  # 16 rows of 64 bytes
+SUMS, INPUTS, WEIGHTS = 0, 4, 6  # the first tile of each kind
+
+
+@dataclass(frozen=True)
+class TileBlock:
+    """The output block of one kernel call: ``across`` input tiles of ``rows`` pixels, ``deep``
+    weight tiles of 16 output channels."""
+
+    rows: int
+    across: int
+    deep: int
+
+
+def tile_block(shape: ConvShape) -> TileBlock | None:
+    """The block a convolution takes, or None where the tile kernel does not fit it: its input
+    must hold whole 32-channel tiles (16-channel blocks in pairs), and an output row must split
+    into whole tiles of 8 to 16 pixels (one or two per block)."""
+    _, width = shape.out_size
+    blocks_in = -(-shape.channels // shape.in_block)
+    if shape.in_block != 16 or blocks_in % 2:
+        return None
+    rows = next((r for r in range(16, 7, -1) if width % r == 0), None)
+    if rows is None:
+        return None
+    blocks_out = -(-shape.out_channels // 16)
+    return TileBlock(rows, 2 if width % (2 * rows) == 0 else 1, 2 if blocks_out % 2 == 0 else 1)
+
+
+def weight_layout(shape: ConvShape) -> ConvShape:
+    """``shape`` with its input channels padded to whole 16-channel blocks, as the input holds
+    them: the tile kernel reads every channel of a tile, so the packed weights have them all."""
+    return replace(shape, channels=-(-shape.channels // 16) * 16)
+
+
+def _switch(name: str, cases: list[str]) -> str:
+    """IR that runs ``cases[i]`` for ``%index = i``: constant after inlining, so one remains."""
+    labels = " ".join(f"i32 {i}, label %case{i}" for i in range(len(cases) - 1))
+    body = "".join(f"case{i}:\n  {case}\n  ret void\n" for i, case in enumerate(cases))
+    return f"  switch i32 %index, label %case{len(cases) - 1} [ {labels} ]\n{body}"
+
+
+def tile_ir(block: TileBlock) -> str:
+    """The tile operations of one block shape, in LLVM IR for AMX. Every function takes the
+    emulation's tile memory first (unused here): one kernel serves both."""
+    rows = [block.rows] * 6 + [16, 16]  # sums and inputs: the block's pixels; weights: 16 pairs
+    config = "\n".join(
+        f"  %cols{t} = getelementptr i8, ptr %config, i64 {16 + 2 * t}\n  store i16 64, ptr %cols{t}\n"
+        f"  %rows{t} = getelementptr i8, ptr %config, i64 {48 + t}\n  store i8 {rows[t]}, ptr %rows{t}"
+        for t in range(8))
+    load = "call void @llvm.x86.tileloadd64(i8 {}, ptr %from, i64 %stride)"
+    return f"""
+declare void @llvm.x86.ldtilecfg(ptr)
+declare void @llvm.x86.tilerelease()
+declare void @llvm.x86.tilezero(i8 immarg)
+declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
+declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
+declare void @llvm.x86.tdpbf16ps(i8 immarg, i8 immarg, i8 immarg)
+declare void @llvm.memset.p0.i64(ptr, i8, i64, i1 immarg)
+declare i64 @syscall(i64, ...)
+@permitted = internal global i32 0
+
+define void @nindsl_tiles_begin(ptr %memory) alwaysinline {{
+entry:
+  %config = alloca [64 x i8], align 64
+  %done = load atomic i32, ptr @permitted monotonic, align 4
+  %asked = icmp ne i32 %done, 0
+  br i1 %asked, label %configure, label %ask
+ask:
+  %granted = call i64 (i64, ...) @syscall(i64 158, i64 4131, i64 18)  ; arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA)
+  store atomic i32 1, ptr @permitted monotonic, align 4
+  br label %configure
+configure:
+  call void @llvm.memset.p0.i64(ptr %config, i8 0, i64 64, i1 false)
+  store i8 1, ptr %config  ; palette 1
+{config}
+  call void @llvm.x86.ldtilecfg(ptr %config)
+  call void @llvm.x86.tilezero(i8 0)
+  call void @llvm.x86.tilezero(i8 1)
+  call void @llvm.x86.tilezero(i8 2)
+  call void @llvm.x86.tilezero(i8 3)
+  ret void
+}}
+
+define void @nindsl_tiles_end(ptr %memory) alwaysinline {{
+  call void @llvm.x86.tilerelease()
+  ret void
+}}
+
+define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
+entry:
+{_switch("load", [load.format(t) for t in range(INPUTS, 8)])}}}
+
+define void @nindsl_tiles_dot(ptr %memory, i32 %index) alwaysinline {{
+entry:
+{_switch("dot", [f"call void @llvm.x86.tdpbf16ps(i8 {2 * a + b}, i8 {INPUTS + a}, i8 {WEIGHTS + b})"
+                 for a in range(2) for b in range(2)])}}}
+
+define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to) alwaysinline {{
+entry:
+{_switch("store", [f"call void @llvm.x86.tilestored64(i8 {t}, ptr %to, i64 64)" for t in range(4)])}}}
+"""
+
+
+def emulated_tile_ir(block: TileBlock) -> str:
+    """:func:`tile_ir`'s operations on 8 tiles of 1 KiB at ``%memory``: what ``tdpbf16ps`` adds,
+    in its order (the even channel of a pair first), with float32 FMAs."""
+    return f"""
+declare void @llvm.memset.p0.i64(ptr, i8, i64, i1 immarg)
+declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1 immarg)
+declare float @llvm.fma.f32(float, float, float)
+
+define void @nindsl_tiles_begin(ptr %memory) alwaysinline {{
+  call void @llvm.memset.p0.i64(ptr %memory, i8 0, i64 {4 * TILE_BYTES}, i1 false)
+  ret void
+}}
+
+define void @nindsl_tiles_end(ptr %memory) alwaysinline {{
+  ret void
+}}
+
+define internal void @rows(ptr %to, i64 %to_stride, ptr %from, i64 %from_stride, i64 %count) {{
+entry:
+  br label %loop
+loop:
+  %r = phi i64 [ 0, %entry ], [ %next, %loop ]
+  %to_offset = mul i64 %r, %to_stride
+  %from_offset = mul i64 %r, %from_stride
+  %t = getelementptr i8, ptr %to, i64 %to_offset
+  %f = getelementptr i8, ptr %from, i64 %from_offset
+  call void @llvm.memcpy.p0.p0.i64(ptr %t, ptr %f, i64 64, i1 false)
+  %next = add i64 %r, 1
+  %more = icmp ult i64 %next, %count
+  br i1 %more, label %loop, label %done
+done:
+  ret void
+}}
+
+define internal ptr @tile(ptr %memory, i32 %index) {{
+  %i = zext i32 %index to i64
+  %offset = mul i64 %i, {TILE_BYTES}
+  %p = getelementptr i8, ptr %memory, i64 %offset
+  ret ptr %p
+}}
+
+define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
+  %t = add i32 %index, {INPUTS}
+  %to = call ptr @tile(ptr %memory, i32 %t)
+  %weights = icmp uge i32 %t, {WEIGHTS}
+  %count = select i1 %weights, i64 16, i64 {block.rows}
+  call void @rows(ptr %to, i64 64, ptr %from, i64 %stride, i64 %count)
+  ret void
+}}
+
+define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to) alwaysinline {{
+  %from = call ptr @tile(ptr %memory, i32 %index)
+  call void @rows(ptr %to, i64 64, ptr %from, i64 64, i64 {block.rows})
+  ret void
+}}
+
+define internal float @bf16(ptr %base, i64 %index) {{
+  %p = getelementptr i16, ptr %base, i64 %index
+  %bits = load i16, ptr %p
+  %wide = zext i16 %bits to i32
+  %high = shl i32 %wide, 16
+  %value = bitcast i32 %high to float
+  ret float %value
+}}
+
+define void @nindsl_tiles_dot(ptr %memory, i32 %index) alwaysinline {{
+entry:
+  %a = lshr i32 %index, 1
+  %b = and i32 %index, 1
+  %ta = add i32 %a, {INPUTS}
+  %tb = add i32 %b, {WEIGHTS}
+  %sums = call ptr @tile(ptr %memory, i32 %index)
+  %inputs = call ptr @tile(ptr %memory, i32 %ta)
+  %weights = call ptr @tile(ptr %memory, i32 %tb)
+  br label %row
+row:
+  %m = phi i64 [ 0, %entry ], [ %m_next, %row_end ]
+  br label %column
+column:
+  %n = phi i64 [ 0, %row ], [ %n_next, %column_end ]
+  %c_row = mul i64 %m, 16
+  %c_index = add i64 %c_row, %n
+  %c = getelementptr float, ptr %sums, i64 %c_index
+  %start = load float, ptr %c
+  br label %pair
+pair:
+  %k = phi i64 [ 0, %column ], [ %k_next, %pair ]
+  %sum = phi float [ %start, %column ], [ %sum2, %pair ]
+  %a_row = mul i64 %m, 32
+  %k2 = mul i64 %k, 2
+  %a0 = add i64 %a_row, %k2
+  %a1 = add i64 %a0, 1
+  %b_row = mul i64 %k, 32
+  %n2 = mul i64 %n, 2
+  %b0 = add i64 %b_row, %n2
+  %b1 = add i64 %b0, 1
+  %x0 = call float @bf16(ptr %inputs, i64 %a0)
+  %x1 = call float @bf16(ptr %inputs, i64 %a1)
+  %y0 = call float @bf16(ptr %weights, i64 %b0)
+  %y1 = call float @bf16(ptr %weights, i64 %b1)
+  %sum1 = call float @llvm.fma.f32(float %x0, float %y0, float %sum)
+  %sum2 = call float @llvm.fma.f32(float %x1, float %y1, float %sum1)
+  %k_next = add i64 %k, 1
+  %k_more = icmp ult i64 %k_next, 16
+  br i1 %k_more, label %pair, label %column_end
+column_end:
+  store float %sum2, ptr %c
+  %n_next = add i64 %n, 1
+  %n_more = icmp ult i64 %n_next, 16
+  br i1 %n_more, label %column, label %row_end
+row_end:
+  %m_next = add i64 %m, 1
+  %m_more = icmp ult i64 %m_next, {block.rows}
+  br i1 %m_more, label %row, label %done
+done:
+  ret void
+}}
+"""
+
+
+def conv_func(shape: ConvShape, relu: bool, emulated: bool = False):
+    """The tile kernel of ``shape`` (:func:`tile_block` must fit it), with
+    :func:`nindsl.tvm.bf16_kernels.conv_func`'s arguments and result, but the weights packed
+    for :func:`weight_layout`; ``emulated``: the operations of :func:`emulated_tile_ir`,
+    which run on any CPU."""
+    from tvm import ir, tirx
+    from tvm.script import tirx as T
+
+    from .bf16_kernels import AVX512BF16, narrow
+    from .int8_kernels import weight_shape
+
+    block = tile_block(shape)
+    rows, across, deep = block.rows, block.across, block.deep
+    s = shape
+    oh, ow = s.out_size
+    blocks_in, blocks_out = -(-s.channels // 16), -(-s.out_channels // 16)
+    p, stride, k, kw = s.pad, s.stride, s.kernel, s.kw
+    n, h, w, height, width = s.batch, s.height, s.width, s.height + 2 * s.pad, s.width + 2 * s.pad
+    pixel = blocks_in * 16  # numbers per input pixel
+    per_tap = blocks_in * 8 * 32  # weights per output block and tap
+    memory = 8 * TILE_BYTES if emulated else 1  # (AMX keeps its tiles in the tile registers)
+
+    def tiles(mem):
+        return T.tvm_access_ptr(T.type_annotation("uint8"), mem.data, 0, memory, 3)
+
+    @T.prim_func
+    def main(x: T.Buffer((n, h, w, blocks_in, 16), "uint16"),
+             wt: T.Buffer(weight_shape(weight_layout(s), AVX512BF16), "uint16"),
+             bias: T.Buffer((blocks_out * 16,), "float32"), out: T.Buffer((n, oh, ow, blocks_out, 16), "uint16")):
+        T.func_attr({"tirx.noalias": True})
+        padded = T.decl_buffer((n, height, width, blocks_in, 16), "uint16")
+        for image_row in T.parallel(n * height):
+            for j, c, lane in T.grid(width, blocks_in, 16):
+                i = image_row % height
+                padded[image_row // height, i, j, c, lane] = T.if_then_else(
+                    i >= p and i < h + p and j >= p and j < w + p,
+                    x[image_row // height, T.max(i - p, 0), T.max(j - p, 0), c, lane], T.uint16(0))
+        for output_row in T.parallel(n * oh):
+            mem = T.decl_buffer((memory,), "uint8", scope="local")
+            sums = T.decl_buffer((4, rows, 16), "float32", scope="local")
+            for jo, fo in T.grid(ow // (rows * across), blocks_out // deep):
+                T.evaluate(T.call_extern("void", "nindsl_tiles_begin", tiles(mem)))
+                for ry, rx, t in T.grid(k, kw, blocks_in // 2):
+                    for a in T.unroll(across):
+                        column = (jo * across + a) * rows * stride + rx
+                        T.evaluate(T.call_extern(
+                            "void", "nindsl_tiles_load", tiles(mem), a,
+                            T.tvm_access_ptr(T.type_annotation("uint16"), padded.data,
+                                             ((((output_row // oh) * height + (output_row % oh) * stride + ry) * width
+                                               + column) * blocks_in + t * 2) * 16,
+                                             (rows - 1) * stride * pixel + 32, 1),
+                            T.int64(stride * pixel * 2)))
+                    for b in T.unroll(deep):
+                        T.evaluate(T.call_extern(
+                            "void", "nindsl_tiles_load", tiles(mem), 2 + b,
+                            T.tvm_access_ptr(T.type_annotation("uint16"), wt.data,
+                                             (((fo * deep + b) * k + ry) * kw + rx) * per_tap + t * 512, 512, 1),
+                            T.int64(64)))
+                    for a in T.unroll(across):
+                        for b in T.unroll(deep):
+                            T.evaluate(T.call_extern("void", "nindsl_tiles_dot", tiles(mem), 2 * a + b))
+                for a in T.unroll(across):
+                    for b in T.unroll(deep):
+                        T.evaluate(T.call_extern(
+                            "void", "nindsl_tiles_store", tiles(mem), 2 * a + b,
+                            T.tvm_access_ptr(T.type_annotation("float32"), sums.data, (2 * a + b) * rows * 16,
+                                             rows * 16, 2)))
+                T.evaluate(T.call_extern("void", "nindsl_tiles_end", tiles(mem)))
+                for a, b, r in T.grid(across, deep, rows):
+                    for lane in T.vectorized(16):  # (no let: TVM 0.27 vectorises a let's value wrongly here)
+                        out[output_row // oh, output_row % oh, (jo * across + a) * rows + r, fo * deep + b, lane] = narrow(
+                            T.max(sums[2 * a + b, r, lane] + bias[(fo * deep + b) * 16 + lane], T.float32(0)) if relu
+                            else sums[2 * a + b, r, lane] + bias[(fo * deep + b) * 16 + lane])
+
+    code = emulated_tile_ir(block) if emulated else tile_ir(block)
+    return main.with_body(tirx.AttrStmt(tirx.const(0, "int32"), "pragma_import_llvm", ir.StringImm(code), main.body))
+
