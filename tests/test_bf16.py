@@ -120,7 +120,7 @@ def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
     """The emulated AMX convolution, as :func:`_run_conv`."""
     from nindsl.tvm import amx_kernels
 
-    return _run_conv(shape, relu, seed, lambda: amx_kernels.conv_func(shape, relu, emulated=True),
+    return _run_conv(shape, relu, seed, lambda: amx_kernels.conv_func(shape, amx_kernels.BF16, relu, emulated=True),
                      amx_kernels.weight_layout(shape))
 
 
@@ -153,7 +153,7 @@ def test_amx_targets_get_tile_instructions_and_ask_linux_for_them():
     from nindsl.tvm import amx_kernels
 
     shape = ConvShape(1, 64, 16, 16, 64, 3, 1, 1, 16, 0, 0, 0)
-    library = tvm.compile(tvm.IRModule({"main": amx_kernels.conv_func(shape, True)}),
+    library = tvm.compile(tvm.IRModule({"main": amx_kernels.conv_func(shape, amx_kernels.BF16, True)}),
                           target={"kind": "llvm", "mcpu": "sapphirerapids"})
     assembly = library.mod.inspect_source("asm") if hasattr(library, "mod") else library.inspect_source("asm")
     for instruction in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):

@@ -58,8 +58,9 @@ def reference_conv(x, w, bias, scale, shape: K.ConvShape) -> np.ndarray:
     return np.clip(value + shape.zero_out, shape.low, 127).astype(np.uint8)
 
 
-def run_conv(shape: K.ConvShape, isa: K.Isa, x, w, bias, scale, block=None) -> np.ndarray:
-    func = K.schedule_conv(K.conv_func(shape, isa), shape, isa, block)
+def run_conv(shape: K.ConvShape, isa: K.Isa, x, w, bias, scale, block=None, func=None, layout=None) -> np.ndarray:
+    """The kernel of ``shape`` (or ``func``, its weights packed for ``layout``) on ``x``."""
+    func = func or K.schedule_conv(K.conv_func(shape, isa), shape, isa, block)
     library = tvm.compile(tvm.IRModule({"main": func}), target=_host_target())
     n, c, h, width = x.shape
     b = shape.in_block
@@ -72,7 +73,8 @@ def run_conv(shape: K.ConvShape, isa: K.Isa, x, w, bias, scale, block=None) -> n
     bias_[:o], scale_[:o] = bias, scale
     oh, ow = shape.out_size
     out = tvm.runtime.empty((n, oh, ow, padded_o // lanes, lanes), "uint8")
-    library["main"](*(tvm.runtime.tensor(a) for a in (blocked, K.pack_weights(w, shape, isa), bias_, scale_)), out)
+    packed = K.pack_weights(w, layout or shape, isa)
+    library["main"](*(tvm.runtime.tensor(a) for a in (blocked, packed, bias_, scale_)), out)
     return out.numpy().reshape(n, oh, ow, padded_o).transpose(0, 3, 1, 2)[:, :o]
 
 
@@ -133,7 +135,7 @@ def test_paired_steps_need_weights_within_63():
 
 
 @pytest.mark.parametrize("mcpu, expected", [("znver3", "avx2"), ("haswell", "avx2"), ("skylake-avx512", "avx512bw"),
-                                            ("cascadelake", "avx512vnni"), ("sapphirerapids", "avx512vnni"),
+                                            ("cascadelake", "avx512vnni"), ("sapphirerapids", "amx-int8"),
                                             ("alderlake", "avxvnni"),
                                             ("sandybridge", None)])
 def test_instructions_come_from_the_targets_features_not_the_machine(mcpu, expected):
@@ -175,11 +177,11 @@ def test_quantization_of_a_range():
 def test_pooling_matches_onnx_runtime_on_the_dequantized_values(op, attributes, size):
     from onnx import TensorProto, helper
 
-    from nindsl.tvm.int8 import _Kernels
+    from nindsl.tvm.int8 import Int8Kernels
 
     quant, lanes = Quant(0.05, 5), 8
     plan = Plan([], {"a": quant, "b": quant}, "a", "b", False)
-    func, shape = _Kernels(plan, None, 2, K.PORTABLE).pool(Step(op, "a", "b", attributes), (2, size, size, 2, lanes),
+    func, shape = Int8Kernels(plan, None, 2, K.PORTABLE).pool(Step(op, "a", "b", attributes), (2, size, size, 2, lanes),
                                                              lanes)
     library = tvm.compile(tvm.IRModule({"main": func}), target=_host_target())
     x = np.random.default_rng(0).integers(0, 128, (2, size, size, 2, lanes)).astype(np.uint8)
@@ -532,3 +534,71 @@ def test_bench_prints_why_an_engine_cannot_run_as_it_is(cli, monkeypatch):
     assert result.code == 0, result.err
     assert "openvino: cannot run here: the openvino package is not installed (pip install 'nindsl[openvino]')" \
         in " ".join(result.out.split())  # brackets printed, not read as markup
+
+
+# --- AMX tiles (tdpbusd): emulated here, compiled for Sapphire Rapids -----------------------------
+
+TILE_CONVS = [  # as CONVS; every input holds whole 64-channel tiles (blocks of 16)
+    (2, 64, 8, 8, 40, 3, 1, 1, 0, 3, 0, 0),  # padded with the zero point, 3 output blocks
+    (1, 128, 16, 32, 32, 1, 1, 0, 0, 0, 2, 2),  # 2 tiles of pixels and of channels, ReLU above a zero point
+    (1, 64, 23, 23, 16, 5, 2, 2, 0, 5, 0, 0),  # strided: a tile's rows 2 pixels apart
+    (1, 50, 10, 10, 10, 3, 1, 1, 0, 1, 4, 0),  # 50 channels in a tile of 64, no ReLU
+]
+
+
+@pytest.mark.parametrize("conv", TILE_CONVS)
+def test_the_amx_convolution_is_exact(conv):
+    from nindsl.tvm import amx_kernels
+
+    n, c, h, w, o, k, s, p, _, zin, zout, low = conv
+    shape = K.ConvShape(n, c, h, w, o, k, s, p, 16, zin, zout, low)
+    assert amx_kernels.tile_block(shape, amx_kernels.INT8) is not None
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 128, (n, c, h, w)).astype(np.uint8)
+    weights = rng.integers(-127, 128, (o, c, k, k)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, o).astype(np.int32)
+    scale = (rng.random(o) * 2e-4).astype(np.float32)
+    func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=True)
+    got = run_conv(shape, K.PORTABLE, x, weights, bias, scale, func=func, layout=amx_kernels.weight_layout(shape))
+    assert np.array_equal(got, reference_conv(x, weights, bias, scale, shape))
+
+
+def test_int8_tiles_fit_whole_64_channel_inputs():
+    from nindsl.tvm import amx_kernels
+
+    assert amx_kernels.tile_block(K.ConvShape(1, 32, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0), amx_kernels.INT8) is None
+    assert amx_kernels.tile_block(K.ConvShape(1, 32, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0), amx_kernels.BF16) is not None
+
+
+def test_amx_int8_targets_get_tdpbusd():
+    from nindsl.tvm import amx_kernels
+
+    shape = K.ConvShape(1, 64, 16, 16, 64, 3, 1, 1, 16, 2, 0, 0)
+    library = tvm.compile(tvm.IRModule({"main": amx_kernels.conv_func(shape, amx_kernels.INT8)}),
+                          target={"kind": "llvm", "mcpu": "sapphirerapids"})
+    assembly = library.mod.inspect_source("asm")
+    for instruction in ("ldtilecfg", "tileloadd", "tdpbusd", "tilestored", "tilerelease"):
+        assert instruction in assembly, instruction
+    assert "nindsl_tiles" not in assembly
+
+
+WIDE = TINY.replace("mlpconv([24, 16], kernel = 3, pad = 1)", "mlpconv([64, 48], kernel = 3, pad = 1)")
+
+
+def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path):
+    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import build_int8, kernels
+
+    (tmp_path / "wide.nin").write_text(WIDE)
+    network = nindsl.load(tmp_path / "wide.nin")
+    model = to_onnx(network, None)
+    plan = quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
+    calls, _, _ = kernels(network, plan, 5, K.EMULATED_AMX)
+    assert sum(amx_kernels.tile_block(c.conv, amx_kernels.INT8) is not None for c in calls if c.conv) == 1  # conv1.1
+    qdq = to_qdq(model, plan)
+    x = np.random.default_rng(1).standard_normal((5, 3, 12, 12)).astype(np.float32)
+    tiles = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.EMULATED_AMX))(x)
+    portable = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.PORTABLE))(x)
+    assert np.array_equal(tiles, portable)  # the same integers
+    assert np.abs(tiles - runner(qdq)(x)).max() < 2e-3

@@ -34,6 +34,27 @@ SUMS, INPUTS, WEIGHTS = 0, 4, 6  # the first tile of each kind
 
 
 @dataclass(frozen=True)
+class Numbers:
+    """What one tile instruction multiplies: ``width``-byte numbers, 64 bytes of a pixel's
+    channels per input row, a weight row of 16 output channels × ``4 / width`` input channels."""
+
+    name: str
+    width: int  # bytes per number
+    instruction: str  # the tile instruction
+    sums: str  # the sums' type
+    storage: str  # how activations and weights are stored (bf16 as its bits)
+
+    @property
+    def channels(self) -> int:
+        """Input channels per tile."""
+        return 64 // self.width
+
+
+BF16 = Numbers("bf16", 2, "tdpbf16ps", "float32", "uint16")
+INT8 = Numbers("int8", 1, "tdpbusd", "int32", "uint8")  # unsigned activations × signed weights
+
+
+@dataclass(frozen=True)
 class TileBlock:
     """The output block of one kernel call: ``across`` input tiles of ``rows`` pixels, ``deep``
     weight tiles of 16 output channels."""
@@ -43,13 +64,13 @@ class TileBlock:
     deep: int
 
 
-def tile_block(shape: ConvShape) -> TileBlock | None:
+def tile_block(shape: ConvShape, numbers: Numbers = BF16) -> TileBlock | None:
     """The block a convolution takes, or None where the tile kernel does not fit it: its input
-    must hold whole 32-channel tiles (16-channel blocks in pairs), and an output row must split
-    into whole tiles of 8 to 16 pixels (one or two per block)."""
+    must hold whole tiles of channels (32 bf16, 64 int8, in blocks of 16), and an output row
+    must split into whole tiles of 8 to 16 pixels (one or two per block)."""
     _, width = shape.out_size
     blocks_in = -(-shape.channels // shape.in_block)
-    if shape.in_block != 16 or blocks_in % 2:
+    if shape.in_block != 16 or blocks_in % (numbers.channels // 16):
         return None
     rows = next((r for r in range(16, 7, -1) if width % r == 0), None)
     if rows is None:
@@ -71,10 +92,10 @@ def _switch(name: str, cases: list[str]) -> str:
     return f"  switch i32 %index, label %case{len(cases) - 1} [ {labels} ]\n{body}"
 
 
-def tile_ir(block: TileBlock) -> str:
+def tile_ir(block: TileBlock, numbers: Numbers = BF16) -> str:
     """The tile operations of one block shape, in LLVM IR for AMX. Every function takes the
     emulation's tile memory first (unused here): one kernel serves both."""
-    rows = [block.rows] * 6 + [16, 16]  # sums and inputs: the block's pixels; weights: 16 pairs
+    rows = [block.rows] * 6 + [16, 16]  # sums and inputs: the block's pixels; weights: 16 rows
     config = "\n".join(
         f"  %cols{t} = getelementptr i8, ptr %config, i64 {16 + 2 * t}\n  store i16 64, ptr %cols{t}\n"
         f"  %rows{t} = getelementptr i8, ptr %config, i64 {48 + t}\n  store i8 {rows[t]}, ptr %rows{t}"
@@ -86,7 +107,7 @@ declare void @llvm.x86.tilerelease()
 declare void @llvm.x86.tilezero(i8 immarg)
 declare void @llvm.x86.tileloadd64(i8 immarg, ptr, i64)
 declare void @llvm.x86.tilestored64(i8 immarg, ptr, i64)
-declare void @llvm.x86.tdpbf16ps(i8 immarg, i8 immarg, i8 immarg)
+declare void @llvm.x86.{numbers.instruction}(i8 immarg, i8 immarg, i8 immarg)
 declare void @llvm.memset.p0.i64(ptr, i8, i64, i1 immarg)
 declare i64 @syscall(i64, ...)
 @permitted = internal global i32 0
@@ -124,25 +145,59 @@ entry:
 
 define void @nindsl_tiles_dot(ptr %memory, i32 %index) alwaysinline {{
 entry:
-{_switch("dot", [f"call void @llvm.x86.tdpbf16ps(i8 {2 * a + b}, i8 {INPUTS + a}, i8 {WEIGHTS + b})"
+{_switch("dot", [f"call void @llvm.x86.{numbers.instruction}(i8 {2 * a + b}, i8 {INPUTS + a}, i8 {WEIGHTS + b})"
                  for a in range(2) for b in range(2)])}}}
 
-define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to) alwaysinline {{
+define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
 entry:
-{_switch("store", [f"call void @llvm.x86.tilestored64(i8 {t}, ptr %to, i64 64)" for t in range(4)])}}}
+{_switch("store", [f"call void @llvm.x86.tilestored64(i8 {t}, ptr %to, i64 %stride)" for t in range(4)])}}}
 """
 
 
-def emulated_tile_ir(block: TileBlock) -> str:
-    """:func:`tile_ir`'s operations on 8 tiles of 1 KiB at ``%memory``: what ``tdpbf16ps`` adds,
-    in its order (the even channel of a pair first), with float32 FMAs."""
-    return f"""
+def emulated_tile_ir(block: TileBlock, numbers: Numbers = BF16) -> str:
+    """:func:`tile_ir`'s operations on 8 tiles of 1 KiB at ``%memory``: what the instruction
+    adds, in its order (bf16: the even channel of a pair first, float32 FMAs; int8: four
+    products in int32)."""
+    group = 4 // numbers.width  # input channels per 32-bit element
+    steps = []
+    for i in range(group):  # the running sum: %sum, %s1, ..., %next
+        before, after = "%sum" if i == 0 else f"%s{i}", "%next" if i == group - 1 else f"%s{i + 1}"
+        steps.append(f"  %a{i} = add i64 %a_at, {i}\n  %b{i} = add i64 %b_at, {i}")
+        if numbers is BF16:
+            steps.append(f"  %x{i} = call float @bf16(ptr %inputs, i64 %a{i})\n"
+                         f"  %y{i} = call float @bf16(ptr %weights, i64 %b{i})\n"
+                         f"  {after} = call float @llvm.fma.f32(float %x{i}, float %y{i}, float {before})")
+        else:
+            steps.append(f"  %pa{i} = getelementptr i8, ptr %inputs, i64 %a{i}\n"
+                         f"  %pb{i} = getelementptr i8, ptr %weights, i64 %b{i}\n"
+                         f"  %u{i} = load i8, ptr %pa{i}\n  %v{i} = load i8, ptr %pb{i}\n"
+                         f"  %x{i} = zext i8 %u{i} to i32\n  %y{i} = sext i8 %v{i} to i32\n"
+                         f"  %p{i} = mul i32 %x{i}, %y{i}\n  {after} = add i32 {before}, %p{i}")
+    sum_type, helpers = ("float", _BF16_HELPER) if numbers is BF16 else ("i32", "")
+    products = "\n".join(steps)
+    return _EMULATED.format(inputs=INPUTS, weights=WEIGHTS, rows=block.rows, tile=TILE_BYTES, zeroed=4 * TILE_BYTES,
+                            sum=sum_type, per_row=64 // numbers.width, group=group, products=products,
+                            helpers=helpers)
+
+
+_BF16_HELPER = """
+define internal float @bf16(ptr %base, i64 %index) {
+  %p = getelementptr i16, ptr %base, i64 %index
+  %bits = load i16, ptr %p
+  %wide = zext i16 %bits to i32
+  %high = shl i32 %wide, 16
+  %value = bitcast i32 %high to float
+  ret float %value
+}
+"""
+
+_EMULATED = """
 declare void @llvm.memset.p0.i64(ptr, i8, i64, i1 immarg)
 declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1 immarg)
 declare float @llvm.fma.f32(float, float, float)
 
 define void @nindsl_tiles_begin(ptr %memory) alwaysinline {{
-  call void @llvm.memset.p0.i64(ptr %memory, i8 0, i64 {4 * TILE_BYTES}, i1 false)
+  call void @llvm.memset.p0.i64(ptr %memory, i8 0, i64 {zeroed}, i1 false)
   ret void
 }}
 
@@ -169,41 +224,33 @@ done:
 
 define internal ptr @tile(ptr %memory, i32 %index) {{
   %i = zext i32 %index to i64
-  %offset = mul i64 %i, {TILE_BYTES}
+  %offset = mul i64 %i, {tile}
   %p = getelementptr i8, ptr %memory, i64 %offset
   ret ptr %p
 }}
 
 define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
-  %t = add i32 %index, {INPUTS}
+  %t = add i32 %index, {inputs}
   %to = call ptr @tile(ptr %memory, i32 %t)
-  %weights = icmp uge i32 %t, {WEIGHTS}
-  %count = select i1 %weights, i64 16, i64 {block.rows}
+  %weights = icmp uge i32 %t, {weights}
+  %count = select i1 %weights, i64 16, i64 {rows}
   call void @rows(ptr %to, i64 64, ptr %from, i64 %stride, i64 %count)
   ret void
 }}
 
-define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to) alwaysinline {{
+define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
   %from = call ptr @tile(ptr %memory, i32 %index)
-  call void @rows(ptr %to, i64 64, ptr %from, i64 64, i64 {block.rows})
+  call void @rows(ptr %to, i64 %stride, ptr %from, i64 64, i64 {rows})
   ret void
 }}
 
-define internal float @bf16(ptr %base, i64 %index) {{
-  %p = getelementptr i16, ptr %base, i64 %index
-  %bits = load i16, ptr %p
-  %wide = zext i16 %bits to i32
-  %high = shl i32 %wide, 16
-  %value = bitcast i32 %high to float
-  ret float %value
-}}
-
+{helpers}
 define void @nindsl_tiles_dot(ptr %memory, i32 %index) alwaysinline {{
 entry:
   %a = lshr i32 %index, 1
   %b = and i32 %index, 1
-  %ta = add i32 %a, {INPUTS}
-  %tb = add i32 %b, {WEIGHTS}
+  %ta = add i32 %a, {inputs}
+  %tb = add i32 %b, {weights}
   %sums = call ptr @tile(ptr %memory, i32 %index)
   %inputs = call ptr @tile(ptr %memory, i32 %ta)
   %weights = call ptr @tile(ptr %memory, i32 %tb)
@@ -215,37 +262,30 @@ column:
   %n = phi i64 [ 0, %row ], [ %n_next, %column_end ]
   %c_row = mul i64 %m, 16
   %c_index = add i64 %c_row, %n
-  %c = getelementptr float, ptr %sums, i64 %c_index
-  %start = load float, ptr %c
-  br label %pair
-pair:
-  %k = phi i64 [ 0, %column ], [ %k_next, %pair ]
-  %sum = phi float [ %start, %column ], [ %sum2, %pair ]
-  %a_row = mul i64 %m, 32
-  %k2 = mul i64 %k, 2
-  %a0 = add i64 %a_row, %k2
-  %a1 = add i64 %a0, 1
-  %b_row = mul i64 %k, 32
-  %n2 = mul i64 %n, 2
-  %b0 = add i64 %b_row, %n2
-  %b1 = add i64 %b0, 1
-  %x0 = call float @bf16(ptr %inputs, i64 %a0)
-  %x1 = call float @bf16(ptr %inputs, i64 %a1)
-  %y0 = call float @bf16(ptr %weights, i64 %b0)
-  %y1 = call float @bf16(ptr %weights, i64 %b1)
-  %sum1 = call float @llvm.fma.f32(float %x0, float %y0, float %sum)
-  %sum2 = call float @llvm.fma.f32(float %x1, float %y1, float %sum1)
+  %c = getelementptr {sum}, ptr %sums, i64 %c_index
+  %start = load {sum}, ptr %c
+  br label %step
+step:
+  %k = phi i64 [ 0, %column ], [ %k_next, %step ]
+  %sum = phi {sum} [ %start, %column ], [ %next, %step ]
+  %a_row = mul i64 %m, {per_row}
+  %k_at = mul i64 %k, {group}
+  %a_at = add i64 %a_row, %k_at
+  %b_row = mul i64 %k, {per_row}
+  %n_at = mul i64 %n, {group}
+  %b_at = add i64 %b_row, %n_at
+{products}
   %k_next = add i64 %k, 1
   %k_more = icmp ult i64 %k_next, 16
-  br i1 %k_more, label %pair, label %column_end
+  br i1 %k_more, label %step, label %column_end
 column_end:
-  store float %sum2, ptr %c
+  store {sum} %next, ptr %c
   %n_next = add i64 %n, 1
   %n_more = icmp ult i64 %n_next, 16
   br i1 %n_more, label %column, label %row_end
 row_end:
   %m_next = add i64 %m, 1
-  %m_more = icmp ult i64 %m_next, {block.rows}
+  %m_more = icmp ult i64 %m_next, {rows}
   br i1 %m_more, label %row, label %done
 done:
   ret void
@@ -253,18 +293,22 @@ done:
 """
 
 
-def conv_func(shape: ConvShape, relu: bool, emulated: bool = False):
-    """The tile kernel of ``shape`` (:func:`tile_block` must fit it), with
-    :func:`nindsl.tvm.bf16_kernels.conv_func`'s arguments and result, but the weights packed
-    for :func:`weight_layout`; ``emulated``: the operations of :func:`emulated_tile_ir`,
-    which run on any CPU."""
+def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: bool = False):
+    """The tile kernel of ``shape`` (:func:`tile_block` must fit it), with the arguments and
+    result of the vector kernel of the same numbers (:func:`nindsl.tvm.bf16_kernels.conv_func`,
+    :func:`nindsl.tvm.int8_kernels.conv_func`: bf16's ``relu``, int8's zero points and
+    ``low`` in ``shape``), the weights packed for :func:`weight_layout`. ``emulated``: the
+    operations of :func:`emulated_tile_ir`, which run on any CPU.
+
+    Each output row's sums go to a row buffer, tile by tile, and are then stored as the
+    vector kernel stores them: bias, ReLU and rounding to bf16, or int8's requantize step."""
     from tvm import ir, tirx
     from tvm.script import tirx as T
 
     from .bf16_kernels import AVX512BF16, narrow
-    from .int8_kernels import weight_shape
+    from .int8_kernels import ACTIVATION_MAX, ISAS, weight_shape
 
-    block = tile_block(shape)
+    block = tile_block(shape, numbers)
     rows, across, deep = block.rows, block.across, block.deep
     s = shape
     oh, ow = s.out_size
@@ -272,61 +316,97 @@ def conv_func(shape: ConvShape, relu: bool, emulated: bool = False):
     p, stride, k, kw = s.pad, s.stride, s.kernel, s.kw
     n, h, w, height, width = s.batch, s.height, s.width, s.height + 2 * s.pad, s.width + 2 * s.pad
     pixel = blocks_in * 16  # numbers per input pixel
-    per_tap = blocks_in * 8 * 32  # weights per output block and tap
+    per_tap = blocks_in * 256  # weights per 16 output channels and tap: 16 × the input's channels
+    per_tile = TILE_BYTES // numbers.width
+    vector = AVX512BF16 if numbers is BF16 else ISAS[0]  # the vector kernel whose weight layout tiles read
     memory = 8 * TILE_BYTES if emulated else 1  # (AMX keeps its tiles in the tile registers)
+    dtype, sums_dtype = numbers.storage, numbers.sums
+    weight_dtype = "int8" if numbers is INT8 else dtype
+    fill = tirx.const(s.zero_in if numbers is INT8 else 0, dtype)  # what padding reads: 0.0
 
     def tiles(mem):
         return T.tvm_access_ptr(T.type_annotation("uint8"), mem.data, 0, memory, 3)
 
-    @T.prim_func
-    def main(x: T.Buffer((n, h, w, blocks_in, 16), "uint16"),
-             wt: T.Buffer(weight_shape(weight_layout(s), AVX512BF16), "uint16"),
-             bias: T.Buffer((blocks_out * 16,), "float32"), out: T.Buffer((n, oh, ow, blocks_out, 16), "uint16")):
-        T.func_attr({"tirx.noalias": True})
-        padded = T.decl_buffer((n, height, width, blocks_in, 16), "uint16")
+    @T.macro
+    def pad(x, padded):
         for image_row in T.parallel(n * height):
             for j, c, lane in T.grid(width, blocks_in, 16):
                 i = image_row % height
                 padded[image_row // height, i, j, c, lane] = T.if_then_else(
                     i >= p and i < h + p and j >= p and j < w + p,
-                    x[image_row // height, T.max(i - p, 0), T.max(j - p, 0), c, lane], T.uint16(0))
-        for output_row in T.parallel(n * oh):
-            mem = T.decl_buffer((memory,), "uint8", scope="local")
-            sums = T.decl_buffer((4, rows, 16), "float32", scope="local")
-            for jo, fo in T.grid(ow // (rows * across), blocks_out // deep):
-                T.evaluate(T.call_extern("void", "nindsl_tiles_begin", tiles(mem)))
-                for ry, rx, t in T.grid(k, kw, blocks_in // 2):
-                    for a in T.unroll(across):
-                        column = (jo * across + a) * rows * stride + rx
-                        T.evaluate(T.call_extern(
-                            "void", "nindsl_tiles_load", tiles(mem), a,
-                            T.tvm_access_ptr(T.type_annotation("uint16"), padded.data,
-                                             ((((output_row // oh) * height + (output_row % oh) * stride + ry) * width
-                                               + column) * blocks_in + t * 2) * 16,
-                                             (rows - 1) * stride * pixel + 32, 1),
-                            T.int64(stride * pixel * 2)))
-                    for b in T.unroll(deep):
-                        T.evaluate(T.call_extern(
-                            "void", "nindsl_tiles_load", tiles(mem), 2 + b,
-                            T.tvm_access_ptr(T.type_annotation("uint16"), wt.data,
-                                             (((fo * deep + b) * k + ry) * kw + rx) * per_tap + t * 512, 512, 1),
-                            T.int64(64)))
-                    for a in T.unroll(across):
-                        for b in T.unroll(deep):
-                            T.evaluate(T.call_extern("void", "nindsl_tiles_dot", tiles(mem), 2 * a + b))
+                    x[image_row // height, T.max(i - p, 0), T.max(j - p, 0), c, lane], fill)
+
+    @T.macro
+    def row_sums(wt, padded, mem, sums, output_row):
+        """Every sum of one output row, into ``sums`` ``[OW, O/16, 16]``."""
+        for jo, fo in T.grid(ow // (rows * across), blocks_out // deep):
+            T.evaluate(T.call_extern("void", "nindsl_tiles_begin", tiles(mem)))
+            for ry, rx, t in T.grid(k, kw, blocks_in * 16 // numbers.channels):
+                for a in T.unroll(across):
+                    column = (jo * across + a) * rows * stride + rx
+                    T.evaluate(T.call_extern(
+                        "void", "nindsl_tiles_load", tiles(mem), a,
+                        T.tvm_access_ptr(T.type_annotation(dtype), padded.data,
+                                         (((output_row // oh) * height + (output_row % oh) * stride + ry) * width
+                                          + column) * pixel + t * numbers.channels,
+                                         (rows - 1) * stride * pixel + numbers.channels, 1),
+                        T.int64(stride * pixel * numbers.width)))
+                for b in T.unroll(deep):
+                    T.evaluate(T.call_extern(
+                        "void", "nindsl_tiles_load", tiles(mem), 2 + b,
+                        T.tvm_access_ptr(T.type_annotation(weight_dtype), wt.data,
+                                         (((fo * deep + b) * k + ry) * kw + rx) * per_tap + t * per_tile, per_tile, 1),
+                        T.int64(64)))
                 for a in T.unroll(across):
                     for b in T.unroll(deep):
-                        T.evaluate(T.call_extern(
-                            "void", "nindsl_tiles_store", tiles(mem), 2 * a + b,
-                            T.tvm_access_ptr(T.type_annotation("float32"), sums.data, (2 * a + b) * rows * 16,
-                                             rows * 16, 2)))
-                T.evaluate(T.call_extern("void", "nindsl_tiles_end", tiles(mem)))
-                for a, b, r in T.grid(across, deep, rows):
-                    for lane in T.vectorized(16):  # (no let: TVM 0.27 vectorises a let's value wrongly here)
-                        out[output_row // oh, output_row % oh, (jo * across + a) * rows + r, fo * deep + b, lane] = narrow(
-                            T.max(sums[2 * a + b, r, lane] + bias[(fo * deep + b) * 16 + lane], T.float32(0)) if relu
-                            else sums[2 * a + b, r, lane] + bias[(fo * deep + b) * 16 + lane])
+                        T.evaluate(T.call_extern("void", "nindsl_tiles_dot", tiles(mem), 2 * a + b))
+            for a in T.unroll(across):
+                for b in T.unroll(deep):
+                    T.evaluate(T.call_extern(
+                        "void", "nindsl_tiles_store", tiles(mem), 2 * a + b,
+                        T.tvm_access_ptr(T.type_annotation(sums_dtype), sums.data,
+                                         ((jo * across + a) * rows * blocks_out + fo * deep + b) * 16,
+                                         ((rows - 1) * blocks_out + 1) * 16, 2),
+                        T.int64(blocks_out * 64)))
+            T.evaluate(T.call_extern("void", "nindsl_tiles_end", tiles(mem)))
 
-    code = emulated_tile_ir(block) if emulated else tile_ir(block)
+    weights = weight_shape(weight_layout(s), vector)
+    # (no lets in the vectorised stores: TVM 0.27 vectorised a let's value wrongly in them)
+    if numbers is BF16:
+        @T.prim_func
+        def main(x: T.Buffer((n, h, w, blocks_in, 16), dtype), wt: T.Buffer(weights, dtype),
+                 bias: T.Buffer((blocks_out * 16,), "float32"), out: T.Buffer((n, oh, ow, blocks_out, 16), dtype)):
+            T.func_attr({"tirx.noalias": True})
+            padded = T.decl_buffer((n, height, width, blocks_in, 16), dtype)
+            pad(x, padded)
+            for output_row in T.parallel(n * oh):
+                mem = T.decl_buffer((memory,), "uint8", scope="local")
+                sums = T.decl_buffer((ow, blocks_out, 16), sums_dtype, scope="local")
+                row_sums(wt, padded, mem, sums, output_row)
+                for j, f in T.grid(ow, blocks_out):
+                    for lane in T.vectorized(16):
+                        out[output_row // oh, output_row % oh, j, f, lane] = narrow(
+                            T.max(sums[j, f, lane] + bias[f * 16 + lane], T.float32(0)) if relu
+                            else sums[j, f, lane] + bias[f * 16 + lane])
+    else:
+        zero_out, low = float(s.zero_out), float(s.low)
+
+        @T.prim_func
+        def main(x: T.Buffer((n, h, w, blocks_in, 16), dtype), wt: T.Buffer(weights, "int8"),
+                 bias: T.Buffer((blocks_out * 16,), "int32"), scale: T.Buffer((blocks_out * 16,), "float32"),
+                 out: T.Buffer((n, oh, ow, blocks_out, 16), dtype)):
+            T.func_attr({"tirx.noalias": True})
+            padded = T.decl_buffer((n, height, width, blocks_in, 16), dtype)
+            pad(x, padded)
+            for output_row in T.parallel(n * oh):
+                mem = T.decl_buffer((memory,), "uint8", scope="local")
+                sums = T.decl_buffer((ow, blocks_out, 16), sums_dtype, scope="local")
+                row_sums(wt, padded, mem, sums, output_row)
+                for j, f in T.grid(ow, blocks_out):
+                    for lane in T.vectorized(16):
+                        out[output_row // oh, output_row % oh, j, f, lane] = T.Cast("uint8", T.max(T.min(
+                            T.nearbyint(T.Cast("float32", sums[j, f, lane] + bias[f * 16 + lane]) * scale[f * 16 + lane])
+                            + T.float32(zero_out), T.float32(ACTIVATION_MAX)), T.float32(low)))
+
+    code = emulated_tile_ir(block, numbers) if emulated else tile_ir(block, numbers)
     return main.with_body(tirx.AttrStmt(tirx.const(0, "int32"), "pragma_import_llvm", ir.StringImm(code), main.body))
-

@@ -21,7 +21,7 @@ from . import amx_kernels
 from .amx_kernels import tile_block
 from .bf16_kernels import EMULATED, EMULATED_AMX, bf16_isa, conv_func, narrow, schedule_conv, vector_isa, widen
 from .build import Build
-from .int8 import QuantizedBuild, _Kernels, compile_chain, kernels, run_batched
+from .int8 import QuantizedBuild, Int8Kernels, compile_chain, kernels, run_batched
 from .int8_kernels import ConvShape, Isa, pack_weights
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
@@ -37,7 +37,7 @@ def from_bf16(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-class Bf16Kernels(_Kernels):
+class Bf16Kernels(Int8Kernels):
     """The int8 network's kernels with bf16 numbers between them."""
 
     dtype = "uint16"
@@ -74,7 +74,7 @@ class Bf16Kernels(_Kernels):
         bias[:o] = step.bias
         vector, layout = vector_isa(self.isa), conv
         if vector is not self.isa and tile_block(conv) is not None:  # AMX tiles, where they fit
-            func = amx_kernels.conv_func(conv, step.relu, emulated=self.isa is EMULATED_AMX)
+            func = amx_kernels.conv_func(conv, amx_kernels.BF16, step.relu, emulated=self.isa is EMULATED_AMX)
             layout = amx_kernels.weight_layout(conv)
         else:
             func = schedule_conv(conv_func(conv, vector, step.relu), conv, vector, self.blocks.get(step.output))

@@ -27,8 +27,10 @@ from ..language import ir
 from ..onnx.quantize import LEVELS, Agreement, Calibration, Plan, Quant
 from .build import Build
 from .compat import noalias_single_buffer_functions
-from .int8_kernels import (PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
-                           register_blocks, schedule_conv)
+from . import amx_kernels
+from .amx_kernels import tile_block
+from .int8_kernels import (EMULATED_AMX, PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
+                           register_blocks, schedule_conv, vector_isa)
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
 FOLD_BLOCK = 8  # a folded input's (tap, channel) pairs come in 8s: whole paired steps
@@ -88,7 +90,7 @@ def _blocks(sch):
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 
 
-class _Kernels:
+class Int8Kernels:
     """Builds the kernels of one plan, and the Relax module calling them. The numbers between
     kernels are int8 codes here; :class:`nindsl.tvm.bf16.Bf16Kernels` overrides the methods
     from :attr:`dtype` to :meth:`conv_kernel` for bf16 ones."""
@@ -139,17 +141,23 @@ class _Kernels:
         return (total.astype("float32") / float(size) - float(quant.zero)) * float(quant.scale)
 
     def conv_kernel(self, step, conv: ConvShape, weight: np.ndarray):
-        """The scheduled PrimFunc of one convolution and the weights it takes, by part."""
+        """The scheduled PrimFunc of one convolution and the weights it takes, by part: AMX
+        tiles where the target has them and they fit, else the vector kernel."""
         q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
         o = weight.shape[0]
         blocks_out = -(-o // self.isa.lanes)
-        packed = pack_weights(weight, conv, self.isa)
+        vector = vector_isa(self.isa)
+        tiles = vector is not self.isa and tile_block(conv, amx_kernels.INT8) is not None
+        packed = pack_weights(weight, amx_kernels.weight_layout(conv) if tiles else conv, vector)
         # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
         bias = np.zeros(blocks_out * self.isa.lanes, np.int64)
         bias[:o] = step.bias.astype(np.int64) - q_in.zero * step.weight.astype(np.int64).sum(axis=(1, 2, 3))
         scale = np.zeros(blocks_out * self.isa.lanes, np.float32)
         scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
-        func = schedule_conv(conv_func(conv, self.isa), conv, self.isa, self.blocks.get(step.output))
+        if tiles:
+            func = amx_kernels.conv_func(conv, amx_kernels.INT8, emulated=self.isa is EMULATED_AMX)
+        else:
+            func = schedule_conv(conv_func(conv, vector), conv, vector, self.blocks.get(step.output))
         return func, (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))
 
     def weight(self, name: str, value: np.ndarray) -> str:
@@ -305,7 +313,7 @@ def _square(step) -> tuple[int, int, int]:
 
 
 def folds(network: ir.Network, quantized: Plan) -> bool:
-    """Whether the input layer reads a folded input (:meth:`_Kernels.quantize_folded`): a
+    """Whether the input layer reads a folded input (:meth:`Int8Kernels.quantize_folded`): a
     convolution wider than one tap over fewer input channels than one paired step."""
     first = quantized.steps[0] if quantized.steps else None
     return (first is not None and first.op == "conv" and first.input == quantized.input
@@ -327,10 +335,10 @@ class Kernel:
 
 
 def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
-            blocks: dict | None = None, make=_Kernels) -> tuple[list[Kernel], dict, list[str]]:
+            blocks: dict | None = None, make=Int8Kernels) -> tuple[list[Kernel], dict, list[str]]:
     """The kernels of ``quantized`` in order, and the packed weights (by name, and in the
     order the library takes them); ``batch`` is a number or a symbolic ``tirx.Var``; ``make``
-    is :class:`_Kernels` or a subclass for other numbers."""
+    is :class:`Int8Kernels` or a subclass for other numbers."""
     maker = make(quantized, network, batch, isa, blocks)
     _, c, h, w = network.input.shape
     folded = folds(network, quantized)
@@ -528,13 +536,14 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
 
     from ..kernel.io import atomic_write_text, ensure_folder, read_json_object
 
-    target, isa = isa_of(profile)
+    target, tiles = isa_of(profile)
+    isa = vector_isa(tiles)  # (a tile kernel has no register block to search)
     known = read_json_object(cache) if cache else {}
     device = tvm.cpu(0)
-    calls, weights, _ = kernels(network, quantized, batch, isa)
+    calls, weights, _ = kernels(network, quantized, batch, tiles)
     chosen = {}
     for call, shape, dtype in _with_inputs(network, calls, batch):
-        if call.conv is None:
+        if call.conv is None or tiles is not isa and tile_block(call.conv, amx_kernels.INT8) is not None:
             continue
         fitting = register_blocks(call.conv, isa)
         key = f"int8|{isa.name}|{call.conv}"

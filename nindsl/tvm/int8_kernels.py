@@ -55,10 +55,17 @@ class Isa:
 
 
 from ..onnx.quantize import PAIRED_WEIGHT_LEVELS  # noqa: E402  2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
-ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avxvnni", 8, False), Isa("avx2", 8, True))
+VECTOR_ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avxvnni", 8, False),
+               Isa("avx2", 8, True))
+# AMX (Sapphire Rapids and later Xeons): convolutions that fit take tile kernels
+# (nindsl.tvm.amx_kernels' tdpbusd), the rest AVX512-VNNI's, which every AMX CPU has.
+AMX = Isa("amx-int8", 16, False)
+ISAS = (AMX, *VECTOR_ISAS)  # the best first
 # Plain loops at 16 lanes, which LLVM compiles for any CPU: tests run the 16-lane layouts with
-# it on machines without AVX-512 (never chosen for a build).
+# it on machines without AVX-512 (never chosen for a build). EMULATED_AMX: the tile kernels on
+# memory, the rest portable.
 PORTABLE = Isa("portable", 16, False)
+EMULATED_AMX = Isa("amx-int8-emulated", 16, False)
 
 
 def int8_isa(target) -> Isa | None:
@@ -70,6 +77,11 @@ def int8_isa(target) -> Isa | None:
         if codegen.llvm_cpu_has_features(isa.name, target):
             return isa
     return None
+
+
+def vector_isa(isa: Isa) -> Isa:
+    """The vector instructions of a build with ``isa``: a tile build's convolutions that tiles do not fit."""
+    return {AMX: VECTOR_ISAS[0], EMULATED_AMX: PORTABLE}.get(isa, isa)
 
 
 _registered = False
@@ -87,7 +99,7 @@ def register_intrinsics() -> None:
     from .compat import tvmscript_frames
 
     with tvmscript_frames():
-        for isa in (*ISAS, PORTABLE):
+        for isa in (*VECTOR_ISAS, PORTABLE):
             for step in isa.steps:
                 TensorIntrin.register(isa.intrinsic(step), *_dot_functions(isa, step))
     _registered = True
