@@ -130,6 +130,7 @@ def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
     (ConvShape(1, 32, 23, 23, 32, 5, 2, 2, 16, 0, 0, 0), True, (12, 1, 2)),  # strided: rows 2 pixels apart
     (ConvShape(1, 96, 10, 10, 16, 3, 1, 1, 16, 0, 0, 0), True, (10, 1, 1)),  # 3 input tiles, 10-pixel rows
     (ConvShape(1, 24, 12, 12, 10, 1, 1, 0, 16, 0, 0, 0), True, (12, 1, 1)),  # 24 channels in a tile of 32
+    (ConvShape(1, 48, 8, 16, 32, 3, 1, 1, 16, 0, 0, 0), True, (16, 1, 2, 32)),  # 48 channels: tiles of 16
 ])
 def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, block):
     from nindsl.tvm.amx_kernels import TileBlock, tile_block
@@ -140,10 +141,10 @@ def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, blo
     assert np.abs(from_bf16(got) - exact).max() <= 2 ** -8 * np.abs(exact).max()
 
 
-def test_tiles_fit_whole_32_channel_inputs_and_8_to_16_pixel_rows():
+def test_tiles_fit_inputs_in_32_byte_steps_and_8_to_16_pixel_rows():
     from nindsl.tvm.amx_kernels import tile_block
 
-    assert tile_block(ConvShape(1, 48, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0)) is None  # 3 blocks of 16 channels
+    assert tile_block(ConvShape(1, 48, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0)).depth == 32  # 96 bytes: 3 tiles of 32
     assert tile_block(ConvShape(1, 32, 6, 6, 16, 1, 1, 0, 16, 0, 0, 0)) is None  # 6-pixel rows
     assert tile_block(ConvShape(1, 32, 7, 7, 16, 1, 1, 0, 16, 0, 0, 0)) is None
     assert tile_block(ConvShape(1, 30, 8, 8, 16, 1, 1, 0, 2, 0, 0, 0)) is None  # a 2-channel layout (the input)

@@ -538,21 +538,22 @@ def test_bench_prints_why_an_engine_cannot_run_as_it_is(cli, monkeypatch):
 
 # --- AMX tiles (tdpbusd): emulated here, compiled for Sapphire Rapids -----------------------------
 
-TILE_CONVS = [  # as CONVS; every input holds whole 64-channel tiles (blocks of 16)
-    (2, 64, 8, 8, 40, 3, 1, 1, 0, 3, 0, 0),  # padded with the zero point, 3 output blocks
-    (1, 128, 16, 32, 32, 1, 1, 0, 0, 0, 2, 2),  # 2 tiles of pixels and of channels, ReLU above a zero point
-    (1, 64, 23, 23, 16, 5, 2, 2, 0, 5, 0, 0),  # strided: a tile's rows 2 pixels apart
-    (1, 50, 10, 10, 10, 3, 1, 1, 0, 1, 4, 0),  # 50 channels in a tile of 64, no ReLU
+TILE_CONVS = [  # as CONVS, and the bytes of channels per tile: the input's blocks of 16 make whole 64 or 32
+    ((2, 64, 8, 8, 40, 3, 1, 1, 0, 3, 0, 0), 64),  # padded with the zero point, 3 output blocks
+    ((1, 128, 16, 32, 32, 1, 1, 0, 0, 0, 2, 2), 64),  # 2 tiles of pixels and of channels, ReLU above a zero point
+    ((1, 64, 23, 23, 16, 5, 2, 2, 0, 5, 0, 0), 64),  # strided: a tile's rows 2 pixels apart
+    ((1, 50, 10, 10, 10, 3, 1, 1, 0, 1, 4, 0), 64),  # 50 channels in a tile of 64, no ReLU
+    ((1, 96, 8, 8, 32, 5, 1, 2, 0, 2, 0, 0), 32),  # 96 channels: 3 tiles of 32 (nin_cifar10's conv2.0)
 ]
 
 
-@pytest.mark.parametrize("conv", TILE_CONVS)
-def test_the_amx_convolution_is_exact(conv):
+@pytest.mark.parametrize("conv, depth", TILE_CONVS)
+def test_the_amx_convolution_is_exact(conv, depth):
     from nindsl.tvm import amx_kernels
 
     n, c, h, w, o, k, s, p, _, zin, zout, low = conv
     shape = K.ConvShape(n, c, h, w, o, k, s, p, 16, zin, zout, low)
-    assert amx_kernels.tile_block(shape, amx_kernels.INT8) is not None
+    assert amx_kernels.tile_block(shape, amx_kernels.INT8).depth == depth
     rng = np.random.default_rng(0)
     x = rng.integers(0, 128, (n, c, h, w)).astype(np.uint8)
     weights = rng.integers(-127, 128, (o, c, k, k)).astype(np.int8)
@@ -563,11 +564,15 @@ def test_the_amx_convolution_is_exact(conv):
     assert np.array_equal(got, reference_conv(x, weights, bias, scale, shape))
 
 
-def test_int8_tiles_fit_whole_64_channel_inputs():
+def test_int8_tiles_take_32_or_64_bytes_of_channels():
     from nindsl.tvm import amx_kernels
 
-    assert amx_kernels.tile_block(K.ConvShape(1, 32, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0), amx_kernels.INT8) is None
-    assert amx_kernels.tile_block(K.ConvShape(1, 32, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0), amx_kernels.BF16) is not None
+    def depth(channels, numbers):
+        block = amx_kernels.tile_block(K.ConvShape(1, channels, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0), numbers)
+        return block and block.depth
+
+    assert [depth(c, amx_kernels.INT8) for c in (16, 32, 48, 64, 160, 192)] == [None, 32, None, 64, 32, 64]
+    assert [depth(c, amx_kernels.BF16) for c in (16, 32, 48, 96)] == [32, 64, 32, 64]
 
 
 def test_amx_int8_targets_get_tdpbusd():
@@ -595,7 +600,8 @@ def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path)
     model = to_onnx(network, None)
     plan = quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
     calls, _, _ = kernels(network, plan, 5, K.EMULATED_AMX)
-    assert sum(amx_kernels.tile_block(c.conv, amx_kernels.INT8) is not None for c in calls if c.conv) == 1  # conv1.1
+    tiled = [c.output for c in calls if c.conv and amx_kernels.tile_block(c.conv, amx_kernels.INT8)]
+    assert tiled == ["conv1.1.relu"]  # the rest: the folded input layer, and 6-pixel rows after pool1
     qdq = to_qdq(model, plan)
     x = np.random.default_rng(1).standard_normal((5, 3, 12, 12)).astype(np.float32)
     tiles = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.EMULATED_AMX))(x)

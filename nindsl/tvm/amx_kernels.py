@@ -35,7 +35,7 @@ SUMS, INPUTS, WEIGHTS = 0, 4, 6  # the first tile of each kind
 
 @dataclass(frozen=True)
 class Numbers:
-    """What one tile instruction multiplies: ``width``-byte numbers, 64 bytes of a pixel's
+    """What one tile instruction multiplies: ``width``-byte numbers, up to 64 bytes of a pixel's
     channels per input row, a weight row of 16 output channels × ``4 / width`` input channels."""
 
     name: str
@@ -43,11 +43,6 @@ class Numbers:
     instruction: str  # the tile instruction
     sums: str  # the sums' type
     storage: str  # how activations and weights are stored (bf16 as its bits)
-
-    @property
-    def channels(self) -> int:
-        """Input channels per tile."""
-        return 64 // self.width
 
 
 BF16 = Numbers("bf16", 2, "tdpbf16ps", "float32", "uint16")
@@ -57,26 +52,27 @@ INT8 = Numbers("int8", 1, "tdpbusd", "int32", "uint8")  # unsigned activations �
 @dataclass(frozen=True)
 class TileBlock:
     """The output block of one kernel call: ``across`` input tiles of ``rows`` pixels, ``deep``
-    weight tiles of 16 output channels."""
+    weight tiles of 16 output channels; ``depth`` bytes of input channels per tile (64, or 32
+    where the input's channels come in 32-byte steps only: a weight tile then has 8 rows)."""
 
     rows: int
     across: int
     deep: int
+    depth: int = 64
 
 
 def tile_block(shape: ConvShape, numbers: Numbers = BF16) -> TileBlock | None:
     """The block a convolution takes, or None where the tile kernel does not fit it: its input
-    must hold whole tiles of channels (32 bf16, 64 int8, in blocks of 16), and an output row
+    must be in blocks of 16 channels that make whole tiles of 32 or 64 bytes, and an output row
     must split into whole tiles of 8 to 16 pixels (one or two per block)."""
     _, width = shape.out_size
-    blocks_in = -(-shape.channels // shape.in_block)
-    if shape.in_block != 16 or blocks_in % (numbers.channels // 16):
-        return None
+    channel_bytes = -(-shape.channels // 16) * 16 * numbers.width
+    depth = next((d for d in (64, 32) if channel_bytes % d == 0), None)
     rows = next((r for r in range(16, 7, -1) if width % r == 0), None)
-    if rows is None:
+    if shape.in_block != 16 or depth is None or rows is None:
         return None
     blocks_out = -(-shape.out_channels // 16)
-    return TileBlock(rows, 2 if width % (2 * rows) == 0 else 1, 2 if blocks_out % 2 == 0 else 1)
+    return TileBlock(rows, 2 if width % (2 * rows) == 0 else 1, 2 if blocks_out % 2 == 0 else 1, depth)
 
 
 def weight_layout(shape: ConvShape) -> ConvShape:
@@ -95,9 +91,10 @@ def _switch(name: str, cases: list[str]) -> str:
 def tile_ir(block: TileBlock, numbers: Numbers = BF16) -> str:
     """The tile operations of one block shape, in LLVM IR for AMX. Every function takes the
     emulation's tile memory first (unused here): one kernel serves both."""
-    rows = [block.rows] * 6 + [16, 16]  # sums and inputs: the block's pixels; weights: 16 rows
+    rows = [block.rows] * 6 + [block.depth // 4] * 2  # sums, inputs: the block's pixels; weights: depth / 4
+    columns = [64] * 4 + [block.depth] * 2 + [64] * 2  # bytes per row: 16 sums; depth; 16 × 4 bytes
     config = "\n".join(
-        f"  %cols{t} = getelementptr i8, ptr %config, i64 {16 + 2 * t}\n  store i16 64, ptr %cols{t}\n"
+        f"  %cols{t} = getelementptr i8, ptr %config, i64 {16 + 2 * t}\n  store i16 {columns[t]}, ptr %cols{t}\n"
         f"  %rows{t} = getelementptr i8, ptr %config, i64 {48 + t}\n  store i8 {rows[t]}, ptr %rows{t}"
         for t in range(8))
     load = "call void @llvm.x86.tileloadd64(i8 {}, ptr %from, i64 %stride)"
@@ -177,7 +174,7 @@ def emulated_tile_ir(block: TileBlock, numbers: Numbers = BF16) -> str:
     products = "\n".join(steps)
     return _EMULATED.format(inputs=INPUTS, weights=WEIGHTS, rows=block.rows, tile=TILE_BYTES, zeroed=4 * TILE_BYTES,
                             sum=sum_type, per_row=64 // numbers.width, group=group, products=products,
-                            helpers=helpers)
+                            helpers=helpers, depth=block.depth, weight_rows=block.depth // 4)
 
 
 _BF16_HELPER = """
@@ -205,7 +202,7 @@ define void @nindsl_tiles_end(ptr %memory) alwaysinline {{
   ret void
 }}
 
-define internal void @rows(ptr %to, i64 %to_stride, ptr %from, i64 %from_stride, i64 %count) {{
+define internal void @rows(ptr %to, i64 %to_stride, ptr %from, i64 %from_stride, i64 %count, i64 %bytes) {{
 entry:
   br label %loop
 loop:
@@ -214,7 +211,7 @@ loop:
   %from_offset = mul i64 %r, %from_stride
   %t = getelementptr i8, ptr %to, i64 %to_offset
   %f = getelementptr i8, ptr %from, i64 %from_offset
-  call void @llvm.memcpy.p0.p0.i64(ptr %t, ptr %f, i64 64, i1 false)
+  call void @llvm.memcpy.p0.p0.i64(ptr %t, ptr %f, i64 %bytes, i1 false)
   %next = add i64 %r, 1
   %more = icmp ult i64 %next, %count
   br i1 %more, label %loop, label %done
@@ -233,14 +230,15 @@ define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) 
   %t = add i32 %index, {inputs}
   %to = call ptr @tile(ptr %memory, i32 %t)
   %weights = icmp uge i32 %t, {weights}
-  %count = select i1 %weights, i64 16, i64 {rows}
-  call void @rows(ptr %to, i64 64, ptr %from, i64 %stride, i64 %count)
+  %count = select i1 %weights, i64 {weight_rows}, i64 {rows}
+  %bytes = select i1 %weights, i64 64, i64 {depth}
+  call void @rows(ptr %to, i64 64, ptr %from, i64 %stride, i64 %count, i64 %bytes)
   ret void
 }}
 
 define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
   %from = call ptr @tile(ptr %memory, i32 %index)
-  call void @rows(ptr %to, i64 %stride, ptr %from, i64 64, i64 {rows})
+  call void @rows(ptr %to, i64 %stride, ptr %from, i64 64, i64 {rows}, i64 64)
   ret void
 }}
 
@@ -276,7 +274,7 @@ step:
   %b_at = add i64 %b_row, %n_at
 {products}
   %k_next = add i64 %k, 1
-  %k_more = icmp ult i64 %k_next, 16
+  %k_more = icmp ult i64 %k_next, {weight_rows}
   br i1 %k_more, label %step, label %column_end
 column_end:
   store {sum} %next, ptr %c
@@ -317,7 +315,8 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
     n, h, w, height, width = s.batch, s.height, s.width, s.height + 2 * s.pad, s.width + 2 * s.pad
     pixel = blocks_in * 16  # numbers per input pixel
     per_tap = blocks_in * 256  # weights per 16 output channels and tap: 16 × the input's channels
-    per_tile = TILE_BYTES // numbers.width
+    channels = block.depth // numbers.width  # input channels per tile
+    per_tile = block.depth * 16 // numbers.width  # a weight tile: depth / 4 rows of 64 bytes
     vector = AVX512BF16 if numbers is BF16 else ISAS[0]  # the vector kernel whose weight layout tiles read
     memory = 8 * TILE_BYTES if emulated else 1  # (AMX keeps its tiles in the tile registers)
     dtype, sums_dtype = numbers.storage, numbers.sums
@@ -341,15 +340,15 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
         """Every sum of one output row, into ``sums`` ``[OW, O/16, 16]``."""
         for jo, fo in T.grid(ow // (rows * across), blocks_out // deep):
             T.evaluate(T.call_extern("void", "nindsl_tiles_begin", tiles(mem)))
-            for ry, rx, t in T.grid(k, kw, blocks_in * 16 // numbers.channels):
+            for ry, rx, t in T.grid(k, kw, blocks_in * 16 // channels):
                 for a in T.unroll(across):
                     column = (jo * across + a) * rows * stride + rx
                     T.evaluate(T.call_extern(
                         "void", "nindsl_tiles_load", tiles(mem), a,
                         T.tvm_access_ptr(T.type_annotation(dtype), padded.data,
                                          (((output_row // oh) * height + (output_row % oh) * stride + ry) * width
-                                          + column) * pixel + t * numbers.channels,
-                                         (rows - 1) * stride * pixel + numbers.channels, 1),
+                                          + column) * pixel + t * channels,
+                                         (rows - 1) * stride * pixel + channels, 1),
                         T.int64(stride * pixel * numbers.width)))
                 for b in T.unroll(deep):
                     T.evaluate(T.call_extern(

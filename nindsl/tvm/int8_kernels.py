@@ -348,6 +348,7 @@ def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | Non
     (:func:`by_rows`), the block's sums are kept for a whole output row across the kernel's rows."""
     from tvm import s_tir
 
+    register_intrinsics()
     vectors, columns = block or register_block(shape, isa)
     rows = by_rows(shape, isa, vectors)
     sch = s_tir.Schedule(func)
