@@ -10,6 +10,7 @@ ones are compiled and their assembly read."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.tvm
 from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.onnx.runtime import runner  # noqa: E402
 from nindsl.tvm import bf16_kernels as B  # noqa: E402
-from nindsl.tvm.bf16 import bf16_plan, build_bf16, from_bf16, to_bf16  # noqa: E402
+from nindsl.tvm.bf16 import bf16_plan, build_bf16, from_bf16, isa_of, to_bf16  # noqa: E402
 from nindsl.tvm.int8_kernels import ConvShape, pack_weights  # noqa: E402
 from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 
@@ -204,11 +205,14 @@ def test_compile_bf16_for_a_bf16_cpu_records_its_accuracy_and_instructions(cli, 
     made = cli("compile", spec, "--target", SAPPHIRE_RAPIDS, "--precision", "bf16", "--calibrate", "random",
                "-o", out)
     assert made.code == 0, made.err
-    assert "bf16 on amx-bf16" in made.out  # tiles where they fit, vdpbf16ps elsewhere
+    # tiles where they fit, vdpbf16ps elsewhere (on a machine with AMX: if its probe passes)
+    isa = isa_of(replace(HOST, target=json.loads(SAPPHIRE_RAPIDS)))[1].name
+    assert isa == "amx-bf16" or not LACKS_BF16
+    assert f"bf16 on {isa}" in made.out
     if LACKS_BF16:
         assert "this CPU cannot run amx-bf16: comparing the same sums" in made.err
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["precision"] == "bf16" and manifest["bf16"]["instructions"] == "amx-bf16"
+    assert manifest["precision"] == "bf16" and manifest["bf16"]["instructions"] == isa
     assert manifest["accuracy"]["top1_agreement"] > 0.9 and manifest["accuracy"]["held_out_images"] == 500
     assert {"avx512bf16", "avx512f", "amx-tile", "amx-bf16"} <= set(manifest["cpu_features"])
     shown = cli("inspect", out)
@@ -273,3 +277,27 @@ def test_an_int8_build_for_another_cpu_is_judged_by_the_same_integers_here(cli, 
     fp32 = cli("compile", spec, "--target", target, "--tune", "--trials", "2", "-o", tmp_path / "f")
     assert fp32.code == 1 and "tuning measures candidates on this machine" in fp32.err
     assert not any((tmp_path / name).exists() for name in ("t", "f"))
+
+
+def test_the_tile_probe_passes_when_tiles_compute_what_the_emulation_does(monkeypatch):
+    from nindsl.tvm import amx_kernels
+
+    emulation = amx_kernels.conv_func
+    monkeypatch.setattr(amx_kernels, "conv_func", lambda s, numbers, relu, emulated: emulation(s, numbers, relu, True))
+    target = json.dumps(resolved_target(HOST))
+    assert amx_kernels._probe("int8", target) == 0 and amx_kernels._probe("bf16", target) == 0
+
+    def wrong(s, numbers, relu, emulated):  # a tile kernel without its ReLU
+        return emulation(s, numbers, relu and emulated, True)
+
+    monkeypatch.setattr(amx_kernels, "conv_func", wrong)
+    assert amx_kernels._probe("bf16", target) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not missing_cpu_features(["amx-tile"]), reason="this CPU has AMX")
+def test_without_amx_the_probe_fails_in_its_own_process():
+    from nindsl.tvm import amx_kernels
+
+    target = tvm.target.Target(json.loads(SAPPHIRE_RAPIDS))
+    assert not amx_kernels.works_here(amx_kernels.INT8, target)  # (the child died of SIGILL; this one goes on)

@@ -409,3 +409,65 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
 
     code = emulated_tile_ir(block, numbers) if emulated else tile_ir(block, numbers)
     return main.with_body(tirx.AttrStmt(tirx.const(0, "int32"), "pragma_import_llvm", ir.StringImm(code), main.body))
+
+
+PROBE = ConvShape(1, 64, 4, 16, 32, 3, 1, 1, 16, 2, 1, 1)  # padded, 2 weight tiles, int8 zero points
+_works: dict[tuple[str, str], bool] = {}
+
+
+def works_here(numbers: Numbers, target, timeout: float = 300) -> bool:
+    """Whether the tile kernel built for ``target`` computes on this machine what the emulation
+    does, on :data:`PROBE`: checked once per process and target, in a child process (a tile
+    instruction the CPU or Linux refuses ends the process that runs it). nindsl's tile kernels
+    have been written from Intel's manuals and run here only emulated: a build for this machine
+    uses tiles only where this check passes."""
+    import json
+
+    key = (numbers.name, json.dumps(dict(target.export()), sort_keys=True, default=str))
+    if key not in _works:
+        import os
+        import subprocess
+        import sys
+
+        code = f"from nindsl.tvm.amx_kernels import _probe; raise SystemExit(_probe({numbers.name!r}, {key[1]!r}))"
+        try:
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout,
+                                  env={**os.environ, "TVM_NUM_THREADS": "1"})
+            _works[key] = done.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _works[key] = False
+    return _works[key]
+
+
+def _probe(name: str, target: str) -> int:
+    """0 when :data:`PROBE`'s tile kernel, built for ``target`` (JSON), gives the emulation's
+    result here."""
+    import json
+
+    import numpy as np
+    import tvm
+
+    from .bf16_kernels import AVX512BF16
+    from .int8_kernels import ISAS, pack_weights
+    numbers = BF16 if name == "bf16" else INT8
+    s = PROBE
+    rng = np.random.default_rng(0)
+    if numbers is BF16:
+        from .bf16 import to_bf16
+
+        x = to_bf16(rng.standard_normal((1, s.height, s.width, 4, 16)))
+        weights = to_bf16(rng.standard_normal((s.out_channels, s.channels, 3, 3)) * 0.1)
+        arguments = [x, pack_weights(weights, weight_layout(s), AVX512BF16), rng.standard_normal(32).astype("float32")]
+    else:
+        x = rng.integers(0, 128, (1, s.height, s.width, 4, 16)).astype(np.uint8)
+        weights = rng.integers(-127, 128, (s.out_channels, s.channels, 3, 3)).astype(np.int8)
+        arguments = [x, pack_weights(weights, weight_layout(s), ISAS[0]), rng.integers(-999, 999, 32).astype("int32"),
+                     (rng.random(32) * 2e-4).astype("float32")]
+    outputs = []
+    for emulated in (True, False):
+        library = tvm.compile(tvm.IRModule({"main": conv_func(s, numbers, True, emulated)}),
+                              target=tvm.target.Target(json.loads(target)))
+        out = tvm.runtime.empty((1, *s.out_size, 2, 16), numbers.storage)
+        library["main"](*(tvm.runtime.tensor(a) for a in arguments), out)
+        outputs.append(out.numpy())
+    return 0 if np.array_equal(*outputs) else 1

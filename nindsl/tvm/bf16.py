@@ -19,7 +19,7 @@ from ..language import ir
 from ..onnx.quantize import Calibration, Plan, float_steps
 from . import amx_kernels
 from .amx_kernels import tile_block
-from .bf16_kernels import EMULATED, EMULATED_AMX, bf16_isa, conv_func, narrow, schedule_conv, vector_isa, widen
+from .bf16_kernels import AMX, EMULATED, EMULATED_AMX, bf16_isa, conv_func, narrow, schedule_conv, vector_isa, widen
 from .build import Build
 from .int8 import QuantizedBuild, Int8Kernels, compile_chain, kernels, run_batched
 from .int8_kernels import ConvShape, Isa, pack_weights
@@ -89,7 +89,8 @@ def bf16_plan(model) -> Plan:
 
 
 def isa_of(profile: Profile):
-    """The target of ``profile`` and its bf16 instructions; E0504 where it has none."""
+    """The target of ``profile`` and its bf16 instructions; E0504 where it has none. AMX on this
+    machine is used where :func:`nindsl.tvm.amx_kernels.works_here` passes, else AVX512-BF16."""
     import tvm
 
     from .int8 import check_precision
@@ -98,6 +99,8 @@ def isa_of(profile: Profile):
     isa = bf16_isa(target)
     if isa is None:
         check_precision("bf16", profile)  # (says what the CPU runs instead)
+    if isa is AMX and runs_here(target) and not amx_kernels.works_here(amx_kernels.BF16, target):
+        isa = vector_isa(isa)  # (this machine's AMX did not compute what it should)
     return target, isa
 
 

@@ -29,7 +29,7 @@ from .build import Build
 from .compat import noalias_single_buffer_functions
 from . import amx_kernels
 from .amx_kernels import tile_block
-from .int8_kernels import (EMULATED_AMX, PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
+from .int8_kernels import (AMX, EMULATED_AMX, PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
                            register_blocks, schedule_conv, vector_isa)
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
@@ -370,11 +370,15 @@ def _label(tensor: str) -> str:
 
 
 def isa_of(profile: Profile):
-    """The target of ``profile`` and its int8 instructions; a clear error without AVX2."""
+    """The target of ``profile`` and its int8 instructions; a clear error without AVX2. AMX on
+    this machine is used where :func:`nindsl.tvm.amx_kernels.works_here` says it computes
+    what it should, else VNNI."""
     import tvm
 
     target = tvm.target.Target(resolved_target(profile))
     isa = int8_isa(target)
+    if isa is AMX and runs_here(target) and not amx_kernels.works_here(amx_kernels.INT8, target):
+        isa = vector_isa(isa)
     if isa is None:
         cpu = target.attrs.get("mcpu") or "the host"
         raise NindslError.one("E0504", f"`{cpu}` (target `{profile.name}`) has no AVX2: int8 would not be faster than "
