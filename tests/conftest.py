@@ -35,6 +35,20 @@ SOURCE_FOLDERS = ("nindsl", "specs", "tests", "examples", "backends")
 # ~3 s `slow`; the threshold is higher because CI machines are shared and noisy.
 SLOW_SECONDS = float(os.environ.get("NINDSL_SLOW_SECONDS") or 0)
 SPECS = ROOT / "specs"
+# A small network with every layer narrow builds cover: a 3-channel input layer (folded), max
+# and average pooling with Caffe's rounding, a softmax head (tests/test_int8.py, test_bf16.py).
+TINY_SPEC = """\
+network tiny(classes = 10) {
+    input image: f32[N, 3, 12, 12]
+    conv1: mlpconv([24, 16], kernel = 3, pad = 1)
+    pool1: maxpool(3, stride = 2, round = ceil)
+    conv2: mlpconv([20, classes], kernel = 3, pad = 1)
+    pool2: avgpool(2, stride = 2, round = ceil)
+    global_avgpool()
+    softmax()
+    output probs: f32[N, classes]
+}
+"""
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHIPPED = sorted(p for p in SPECS.glob("*.nin") if p.name != "blocks.nin")
 

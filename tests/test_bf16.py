@@ -18,6 +18,7 @@ import pytest
 import nindsl
 from nindsl.kernel.machine import cpu_flags, missing_cpu_features
 from tests.conftest import SPECS
+from tests.conftest import TINY_SPEC as TINY
 from tests.numerics import test_inputs, test_weights
 
 tvm = pytest.importorskip("tvm")
@@ -33,18 +34,6 @@ from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 HOST = load_profile("llvm")
 SAPPHIRE_RAPIDS = '{"kind": "llvm", "mcpu": "sapphirerapids"}'
 LACKS_BF16 = bool(missing_cpu_features(["avx512bf16"]))
-TINY = """\
-network tiny(classes = 10) {
-    input image: f32[N, 3, 12, 12]
-    conv1: mlpconv([24, 16], kernel = 3, pad = 1)
-    pool1: maxpool(3, stride = 2, round = ceil)
-    conv2: mlpconv([20, classes], kernel = 3, pad = 1)
-    pool2: avgpool(2, stride = 2, round = ceil)
-    global_avgpool()
-    softmax()
-    output probs: f32[N, classes]
-}
-"""
 
 
 def test_bf16_rounding_is_to_nearest_even():

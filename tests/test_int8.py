@@ -12,6 +12,7 @@ import pytest
 import nindsl
 from nindsl.kernel.diagnostics import NindslError
 from tests.conftest import SPECS
+from tests.conftest import TINY_SPEC as TINY
 
 tvm = pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
@@ -24,18 +25,6 @@ from nindsl.tvm import int8_kernels as K  # noqa: E402
 from nindsl.tvm.profiles import load_profile  # noqa: E402
 
 HOST = load_profile("llvm")
-TINY = """\
-network tiny(classes = 10) {
-    input image: f32[N, 3, 12, 12]
-    conv1: mlpconv([24, 16], kernel = 3, pad = 1)
-    pool1: maxpool(3, stride = 2, round = ceil)
-    conv2: mlpconv([20, classes], kernel = 3, pad = 1)
-    pool2: avgpool(2, stride = 2, round = ceil)
-    global_avgpool()
-    softmax()
-    output probs: f32[N, classes]
-}
-"""
 
 
 def host_isa():

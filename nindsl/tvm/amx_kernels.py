@@ -329,15 +329,24 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
     @T.macro
     def pad(x, padded):
         for image_row in T.parallel(n * height):
-            for j, c, lane in T.grid(width, blocks_in, 16):
-                i = image_row % height
-                padded[image_row // height, i, j, c, lane] = T.if_then_else(
-                    i >= p and i < h + p and j >= p and j < w + p,
-                    x[image_row // height, T.max(i - p, 0), T.max(j - p, 0), c, lane], fill)
+            for j, c in T.grid(width, blocks_in):
+                for lane in T.vectorized(16):
+                    padded[image_row // height, image_row % height, j, c, lane] = T.if_then_else(
+                        image_row % height >= p and image_row % height < h + p and j >= p and j < w + p,
+                        x[image_row // height, T.max(image_row % height - p, 0), T.max(j - p, 0), c, lane], fill)
+
+    @T.macro
+    def no_padding(x, padded):
+        T.evaluate(0)
+
+    def source(x, padded):
+        """What the tiles read: the input, or its padded copy."""
+        return padded if p else x
 
     @T.macro
     def row_sums(wt, padded, mem, sums, output_row):
-        """Every sum of one output row, into ``sums`` ``[OW, O/16, 16]``."""
+        """Every sum of one output row, into ``sums`` ``[OW, O/16, 16]``; ``padded``: the input
+        with its padding (the input itself without)."""
         for jo, fo in T.grid(ow // (rows * across), blocks_out // deep):
             T.evaluate(T.call_extern("void", "nindsl_tiles_begin", tiles(mem)))
             for ry, rx, t in T.grid(k, kw, blocks_in * 16 // channels):
@@ -369,43 +378,46 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
                         T.int64(blocks_out * 64)))
             T.evaluate(T.call_extern("void", "nindsl_tiles_end", tiles(mem)))
 
-    weights = weight_shape(weight_layout(s), vector)
+    padding = pad if p else no_padding
+    padded_shape = (n, height, width, blocks_in, 16) if p else (1,)
+
+    @T.macro
+    def kernel(x, wt, out, store, parameters):
+        padded = T.decl_buffer(padded_shape, dtype)
+        padding(x, padded)
+        for output_row in T.parallel(n * oh):
+            mem = T.decl_buffer((memory,), "uint8", scope="local")
+            sums = T.decl_buffer((ow, blocks_out, 16), sums_dtype, scope="local")
+            row_sums(wt, source(x, padded), mem, sums, output_row)
+            for j, f in T.grid(ow, blocks_out):
+                for lane in T.vectorized(16):
+                    out[output_row // oh, output_row % oh, j, f, lane] = store(sums[j, f, lane], f * 16 + lane,
+                                                                               parameters)
+
     # (no lets in the vectorised stores: TVM 0.27 vectorised a let's value wrongly in them)
+    def round_to_bf16(total, channel, parameters):
+        (bias,) = parameters
+        return narrow(T.max(total + bias[channel], T.float32(0)) if relu else total + bias[channel])
+
+    def requantize(total, channel, parameters):
+        bias, scale = parameters
+        value = T.nearbyint(T.Cast("float32", total + bias[channel]) * scale[channel]) + T.float32(float(s.zero_out))
+        return T.Cast("uint8", T.max(T.min(value, T.float32(ACTIVATION_MAX)), T.float32(float(s.low))))
+
+    weights = weight_shape(weight_layout(s), vector)
     if numbers is BF16:
         @T.prim_func
         def main(x: T.Buffer((n, h, w, blocks_in, 16), dtype), wt: T.Buffer(weights, dtype),
                  bias: T.Buffer((blocks_out * 16,), "float32"), out: T.Buffer((n, oh, ow, blocks_out, 16), dtype)):
             T.func_attr({"tirx.noalias": True})
-            padded = T.decl_buffer((n, height, width, blocks_in, 16), dtype)
-            pad(x, padded)
-            for output_row in T.parallel(n * oh):
-                mem = T.decl_buffer((memory,), "uint8", scope="local")
-                sums = T.decl_buffer((ow, blocks_out, 16), sums_dtype, scope="local")
-                row_sums(wt, padded, mem, sums, output_row)
-                for j, f in T.grid(ow, blocks_out):
-                    for lane in T.vectorized(16):
-                        out[output_row // oh, output_row % oh, j, f, lane] = narrow(
-                            T.max(sums[j, f, lane] + bias[f * 16 + lane], T.float32(0)) if relu
-                            else sums[j, f, lane] + bias[f * 16 + lane])
+            kernel(x, wt, out, round_to_bf16, (bias,))
     else:
-        zero_out, low = float(s.zero_out), float(s.low)
-
         @T.prim_func
         def main(x: T.Buffer((n, h, w, blocks_in, 16), dtype), wt: T.Buffer(weights, "int8"),
                  bias: T.Buffer((blocks_out * 16,), "int32"), scale: T.Buffer((blocks_out * 16,), "float32"),
                  out: T.Buffer((n, oh, ow, blocks_out, 16), dtype)):
             T.func_attr({"tirx.noalias": True})
-            padded = T.decl_buffer((n, height, width, blocks_in, 16), dtype)
-            pad(x, padded)
-            for output_row in T.parallel(n * oh):
-                mem = T.decl_buffer((memory,), "uint8", scope="local")
-                sums = T.decl_buffer((ow, blocks_out, 16), sums_dtype, scope="local")
-                row_sums(wt, padded, mem, sums, output_row)
-                for j, f in T.grid(ow, blocks_out):
-                    for lane in T.vectorized(16):
-                        out[output_row // oh, output_row % oh, j, f, lane] = T.Cast("uint8", T.max(T.min(
-                            T.nearbyint(T.Cast("float32", sums[j, f, lane] + bias[f * 16 + lane]) * scale[f * 16 + lane])
-                            + T.float32(zero_out), T.float32(ACTIVATION_MAX)), T.float32(low)))
+            kernel(x, wt, out, requantize, (bias, scale))
 
     code = emulated_tile_ir(block, numbers) if emulated else tile_ir(block, numbers)
     return main.with_body(tirx.AttrStmt(tirx.const(0, "int32"), "pragma_import_llvm", ir.StringImm(code), main.body))

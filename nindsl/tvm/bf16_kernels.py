@@ -22,7 +22,7 @@ not is judged with it.
 """
 from __future__ import annotations
 
-from .int8_kernels import ConvShape, Isa, weight_shape
+from .int8_kernels import ConvShape, Isa, padded_input, weight_shape
 
 # AVX512-BF16 (Cooper Lake, Sapphire Rapids and later Xeons; AMD Zen 4 and later): 16 sums per step.
 AVX512BF16 = Isa("avx512bf16", 16, False, group=2, width=2)
@@ -176,14 +176,7 @@ def conv_func(shape: ConvShape, isa: Isa, relu: bool):
     x = te.placeholder((s.batch, s.height, s.width, -(-s.channels // b), b), "uint16", name="x")
     w = te.placeholder(weight_shape(s, isa), "uint16", name="w")
     bias = te.placeholder((blocks_out * lanes,), "float32", name="bias")
-    padded = x
-    if s.pad:
-        p = s.pad
-        padded = te.compute(
-            (s.batch, s.height + 2 * p, s.width + 2 * p, *x.shape[3:]),
-            lambda n, i, j, c, k: tirx.if_then_else(
-                tirx.all(i >= p, i < s.height + p, j >= p, j < s.width + p),
-                x[n, i - p, j - p, c, k], tirx.const(0, "uint16")), name="pad")
+    padded = padded_input(x, s, tirx.const(0, "uint16"))
     rc = te.reduce_axis((0, blocks_in), name="rc")
     ry = te.reduce_axis((0, s.kernel), name="ry")
     rx = te.reduce_axis((0, s.kw), name="rx")

@@ -243,14 +243,7 @@ def conv_func(shape: ConvShape, isa: Isa):
     w = te.placeholder(weight_shape(s, isa), "int8", name="w")
     bias = te.placeholder((blocks_out * lanes,), "int32", name="bias")
     scale = te.placeholder((blocks_out * lanes,), "float32", name="scale")
-    padded = x
-    if s.pad:
-        p = s.pad
-        padded = te.compute(
-            (s.batch, s.height + 2 * p, s.width + 2 * p, *x.shape[3:]),
-            lambda n, i, j, c, k: tirx.if_then_else(
-                tirx.all(i >= p, i < s.height + p, j >= p, j < s.width + p),
-                x[n, i - p, j - p, c, k], tirx.const(s.zero_in, "uint8")), name="pad")
+    padded = padded_input(x, s, tirx.const(s.zero_in, "uint8"))
     rc = te.reduce_axis((0, blocks_in), name="rc")
     ry = te.reduce_axis((0, s.kernel), name="ry")
     rx = te.reduce_axis((0, s.kw), name="rx")
@@ -273,6 +266,20 @@ def conv_func(shape: ConvShape, isa: Isa):
 
     out = te.compute(acc.shape, requantize, name="requantize")
     return te.create_prim_func([x, w, bias, scale, out])
+
+
+def padded_input(x, shape: ConvShape, fill):
+    """``x`` (``[N, H, W, C/b, b]``) padded by ``shape.pad`` pixels of ``fill`` (the code of 0.0)
+    on every side: the block ``pad`` that :func:`schedule_conv` schedules; ``x`` without padding."""
+    from tvm import te, tirx
+
+    p, s = shape.pad, shape
+    if not p:
+        return x
+    return te.compute((s.batch, s.height + 2 * p, s.width + 2 * p, *x.shape[3:]),
+                      lambda n, i, j, c, k: tirx.if_then_else(
+                          tirx.all(i >= p, i < s.height + p, j >= p, j < s.width + p), x[n, i - p, j - p, c, k], fill),
+                      name="pad")
 
 
 def conv_step(shape: ConvShape, isa: Isa) -> int:
