@@ -206,6 +206,8 @@ def test_compile_bf16_for_a_bf16_cpu_records_its_accuracy_and_instructions(cli, 
     assert {"avx512bf16", "avx512f", "amx-tile", "amx-bf16"} <= set(manifest["cpu_features"])
     shown = cli("inspect", out)
     assert "precision bf16" in shown.out and "bf16: top-1 agreement" in shown.out
+    assert "amx-bf16" in shown.out.split("CPU features")[1]
+    assert ("it will not load here" in shown.out) == LACKS_BF16
     if LACKS_BF16:  # refused, not SIGILL
         np.save(tmp_path / "x.npy", np.zeros((1, 3, 12, 12), np.float32))
         ran = cli("run", out, "-i", tmp_path / "x.npy")

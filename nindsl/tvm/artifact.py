@@ -246,6 +246,11 @@ def describe_artifact(folder: Path) -> str:
              f"  input {manifest.get('input', {}).get('name')} [{shape}], tuned: {bool(manifest.get('tuning_db'))}, "
              f"precision {manifest.get('precision', 'fp32')}",
              f"  files {', '.join(sorted(manifest.get('files', {})))}"]
+    features = manifest.get("cpu_features")
+    if isinstance(features, list) and all(isinstance(f, str) for f in features):
+        missing = missing_cpu_features(features)
+        lines.append(f"  CPU features {', '.join(features) or 'none'}"
+                     + (f" (this CPU lacks {', '.join(missing)}: it will not load here)" if missing else ""))
     if gpu:
         lines.append(f"  GPU code {gpu}")
     accuracy = manifest.get("accuracy")
