@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ..kernel import limits
 from ..kernel.diagnostics import Collector, NindslError, Note, Source, Span, did_you_mean

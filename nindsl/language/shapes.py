@@ -9,7 +9,6 @@ cause, the rounding that would fit.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
 
 from ..kernel import limits
 from ..kernel.diagnostics import Collector, Note, Span

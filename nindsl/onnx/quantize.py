@@ -355,8 +355,8 @@ def judge(result: Agreement, precision: str = "int8") -> tuple[str, str | None]:
     """("ok" | "warn" | "refuse", why) for trained weights."""
     drop = result.drop_pp
     if result.top1_agreement < REFUSE_AGREEMENT or drop is not None and drop > REFUSE_DROP_PP:
-        return "refuse", (f"the {precision} build agrees with float32 on {100 * result.top1_agreement:.1f}% of held-out "
-                          f"images" + (f" and loses {drop:.2f} pp of accuracy" if drop is not None else "")
+        return "refuse", (f"the {precision} build agrees with float32 on {100 * result.top1_agreement:.1f}% of "
+                          f"held-out images" + (f" and loses {drop:.2f} pp of accuracy" if drop is not None else "")
                           + f" (refused below {100 * REFUSE_AGREEMENT:.0f}% or above {REFUSE_DROP_PP} pp)")
     if result.top1_agreement < WARN_AGREEMENT or drop is not None and drop > WARN_DROP_PP:
         return "warn", (f"the {precision} build agrees with float32 on {100 * result.top1_agreement:.2f}% of held-out "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernel.diagnostics import NindslError
 from ..kernel.progress import SILENT, Progress
 from ..language import ir
 from ..onnx.quantize import Calibration, Plan, float_steps

@@ -29,8 +29,8 @@ from .build import Build
 from .compat import noalias_single_buffer_functions
 from . import amx_kernels
 from .amx_kernels import tile_block
-from .int8_kernels import (AMX, EMULATED_AMX, PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
-                           register_blocks, schedule_conv, vector_isa)
+from .int8_kernels import (AMX, EMULATED_AMX, PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights,
+                           register_block, register_blocks, schedule_conv, vector_isa)
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
 FOLD_BLOCK = 8  # a folded input's (tap, channel) pairs come in 8s: whole paired steps
