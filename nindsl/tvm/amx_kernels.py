@@ -1,27 +1,32 @@
-"""AMX tile kernels for bf16 convolutions (Sapphire Rapids and later Xeons).
+"""AMX tile kernels for int8 and bf16 convolutions (Sapphire Rapids and later Xeons).
 
-One AMX instruction, ``tdpbf16ps C, A, B``, adds to a tile ``C`` of ``rows × 16`` float32 sums
-the products of ``A`` (``rows`` output pixels × 32 bf16 input channels) and ``B`` (16 pairs of
-input channels × 16 output channels, each pair adjacent): 16 × 32 × rows multiply-adds, where
-``vdpbf16ps`` does 32. The layouts are already those of the bf16 vector kernel
-(:mod:`nindsl.tvm.bf16_kernels`):
+One AMX instruction adds to a tile ``C`` of ``rows × 16`` sums the products of ``A`` (``rows``
+output pixels × 64 bytes of input channels: 64 int8 or 32 bf16) and ``B`` (those channels × 16
+output channels, in groups of 4 int8 or 2 bf16 channels): ``tdpbusd`` (unsigned × signed bytes,
+int32 sums) does 16 × 64 × rows multiply-adds, where ``vpdpbusd`` does 64; ``tdpbf16ps``
+(float32 sums) 16 × 32 × rows, where ``vdpbf16ps`` does 32. The layouts are already those of
+the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf16_kernels`):
 
-- ``A``: a row is one input pixel's 32 channels, 64 bytes; the rows of a tile are the pixels
+- ``A``: a row is 64 bytes of one input pixel's channels; the rows of a tile are the pixels
   under ``rows`` consecutive output columns at one kernel tap, ``stride × pixel bytes`` apart
   in the (padded) NHWC input: one strided tile load.
-- ``B``: the packed weights ``[O/16, K, KW, C/2, 1, 16, 2]`` hold each tap's 16 channel pairs
-  × 16 output channels as 1 KiB in a row: one tile load.
-- ``C``: ``rows`` pixels × 16 output channels, stored to a small buffer; the bias, ReLU and
-  rounding to bf16 follow as vector code.
+- ``B``: the packed weights ``[O/16, K, KW, C/g, 1, 16, g]`` hold each tap's channels for 16
+  output channels as 1 KiB in a row: one tile load.
+- ``C``: ``rows`` pixels × 16 output channels, stored to the output row's buffer of sums; the
+  vector kernel's store step follows (requantize; or bias, ReLU and rounding to bf16).
 
-A block is ``across × rows`` output pixels of one row × ``deep × 16`` output channels: up to
-4 sum tiles (0–3), ``across`` input tiles (4, 5) and ``deep`` weight tiles (6, 7), loaded once
-per tap and input-channel tile. As with the vector step, TVM cannot emit tile instructions:
-each operation is a small function of LLVM IR (:func:`tile_ir`, tile numbers constant after
-unrolling) linked into the kernel. The first block a process runs asks Linux for the tile state
-(``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``), which Linux requires before the
-first tile instruction. :func:`emulated_tile_ir` does the same operations on 8 KiB of memory
-with scalar float32 FMAs, so that the tests run the addresses and layouts on any CPU.
+Where an input's channels come in 32-byte steps only (96 int8 channels), tiles take 32 bytes
+(:attr:`TileBlock.depth`). A block is ``across × rows`` output pixels of one row ×
+``deep × 16`` output channels: up to 4 sum tiles (0–3), ``across`` input tiles (4, 5) and
+``deep`` weight tiles (6, 7), loaded once per tap and input-channel tile. As with bf16's vector
+step, TVM cannot emit tile instructions: each operation is a small function of LLVM IR
+(:func:`tile_ir`, tile numbers constant after unrolling) linked into the kernel. The first
+block a process runs asks Linux for the tile state (``arch_prctl(ARCH_REQ_XCOMP_PERM,
+XFEATURE_XTILEDATA)``), which Linux requires before the first tile instruction.
+:func:`emulated_tile_ir` does the same operations on 8 KiB of memory with scalar
+multiply-adds, so that the tests run the addresses and layouts on any CPU; and
+:func:`works_here` checks, before a build for this machine uses tiles, that its AMX computes
+what the emulation does.
 """
 from __future__ import annotations
 
