@@ -27,7 +27,8 @@ pytestmark = pytest.mark.tvm
 from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.onnx.runtime import runner  # noqa: E402
 from nindsl.tvm import bf16_kernels as B  # noqa: E402
-from nindsl.tvm.bf16 import bf16_plan, build_bf16, from_bf16, isa_of, to_bf16  # noqa: E402
+from nindsl.tvm.bf16 import bf16_plan, build_bf16, isa_of  # noqa: E402
+from nindsl.tvm.bf16_kernels import from_bf16, to_bf16  # noqa: E402
 from nindsl.tvm.int8_kernels import ConvShape, pack_weights  # noqa: E402
 from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 

@@ -470,7 +470,7 @@ def _probe(name: str, target: str, emulated_only: bool = False) -> int:
     s = PROBE
     rng = np.random.default_rng(0)
     if numbers is BF16:
-        from .bf16 import to_bf16
+        from .bf16_kernels import to_bf16
 
         x = to_bf16(rng.standard_normal((1, s.height, s.width, 4, 16)))
         weights = to_bf16(rng.standard_normal((s.out_channels, s.channels, 3, 3)) * 0.1)

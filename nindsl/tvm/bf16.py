@@ -18,22 +18,12 @@ from ..language import ir
 from ..onnx.quantize import Calibration, Plan, float_steps
 from . import amx_kernels
 from .amx_kernels import tile_block
-from .bf16_kernels import AMX, EMULATED, EMULATED_AMX, bf16_isa, conv_func, narrow, schedule_conv, vector_isa, widen
+from .bf16_kernels import (AMX, EMULATED, EMULATED_AMX, bf16_isa, conv_func, narrow, schedule_conv, to_bf16,
+                           vector_isa, widen)
 from .build import Build
 from .int8 import QuantizedBuild, Int8Kernels, compile_chain, kernels, run_batched
 from .int8_kernels import ConvShape, Isa, pack_weights
 from .profiles import Profile, host_profile, resolved_target, runs_here
-
-
-def to_bf16(x: np.ndarray) -> np.ndarray:
-    """float32 numbers rounded to the nearest bf16 (ties to even), as their 16 bits."""
-    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def from_bf16(bits: np.ndarray) -> np.ndarray:
-    """bf16 numbers (their 16 bits) as float32."""
-    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 class Bf16Kernels(Int8Kernels):

@@ -98,6 +98,21 @@ define <{n} x float> @{name}(<{n} x float> %acc, i32 %a, <{2 * n} x i16> %w) alw
 """
 
 
+def to_bf16(x):
+    """float32 numbers (numpy) rounded to the nearest bf16 (ties to even), as their 16 bits."""
+    import numpy as np
+
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16(bits):
+    """bf16 numbers (numpy, their 16 bits) as float32."""
+    import numpy as np
+
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
 def widen(value):
     """A bf16 number (its 16 bits) as the float32 it is."""
     from tvm import tirx
