@@ -1,11 +1,13 @@
-"""bf16 builds (issue 18) and builds for a CPU other than this one: the bf16 convolution against
-float64 sums rounded to bf16, the whole network against ONNX Runtime, ``vdpbf16ps`` in the
-code built for AVX512-BF16 CPUs, the command line, and artifacts that refuse a CPU without
+"""bf16 builds (issue 18), AMX tiles, and builds for a CPU other than this one: the bf16
+convolutions (vector and tile) against float64 sums rounded to bf16, the whole network against
+ONNX Runtime, ``vdpbf16ps`` and the tile instructions in the code built for AVX512-BF16 and AMX
+CPUs, the probe that guards AMX, the command line, and artifacts that refuse a CPU without
 their instructions.
 
-This project's machines have no AVX512-BF16: the kernels that run here are the emulated step
-(:data:`nindsl.tvm.bf16_kernels.EMULATED`, the same sums from float32 FMAs); the AVX512-BF16
-ones are compiled and their assembly read."""
+This project's machines have had neither AVX512-BF16 nor AMX: the kernels that run here are
+emulations (:data:`nindsl.tvm.bf16_kernels.EMULATED`, the same sums from float32 FMAs;
+``amx_kernels.emulated_tile_ir``, the tile operations on memory); the real ones are compiled
+and their assembly read. On a machine that has them, the command-line tests run them."""
 
 from __future__ import annotations
 
