@@ -281,11 +281,25 @@ def test_the_tile_probe_passes_when_tiles_compute_what_the_emulation_does(monkey
     target = str(tvm.target.Target(resolved_target(HOST)))  # as works_here passes it to the child
     assert amx_kernels._probe("int8", target) == 0 and amx_kernels._probe("bf16", target) == 0
 
-    def wrong(s, numbers, relu, emulated):  # a tile kernel without its ReLU
-        return emulation(s, numbers, relu and emulated, True)
+    def wrong(s, numbers, relu, emulated):  # a "tile" kernel without its ReLU, or with another zero point
+        return emulation(s, numbers, relu, True) if emulated else \
+            emulation(replace(s, zero_out=s.zero_out + 1), numbers, False, True)
 
     monkeypatch.setattr(amx_kernels, "conv_func", wrong)
-    assert amx_kernels._probe("bf16", target) == 1
+    assert amx_kernels._probe("bf16", target) == 1 and amx_kernels._probe("int8", target) == 1
+
+
+
+def test_the_bf16_probe_forgives_rounding_but_not_layout():
+    from nindsl.tvm.amx_kernels import bf16_close
+
+    expected = to_bf16(np.random.default_rng(0).standard_normal((4, 16, 2, 16)))
+    assert bf16_close(expected, expected)
+    rounded = expected.copy()
+    rounded.flat[::20] += 1  # one unit of bf16 on 5 % of the outputs: sums added in another order
+    assert bf16_close(expected, rounded)
+    assert not bf16_close(expected, expected[:, :, ::-1])  # the weight tiles swapped
+    assert not bf16_close(expected, np.roll(expected, 1, axis=-1))  # lanes one off
 
 
 @pytest.mark.slow

@@ -487,4 +487,19 @@ def _probe(name: str, target: str, emulated_only: bool = False) -> int:
         out = tvm.runtime.empty((1, *s.out_size, 2, 16), numbers.storage)
         library["main"](*(tvm.runtime.tensor(a) for a in arguments), out)
         outputs.append(out.numpy())
-    return 0 if np.array_equal(*outputs) else 1
+    emulated, tiles = outputs
+    same = np.array_equal(emulated, tiles) if numbers is INT8 else bf16_close(emulated, tiles)  # (int8: exact)
+    return 0 if same else 1
+
+
+def bf16_close(expected, got) -> bool:
+    """Whether two bf16 results (their bits) agree up to rounding: the hardware may add its
+    float32 sums in another order than the emulation, which moves a few outputs by one unit of
+    bf16; a wrong layout or address moves most of them by far more."""
+    import numpy as np
+
+    from .bf16_kernels import from_bf16
+
+    a, b = from_bf16(expected), from_bf16(got)
+    near = np.abs(a - b) <= 2 ** -7 * np.maximum(np.abs(a), 1e-3)
+    return bool(near.all() and np.mean(expected == got) >= 0.9)
