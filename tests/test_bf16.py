@@ -101,7 +101,7 @@ def test_avx512_bf16_targets_get_vdpbf16ps_inlined(mcpu):
     shape = ConvShape(1, 64, 8, 8, 64, 3, 1, 1, 16, 0, 0, 0)
     isa = B.bf16_isa(tvm.target.Target({"kind": "llvm", "mcpu": mcpu}))
     assert isa is (B.AMX if mcpu == "sapphirerapids" else B.AVX512BF16)
-    vector = B.vector_isa(isa)  # (AMX's convolutions that tiles do not fit)
+    vector = isa.vector  # (AMX's convolutions that tiles do not fit)
     func = B.schedule_conv(B.conv_func(shape, vector, True), shape, vector)
     library = tvm.compile(tvm.IRModule({"main": func}), target={"kind": "llvm", "mcpu": mcpu})
     assembly = library.mod.inspect_source("asm") if hasattr(library, "mod") else library.inspect_source("asm")

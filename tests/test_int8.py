@@ -36,7 +36,7 @@ def host_isa():
 
 def host_vector_isa() -> K.Isa:
     """The vector kernels' instructions here (an AMX build's, for convolutions tiles do not fit)."""
-    return K.vector_isa(host_isa()[1])
+    return host_isa()[1].vector
 
 
 def reference_conv(x, w, bias, scale, shape: K.ConvShape) -> np.ndarray:

@@ -191,9 +191,7 @@ def drive_compile(args) -> int:
     if args.precision != "fp32":
         from ..tvm.int8 import check_precision
 
-        check_precision(args.precision, profile)
-        if args.precision == "bf16" and args.tune:
-            raise NindslError.one("E0504", "bf16 builds are not tuned yet", None, "compile without --tune")
+        check_precision(args.precision, profile, args.tune)
     batch = batch_size(args.batch)
     tuning = _tuning(args) if args.tune else None
     out = args.output or f"{network.name}-{profile.name}" + (f"-{args.precision}" if args.precision != "fp32" else "")

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 from .int8_kernels import ConvShape
 
 TILE_BYTES = 1024  # 16 rows of 64 bytes
-SUMS, INPUTS, WEIGHTS = 0, 4, 6  # the first tile of each kind
+INPUTS, WEIGHTS = 4, 6  # the first input and weight tiles (sums: 0 to 3)
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def weight_layout(shape: ConvShape) -> ConvShape:
     return replace(shape, channels=-(-shape.channels // 16) * 16)
 
 
-def _switch(name: str, cases: list[str]) -> str:
+def _switch(cases: list[str]) -> str:
     """IR that runs ``cases[i]`` for ``%index = i``: constant after inlining, so one remains."""
     labels = " ".join(f"i32 {i}, label %case{i}" for i in range(len(cases) - 1))
     body = "".join(f"case{i}:\n  {case}\n  ret void\n" for i, case in enumerate(cases))
@@ -143,16 +143,16 @@ define void @nindsl_tiles_end(ptr %memory) alwaysinline {{
 
 define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
 entry:
-{_switch("load", [load.format(t) for t in range(INPUTS, 8)])}}}
+{_switch([load.format(t) for t in range(INPUTS, 8)])}}}
 
 define void @nindsl_tiles_dot(ptr %memory, i32 %index) alwaysinline {{
 entry:
-{_switch("dot", [f"call void @llvm.x86.{numbers.instruction}(i8 {2 * a + b}, i8 {INPUTS + a}, i8 {WEIGHTS + b})"
+{_switch([f"call void @llvm.x86.{numbers.instruction}(i8 {2 * a + b}, i8 {INPUTS + a}, i8 {WEIGHTS + b})"
                  for a in range(2) for b in range(2)])}}}
 
 define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
 entry:
-{_switch("store", [f"call void @llvm.x86.tilestored64(i8 {t}, ptr %to, i64 %stride)" for t in range(4)])}}}
+{_switch([f"call void @llvm.x86.tilestored64(i8 {t}, ptr %to, i64 %stride)" for t in range(4)])}}}
 """
 
 

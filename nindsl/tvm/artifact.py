@@ -83,9 +83,9 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
                                      tuning, progress)
         else:
             from .bf16 import build_checked
+            from .int8 import check_precision
 
-            if tuning is not None:
-                raise NindslError.one("E0504", "bf16 builds are not tuned yet", None, "compile without --tune")
+            check_precision("bf16", profile, tuned=tuning is not None)
             narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, progress)
         if gate is not None:
             gate(narrow.agreement)

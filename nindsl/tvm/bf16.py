@@ -17,9 +17,7 @@ from ..kernel.progress import SILENT, Progress
 from ..language import ir
 from ..onnx.quantize import Calibration, Plan, float_steps
 from . import amx_kernels
-from .amx_kernels import tile_block
-from .bf16_kernels import (AMX, EMULATED, EMULATED_AMX, bf16_isa, conv_func, narrow, schedule_conv, to_bf16,
-                           vector_isa, widen)
+from .bf16_kernels import EMULATED, bf16_isa, conv_func, narrow, schedule_conv, to_bf16, widen
 from .build import Build
 from .int8 import QuantizedBuild, Int8Kernels, compile_chain, kernels, run_batched
 from .int8_kernels import ConvShape, Isa, pack_weights
@@ -61,9 +59,9 @@ class Bf16Kernels(Int8Kernels):
         o, lanes = weight.shape[0], self.isa.lanes
         bias = np.zeros(-(-o // lanes) * lanes, np.float32)
         bias[:o] = step.bias
-        vector, layout = vector_isa(self.isa), conv
-        if vector is not self.isa and tile_block(conv) is not None:  # AMX tiles, where they fit
-            func = amx_kernels.conv_func(conv, amx_kernels.BF16, step.relu, emulated=self.isa is EMULATED_AMX)
+        vector, layout = self.isa.vector, conv
+        if self.tiled(conv, amx_kernels.BF16):
+            func = amx_kernels.conv_func(conv, amx_kernels.BF16, step.relu, emulated=self.isa.emulated)
             layout = amx_kernels.weight_layout(conv)
         else:
             func = schedule_conv(conv_func(conv, vector, step.relu), conv, vector, self.blocks.get(step.output))
@@ -88,8 +86,8 @@ def isa_of(profile: Profile):
     isa = bf16_isa(target)
     if isa is None:
         check_precision("bf16", profile)  # (says what the CPU runs instead)
-    if isa is AMX and runs_here(target) and not amx_kernels.works_here(amx_kernels.BF16, target):
-        isa = vector_isa(isa)  # (this machine's AMX did not compute what it should)
+    if isa is not None and isa.tiles and runs_here(target) and not amx_kernels.works_here(amx_kernels.BF16, target):
+        isa = isa.vector  # (this machine's AMX did not compute what it should)
     return target, isa
 
 

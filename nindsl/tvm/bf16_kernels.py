@@ -28,11 +28,11 @@ from .int8_kernels import ConvShape, Isa, padded_input, weight_shape
 AVX512BF16 = Isa("avx512bf16", 16, False, group=2, width=2)
 # AMX (Sapphire Rapids and later Xeons): convolutions that fit take tile kernels
 # (nindsl.tvm.amx_kernels), the rest AVX512-BF16's, which every AMX CPU has.
-AMX = Isa("amx-bf16", 16, False, group=2, width=2)
+AMX = Isa("amx-bf16", 16, False, group=2, width=2, untiled=AVX512BF16)
 # The same step as two float32 FMAs per pair (LLVM picks the vector width from the target):
 # never chosen for a build that is to be fast. EMULATED_AMX: the tile kernels on memory.
 EMULATED = Isa("bf16-emulated", 16, False, group=2, width=2)
-EMULATED_AMX = Isa("amx-emulated", 16, False, group=2, width=2)
+EMULATED_AMX = Isa("amx-emulated", 16, False, group=2, width=2, untiled=EMULATED, emulated=True)
 ISAS = (AMX, AVX512BF16)  # the best first
 
 
@@ -44,10 +44,6 @@ def bf16_isa(target) -> Isa | None:
         return None
     return next(isa for isa in ISAS if codegen.llvm_cpu_has_features(isa.name, target))
 
-
-def vector_isa(isa: Isa) -> Isa:
-    """The vector step of a build with ``isa``: a tile build's convolutions that tiles do not fit."""
-    return {AMX: AVX512BF16, EMULATED_AMX: EMULATED}.get(isa, isa)
 
 
 def step_function(isa: Isa) -> str:

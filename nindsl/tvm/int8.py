@@ -29,8 +29,8 @@ from .build import Build
 from .compat import noalias_single_buffer_functions
 from . import amx_kernels
 from .amx_kernels import tile_block
-from .int8_kernels import (AMX, EMULATED_AMX, PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights,
-                           register_block, register_blocks, schedule_conv, vector_isa)
+from .int8_kernels import (PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
+                           register_blocks, schedule_conv)
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
 FOLD_BLOCK = 8  # a folded input's (tap, channel) pairs come in 8s: whole paired steps
@@ -146,8 +146,7 @@ class Int8Kernels:
         q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
         o = weight.shape[0]
         blocks_out = -(-o // self.isa.lanes)
-        vector = vector_isa(self.isa)
-        tiles = vector is not self.isa and tile_block(conv, amx_kernels.INT8) is not None
+        vector, tiles = self.isa.vector, self.tiled(conv, amx_kernels.INT8)
         packed = pack_weights(weight, amx_kernels.weight_layout(conv) if tiles else conv, vector)
         # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
         bias = np.zeros(blocks_out * self.isa.lanes, np.int64)
@@ -155,10 +154,14 @@ class Int8Kernels:
         scale = np.zeros(blocks_out * self.isa.lanes, np.float32)
         scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
         if tiles:
-            func = amx_kernels.conv_func(conv, amx_kernels.INT8, emulated=self.isa is EMULATED_AMX)
+            func = amx_kernels.conv_func(conv, amx_kernels.INT8, emulated=self.isa.emulated)
         else:
             func = schedule_conv(conv_func(conv, vector), conv, vector, self.blocks.get(step.output))
         return func, (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))
+
+    def tiled(self, conv: ConvShape, numbers) -> bool:
+        """Whether ``conv`` takes an AMX tile kernel: the target has tiles, and they fit it."""
+        return self.isa.tiles and tile_block(conv, numbers) is not None
 
     def weight(self, name: str, value: np.ndarray) -> str:
         self.weights[name] = np.ascontiguousarray(value)
@@ -377,8 +380,8 @@ def isa_of(profile: Profile):
 
     target = tvm.target.Target(resolved_target(profile))
     isa = int8_isa(target)
-    if isa is AMX and runs_here(target) and not amx_kernels.works_here(amx_kernels.INT8, target):
-        isa = vector_isa(isa)
+    if isa is not None and isa.tiles and runs_here(target) and not amx_kernels.works_here(amx_kernels.INT8, target):
+        isa = isa.vector
     if isa is None:
         cpu = target.attrs.get("mcpu") or "the host"
         raise NindslError.one("E0504", f"`{cpu}` (target `{profile.name}`) has no AVX2: int8 would not be faster than "
@@ -386,8 +389,11 @@ def isa_of(profile: Profile):
     return target, isa
 
 
-def check_precision(precision: str, profile: Profile) -> None:
-    """Refuse a precision the target's CPU cannot run fast, saying what it can run."""
+def check_precision(precision: str, profile: Profile, tuned: bool = False) -> None:
+    """Refuse a precision the target's CPU cannot run fast, saying what it can run, or one that
+    cannot be ``tuned`` (bf16)."""
+    if precision == "bf16" and tuned:
+        raise NindslError.one("E0504", "bf16 builds are not tuned yet", None, "compile without --tune")
     if profile.device != "cpu":
         raise NindslError.one("E0504", f"--precision {precision} builds are for CPU targets; `{profile.name}` runs on "
                                        f"{profile.device}", None, "build for --target llvm, or use --precision fp32")
@@ -541,13 +547,13 @@ def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch:
     from ..kernel.io import atomic_write_text, ensure_folder, read_json_object
 
     target, tiles = isa_of(profile)
-    isa = vector_isa(tiles)  # (a tile kernel has no register block to search)
+    isa = tiles.vector  # (a tile kernel has no register block to search)
     known = read_json_object(cache) if cache else {}
     device = tvm.cpu(0)
     calls, weights, _ = kernels(network, quantized, batch, tiles)
     chosen = {}
     for call, shape, dtype in _with_inputs(network, calls, batch):
-        if call.conv is None or tiles is not isa and tile_block(call.conv, amx_kernels.INT8) is not None:
+        if call.conv is None or tiles.tiles and tile_block(call.conv, amx_kernels.INT8) is not None:
             continue
         fitting = register_blocks(call.conv, isa)
         key = f"int8|{isa.name}|{call.conv}"

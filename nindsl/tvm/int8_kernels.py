@@ -29,13 +29,27 @@ ACTIVATION_MAX = 127  # 7-bit activations: vpmaddubsw never saturates (see the m
 @dataclass(frozen=True)
 class Isa:
     """The int8 dot-product instructions a target has: the vector lanes of 32-bit sums, and
-    whether its multiply-add saturates in 16 bits (``vpmaddubsw``: every x86 int8 path but VNNI)."""
+    whether its multiply-add saturates in 16 bits (``vpmaddubsw``: every x86 int8 path but VNNI).
+    A tile ISA (AMX) names the vector instructions its convolutions that tiles do not fit take
+    (``untiled``)."""
 
     name: str
     lanes: int
     saturates: bool
     group: int = 4  # input channels in one 32-bit broadcast: 4 bytes (int8), 2 bfloat16 numbers
     width: int = 1  # bytes per number
+    untiled: "Isa | None" = None
+    emulated: bool = False  # tile operations emulated in memory (runs anywhere; tests only)
+
+    @property
+    def tiles(self) -> bool:
+        """Whether convolutions that fit take AMX tile kernels (:mod:`nindsl.tvm.amx_kernels`)."""
+        return self.untiled is not None
+
+    @property
+    def vector(self) -> "Isa":
+        """The vector instructions: this ISA's, or a tile ISA's for the convolutions tiles do not fit."""
+        return self.untiled or self
 
     def intrinsic(self, step: int) -> str:
         """The tensor intrinsic of one ``lanes × step`` dot product (``step`` input channels)."""
@@ -59,13 +73,13 @@ VECTOR_ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avx
                Isa("avx2", 8, True))
 # AMX (Sapphire Rapids and later Xeons): convolutions that fit take tile kernels
 # (nindsl.tvm.amx_kernels' tdpbusd), the rest AVX512-VNNI's, which every AMX CPU has.
-AMX = Isa("amx-int8", 16, False)
+AMX = Isa("amx-int8", 16, False, untiled=VECTOR_ISAS[0])
 ISAS = (AMX, *VECTOR_ISAS)  # the best first
 # Plain loops at 16 lanes, which LLVM compiles for any CPU: tests run the 16-lane layouts with
 # it on machines without AVX-512 (never chosen for a build). EMULATED_AMX: the tile kernels on
 # memory, the rest portable.
 PORTABLE = Isa("portable", 16, False)
-EMULATED_AMX = Isa("amx-int8-emulated", 16, False)
+EMULATED_AMX = Isa("amx-int8-emulated", 16, False, untiled=PORTABLE, emulated=True)
 
 
 def int8_isa(target) -> Isa | None:
@@ -78,10 +92,6 @@ def int8_isa(target) -> Isa | None:
             return isa
     return None
 
-
-def vector_isa(isa: Isa) -> Isa:
-    """The vector instructions of a build with ``isa``: a tile build's convolutions that tiles do not fit."""
-    return {AMX: VECTOR_ISAS[0], EMULATED_AMX: PORTABLE}.get(isa, isa)
 
 
 _registered = False
