@@ -38,7 +38,7 @@ from .language.ir import values_per_example
 
 ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-fp32", "torch", "tvm-untuned", "tvm-tuned",
            "tvm-int8")
-MORE_ENGINES = ("tvm-int8-tuned", "tvm-bf16")  # on request: --engines
+MORE_ENGINES = ("tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned")  # on request: --engines
 BLOCK, WARM = 20, 5  # at most this many timed and untimed calls per engine per round
 BLOCK_SECONDS, WARM_SECONDS = 0.06, 0.015  # about this long
 ENGINE_SECONDS, MIN_SAMPLES = 60.0, 3  # an engine this slow is timed fewer rounds
@@ -68,7 +68,8 @@ class Record:
 
 # Like for like: each narrow-precision build against the engine a user would pick instead at
 # the same precision (ratios against float32 ONNX Runtime say nothing about that choice).
-PEERS = {"tvm-int8": "onnxruntime-int8", "tvm-int8-tuned": "onnxruntime-int8", "tvm-bf16": "openvino"}
+PEERS = {"tvm-int8": "onnxruntime-int8", "tvm-int8-tuned": "onnxruntime-int8", "tvm-bf16": "openvino",
+         "tvm-bf16-tuned": "openvino"}
 
 
 def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
@@ -83,7 +84,7 @@ def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
 
 # Engines whose arithmetic a float32 peak does not bound: int8, bf16, and OpenVINO's default
 # (bf16 on CPUs with AMX or AVX512-BF16).
-NARROW_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned", "tvm-bf16", "openvino")
+NARROW_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned", "openvino")
 
 
 def _peak(profile) -> tuple[float, str]:

@@ -21,7 +21,7 @@ Run = Callable[[np.ndarray], np.ndarray]
 SPEC_ENGINES = ("onnxruntime", "reference", "torch")  # what `nindsl run SPEC --backend` offers
 TVM_ENGINES = ("tvm-untuned", "tvm-tuned")
 INT8_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned")  # one quantized model (random calibration)
-PEER_ENGINES = ("openvino", "openvino-fp32", "tvm-bf16")  # run when the machine and the packages allow
+PEER_ENGINES = ("openvino", "openvino-fp32", "tvm-bf16", "tvm-bf16-tuned")  # where the machine and packages allow
 CALIBRATION_IMAGES = 64  # standard normal images, like the bench's inputs
 
 
@@ -48,8 +48,8 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
         return _int8(engine, network, weights, profile, batch, tuning, progress)
     if engine in ("openvino", "openvino-fp32"):
         return _openvino(network, weights, engine == "openvino-fp32", device, threads)
-    if engine == "tvm-bf16":
-        return _bf16(network, weights, profile, batch)
+    if engine in ("tvm-bf16", "tvm-bf16-tuned"):
+        return _bf16(network, weights, profile, batch, engine.endswith("tuned"), tuning, progress)
     known = (*SPEC_ENGINES, *TVM_ENGINES, *INT8_ENGINES, *PEER_ENGINES)
     raise NindslError.one("E0504", f"unknown engine `{engine}`", None,
                           did_you_mean(engine, known) or f"engines: {', '.join(known)}")
@@ -127,7 +127,7 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
         return runner(to_qdq(model, plan))
     from .tvm.artifact import Runner
     from .tvm.env import require_tvm
-    from .tvm.int8 import build_int8, isa_of, search_blocks
+    from .tvm.int8 import build_int8, isa_of
 
     require_tvm()
     try:
@@ -137,17 +137,16 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
     model, plan = _quantize(network, weights, isa.weight_levels)
     blocks = None
     if engine.endswith("tuned"):
-        from .tvm.int8 import INT8_BLOCKS
-        from .tvm.tune import database_dir
+        from .tvm.int8 import measured_blocks
 
-        db = getattr(tuning, "db", None)
-        blocks = search_blocks(network, plan, profile, batch or 1, progress=progress,
-                               cache=database_dir(profile, db) / INT8_BLOCKS)
+        blocks = measured_blocks(network, plan, profile, batch, getattr(tuning, "db", None), progress)
     return Runner.from_build(build_int8(network, profile, plan, to_qdq(model, plan), batch, blocks))
 
 
-def _bf16(network: ir.Network, weights, profile, batch: int | None) -> Run:
-    """nindsl's bf16 build, where the target's CPU has bf16 instructions and this machine runs them."""
+def _bf16(network: ir.Network, weights, profile, batch: int | None, tuned: bool = False, tuning=None,
+          progress: Progress = SILENT) -> Run:
+    """nindsl's bf16 build, where the target's CPU has bf16 instructions and this machine runs
+    them; ``tuned``: its blocks measured first (kept in ``tuning``'s database folder)."""
     from .onnx.lower import to_onnx
     from .tvm.artifact import Runner
     from .tvm.bf16 import bf16_plan, build_bf16, isa_of
@@ -164,7 +163,14 @@ def _bf16(network: ir.Network, weights, profile, batch: int | None) -> Run:
     if not runs_here(target):
         raise Unavailable(f"the target `{target.attrs.get('mcpu')}` has bf16 instructions, and this CPU lacks them")
     model = to_onnx(network, weights, check=False)
-    return Runner.from_build(build_bf16(network, profile, bf16_plan(model), model, batch))
+    plan = bf16_plan(model)
+    blocks = None
+    if tuned:
+        from .tvm.bf16 import Bf16Kernels
+        from .tvm.int8 import measured_blocks
+
+        blocks = measured_blocks(network, plan, profile, batch, getattr(tuning, "db", None), progress, Bf16Kernels)
+    return Runner.from_build(build_bf16(network, profile, plan, model, batch, None, blocks))
 
 
 def _openvino(network: ir.Network, weights, fp32: bool, device: str, threads: int | None) -> Run:

@@ -224,8 +224,54 @@ def test_bf16_is_refused_with_what_the_cpu_runs_instead(cli, tiny, tmp_path):
     assert no_bf16.code == 1 and "`znver3` has no bfloat16 instructions" in no_bf16.err
     assert "--precision int8 (avx2) or fp32" in no_bf16.err
     assert not (tmp_path / "a").exists()
-    tuned = cli("compile", spec, "--target", SAPPHIRE_RAPIDS, "--precision", "bf16", "--tune", "-o", tmp_path / "b")
-    assert tuned.code == 1 and "bf16 builds are not tuned yet" in tuned.err
+    if missing_cpu_features(["avx512bf16", "amx-bf16", "amx-tile"]):
+        tuned = cli("compile", spec, "--target", SAPPHIRE_RAPIDS, "--precision", "bf16", "--tune", "-o",
+                    tmp_path / "b")
+        assert tuned.code == 1 and "--tune measures the bf16 kernels on this machine" in tuned.err
+        assert "cannot run amx-bf16" in tuned.err and not (tmp_path / "b").exists()
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory):
+    """The tiny network whose tile convolution has 2 tiles of output channels: its model and plan."""
+    path = tmp_path_factory.mktemp("bf16") / "deep.nin"
+    path.write_text(TINY.replace("mlpconv([24, 16]", "mlpconv([32, 32]"))
+    network = nindsl.load(path)
+    model = to_onnx(network, test_weights(network))
+    return network, model, bf16_plan(model)
+
+
+def test_bf16_blocks_are_searched_and_kept_by_precision(deep, tmp_path):
+    """--tune's search for bf16, on the emulations here (AMX and AVX512-BF16 on a machine with
+    them): tile and register blocks, cached by precision and instructions."""
+    from nindsl.tvm.amx_kernels import TileBlock
+    from nindsl.tvm.bf16 import Bf16Kernels
+    from nindsl.tvm.int8 import search_blocks
+
+    network, _, plan = deep
+    cache = tmp_path / "blocks.json"
+    chosen = search_blocks(network, plan, HOST, 2, candidates=1, cache=cache, make=Bf16Kernels, isa=B.EMULATED_AMX)
+    assert isinstance(chosen["conv1.1.relu"], TileBlock) and isinstance(chosen["conv1.0.relu"], tuple)
+    assert sorted(key.split("|")[1] for key in json.loads(cache.read_text())) == \
+        ["amx-emulated", *["bf16-emulated"] * (len(chosen) - 1)]
+    assert all(key.startswith("bf16|") for key in json.loads(cache.read_text()))
+
+
+def test_bf16_builds_in_other_blocks_compute_the_same_sums(deep):
+    """The sums of each output are added in the same order whatever the block: bit for bit."""
+    from nindsl.tvm.amx_kernels import TileBlock
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.bf16 import Bf16Kernels
+    from nindsl.tvm.int8 import kernels
+
+    network, model, plan = deep
+    calls, _, _ = kernels(network, plan, 2, B.EMULATED_AMX, None, Bf16Kernels)
+    others = {c.output: c.choice.options[-1] for c in calls if c.choice and len(c.choice.options) > 1}
+    assert others["conv1.1.relu"] == TileBlock(12, 1, 1, 64)  # one tile of channels deep, not the default two
+    images = test_inputs(network, 3)
+    default = Runner.from_build(build_bf16(network, HOST, plan, model, 3, B.EMULATED_AMX))(images)
+    searched = Runner.from_build(build_bf16(network, HOST, plan, model, 3, B.EMULATED_AMX, others))(images)
+    assert np.array_equal(default, searched)
 
 
 # --- builds for another CPU --------------------------------------------------------------------

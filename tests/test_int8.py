@@ -472,10 +472,10 @@ def test_bench_keeps_tuned_int8_blocks_in_the_db_folder_it_is_given(cli, tiny, t
     result = cli("bench", spec, "--batch", "1", "--engines", "tvm-int8-tuned", "--rounds", "1", "--db",
                  tmp_path / "db", "--quiet")
     assert result.code == 0, result.err
-    (blocks,) = (tmp_path / "db").rglob("int8_register_blocks.json")  # under the TVM version and target
+    (blocks,) = (tmp_path / "db").rglob("narrow_blocks.json")  # under the TVM version and target
     assert json.loads(blocks.read_text())
     result = cli("bench", spec, "--batch", "1", "--engines", "onnxruntime", "--db", tmp_path / "db")
-    assert result.code == 1 and "needs the tvm-tuned or tvm-int8-tuned engine" in result.err
+    assert result.code == 1 and "needs a tuned engine (tvm-tuned, tvm-int8-tuned, tvm-bf16-tuned)" in result.err
 
 
 def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
@@ -559,6 +559,27 @@ def test_the_amx_convolution_is_exact(conv, depth):
     assert np.array_equal(got, reference_conv(x, weights, bias, scale, shape))
 
 
+def test_every_tile_block_a_search_may_take_fits_and_is_exact():
+    from nindsl.tvm import amx_kernels
+
+    shape = K.ConvShape(1, 64, 2, 16, 32, 1, 1, 0, 16, 1, 3, 3)  # 16-pixel rows, 2 tiles of output channels
+    blocks = amx_kernels.tile_blocks(shape, amx_kernels.INT8)
+    assert blocks[0] == amx_kernels.tile_block(shape, amx_kernels.INT8)
+    assert sorted((b.rows, b.across, b.deep) for b in blocks) == [(8, 1, 1), (8, 1, 2), (8, 2, 1), (8, 2, 2),
+                                                                  (16, 1, 1), (16, 1, 2)]
+    assert amx_kernels.tile_blocks(K.ConvShape(1, 32, 6, 6, 16, 1, 1, 0, 16, 0, 0, 0), amx_kernels.INT8) == []
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 128, (1, 64, 2, 16)).astype(np.uint8)
+    weights = rng.integers(-127, 128, (32, 64, 1, 1)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, 32).astype(np.int32)
+    scale = (rng.random(32) * 2e-4).astype(np.float32)
+    expected = reference_conv(x, weights, bias, scale, shape)
+    for block in blocks:
+        func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=True, block=block)
+        got = run_conv(shape, K.PORTABLE, x, weights, bias, scale, func=func, layout=amx_kernels.weight_layout(shape))
+        assert np.array_equal(got, expected), block
+
+
 def test_int8_tiles_take_32_or_64_bytes_of_channels():
     from nindsl.tvm import amx_kernels
 
@@ -603,3 +624,32 @@ def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path)
     portable = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.PORTABLE))(x)
     assert np.array_equal(tiles, portable)  # the same integers
     assert np.abs(tiles - runner(qdq)(x)).max() < 2e-3
+
+
+def test_tuning_searches_tile_blocks_too_and_every_block_gives_the_same_integers(tmp_path):
+    """The search on the emulated tiles (here: AMX's would be measured on an AMX machine) keys tile
+    and register blocks apart, and a build in blocks other than the defaults computes the same."""
+    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import block_json, build_int8, kernels, search_blocks
+
+    (tmp_path / "wide.nin").write_text(WIDE.replace("mlpconv([64, 48]", "mlpconv([64, 32]"))
+    network = nindsl.load(tmp_path / "wide.nin")
+    model = to_onnx(network, None)
+    plan = quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
+    cache = tmp_path / "blocks.json"
+    chosen = search_blocks(network, plan, HOST, 2, candidates=1, cache=cache, isa=K.EMULATED_AMX)
+    assert isinstance(chosen["conv1.1.relu"], amx_kernels.TileBlock)
+    (tiled,) = (c for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.output == "conv1.1.relu")
+    known = json.loads(cache.read_text())
+    assert len(known) == len(chosen) and f"int8|amx-int8-emulated|{tiled.conv}" in known
+    assert all(key.startswith("int8|portable|") for key in known if "amx" not in key)  # the vector kernels'
+    assert known[f"int8|amx-int8-emulated|{tiled.conv}"] == block_json(chosen["conv1.1.relu"])
+    calls, _, _ = kernels(network, plan, 2, K.EMULATED_AMX)
+    others = {c.output: c.choice.options[-1] for c in calls if c.choice and len(c.choice.options) > 1}
+    assert block_json(others["conv1.1.relu"]) == [12, 1, 1, 64]  # the default: 2 tiles of channels deep
+    qdq = to_qdq(model, plan)
+    x = np.random.default_rng(1).standard_normal((3, 3, 12, 12)).astype(np.float32)
+    default = Runner.from_build(build_int8(network, HOST, plan, qdq, 3, isa=K.EMULATED_AMX))(x)
+    searched = Runner.from_build(build_int8(network, HOST, plan, qdq, 3, others, K.EMULATED_AMX))(x)
+    assert np.array_equal(default, searched)

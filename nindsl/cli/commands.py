@@ -348,12 +348,13 @@ def drive_bench(args) -> int:
 
     network = _network(args)
     engines = tuple(e.strip() for e in args.engines.split(",")) if args.engines else ENGINES
-    tuned, int8_tuned = "tvm-tuned" in engines, "tvm-int8-tuned" in engines
+    tuned = "tvm-tuned" in engines
+    narrow_tuned = any(e in engines for e in ("tvm-int8-tuned", "tvm-bf16-tuned"))
     if not tuned:  # (--key alone is explained by measuring_runner)
         _refuse_options(args, ("rpc", "trials", "max_minutes"), "the tvm-tuned engine")
-        if not int8_tuned:  # which keeps its measured register blocks in the same folder
-            _refuse_options(args, ("db",), "the tvm-tuned or tvm-int8-tuned engine")
-    tuning = _tuning(args) if tuned or args.key or (int8_tuned and args.db) else None
+        if not narrow_tuned:  # which keep their measured blocks in the same folder
+            _refuse_options(args, ("db",), "a tuned engine (tvm-tuned, tvm-int8-tuned, tvm-bf16-tuned)")
+    tuning = _tuning(args) if tuned or args.key or (narrow_tuned and args.db) else None
     options = BenchOptions(batch_sizes(args.batch), engines, args.target, args.rounds, tuning)
     records, peak = bench(network, options, ConsoleProgress(quiet=args.quiet))
     print_bench(records, peak, network)

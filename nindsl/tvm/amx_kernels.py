@@ -80,6 +80,22 @@ def tile_block(shape: ConvShape, numbers: Numbers = BF16) -> TileBlock | None:
     return TileBlock(rows, 2 if width % (2 * rows) == 0 else 1, 2 if blocks_out % 2 == 0 else 1, depth)
 
 
+def tile_blocks(shape: ConvShape, numbers: Numbers = BF16) -> list[TileBlock]:
+    """Every block a search may measure where :func:`tile_block` fits ``shape`` (none where it
+    does not), that block first: rows of 8 to 16 pixels that divide the output row, one or two
+    input tiles across it, one or two weight tiles of output channels (four sum tiles at most)."""
+    default = tile_block(shape, numbers)
+    if default is None:
+        return []
+    _, width = shape.out_size
+    blocks_out = -(-shape.out_channels // 16)
+    others = [TileBlock(rows, across, deep, default.depth)
+              for rows in range(16, 7, -1) if width % rows == 0
+              for across in (2, 1) if width % (across * rows) == 0
+              for deep in (2, 1) if blocks_out % deep == 0]
+    return [default, *(b for b in others if b != default)]
+
+
 def weight_layout(shape: ConvShape) -> ConvShape:
     """``shape`` with its input channels padded to whole 16-channel blocks, as the input holds
     them: the tile kernel reads every channel of a tile, so the packed weights have them all."""
@@ -296,9 +312,11 @@ done:
 """
 
 
-def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: bool = False):
-    """The tile kernel of ``shape`` (:func:`tile_block` must fit it), with the arguments and
-    result of the vector kernel of the same numbers (:func:`nindsl.tvm.bf16_kernels.conv_func`,
+def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: bool = False,
+              block: TileBlock | None = None):
+    """The tile kernel of ``shape`` (:func:`tile_block` must fit it), in ``block`` (one of
+    :func:`tile_blocks`; :func:`tile_block`'s by default), with the arguments and result of the
+    vector kernel of the same numbers (:func:`nindsl.tvm.bf16_kernels.conv_func`,
     :func:`nindsl.tvm.int8_kernels.conv_func`: bf16's ``relu``, int8's zero points and
     ``low`` in ``shape``), the weights packed for :func:`weight_layout`. ``emulated``: the
     operations of :func:`emulated_tile_ir`, which run on any CPU.
@@ -311,7 +329,7 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
     from .bf16_kernels import AVX512BF16, narrow
     from .int8_kernels import ACTIVATION_MAX, ISAS, weight_shape
 
-    block = tile_block(shape, numbers)
+    block = block or tile_block(shape, numbers)
     rows, across, deep = block.rows, block.across, block.deep
     s = shape
     oh, ow = s.out_size

@@ -83,10 +83,9 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
                                      tuning, progress)
         else:
             from .bf16 import build_checked
-            from .int8 import check_precision
 
-            check_precision("bf16", profile, tuned=tuning is not None)
-            narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, progress)
+            narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, tuning,
+                                   progress)
         if gate is not None:
             gate(narrow.agreement)
         seconds = time.perf_counter() - start
@@ -113,15 +112,24 @@ def _narrow_manifest(precision: str, narrow, calibration) -> dict:
     result = narrow.agreement
     if precision == "int8":
         numbers = {"quantization": {**narrow.plan.describe(), "instructions": narrow.isa.name,
-                                    "register_blocks": {k: list(v) for k, v in narrow.blocks.items()},
+                                    "blocks": _blocks_json(narrow.blocks),
                                     "calibration": {"source": calibration.source, "images": len(calibration.images)}}}
     else:
-        numbers = {"bf16": {"instructions": narrow.isa.name, "weights": "bf16, rounded to nearest even",
+        numbers = {"bf16": {"instructions": narrow.isa.name, "blocks": _blocks_json(narrow.blocks),
+                            "weights": "bf16, rounded to nearest even",
                             "activations": "bf16 between kernels, sums in float32", "compared_on": calibration.source}}
     return {"precision": precision, **numbers,
             "accuracy": {"held_out_images": result.images, "top1_agreement": result.top1_agreement,
                          "mean_abs_diff": result.mean_abs_diff, "accuracy_fp32": result.accuracy_fp32,
                          f"accuracy_{precision}": result.accuracy_quantized}}
+
+
+def _blocks_json(blocks: dict) -> dict:
+    """Each convolution's measured block (--tune) as the manifest keeps it: ``[vectors, columns]``
+    of a register block, ``[rows, across, deep, depth]`` of an AMX tile block."""
+    from .int8 import block_json
+
+    return {output: block_json(block) for output, block in blocks.items()}
 
 
 def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Build, seconds: float,

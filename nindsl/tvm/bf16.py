@@ -19,7 +19,8 @@ from ..onnx.quantize import Calibration, Plan, float_steps
 from . import amx_kernels
 from .bf16_kernels import EMULATED, bf16_isa, conv_func, narrow, schedule_conv, to_bf16, widen
 from .build import Build
-from .int8 import QuantizedBuild, Int8Kernels, compile_chain, kernels, run_batched
+from .int8 import (ConvChoice, Int8Kernels, QuantizedBuild, check_tunable, compile_chain, kernels, measured_blocks,
+                   run_batched, tile_choice, vector_choice)
 from .int8_kernels import ConvShape, Isa, pack_weights
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
@@ -27,8 +28,13 @@ from .profiles import Profile, host_profile, resolved_target, runs_here
 class Bf16Kernels(Int8Kernels):
     """The int8 network's kernels with bf16 numbers between them."""
 
+    precision = "bf16"
     dtype = "uint16"
     fold_block = 2  # one bf16 step takes 2 channels: a folded input pads its taps to 2s
+
+    @staticmethod
+    def isa_for(profile: Profile):
+        return isa_of(profile)
 
     def encode(self, real, tensor: str):
         return narrow(real)
@@ -55,17 +61,19 @@ class Bf16Kernels(Int8Kernels):
     def real_mean(self, total, size: int, tensor: str):
         return total / float(size)
 
-    def conv_kernel(self, step, conv: ConvShape, weight: np.ndarray):
+    def conv_kernel(self, step, conv: ConvShape, weight: np.ndarray) -> tuple[ConvChoice, tuple]:
         o, lanes = weight.shape[0], self.isa.lanes
         bias = np.zeros(-(-o // lanes) * lanes, np.float32)
         bias[:o] = step.bias
         vector, layout = self.isa.vector, conv
         if self.tiled(conv, amx_kernels.BF16):
-            func = amx_kernels.conv_func(conv, amx_kernels.BF16, step.relu, emulated=self.isa.emulated)
+            choice = tile_choice(conv, self.isa, amx_kernels.BF16, lambda block: amx_kernels.conv_func(
+                conv, amx_kernels.BF16, step.relu, emulated=self.isa.emulated, block=block))
             layout = amx_kernels.weight_layout(conv)
         else:
-            func = schedule_conv(conv_func(conv, vector, step.relu), conv, vector, self.blocks.get(step.output))
-        return func, (("w", pack_weights(to_bf16(weight), layout, vector)), ("bias", bias))
+            choice = vector_choice(conv, vector, lambda block: schedule_conv(conv_func(conv, vector, step.relu), conv,
+                                                                             vector, block))
+        return choice, (("w", pack_weights(to_bf16(weight), layout, vector)), ("bias", bias))
 
 
 def bf16_plan(model) -> Plan:
@@ -92,34 +100,38 @@ def isa_of(profile: Profile):
 
 
 def build_bf16(network: ir.Network, profile: Profile, plan: Plan, model, batch: int | None,
-               isa: Isa | None = None) -> Build:
+               isa: Isa | None = None, blocks: dict | None = None) -> Build:
     """Compile ``plan`` for ``profile``'s CPU, for any batch size (``batch`` None) or one, with
-    its bf16 instructions (or ``isa``: :data:`~nindsl.tvm.bf16_kernels.EMULATED` runs anywhere)."""
+    its bf16 instructions (or ``isa``: :data:`~nindsl.tvm.bf16_kernels.EMULATED` runs anywhere),
+    each convolution in its measured block where ``blocks`` has one (:func:`search_blocks`)."""
     import tvm
     from tvm import tirx
 
     target, isa = (tvm.target.Target(resolved_target(profile)), isa) if isa else isa_of(profile)
     size = tirx.Var("n", "int64") if batch is None else batch
-    calls, weights, order = kernels(network, plan, size, isa, None, Bf16Kernels)
+    calls, weights, order = kernels(network, plan, size, isa, blocks, Bf16Kernels)
     return Build(compile_chain(network, plan.input, calls, weights, order, size, target), model, weights, order,
                  target, False, batch)
 
 
 def build_checked(network: ir.Network, profile: Profile, weights, seed: int, batch: int | None,
-                  calibration: Calibration, load, progress: Progress = SILENT) -> QuantizedBuild:
+                  calibration: Calibration, load, tuning=None, progress: Progress = SILENT) -> QuantizedBuild:
     """Build ``network`` in bf16 for ``profile`` and compare it with float32 (ONNX Runtime) on the
-    held-out images of ``calibration``, run through ``load(build)``. A target whose instructions
-    this CPU lacks is judged by the same sums computed here (:data:`EMULATED`)."""
+    held-out images of ``calibration``, run through ``load(build)``. With ``tuning``
+    (TuneOptions), each convolution's block is measured, as for int8. A target whose
+    instructions this CPU lacks is judged by the same sums computed here (:data:`EMULATED`)."""
     from ..onnx.lower import to_onnx
     from ..onnx.quantize import agreement, images_per_batch, in_batches
     from ..onnx.runtime import runner
     from ..weights import resolve
 
     target, isa = isa_of(profile)
+    check_tunable(target, isa.name, tuning is not None, "bf16")
     model = to_onnx(network, resolve(network, weights, seed))
     plan = bf16_plan(model)
+    blocks = measured_blocks(network, plan, profile, batch, tuning.db, progress, Bf16Kernels) if tuning else {}
     progress.note(f"building bf16 ({isa.name}) ...")
-    built = build_bf16(network, profile, plan, model, batch, isa)
+    built = build_bf16(network, profile, plan, model, batch, isa, blocks)
     judged = built
     if not runs_here(target):
         progress.note(f"this CPU cannot run {isa.name}: comparing the same sums computed with float32 instructions")
@@ -128,4 +140,4 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     held_out = calibration.held_out
     result = agreement(in_batches(runner(model), held_out, images_per_batch(model)),
                        run_batched(load(judged), held_out, batch, images_per_batch(model)), calibration.labels)
-    return QuantizedBuild(built, plan, isa, result, {})
+    return QuantizedBuild(built, plan, isa, result, blocks)

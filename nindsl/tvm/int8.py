@@ -16,7 +16,8 @@ time, and passed to the library at run time as for float32 builds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,12 @@ from ..onnx.quantize import LEVELS, Agreement, Calibration, Plan, Quant
 from .build import Build
 from .compat import noalias_single_buffer_functions
 from . import amx_kernels
-from .amx_kernels import tile_block
 from .int8_kernels import (PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
                            register_blocks, schedule_conv)
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
 FOLD_BLOCK = 8  # a folded input's (tap, channel) pairs come in 8s: whole paired steps
-INT8_BLOCKS = "int8_register_blocks.json"  # measured register blocks, in the tuning database folder
+BLOCKS_FILE = "narrow_blocks.json"  # measured int8 and bf16 blocks, in the tuning database folder
 
 
 def _requantize(value, quant: Quant):
@@ -90,17 +90,60 @@ def _blocks(sch):
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 
 
+@dataclass(frozen=True)
+class ConvChoice:
+    """How one convolution may be built: ``make(block)`` is its scheduled PrimFunc for any of
+    ``options`` (the blocks a search may measure, nearest the ``default`` first): register
+    blocks ``(vectors, columns)`` of a vector kernel, or :class:`~nindsl.tvm.amx_kernels.TileBlock`
+    of a tile kernel, on the instructions named ``instructions``."""
+
+    instructions: str
+    default: object
+    options: tuple
+    make: Callable = field(compare=False, repr=False)
+
+    def func(self, block=None):
+        """The PrimFunc with ``block`` where it is one of :attr:`options` (a cached or passed
+        block may be for other instructions), else with the default."""
+        return self.make(block if block in self.options else self.default)
+
+
+def vector_choice(conv: ConvShape, isa: Isa, make: Callable) -> ConvChoice:
+    """The register blocks of ``conv``'s vector kernel on ``isa``, nearest the default's size first."""
+    default = register_block(conv, isa)
+    size = default[0] * default[1]
+    options = sorted(register_blocks(conv, isa), key=lambda b: (abs(b[0] * b[1] - size), b != default))
+    return ConvChoice(isa.name, default, tuple(options), make)
+
+
+def tile_choice(conv: ConvShape, isa: Isa, numbers, make: Callable) -> ConvChoice:
+    """The tile blocks of ``conv``'s AMX kernel (:func:`~nindsl.tvm.amx_kernels.tile_blocks`)."""
+    options = tuple(amx_kernels.tile_blocks(conv, numbers))
+    return ConvChoice(isa.name, options[0], options, make)
+
+
+def block_json(block) -> list[int]:
+    """A register or tile block as the cache and the manifest write it."""
+    return list(block) if isinstance(block, tuple) else list(astuple(block))
+
+
 class Int8Kernels:
     """Builds the kernels of one plan, and the Relax module calling them. The numbers between
     kernels are int8 codes here; :class:`nindsl.tvm.bf16.Bf16Kernels` overrides the methods
     from :attr:`dtype` to :meth:`conv_kernel` for bf16 ones."""
 
+    precision = "int8"
     dtype = "uint8"  # the activations' storage
     fold_block = FOLD_BLOCK
 
+    @staticmethod
+    def isa_for(profile: Profile):
+        """The target of ``profile`` and the instructions these kernels take there."""
+        return isa_of(profile)
+
     def __init__(self, quantized: Plan, network: ir.Network, batch, isa: Isa, blocks: dict | None = None):
         self.plan, self.network, self.batch, self.isa = quantized, network, batch, isa
-        self.blocks = blocks or {}  # convolution output → (vectors, columns), from a measured search
+        self.blocks = blocks or {}  # convolution output → its block (ConvChoice.options), from a measured search
         self.weights: dict[str, np.ndarray] = {}
         self.order: list[str] = []
 
@@ -140,9 +183,9 @@ class Int8Kernels:
         quant = self.plan.quants[tensor]
         return (total.astype("float32") / float(size) - float(quant.zero)) * float(quant.scale)
 
-    def conv_kernel(self, step, conv: ConvShape, weight: np.ndarray):
-        """The scheduled PrimFunc of one convolution and the weights it takes, by part: AMX
-        tiles where the target has them and they fit, else the vector kernel."""
+    def conv_kernel(self, step, conv: ConvShape, weight: np.ndarray) -> tuple[ConvChoice, tuple]:
+        """How one convolution may be built, and the weights it takes, by part: AMX tiles where
+        the target has them and they fit, else the vector kernel."""
         q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
         o = weight.shape[0]
         blocks_out = -(-o // self.isa.lanes)
@@ -154,14 +197,16 @@ class Int8Kernels:
         scale = np.zeros(blocks_out * self.isa.lanes, np.float32)
         scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
         if tiles:
-            func = amx_kernels.conv_func(conv, amx_kernels.INT8, emulated=self.isa.emulated)
+            choice = tile_choice(conv, self.isa, amx_kernels.INT8, lambda block: amx_kernels.conv_func(
+                conv, amx_kernels.INT8, emulated=self.isa.emulated, block=block))
         else:
-            func = schedule_conv(conv_func(conv, vector), conv, vector, self.blocks.get(step.output))
-        return func, (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))
+            choice = vector_choice(conv, vector, lambda block: schedule_conv(conv_func(conv, vector), conv, vector,
+                                                                             block))
+        return choice, (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))
 
     def tiled(self, conv: ConvShape, numbers) -> bool:
         """Whether ``conv`` takes an AMX tile kernel: the target has tiles, and they fit it."""
-        return self.isa.tiles and tile_block(conv, numbers) is not None
+        return self.isa.tiles and amx_kernels.tile_block(conv, numbers) is not None
 
     def weight(self, name: str, value: np.ndarray) -> str:
         self.weights[name] = np.ascontiguousarray(value)
@@ -230,10 +275,10 @@ class Int8Kernels:
                              zero_out if step.relu else 0, kernel_width=1, stride_width=1)
         else:
             conv = ConvShape(n, c, h, w, o, k, stride, pad, in_block, zero_in, zero_out, zero_out if step.relu else 0)
-        func, parts = self.conv_kernel(step, conv, weight)
+        choice, parts = self.conv_kernel(step, conv, weight)
         names = [self.weight(f"{step.output}.{part}", value) for part, value in parts]
         oh, ow = conv.out_size
-        return func, names, (n, oh, ow, -(-o // self.isa.lanes), self.isa.lanes), conv
+        return choice, names, (n, oh, ow, -(-o // self.isa.lanes), self.isa.lanes), conv
 
     def pool(self, step, shape, block: int):
         """Max or average pooling over the blocked NHWC layout, with ONNX's (and Caffe's)
@@ -333,8 +378,9 @@ class Kernel:
     weights: tuple[str, ...]
     shape: tuple[int, ...]
     dtype: str
-    conv: ConvShape | None = None  # a convolution's sizes (the register block search reads them)
+    conv: ConvShape | None = None  # a convolution's sizes
     output: str = ""  # the tensor it computes, as the plan names it
+    choice: ConvChoice | None = None  # a convolution's blocks, which the search measures
 
 
 def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
@@ -355,9 +401,9 @@ def kernels(network: ir.Network, quantized: Plan, batch, isa: Isa,
     classes = int(network.output.shape[-1])
     for k, step in enumerate(quantized.steps):
         if step.op == "conv":
-            func, names, shape, conv = maker.conv(step, shape, block, folded and k == 0)
-            calls.append(Kernel(f"conv{k}_{_label(step.output)}", func, tuple(names), shape, dtype, conv,
-                                step.output))
+            choice, names, shape, conv = maker.conv(step, shape, block, folded and k == 0)
+            calls.append(Kernel(f"conv{k}_{_label(step.output)}", choice.func(maker.blocks.get(step.output)),
+                                tuple(names), shape, dtype, conv, step.output, choice))
             block = isa.lanes
         elif step.op in ("maxpool", "avgpool"):
             func, shape = maker.pool(step, shape, block)
@@ -390,18 +436,19 @@ def isa_of(profile: Profile):
 
 
 def check_precision(precision: str, profile: Profile, tuned: bool = False) -> None:
-    """Refuse a precision the target's CPU cannot run fast, saying what it can run, or one that
-    cannot be ``tuned`` (bf16)."""
-    if precision == "bf16" and tuned:
-        raise NindslError.one("E0504", "bf16 builds are not tuned yet", None, "compile without --tune")
+    """Refuse a precision the target's CPU cannot run fast, saying what it can run instead, and
+    ``tuned`` builds for a CPU this machine cannot measure (:func:`check_tunable`)."""
     if profile.device != "cpu":
         raise NindslError.one("E0504", f"--precision {precision} builds are for CPU targets; `{profile.name}` runs on "
                                        f"{profile.device}", None, "build for --target llvm, or use --precision fp32")
     if precision == "int8":
-        isa_of(profile)  # (refuses a CPU without AVX2)
+        target, isa = isa_of(profile)  # (refuses a CPU without AVX2)
+        check_tunable(target, isa.name, tuned, precision)
         return
     import tvm
     from tvm.target import codegen
+
+    from .bf16_kernels import bf16_isa
 
     target = tvm.target.Target(resolved_target(profile))
     cpu = target.attrs.get("mcpu", "the host")
@@ -417,6 +464,7 @@ def check_precision(precision: str, profile: Profile, tuned: bool = False) -> No
     if "avx512bf16" not in has:
         raise NindslError.one("E0504", f"`{cpu}` has AMX but not AVX512-BF16, which nindsl's bf16 kernels use",
                               None, f"use --precision {alternative}")
+    check_tunable(target, bf16_isa(target).name, tuned, precision)
 
 
 def build_int8(network: ir.Network, profile: Profile, quantized: Plan, qdq_model, batch: int | None,
@@ -522,12 +570,12 @@ def _with_inputs(network: ir.Network, calls: list[Kernel], batch):
 
 
 def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: int, blocks: dict | None = None,
-                 repeats: int = 10) -> list[tuple[str, float]]:
-    """Each kernel's median milliseconds, run alone on zeros: where an int8 build's time goes."""
+                 repeats: int = 10, make=Int8Kernels) -> list[tuple[str, float]]:
+    """Each kernel's median milliseconds, run alone on zeros: where a build's time goes."""
     import tvm
 
-    target, isa = isa_of(profile)
-    calls, weights, _ = kernels(network, quantized, batch, isa, blocks)
+    target, isa = make.isa_for(profile)
+    calls, weights, _ = kernels(network, quantized, batch, isa, blocks, make)
     device = tvm.cpu(0)
     return [(call.name, _median_ms(_compiled(call.func, target), _arguments(call, weights, shape, dtype, device),
                                    repeats))
@@ -535,45 +583,63 @@ def time_kernels(network: ir.Network, quantized: Plan, profile: Profile, batch: 
 
 
 def search_blocks(network: ir.Network, quantized: Plan, profile: Profile, batch: int, candidates: int = 8,
-                  progress: Progress = SILENT, cache: Path | None = None) -> dict[str, tuple[int, int]]:
-    """Tuning for int8: each convolution's register block, measured. Up to ``candidates``
-    blocks per convolution (those nearest the default's size first) are compiled and timed
-    alone on this machine at ``batch``, in interleaved rounds; the fastest is kept where it
-    beats the default clearly (:func:`choose_block`). ``cache`` (a JSON file beside
-    the float32 tuning database) keeps each choice by instruction set and convolution shape:
-    a rebuild measures nothing."""
+                  progress: Progress = SILENT, cache: Path | None = None, make=Int8Kernels,
+                  isa: Isa | None = None) -> dict:
+    """Tuning for int8 and bf16 (``make``: :class:`Int8Kernels` or a subclass): each
+    convolution's block, measured. Up to ``candidates`` blocks per convolution (the register
+    blocks nearest the default's size first, or the AMX tile blocks) are compiled and timed alone
+    on this machine at ``batch``, in interleaved rounds; the fastest is kept where it beats the
+    default clearly (:func:`choose_block`). ``cache`` (a JSON file beside the float32 tuning
+    database) keeps each choice by precision, instructions and convolution shape: a rebuild
+    measures nothing. ``isa``: other instructions than the target's (the tests' emulations)."""
     import tvm
 
     from ..kernel.io import atomic_write_text, ensure_folder, read_json_object
 
-    target, tiles = isa_of(profile)
-    isa = tiles.vector  # (a tile kernel has no register block to search)
+    target, isa = (tvm.target.Target(resolved_target(profile)), isa) if isa else make.isa_for(profile)
     known = read_json_object(cache) if cache else {}
     device = tvm.cpu(0)
-    calls, weights, _ = kernels(network, quantized, batch, tiles)
+    calls, weights, _ = kernels(network, quantized, batch, isa, None, make)
     chosen = {}
     for call, shape, dtype in _with_inputs(network, calls, batch):
-        if call.conv is None or tiles.tiles and tile_block(call.conv, amx_kernels.INT8) is not None:
+        choice = call.choice
+        if choice is None or len(choice.options) < 2:
             continue
-        fitting = register_blocks(call.conv, isa)
-        key = f"int8|{isa.name}|{call.conv}"
-        if isinstance(known.get(key), list) and tuple(known[key]) in fitting:
-            chosen[call.output] = tuple(known[key])
+        key = f"{make.precision}|{choice.instructions}|{call.conv}"
+        cached = next((b for b in choice.options if block_json(b) == known.get(key)), None)
+        if cached is not None:
+            chosen[call.output] = cached
             continue
-        default = register_block(call.conv, isa)
-        size = default[0] * default[1]
-        options = sorted(fitting, key=lambda b: (abs(b[0] * b[1] - size), b != default))[:candidates]
-        functions = {option: _compiled(schedule_conv(conv_func(call.conv, isa), call.conv, isa, option), target)
-                     for option in options}
+        functions = {block: _compiled(choice.make(block), target) for block in choice.options[:candidates]}
         timings = _interleaved_ms(functions, _arguments(call, weights, shape, dtype, device))
-        best = chosen[call.output] = choose_block(timings, default)
+        best = chosen[call.output] = choose_block(timings, choice.default)
         if cache:
-            known[key] = list(best)
+            known[key] = block_json(best)
             ensure_folder(cache.parent, "a tuning database folder")
             atomic_write_text(cache, json.dumps(known, indent=1, sort_keys=True) + "\n")
-        progress.note(f"int8 {call.output}: block {best} {timings[best]:.2f} ms "
-                      f"(default {default}: {timings.get(default, float('nan')):.2f} ms, {len(timings)} measured)")
+        progress.note(f"{make.precision} {call.output}: block {best} {timings[best]:.2f} ms "
+                      f"(default {choice.default}: {timings.get(choice.default, float('nan')):.2f} ms, "
+                      f"{len(timings)} measured)")
     return chosen
+
+
+def check_tunable(target, instructions: str, tuned: bool, precision: str) -> None:
+    """Refuse a ``tuned`` build where this machine cannot run ``target``: the search measures
+    the kernels here."""
+    if tuned and not runs_here(target):
+        raise NindslError.one("E0504", f"--tune measures the {precision} kernels on this machine, which cannot run "
+                                       f"{instructions} (the target's instructions)", None,
+                              "compile without --tune, or tune on a machine with the target's CPU")
+
+
+def measured_blocks(network: ir.Network, plan: Plan, profile: Profile, batch: int | None, db: str | None,
+                    progress: Progress = SILENT, make=Int8Kernels) -> dict:
+    """The blocks :func:`search_blocks` measures, cached in the tuning database folder ``db``
+    (None: the default one)."""
+    from .tune import database_dir
+
+    return search_blocks(network, plan, profile, batch or 1, progress=progress,
+                         cache=database_dir(profile, db) / BLOCKS_FILE, make=make)
 
 
 @dataclass(frozen=True)
@@ -616,19 +682,11 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     from ..weights import resolve
 
     target, isa = isa_of(profile)
-    if tuning is not None and not runs_here(target):
-        raise NindslError.one("E0504", f"--tune measures the int8 kernels on this machine, which cannot run "
-                                       f"{isa.name} (the target's instructions)", None,
-                              "compile without --tune, or tune on a machine with the target's CPU")
+    check_tunable(target, isa.name, tuning is not None, "int8")
     model = to_onnx(network, resolve(network, weights, seed))
     progress.note(f"calibrating int8 ({isa.name}) on {len(calibration.images):,} images from {calibration.source} ...")
     quantized = quantize(model, calibration.images, isa.weight_levels)
-    blocks = {}
-    if tuning is not None:
-        from .tune import database_dir
-
-        blocks = search_blocks(network, quantized, profile, batch or 1, progress=progress,
-                               cache=database_dir(profile, tuning.db) / INT8_BLOCKS)
+    blocks = measured_blocks(network, quantized, profile, batch, tuning.db, progress) if tuning else {}
     built = build_int8(network, profile, quantized, to_qdq(model, quantized), batch, blocks)
     judged = built
     if not runs_here(target):  # judged by the same integers from instructions this CPU has
