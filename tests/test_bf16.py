@@ -124,6 +124,8 @@ def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
     (ConvShape(1, 96, 10, 10, 16, 3, 1, 1, 16, 0, 0, 0), True, (10, 1, 1)),  # 3 input tiles, 10-pixel rows
     (ConvShape(1, 24, 12, 12, 10, 1, 1, 0, 16, 0, 0, 0), True, (12, 1, 1)),  # 24 channels in a tile of 32
     (ConvShape(1, 48, 8, 16, 32, 3, 1, 1, 16, 0, 0, 0), True, (16, 1, 2, 32)),  # 48 channels: tiles of 16
+    (ConvShape(1, 15, 9, 12, 32, 3, 2, 0, 2, 0, 0, 0, kernel_width=1, stride_width=1), True, (12, 1, 2, 32)),
+    # a folded input layer: 15 taps in pairs (16 numbers, 32 bytes), output rows from every other input row
 ])
 def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, block):
     from nindsl.tvm.amx_kernels import TileBlock, tile_block
@@ -134,13 +136,14 @@ def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, blo
     assert np.abs(from_bf16(got) - exact).max() <= 2 ** -8 * np.abs(exact).max()
 
 
-def test_tiles_fit_inputs_in_32_byte_steps_and_8_to_16_pixel_rows():
+def test_tiles_fit_inputs_in_16_or_32_byte_steps_and_8_to_16_pixel_rows():
     from nindsl.tvm.amx_kernels import tile_block
 
     assert tile_block(ConvShape(1, 48, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0)).depth == 32  # 96 bytes: 3 tiles of 32
     assert tile_block(ConvShape(1, 32, 6, 6, 16, 1, 1, 0, 16, 0, 0, 0)) is None  # 6-pixel rows
     assert tile_block(ConvShape(1, 32, 7, 7, 16, 1, 1, 0, 16, 0, 0, 0)) is None
-    assert tile_block(ConvShape(1, 30, 8, 8, 16, 1, 1, 0, 2, 0, 0, 0)) is None  # a 2-channel layout (the input)
+    assert tile_block(ConvShape(1, 30, 8, 8, 16, 1, 1, 0, 2, 0, 0, 0)) is None  # 60 bytes a pixel: no whole tiles
+    assert tile_block(ConvShape(1, 8, 8, 8, 16, 1, 1, 0, 2, 0, 0, 0)).depth == 16  # 8 channels in pairs: 16 bytes
 
 
 def test_amx_targets_get_tile_instructions_and_ask_linux_for_them():

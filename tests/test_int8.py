@@ -41,13 +41,13 @@ def host_vector_isa() -> K.Isa:
 
 def reference_conv(x, w, bias, scale, shape: K.ConvShape) -> np.ndarray:
     """The quantized convolution in int64 numpy: clip(round((Σ x·w + bias)·scale) + zero_out)."""
-    p, s, k = shape.pad, shape.stride, shape.kernel
+    p, s, sw = shape.pad, shape.stride, shape.sw
     padded = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (p, p), (p, p)), constant_values=shape.zero_in)
     oh, ow = shape.out_size
     acc = np.zeros((x.shape[0], w.shape[0], oh, ow), np.int64)
-    for ky in range(k):
-        for kx in range(k):
-            window = padded[:, :, ky:ky + s * oh:s, kx:kx + s * ow:s]
+    for ky in range(shape.kernel):
+        for kx in range(shape.kw):
+            window = padded[:, :, ky:ky + s * oh:s, kx:kx + sw * ow:sw]
             acc += np.einsum("nchw,oc->nohw", window, w[:, :, ky, kx].astype(np.int64))
     value = np.rint((acc + bias[None, :, None, None]).astype(np.float32) * scale[None, :, None, None])
     return np.clip(value + shape.zero_out, shape.low, 127).astype(np.uint8)
@@ -580,14 +580,31 @@ def test_every_tile_block_a_search_may_take_fits_and_is_exact():
         assert np.array_equal(got, expected), block
 
 
-def test_int8_tiles_take_32_or_64_bytes_of_channels():
+def test_a_folded_input_layer_takes_tiles_of_its_16_bytes_of_taps():
+    """The input layer reads its column taps folded into channels (15 here: 5 taps × 3 channels,
+    in blocks of 8): a tile row is one output pixel's 16 bytes, rows 2 input rows apart."""
+    from nindsl.tvm import amx_kernels
+
+    shape = K.ConvShape(2, 15, 9, 12, 32, 5, 2, 0, 8, 5, 2, 2, kernel_width=1, stride_width=1)
+    assert amx_kernels.tile_block(shape, amx_kernels.INT8) == amx_kernels.TileBlock(12, 1, 2, 16)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 128, (2, 15, 9, 12)).astype(np.uint8)
+    weights = rng.integers(-127, 128, (32, 15, 5, 1)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, 32).astype(np.int32)
+    scale = (rng.random(32) * 2e-4).astype(np.float32)
+    func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=True)
+    got = run_conv(shape, K.PORTABLE, x, weights, bias, scale, func=func, layout=amx_kernels.weight_layout(shape))
+    assert np.array_equal(got, reference_conv(x, weights, bias, scale, shape))
+
+
+def test_int8_tiles_take_16_32_or_64_bytes_of_channels():
     from nindsl.tvm import amx_kernels
 
     def depth(channels, numbers):
         block = amx_kernels.tile_block(K.ConvShape(1, channels, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0), numbers)
         return block and block.depth
 
-    assert [depth(c, amx_kernels.INT8) for c in (16, 32, 48, 64, 160, 192)] == [None, 32, None, 64, 32, 64]
+    assert [depth(c, amx_kernels.INT8) for c in (16, 32, 48, 64, 160, 192)] == [16, 32, 16, 64, 32, 64]
     assert [depth(c, amx_kernels.BF16) for c in (16, 32, 48, 96)] == [32, 64, 32, 64]
 
 
@@ -617,13 +634,35 @@ def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path)
     plan = quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
     calls, _, _ = kernels(network, plan, 5, K.EMULATED_AMX)
     tiled = [c.output for c in calls if c.conv and amx_kernels.tile_block(c.conv, amx_kernels.INT8)]
-    assert tiled == ["conv1.1.relu"]  # the rest: the folded input layer, and 6-pixel rows after pool1
+    assert tiled == ["conv1.0.relu", "conv1.1.relu"]  # the folded input layer too (16-byte tiles: another
+    # configuration in the same library); not the 6-pixel rows after pool1
     qdq = to_qdq(model, plan)
     x = np.random.default_rng(1).standard_normal((5, 3, 12, 12)).astype(np.float32)
     tiles = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.EMULATED_AMX))(x)
     portable = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.PORTABLE))(x)
     assert np.array_equal(tiles, portable)  # the same integers
     assert np.abs(tiles - runner(qdq)(x)).max() < 2e-3
+
+
+@pytest.mark.slow
+def test_nin_cifar10_in_tiles_of_four_shapes_gives_the_portable_integers():
+    """Every convolution of nin_cifar10 takes tiles, in four tile configurations (rows × bytes of
+    channels) in one library: each kernel links its own tile operations (with one name for all,
+    the first definition served every kernel, and most outputs were wrong)."""
+    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import build_int8, kernels
+
+    network = nindsl.load(SPECS / "nin_cifar10.nin")
+    model = to_onnx(network, None)
+    plan = quantize(model, np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32), 63)
+    blocks = [c.choice.default for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.choice]
+    assert all(isinstance(b, amx_kernels.TileBlock) for b in blocks)
+    assert len({(b.rows, b.depth) for b in blocks}) == 4
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    tiles = Runner.from_build(build_int8(network, HOST, plan, model, 2, isa=K.EMULATED_AMX))(x)
+    portable = Runner.from_build(build_int8(network, HOST, plan, model, 2, isa=K.PORTABLE))(x)
+    assert np.array_equal(tiles, portable)
 
 
 def test_tuning_searches_tile_blocks_too_and_every_block_gives_the_same_integers(tmp_path):

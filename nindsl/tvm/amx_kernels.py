@@ -15,12 +15,14 @@ the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf
 - ``C``: ``rows`` pixels × 16 output channels, stored to the output row's buffer of sums; the
   vector kernel's store step follows (requantize; or bias, ReLU and rounding to bf16).
 
-Where an input's channels come in 32-byte steps only (96 int8 channels), tiles take 32 bytes
-(:attr:`TileBlock.depth`). A block is ``across × rows`` output pixels of one row ×
+Where an input's channels come in 32- or 16-byte steps only (96 int8 channels; a folded input
+layer's 16 bytes of taps, :meth:`nindsl.tvm.int8.Int8Kernels.quantize_folded`), tiles take
+32 or 16 bytes (:attr:`TileBlock.depth`). A block is ``across × rows`` output pixels of one row ×
 ``deep × 16`` output channels: up to 4 sum tiles (0–3), ``across`` input tiles (4, 5) and
 ``deep`` weight tiles (6, 7), loaded once per tap and input-channel tile. As with bf16's vector
 step, TVM cannot emit tile instructions: each operation is a small function of LLVM IR
-(:func:`tile_ir`, tile numbers constant after unrolling) linked into the kernel. The first
+(:func:`tile_ir`, tile numbers constant after unrolling) linked into the kernel, named after
+its tile configuration (:func:`tile_prefix`). The first
 block a process runs asks Linux for the tile state (``arch_prctl(ARCH_REQ_XCOMP_PERM,
 XFEATURE_XTILEDATA)``), which Linux requires before the first tile instruction.
 :func:`emulated_tile_ir` does the same operations on 8 KiB of memory with scalar
@@ -57,8 +59,8 @@ INT8 = Numbers("int8", 1, "tdpbusd", "int32", "uint8")  # unsigned activations �
 @dataclass(frozen=True)
 class TileBlock:
     """The output block of one kernel call: ``across`` input tiles of ``rows`` pixels, ``deep``
-    weight tiles of 16 output channels; ``depth`` bytes of input channels per tile (64, or 32
-    where the input's channels come in 32-byte steps only: a weight tile then has 8 rows)."""
+    weight tiles of 16 output channels; ``depth`` bytes of input channels per tile (64, or 32 or
+    16 where a pixel's channels come in such steps only: a weight tile then has depth / 4 rows)."""
 
     rows: int
     across: int
@@ -66,15 +68,21 @@ class TileBlock:
     depth: int = 64
 
 
+def pixel_numbers(shape: ConvShape) -> int:
+    """The numbers of one input pixel in its layout: the channels padded to whole blocks."""
+    return -(-shape.channels // shape.in_block) * shape.in_block
+
+
 def tile_block(shape: ConvShape, numbers: Numbers = BF16) -> TileBlock | None:
-    """The block a convolution takes, or None where the tile kernel does not fit it: its input
-    must be in blocks of 16 channels that make whole tiles of 32 or 64 bytes, and an output row
-    must split into whole tiles of 8 to 16 pixels (one or two per block)."""
+    """The block a convolution takes, or None where the tile kernel does not fit it: a pixel's
+    channels (in their blocks: 16, or a folded input layer's taps) must make whole tiles of 64,
+    32 or 16 bytes, and an output row must split into whole tiles of 8 to 16 pixels (one or two
+    per block)."""
     _, width = shape.out_size
-    channel_bytes = -(-shape.channels // 16) * 16 * numbers.width
-    depth = next((d for d in (64, 32) if channel_bytes % d == 0), None)
+    channel_bytes = pixel_numbers(shape) * numbers.width
+    depth = next((d for d in (64, 32, 16) if channel_bytes % d == 0), None)
     rows = next((r for r in range(16, 7, -1) if width % r == 0), None)
-    if shape.in_block != 16 or depth is None or rows is None:
+    if depth is None or rows is None:
         return None
     blocks_out = -(-shape.out_channels // 16)
     return TileBlock(rows, 2 if width % (2 * rows) == 0 else 1, 2 if blocks_out % 2 == 0 else 1, depth)
@@ -97,9 +105,9 @@ def tile_blocks(shape: ConvShape, numbers: Numbers = BF16) -> list[TileBlock]:
 
 
 def weight_layout(shape: ConvShape) -> ConvShape:
-    """``shape`` with its input channels padded to whole 16-channel blocks, as the input holds
-    them: the tile kernel reads every channel of a tile, so the packed weights have them all."""
-    return replace(shape, channels=-(-shape.channels // 16) * 16)
+    """``shape`` with its input channels padded to whole blocks, as the input holds them: the
+    tile kernel reads every channel of a tile, so the packed weights have them all."""
+    return replace(shape, channels=pixel_numbers(shape))
 
 
 def _switch(cases: list[str]) -> str:
@@ -109,9 +117,17 @@ def _switch(cases: list[str]) -> str:
     return f"  switch i32 %index, label %case{len(cases) - 1} [ {labels} ]\n{body}"
 
 
+def tile_prefix(block: TileBlock, numbers: Numbers, emulated: bool) -> str:
+    """The names of one tile configuration's operations: TVM links every kernel's IR into one
+    module, where a name defined twice keeps its first definition, so kernels of different
+    tile shapes need different names."""
+    return f"nindsl_tiles_{numbers.name}_{block.rows}x{block.depth}" + ("_emulated" if emulated else "")
+
+
 def tile_ir(block: TileBlock, numbers: Numbers = BF16) -> str:
     """The tile operations of one block shape, in LLVM IR for AMX. Every function takes the
     emulation's tile memory first (unused here): one kernel serves both."""
+    prefix = tile_prefix(block, numbers, False)
     rows = [block.rows] * 6 + [block.depth // 4] * 2  # sums, inputs: the block's pixels; weights: depth / 4
     columns = [64] * 4 + [block.depth] * 2 + [64] * 2  # bytes per row: 16 sums; depth; 16 × 4 bytes
     config = "\n".join(
@@ -130,7 +146,7 @@ declare void @llvm.memset.p0.i64(ptr, i8, i64, i1 immarg)
 declare i64 @syscall(i64, ...)
 @permitted = internal global i32 0
 
-define void @nindsl_tiles_begin(ptr %memory) alwaysinline {{
+define void @{prefix}_begin(ptr %memory) alwaysinline {{
 entry:
   %config = alloca [64 x i8], align 64
   %done = load atomic i32, ptr @permitted monotonic, align 4
@@ -152,21 +168,21 @@ configure:
   ret void
 }}
 
-define void @nindsl_tiles_end(ptr %memory) alwaysinline {{
+define void @{prefix}_end(ptr %memory) alwaysinline {{
   call void @llvm.x86.tilerelease()
   ret void
 }}
 
-define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
+define void @{prefix}_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
 entry:
 {_switch([load.format(t) for t in range(INPUTS, 8)])}}}
 
-define void @nindsl_tiles_dot(ptr %memory, i32 %index) alwaysinline {{
+define void @{prefix}_dot(ptr %memory, i32 %index) alwaysinline {{
 entry:
 {_switch([f"call void @llvm.x86.{numbers.instruction}(i8 {2 * a + b}, i8 {INPUTS + a}, i8 {WEIGHTS + b})"
                  for a in range(2) for b in range(2)])}}}
 
-define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
+define void @{prefix}_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
 entry:
 {_switch([f"call void @llvm.x86.tilestored64(i8 {t}, ptr %to, i64 %stride)" for t in range(4)])}}}
 """
@@ -193,7 +209,8 @@ def emulated_tile_ir(block: TileBlock, numbers: Numbers = BF16) -> str:
                          f"  %p{i} = mul i32 %x{i}, %y{i}\n  {after} = add i32 {before}, %p{i}")
     sum_type, helpers = ("float", _BF16_HELPER) if numbers is BF16 else ("i32", "")
     products = "\n".join(steps)
-    return _EMULATED.format(inputs=INPUTS, weights=WEIGHTS, rows=block.rows, tile=TILE_BYTES, zeroed=4 * TILE_BYTES,
+    return _EMULATED.format(prefix=tile_prefix(block, numbers, True), inputs=INPUTS, weights=WEIGHTS, rows=block.rows,
+                            tile=TILE_BYTES, zeroed=4 * TILE_BYTES,
                             sum=sum_type, per_row=64 // numbers.width, group=group, products=products,
                             helpers=helpers, depth=block.depth, weight_rows=block.depth // 4)
 
@@ -214,12 +231,12 @@ declare void @llvm.memset.p0.i64(ptr, i8, i64, i1 immarg)
 declare void @llvm.memcpy.p0.p0.i64(ptr, ptr, i64, i1 immarg)
 declare float @llvm.fma.f32(float, float, float)
 
-define void @nindsl_tiles_begin(ptr %memory) alwaysinline {{
+define void @{prefix}_begin(ptr %memory) alwaysinline {{
   call void @llvm.memset.p0.i64(ptr %memory, i8 0, i64 {zeroed}, i1 false)
   ret void
 }}
 
-define void @nindsl_tiles_end(ptr %memory) alwaysinline {{
+define void @{prefix}_end(ptr %memory) alwaysinline {{
   ret void
 }}
 
@@ -247,7 +264,7 @@ define internal ptr @tile(ptr %memory, i32 %index) {{
   ret ptr %p
 }}
 
-define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
+define void @{prefix}_load(ptr %memory, i32 %index, ptr %from, i64 %stride) alwaysinline {{
   %t = add i32 %index, {inputs}
   %to = call ptr @tile(ptr %memory, i32 %t)
   %weights = icmp uge i32 %t, {weights}
@@ -257,14 +274,14 @@ define void @nindsl_tiles_load(ptr %memory, i32 %index, ptr %from, i64 %stride) 
   ret void
 }}
 
-define void @nindsl_tiles_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
+define void @{prefix}_store(ptr %memory, i32 %index, ptr %to, i64 %stride) alwaysinline {{
   %from = call ptr @tile(ptr %memory, i32 %index)
   call void @rows(ptr %to, i64 %stride, ptr %from, i64 64, i64 {rows}, i64 64)
   ret void
 }}
 
 {helpers}
-define void @nindsl_tiles_dot(ptr %memory, i32 %index) alwaysinline {{
+define void @{prefix}_dot(ptr %memory, i32 %index) alwaysinline {{
 entry:
   %a = lshr i32 %index, 1
   %b = and i32 %index, 1
@@ -331,13 +348,16 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
 
     block = block or tile_block(shape, numbers)
     rows, across, deep = block.rows, block.across, block.deep
+    tile_begin, tile_load, tile_dot, tile_store, tile_end = (
+        f"{tile_prefix(block, numbers, emulated)}_{operation}" for operation in ("begin", "load", "dot", "store", "end"))
     s = shape
     oh, ow = s.out_size
-    blocks_in, blocks_out = -(-s.channels // 16), -(-s.out_channels // 16)
-    p, stride, k, kw = s.pad, s.stride, s.kernel, s.kw
+    in_block = s.in_block
+    blocks_in, blocks_out = -(-s.channels // in_block), -(-s.out_channels // 16)
+    p, stride, across_stride, k, kw = s.pad, s.stride, s.sw, s.kernel, s.kw
     n, h, w, height, width = s.batch, s.height, s.width, s.height + 2 * s.pad, s.width + 2 * s.pad
-    pixel = blocks_in * 16  # numbers per input pixel
-    per_tap = blocks_in * 256  # weights per 16 output channels and tap: 16 × the input's channels
+    pixel = pixel_numbers(s)  # numbers per input pixel
+    per_tap = pixel * 16  # weights per 16 output channels and tap: 16 × the input's channels
     channels = block.depth // numbers.width  # input channels per tile
     per_tile = block.depth * 16 // numbers.width  # a weight tile: depth / 4 rows of 64 bytes
     vector = AVX512BF16 if numbers is BF16 else ISAS[0]  # the vector kernel whose weight layout tiles read
@@ -353,7 +373,7 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
     def pad(x, padded):
         for image_row in T.parallel(n * height):
             for j, c in T.grid(width, blocks_in):
-                for lane in T.vectorized(16):
+                for lane in T.vectorized(in_block):
                     padded[image_row // height, image_row % height, j, c, lane] = T.if_then_else(
                         image_row % height >= p and image_row % height < h + p and j >= p and j < w + p,
                         x[image_row // height, T.max(image_row % height - p, 0), T.max(j - p, 0), c, lane], fill)
@@ -371,38 +391,38 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
         """Every sum of one output row, into ``sums`` ``[OW, O/16, 16]``; ``padded``: the input
         with its padding (the input itself without)."""
         for jo, fo in T.grid(ow // (rows * across), blocks_out // deep):
-            T.evaluate(T.call_extern("void", "nindsl_tiles_begin", tiles(mem)))
-            for ry, rx, t in T.grid(k, kw, blocks_in * 16 // channels):
+            T.evaluate(T.call_extern("void", tile_begin, tiles(mem)))
+            for ry, rx, t in T.grid(k, kw, pixel // channels):
                 for a in T.unroll(across):
-                    column = (jo * across + a) * rows * stride + rx
+                    column = (jo * across + a) * rows * across_stride + rx
                     T.evaluate(T.call_extern(
-                        "void", "nindsl_tiles_load", tiles(mem), a,
+                        "void", tile_load, tiles(mem), a,
                         T.tvm_access_ptr(T.type_annotation(dtype), padded.data,
                                          (((output_row // oh) * height + (output_row % oh) * stride + ry) * width
                                           + column) * pixel + t * channels,
-                                         (rows - 1) * stride * pixel + channels, 1),
-                        T.int64(stride * pixel * numbers.width)))
+                                         (rows - 1) * across_stride * pixel + channels, 1),
+                        T.int64(across_stride * pixel * numbers.width)))
                 for b in T.unroll(deep):
                     T.evaluate(T.call_extern(
-                        "void", "nindsl_tiles_load", tiles(mem), 2 + b,
+                        "void", tile_load, tiles(mem), 2 + b,
                         T.tvm_access_ptr(T.type_annotation(weight_dtype), wt.data,
                                          (((fo * deep + b) * k + ry) * kw + rx) * per_tap + t * per_tile, per_tile, 1),
                         T.int64(64)))
                 for a in T.unroll(across):
                     for b in T.unroll(deep):
-                        T.evaluate(T.call_extern("void", "nindsl_tiles_dot", tiles(mem), 2 * a + b))
+                        T.evaluate(T.call_extern("void", tile_dot, tiles(mem), 2 * a + b))
             for a in T.unroll(across):
                 for b in T.unroll(deep):
                     T.evaluate(T.call_extern(
-                        "void", "nindsl_tiles_store", tiles(mem), 2 * a + b,
+                        "void", tile_store, tiles(mem), 2 * a + b,
                         T.tvm_access_ptr(T.type_annotation(sums_dtype), sums.data,
                                          ((jo * across + a) * rows * blocks_out + fo * deep + b) * 16,
                                          ((rows - 1) * blocks_out + 1) * 16, 2),
                         T.int64(blocks_out * 64)))
-            T.evaluate(T.call_extern("void", "nindsl_tiles_end", tiles(mem)))
+            T.evaluate(T.call_extern("void", tile_end, tiles(mem)))
 
     padding = pad if p else no_padding
-    padded_shape = (n, height, width, blocks_in, 16) if p else (1,)
+    padded_shape = (n, height, width, blocks_in, in_block) if p else (1,)
 
     @T.macro
     def kernel(x, wt, out, store, parameters):
@@ -430,13 +450,13 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
     weights = weight_shape(weight_layout(s), vector)
     if numbers is BF16:
         @T.prim_func
-        def main(x: T.Buffer((n, h, w, blocks_in, 16), dtype), wt: T.Buffer(weights, dtype),
+        def main(x: T.Buffer((n, h, w, blocks_in, in_block), dtype), wt: T.Buffer(weights, dtype),
                  bias: T.Buffer((blocks_out * 16,), "float32"), out: T.Buffer((n, oh, ow, blocks_out, 16), dtype)):
             T.func_attr({"tirx.noalias": True})
             kernel(x, wt, out, round_to_bf16, (bias,))
     else:
         @T.prim_func
-        def main(x: T.Buffer((n, h, w, blocks_in, 16), dtype), wt: T.Buffer(weights, "int8"),
+        def main(x: T.Buffer((n, h, w, blocks_in, in_block), dtype), wt: T.Buffer(weights, "int8"),
                  bias: T.Buffer((blocks_out * 16,), "int32"), scale: T.Buffer((blocks_out * 16,), "float32"),
                  out: T.Buffer((n, oh, ow, blocks_out, 16), dtype)):
             T.func_attr({"tirx.noalias": True})
@@ -447,12 +467,20 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
 
 
 PROBE = ConvShape(1, 64, 4, 16, 32, 3, 1, 1, 16, 2, 1, 1)  # padded, 2 weight tiles, int8 zero points
+
+
+def probes(numbers: Numbers) -> tuple[ConvShape, ...]:
+    """The convolutions :func:`works_here` runs: :data:`PROBE`, and a folded input layer's
+    (tiles of 16 int8 or 32 bf16 bytes: another tile configuration)."""
+    folded = ConvShape(1, 15, 6, 16, 32, 3, 1, 0, 8 if numbers is INT8 else 2, 2, 1, 1,
+                       kernel_width=1, stride_width=1)
+    return PROBE, folded
 _works: dict[tuple[str, str], bool] = {}
 
 
 def works_here(numbers: Numbers, target, timeout: float = 300, emulated_only: bool = False) -> bool:
     """Whether the tile kernel built for ``target`` computes on this machine what the emulation
-    does, on :data:`PROBE`: checked once per process and target, in a child process (a tile
+    does, on :func:`probes`: checked once per process and target, in a child process (a tile
     instruction the CPU or Linux refuses ends the process that runs it). nindsl's tile kernels
     have been written from Intel's manuals and run here only emulated: a build for this machine
     uses tiles only where this check passes. (``emulated_only``: compare the emulation with
@@ -475,39 +503,46 @@ def works_here(numbers: Numbers, target, timeout: float = 300, emulated_only: bo
 
 
 def _probe(name: str, target: str, emulated_only: bool = False) -> int:
-    """0 when :data:`PROBE`'s tile kernel, built for ``target`` (JSON), gives the emulation's
-    result here."""
+    """0 when the tile kernels of :func:`probes`, built for ``target`` (JSON), give the
+    emulation's results here."""
     import json
 
     import numpy as np
     import tvm
 
-    from .bf16_kernels import AVX512BF16
-    from .int8_kernels import ISAS, pack_weights
     numbers = BF16 if name == "bf16" else INT8
-    s = PROBE
-    rng = np.random.default_rng(0)
-    if numbers is BF16:
-        from .bf16_kernels import to_bf16
+    for shape in probes(numbers):
+        arguments = _probe_arguments(shape, numbers, np.random.default_rng(0))
+        outputs = []
+        for emulated in (True, emulated_only):
+            library = tvm.compile(tvm.IRModule({"main": conv_func(shape, numbers, True, emulated)}),
+                                  target=tvm.target.Target(json.loads(target)))
+            out = tvm.runtime.empty((1, *shape.out_size, 2, 16), numbers.storage)
+            library["main"](*(tvm.runtime.tensor(a) for a in arguments), out)
+            outputs.append(out.numpy())
+        emulated, tiles = outputs
+        same = np.array_equal(emulated, tiles) if numbers is INT8 else bf16_close(emulated, tiles)  # (int8: exact)
+        if not same:
+            return 1
+    return 0
 
-        x = to_bf16(rng.standard_normal((1, s.height, s.width, 4, 16)))
-        weights = to_bf16(rng.standard_normal((s.out_channels, s.channels, 3, 3)) * 0.1)
-        arguments = [x, pack_weights(weights, weight_layout(s), AVX512BF16), rng.standard_normal(32).astype("float32")]
-    else:
-        x = rng.integers(0, 128, (1, s.height, s.width, 4, 16)).astype(np.uint8)
-        weights = rng.integers(-127, 128, (s.out_channels, s.channels, 3, 3)).astype(np.int8)
-        arguments = [x, pack_weights(weights, weight_layout(s), ISAS[0]), rng.integers(-999, 999, 32).astype("int32"),
-                     (rng.random(32) * 2e-4).astype("float32")]
-    outputs = []
-    for emulated in (True, emulated_only):
-        library = tvm.compile(tvm.IRModule({"main": conv_func(s, numbers, True, emulated)}),
-                              target=tvm.target.Target(json.loads(target)))
-        out = tvm.runtime.empty((1, *s.out_size, 2, 16), numbers.storage)
-        library["main"](*(tvm.runtime.tensor(a) for a in arguments), out)
-        outputs.append(out.numpy())
-    emulated, tiles = outputs
-    same = np.array_equal(emulated, tiles) if numbers is INT8 else bf16_close(emulated, tiles)  # (int8: exact)
-    return 0 if same else 1
+
+def _probe_arguments(s: ConvShape, numbers: Numbers, rng) -> list:
+    """Random inputs, packed weights and the store step's parameters of a probe convolution."""
+    import numpy as np
+
+    from .bf16_kernels import AVX512BF16, to_bf16
+    from .int8_kernels import ISAS, pack_weights
+
+    x_shape = (1, s.height, s.width, -(-s.channels // s.in_block), s.in_block)
+    w_shape = (s.out_channels, s.channels, s.kernel, s.kw)
+    if numbers is BF16:
+        weights = to_bf16(rng.standard_normal(w_shape) * 0.1)
+        return [to_bf16(rng.standard_normal(x_shape)), pack_weights(weights, weight_layout(s), AVX512BF16),
+                rng.standard_normal(32).astype("float32")]
+    weights = rng.integers(-127, 128, w_shape).astype(np.int8)
+    return [rng.integers(0, 128, x_shape).astype(np.uint8), pack_weights(weights, weight_layout(s), ISAS[0]),
+            rng.integers(-999, 999, 32).astype("int32"), (rng.random(32) * 2e-4).astype("float32")]
 
 
 def bf16_close(expected, got) -> bool:
