@@ -245,8 +245,9 @@ def deep(tmp_path_factory):
 
 
 def test_bf16_blocks_are_searched_and_kept_by_precision(deep, tmp_path):
-    """--tune's search for bf16, on the emulations here (AMX and AVX512-BF16 on a machine with
-    them): tile and register blocks, cached by precision and instructions."""
+    """--tune's search for bf16, run here on the emulations (a machine with AMX and AVX512-BF16
+    searches its real kernels the same way): tile and register blocks, cached by precision and
+    instructions."""
     from nindsl.tvm.amx_kernels import TileBlock
     from nindsl.tvm.bf16 import Bf16Kernels
     from nindsl.tvm.int8 import search_blocks
@@ -271,6 +272,8 @@ def test_bf16_builds_in_other_blocks_compute_the_same_sums(deep):
     calls, _, _ = kernels(network, plan, 2, B.EMULATED_AMX, None, Bf16Kernels)
     others = {c.output: c.choice.options[-1] for c in calls if c.choice and len(c.choice.options) > 1}
     assert others["conv1.1.relu"] == TileBlock(12, 1, 1, 64)  # one tile of channels deep, not the default two
+    taken = {c.output: c for c in kernels(network, plan, 2, B.EMULATED_AMX, others, Bf16Kernels)[0]}
+    assert taken["conv1.1.relu"].func.script() != taken["conv1.1.relu"].choice.func().script()  # the block reaches it
     images = test_inputs(network, 3)
     default = Runner.from_build(build_bf16(network, HOST, plan, model, 3, B.EMULATED_AMX))(images)
     searched = Runner.from_build(build_bf16(network, HOST, plan, model, 3, B.EMULATED_AMX, others))(images)

@@ -665,28 +665,48 @@ def test_nin_cifar10_in_tiles_of_four_shapes_gives_the_portable_integers():
     assert np.array_equal(tiles, portable)
 
 
-def test_tuning_searches_tile_blocks_too_and_every_block_gives_the_same_integers(tmp_path):
-    """The search on the emulated tiles (here: AMX's would be measured on an AMX machine) keys tile
-    and register blocks apart, and a build in blocks other than the defaults computes the same."""
-    from nindsl.tvm import amx_kernels
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import block_json, build_int8, kernels, search_blocks
-
-    (tmp_path / "wide.nin").write_text(WIDE.replace("mlpconv([64, 48]", "mlpconv([64, 32]"))
-    network = nindsl.load(tmp_path / "wide.nin")
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory):
+    """A network with two tile layers (the folded input layer, 2 tiles of channels deep after it):
+    its model and plan."""
+    path = tmp_path_factory.mktemp("tiles") / "wide.nin"
+    path.write_text(WIDE.replace("mlpconv([64, 48]", "mlpconv([64, 32]"))
+    network = nindsl.load(path)
     model = to_onnx(network, None)
-    plan = quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
+    return network, model, quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
+
+
+def test_tuning_searches_tile_blocks_too_and_keeps_them(tiled, tmp_path):
+    """The search on the emulated tiles (AMX's would be measured on an AMX machine) keys tile
+    and register blocks apart, and reads both back."""
+    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.int8 import block_json, kernels, search_blocks
+
+    network, _, plan = tiled
     cache = tmp_path / "blocks.json"
     chosen = search_blocks(network, plan, HOST, 2, candidates=1, cache=cache, isa=K.EMULATED_AMX)
     assert isinstance(chosen["conv1.1.relu"], amx_kernels.TileBlock)
-    (tiled,) = (c for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.output == "conv1.1.relu")
+    again = []
+    assert search_blocks(network, plan, HOST, 2, cache=cache, isa=K.EMULATED_AMX,
+                         progress=type("Notes", (), {"note": lambda self, line: again.append(line)})()) == chosen
+    assert again == []  # read back from the cache, tile blocks too: nothing measured
+    (call,) = (c for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.output == "conv1.1.relu")
     known = json.loads(cache.read_text())
-    assert len(known) == len(chosen) and f"int8|amx-int8-emulated|{tiled.conv}" in known
+    assert len(known) == len(chosen) and f"int8|amx-int8-emulated|{call.conv}" in known
     assert all(key.startswith("int8|portable|") for key in known if "amx" not in key)  # the vector kernels'
-    assert known[f"int8|amx-int8-emulated|{tiled.conv}"] == block_json(chosen["conv1.1.relu"])
+    assert known[f"int8|amx-int8-emulated|{call.conv}"] == block_json(chosen["conv1.1.relu"])
+
+
+def test_every_searched_block_gives_the_same_integers(tiled):
+    from nindsl.tvm.artifact import Runner
+    from nindsl.tvm.int8 import block_json, build_int8, kernels
+
+    network, model, plan = tiled
     calls, _, _ = kernels(network, plan, 2, K.EMULATED_AMX)
     others = {c.output: c.choice.options[-1] for c in calls if c.choice and len(c.choice.options) > 1}
-    assert block_json(others["conv1.1.relu"]) == [12, 1, 1, 64]  # the default: 2 tiles of channels deep
+    assert block_json(others["conv1.1.relu"]) == [12, 1, 1, 64]  # (the default takes 2 tiles of channels deep)
+    taken = {c.output: c for c in kernels(network, plan, 2, K.EMULATED_AMX, others)[0]}
+    assert taken["conv1.1.relu"].func.script() != taken["conv1.1.relu"].choice.func().script()  # the block reaches it
     qdq = to_qdq(model, plan)
     x = np.random.default_rng(1).standard_normal((3, 3, 12, 12)).astype(np.float32)
     default = Runner.from_build(build_int8(network, HOST, plan, qdq, 3, isa=K.EMULATED_AMX))(x)

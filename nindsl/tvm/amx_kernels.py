@@ -8,7 +8,7 @@ int32 sums) does 16 × 64 × rows multiply-adds, where ``vpdpbusd`` does 64; ``t
 the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf16_kernels`):
 
 - ``A``: a row is 64 bytes of one input pixel's channels; the rows of a tile are the pixels
-  under ``rows`` consecutive output columns at one kernel tap, ``stride × pixel bytes`` apart
+  under ``rows`` consecutive output columns at one kernel tap, ``width stride × pixel bytes`` apart
   in the (padded) NHWC input: one strided tile load.
 - ``B``: the packed weights ``[O/16, K, KW, C/g, 1, 16, g]`` hold each tap's channels for 16
   output channels as 1 KiB in a row: one tile load.
@@ -16,8 +16,8 @@ the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf
   vector kernel's store step follows (requantize; or bias, ReLU and rounding to bf16).
 
 Where an input's channels come in 32- or 16-byte steps only (96 int8 channels; a folded input
-layer's 16 bytes of taps, :meth:`nindsl.tvm.int8.Int8Kernels.quantize_folded`), tiles take
-32 or 16 bytes (:attr:`TileBlock.depth`). A block is ``across × rows`` output pixels of one row ×
+layer's taps, :meth:`nindsl.tvm.int8.Int8Kernels.quantize_folded`: 16 int8 or 32 bf16 bytes
+in nin_cifar10), tiles take 32 or 16 bytes (:attr:`TileBlock.depth`). A block is ``across × rows`` output pixels of one row ×
 ``deep × 16`` output channels: up to 4 sum tiles (0–3), ``across`` input tiles (4, 5) and
 ``deep`` weight tiles (6, 7), loaded once per tap and input-channel tile. As with bf16's vector
 step, TVM cannot emit tile instructions: each operation is a small function of LLVM IR
@@ -470,11 +470,15 @@ PROBE = ConvShape(1, 64, 4, 16, 32, 3, 1, 1, 16, 2, 1, 1)  # padded, 2 weight ti
 
 
 def probes(numbers: Numbers) -> tuple[ConvShape, ...]:
-    """The convolutions :func:`works_here` runs: :data:`PROBE`, and a folded input layer's
-    (tiles of 16 int8 or 32 bf16 bytes: another tile configuration)."""
+    """The convolutions :func:`works_here` runs, in three tile configurations (rows × bytes):
+    :data:`PROBE` (16 × 64), a folded input layer's (16 × 16 int8 or 32 bf16), and 8-pixel
+    rows (8 × 32 int8 or 64 bf16): nin_cifar10's four, for int8 all but 16 × 32."""
     folded = ConvShape(1, 15, 6, 16, 32, 3, 1, 0, 8 if numbers is INT8 else 2, 2, 1, 1,
                        kernel_width=1, stride_width=1)
-    return PROBE, folded
+    narrow = ConvShape(1, 32, 3, 8, 32, 1, 1, 0, 16, 2, 1, 1)  # 8-pixel tiles of 32 int8 or 64 bf16 bytes
+    return PROBE, folded, narrow
+
+
 _works: dict[tuple[str, str], bool] = {}
 
 

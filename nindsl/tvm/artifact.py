@@ -66,8 +66,8 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
     (:class:`nindsl.tvm.tune.TuneOptions`), tune first (at batch 1 unless ``batch`` is given).
 
     ``precision="int8"`` quantizes with ``calibration`` (:class:`nindsl.onnx.quantize.Calibration`)
-    and builds :mod:`nindsl.tvm.int8`'s kernels (tuning measures their register blocks);
-    ``"bf16"`` builds :mod:`nindsl.tvm.bf16`'s. Both are compared with float32 on the
+    and builds :mod:`nindsl.tvm.int8`'s kernels; ``"bf16"`` builds :mod:`nindsl.tvm.bf16`'s
+    (for both, tuning measures each convolution's register or tile block). Both are compared with float32 on the
     calibration's held-out images; ``gate(agreement)`` may refuse the result before anything
     is written."""
     require_tvm()

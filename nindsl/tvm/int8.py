@@ -93,9 +93,10 @@ def _blocks(sch):
 @dataclass(frozen=True)
 class ConvChoice:
     """How one convolution may be built: ``make(block)`` is its scheduled PrimFunc for any of
-    ``options`` (the blocks a search may measure, nearest the ``default`` first): register
-    blocks ``(vectors, columns)`` of a vector kernel, or :class:`~nindsl.tvm.amx_kernels.TileBlock`
-    of a tile kernel, on the instructions named ``instructions``."""
+    ``options`` (the blocks a search may measure, the ``default`` first): register blocks
+    ``(vectors, columns)`` of a vector kernel, nearest the default's size first, or
+    :class:`~nindsl.tvm.amx_kernels.TileBlock` of a tile kernel, on the instructions named
+    ``instructions``."""
 
     instructions: str
     default: object
@@ -556,8 +557,9 @@ def choose_block(timings: dict, default):
 def _arguments(call: Kernel, weights: dict, shape, dtype, device) -> list:
     import tvm
 
-    return [tvm.runtime.empty(shape, dtype, device), *(tvm.runtime.tensor(weights[n], device) for n in call.weights),
-            tvm.runtime.empty(call.shape, call.dtype, device)]
+    # zeros in (bf16 bits of uninitialised memory could be NaNs or subnormals, slower to compute)
+    return [tvm.runtime.tensor(np.zeros(shape, dtype), device),
+            *(tvm.runtime.tensor(weights[n], device) for n in call.weights), tvm.runtime.empty(call.shape, call.dtype, device)]
 
 
 def _with_inputs(network: ir.Network, calls: list[Kernel], batch):
@@ -671,7 +673,7 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     """Calibrate, quantize and compile ``network`` for int8, then compare it with float32
     (ONNX Runtime) on the calibration's held-out images, run through ``load(build)``
     (:meth:`nindsl.tvm.artifact.Runner.from_build`). With ``tuning`` (TuneOptions), each
-    convolution's register block is measured (:func:`search_blocks`), cached in its database.
+    convolution's register or tile block is measured (:func:`search_blocks`), cached in its database.
     A target whose instructions this CPU lacks is judged by the same plan built for this CPU:
     the kernels' integers are exact, whichever instructions compute them."""
     import tvm
