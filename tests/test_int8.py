@@ -698,15 +698,23 @@ def test_tuning_searches_tile_blocks_too_and_keeps_them(tiled, tmp_path):
 
 
 def test_every_searched_block_gives_the_same_integers(tiled):
+    """Another tile block, and the vector kernel in a convolution that tiles fit (the search
+    measures it second: it reads the same packed weights)."""
+    from nindsl.tvm.amx_kernels import TileBlock
     from nindsl.tvm.artifact import Runner
     from nindsl.tvm.int8 import block_json, build_int8, kernels
 
     network, model, plan = tiled
-    calls, _, _ = kernels(network, plan, 2, K.EMULATED_AMX)
-    others = {c.output: c.choice.options[-1] for c in calls if c.choice and len(c.choice.options) > 1}
-    assert block_json(others["conv1.1.relu"]) == [12, 1, 1, 64]  # (the default takes 2 tiles of channels deep)
+    choices = {c.output: c.choice for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.choice}
+    first, second = choices["conv1.0.relu"], choices["conv1.1.relu"]
+    assert isinstance(first.default, TileBlock) and isinstance(second.default, TileBlock)
+    assert second.options[1] == K.register_block(K.ConvShape(2, 64, 12, 12, 32, 1, 1, 0, 16, 0, 0, 0), K.PORTABLE)
+    others = {"conv1.0.relu": next(b for b in first.options[1:] if isinstance(b, TileBlock)),
+              "conv1.1.relu": second.options[1]}
+    assert block_json(others["conv1.0.relu"]) == [12, 1, 1, 16]  # (the default takes 2 tiles of channels deep)
     taken = {c.output: c for c in kernels(network, plan, 2, K.EMULATED_AMX, others)[0]}
-    assert taken["conv1.1.relu"].func.script() != taken["conv1.1.relu"].choice.func().script()  # the block reaches it
+    for output in others:  # the blocks reach the kernels
+        assert taken[output].func.script() != taken[output].choice.func().script()
     qdq = to_qdq(model, plan)
     x = np.random.default_rng(1).standard_normal((3, 3, 12, 12)).astype(np.float32)
     default = Runner.from_build(build_int8(network, HOST, plan, qdq, 3, isa=K.EMULATED_AMX))(x)

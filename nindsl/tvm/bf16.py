@@ -20,7 +20,7 @@ from . import amx_kernels
 from .bf16_kernels import EMULATED, bf16_isa, conv_func, narrow, schedule_conv, to_bf16, widen
 from .build import Build
 from .int8 import (ConvChoice, Int8Kernels, QuantizedBuild, check_tunable, compile_chain, kernels, measured_blocks,
-                   run_batched, tile_choice, vector_choice)
+                   run_batched)
 from .int8_kernels import ConvShape, Isa, pack_weights
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
@@ -65,14 +65,10 @@ class Bf16Kernels(Int8Kernels):
         o, lanes = weight.shape[0], self.isa.lanes
         bias = np.zeros(-(-o // lanes) * lanes, np.float32)
         bias[:o] = step.bias
-        vector, layout = self.isa.vector, conv
-        if self.tiled(conv, amx_kernels.BF16):
-            choice = tile_choice(conv, self.isa, amx_kernels.BF16, lambda block: amx_kernels.conv_func(
-                conv, amx_kernels.BF16, step.relu, emulated=self.isa.emulated, block=block))
-            layout = amx_kernels.weight_layout(conv)
-        else:
-            choice = vector_choice(conv, vector, lambda block: schedule_conv(conv_func(conv, vector, step.relu), conv,
-                                                                             vector, block))
+        vector = self.isa.vector
+        choice, layout = self.choice(conv, amx_kernels.BF16, lambda block: amx_kernels.conv_func(
+            conv, amx_kernels.BF16, step.relu, emulated=self.isa.emulated, block=block),
+            lambda block: schedule_conv(conv_func(conv, vector, step.relu), conv, vector, block))
         return choice, (("w", pack_weights(to_bf16(weight), layout, vector)), ("bias", bias))
 
 

@@ -30,7 +30,7 @@ from .build import Build
 from .compat import noalias_single_buffer_functions
 from . import amx_kernels
 from .int8_kernels import (PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, register_block,
-                           register_blocks, schedule_conv)
+                           register_blocks, schedule_conv, weight_shape)
 from .profiles import Profile, host_profile, resolved_target, runs_here
 
 FOLD_BLOCK = 8  # a folded input's (tap, channel) pairs come in 8s: whole paired steps
@@ -109,20 +109,6 @@ class ConvChoice:
         return self.make(block if block in self.options else self.default)
 
 
-def vector_choice(conv: ConvShape, isa: Isa, make: Callable) -> ConvChoice:
-    """The register blocks of ``conv``'s vector kernel on ``isa``, nearest the default's size first."""
-    default = register_block(conv, isa)
-    size = default[0] * default[1]
-    options = sorted(register_blocks(conv, isa), key=lambda b: (abs(b[0] * b[1] - size), b != default))
-    return ConvChoice(isa.name, default, tuple(options), make)
-
-
-def tile_choice(conv: ConvShape, isa: Isa, numbers, make: Callable) -> ConvChoice:
-    """The tile blocks of ``conv``'s AMX kernel (:func:`~nindsl.tvm.amx_kernels.tile_blocks`)."""
-    options = tuple(amx_kernels.tile_blocks(conv, numbers))
-    return ConvChoice(isa.name, options[0], options, make)
-
-
 def block_json(block) -> list[int]:
     """A register or tile block as the cache and the manifest write it."""
     return list(block) if isinstance(block, tuple) else list(astuple(block))
@@ -185,29 +171,43 @@ class Int8Kernels:
         return (total.astype("float32") / float(size) - float(quant.zero)) * float(quant.scale)
 
     def conv_kernel(self, step, conv: ConvShape, weight: np.ndarray) -> tuple[ConvChoice, tuple]:
-        """How one convolution may be built, and the weights it takes, by part: AMX tiles where
-        the target has them and they fit, else the vector kernel."""
+        """How one convolution may be built (:meth:`choice`), and the weights it takes, by part."""
         q_in, q_out = self.plan.quants[step.input], self.plan.quants[step.output]
         o = weight.shape[0]
         blocks_out = -(-o // self.isa.lanes)
-        vector, tiles = self.isa.vector, self.tiled(conv, amx_kernels.INT8)
-        packed = pack_weights(weight, amx_kernels.weight_layout(conv) if tiles else conv, vector)
+        vector = self.isa.vector
+        choice, layout = self.choice(conv, amx_kernels.INT8, lambda block: amx_kernels.conv_func(
+            conv, amx_kernels.INT8, emulated=self.isa.emulated, block=block),
+            lambda block: schedule_conv(conv_func(conv, vector), conv, vector, block))
         # the input zero point's share of every sum, folded into the bias: Σ (x - z)·w = Σ x·w - z·Σ w
         bias = np.zeros(blocks_out * self.isa.lanes, np.int64)
         bias[:o] = step.bias.astype(np.int64) - q_in.zero * step.weight.astype(np.int64).sum(axis=(1, 2, 3))
         scale = np.zeros(blocks_out * self.isa.lanes, np.float32)
         scale[:o] = np.float32(q_in.scale) * step.weight_scale / np.float32(q_out.scale)
-        if tiles:
-            choice = tile_choice(conv, self.isa, amx_kernels.INT8, lambda block: amx_kernels.conv_func(
-                conv, amx_kernels.INT8, emulated=self.isa.emulated, block=block))
-        else:
-            choice = vector_choice(conv, vector, lambda block: schedule_conv(conv_func(conv, vector), conv, vector,
-                                                                             block))
+        packed = pack_weights(weight, layout, vector)
         return choice, (("w", packed), ("bias", bias.astype(np.int32)), ("scale", scale))
 
-    def tiled(self, conv: ConvShape, numbers) -> bool:
-        """Whether ``conv`` takes an AMX tile kernel: the target has tiles, and they fit it."""
-        return self.isa.tiles and amx_kernels.tile_block(conv, numbers) is not None
+    def choice(self, conv: ConvShape, numbers, tiles: Callable, vector: Callable) -> tuple[ConvChoice, ConvShape]:
+        """How ``conv`` may be built, from its tile kernel (``tiles(block)``) or its vector kernel
+        (``vector(block)``), and the layout its weights are packed for: AMX tiles where the target
+        has them and they fit, else the vector kernel. Where the vector kernel reads the same
+        packed weights (the input's channels in whole blocks), its register blocks are options of
+        a tiled convolution too, its default second: a search may find it faster (a folded input
+        layer's narrow tiles do a quarter of a full tile's work)."""
+        isa = self.isa.vector
+        default = register_block(conv, isa)
+        size = default[0] * default[1]
+        registers = tuple(sorted(register_blocks(conv, isa), key=lambda b: (abs(b[0] * b[1] - size), b != default)))
+        if not (self.isa.tiles and amx_kernels.tile_block(conv, numbers)):
+            return ConvChoice(isa.name, default, registers, vector), conv
+        layout = amx_kernels.weight_layout(conv)
+        if weight_shape(layout, isa) != weight_shape(conv, isa):
+            registers = ()
+        blocks = amx_kernels.tile_blocks(conv, numbers)
+        options = (blocks[0], *registers[:1], *blocks[1:], *registers[1:])
+        return ConvChoice(self.isa.name, blocks[0], options,
+                          lambda block: tiles(block) if isinstance(block, amx_kernels.TileBlock) else vector(block)), \
+            layout
 
     def weight(self, name: str, value: np.ndarray) -> str:
         self.weights[name] = np.ascontiguousarray(value)
