@@ -2,14 +2,15 @@
 
 Every engine of every batch size is prepared first (tuning included), and only then timed,
 so that no engine is timed while a tuning run's workers wind down. Engines are timed in
-interleaved rounds so that a noisy neighbour slows them alike: each round gives every
-engine a few untimed calls (the previous engine's thread pool settles) and then a block
-of timed ones. Calls are not interleaved one by one, because thread pools spin after a
-call, and there is no sleep between engines, because an idle virtual CPU wakes slowly
-(docs/performance.md has the measurements behind each choice). Blocks are sized by time:
-a block lasts about ``BLOCK_SECONDS`` (at most ``BLOCK`` calls, at least one), the untimed
-calls about ``WARM_SECONDS`` (at least one: a slow engine's first call after another engine's
-would otherwise meet that engine's threads still spinning), and an engine that has spent ``ENGINE_SECONDS`` in timed calls
+interleaved rounds so that a noisy neighbour slows them alike. Before its turn in a round,
+an engine waits until the previous engine's thread pool stops spinning (:func:`_settle`:
+they spin at a whole core for up to a quarter of a second after their calls, which on 2 cores
+halved the next engine's share of the machine), then makes a few untimed calls (an idle
+virtual CPU wakes slowly, and its own pool spins up) and a block of timed ones. Calls are not
+interleaved one by one, because thread pools spin after a call (docs/performance.md has the
+measurements behind each choice). Blocks are sized by time: a block lasts about
+``BLOCK_SECONDS`` (at most ``BLOCK`` calls, at least one), the untimed calls about
+``WARM_SECONDS`` (at least one), and an engine that has spent ``ENGINE_SECONDS`` in timed calls
 sits out the remaining rounds once it has ``MIN_SAMPLES``. The report gives the median and
 the 10th–90th percentile spread, and each engine's ratio to ONNX Runtime with a 95 %
 interval from a bootstrap over the rounds (a round is the unit that shares a moment's
@@ -168,6 +169,24 @@ def _once(run: Callable, x: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
+SETTLE_WINDOW, SETTLE_LIMIT, SETTLE_BUSY = 0.01, 1.0, 0.1  # seconds, seconds, a fraction of one core
+
+
+def _settle(window: float = SETTLE_WINDOW, limit: float = SETTLE_LIMIT, busy: float = SETTLE_BUSY) -> float:
+    """Wait, up to ``limit`` seconds, until this process's threads stop spinning: until a
+    ``window`` of sleep costs the process less than ``busy`` of one core. A thread pool spins
+    after its engine's calls (on 2 cores, measured: ONNX Runtime's about 60 ms, TVM's about
+    250 ms, at a whole core), and the next engine timed would share a core with it. Returns
+    the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit:
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(window)
+        if time.process_time() - cpu < busy * (time.perf_counter() - wall):
+            break
+    return time.perf_counter() - start
+
+
 def _flat(blocks: list[list[float]]) -> list[float]:
     return [t for block in blocks for t in block]
 
@@ -188,7 +207,8 @@ def _time(runners: dict[str, Callable], x: np.ndarray, rounds: int) -> tuple[dic
             blocks = times[engine]
             if sum(map(len, blocks)) >= MIN_SAMPLES and sum(map(sum, blocks)) > ENGINE_SECONDS:
                 continue
-            for _ in range(max(1, min(WARM, int(WARM_SECONDS / single[engine])))):  # the previous engine's threads settle
+            _settle()  # the previous engine's threads stop spinning
+            for _ in range(max(1, min(WARM, int(WARM_SECONDS / single[engine])))):  # this one's wake up
                 run(x)
             calls = max(1, min(BLOCK, round(BLOCK_SECONDS / single[engine])))
             times[engine].append([_once(run, x) for _ in range(calls)])

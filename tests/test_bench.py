@@ -120,3 +120,26 @@ def test_the_verdict_reads_the_interval():
     assert verdict(record(0.90, 0.85, 0.95)).startswith("faster in this run: 0.90× ONNX Runtime (95 % interval 0.85–0.95)")
     assert verdict(record(1.10, 1.02, 1.20)).startswith("slower in this run")
     assert verdict(record(0.98, 0.93, 1.03)).startswith("as fast, within this run's noise")
+
+
+def test_an_engine_waits_until_the_previous_engines_threads_stop_spinning():
+    """A thread pool spins after its engine's calls (TVM's for about 250 ms at a whole core): the
+    next engine is timed only once the process is quiet, and a quiet process waits one window."""
+    import threading
+    import time
+
+    from nindsl.bench import SETTLE_LIMIT, SETTLE_WINDOW, _settle
+
+    _settle()  # (whatever an earlier test left spinning)
+    assert _settle() < 3 * SETTLE_WINDOW
+    stop = time.perf_counter() + 0.3
+
+    def spin():
+        while time.perf_counter() < stop:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    waited = _settle()
+    spinner.join()
+    assert 0.2 < waited < SETTLE_LIMIT
