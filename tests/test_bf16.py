@@ -334,6 +334,7 @@ def test_an_int8_build_for_another_cpu_is_judged_by_the_same_integers_here(cli, 
     assert not any((tmp_path / name).exists() for name in ("t", "f"))
 
 
+@pytest.mark.slow  # (three tile configurations, each built twice for both numbers)
 def test_the_tile_probe_passes_when_tiles_compute_what_the_emulation_does(monkeypatch):
     from nindsl.tvm import amx_kernels
 

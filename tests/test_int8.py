@@ -478,6 +478,25 @@ def test_bench_keeps_tuned_int8_blocks_in_the_db_folder_it_is_given(cli, tiny, t
     assert result.code == 1 and "needs a tuned engine (tvm-tuned, tvm-int8-tuned, tvm-bf16-tuned)" in result.err
 
 
+@pytest.mark.slow  # (two builds, one of them tuned)
+def test_a_tuned_int8_artifact_records_its_blocks_and_a_rebuild_measures_nothing(cli, tiny, tmp_path):
+    _, _, _, spec = tiny
+    args = ("compile", spec, "--target", "llvm", "--precision", "int8", "--calibrate", "random", "--tune",
+            "--db", tmp_path / "db")
+    made = cli(*args, "-o", tmp_path / "a")
+    assert made.code == 0, made.err
+    assert made.err.count("measured)") == 4  # one line per convolution's search
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    blocks = manifest["quantization"]["blocks"]
+    assert len(blocks) == 4 and all(isinstance(b, list) for b in blocks.values())
+    assert manifest["tuning_db"] and str(tmp_path / "db") in manifest["tuning_db"]
+    shown = cli("inspect", tmp_path / "a").out
+    assert "tuned: True" in shown and "blocks measured by --tune for 4 convolutions" in shown
+    again = cli(*args, "-o", tmp_path / "b")
+    assert again.code == 0 and "measured)" not in again.err  # read from the database folder
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["quantization"]["blocks"] == blocks
+
+
 def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
     """nin_imagenet ends in a 6×6 average pool to 1×1 maps and a Flatten, not a global pool."""
     from nindsl.tvm.artifact import Runner

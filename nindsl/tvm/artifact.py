@@ -89,7 +89,12 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         if gate is not None:
             gate(narrow.agreement)
         seconds = time.perf_counter() - start
-        write_artifact(out, network, profile, narrow.built, seconds, None, weights_origin(weights, seed),
+        db = None
+        if tuning is not None:  # (its measured blocks are kept there)
+            from .tune import database_dir
+
+            db = str(database_dir(profile, tuning.db))
+        write_artifact(out, network, profile, narrow.built, seconds, db, weights_origin(weights, seed),
                        _narrow_manifest(precision, narrow, calibration))
         return CompileReport(out, seconds, None, narrow)
     tuned, db = None, None
@@ -272,6 +277,10 @@ def describe_artifact(folder: Path) -> str:
             lines.append(f"  {precision}: {result.describe()}")
         except (KeyError, TypeError, ValueError):
             lines.append(f"  {precision}: its accuracy record is damaged")
+        numbers = manifest.get("quantization", manifest.get("bf16"))
+        blocks = numbers.get("blocks") if isinstance(numbers, dict) else None
+        if isinstance(blocks, dict) and blocks:
+            lines.append(f"  blocks measured by --tune for {len(blocks)} convolutions")
     return "\n".join(lines)
 
 
