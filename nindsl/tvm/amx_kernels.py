@@ -8,8 +8,8 @@ int32 sums) does 16 × 64 × rows multiply-adds, where ``vpdpbusd`` does 64; ``t
 the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf16_kernels`):
 
 - ``A``: a row is 64 bytes of one input pixel's channels; the rows of a tile are the pixels
-  under ``rows`` consecutive output columns at one kernel tap, ``width stride × pixel bytes`` apart
-  in the (padded) NHWC input: one strided tile load.
+  under ``rows`` consecutive output columns at one kernel tap, ``width stride × pixel bytes``
+  apart in the (padded) NHWC input: one strided tile load.
 - ``B``: the packed weights ``[O/16, K, KW, C/g, 1, 16, g]`` hold each tap's channels for 16
   output channels as 1 KiB in a row: one tile load.
 - ``C``: ``rows`` pixels × 16 output channels, stored to the output row's buffer of sums; the
@@ -17,8 +17,8 @@ the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf
 
 Where an input's channels come in 32- or 16-byte steps only (96 int8 channels; a folded input
 layer's taps, :meth:`nindsl.tvm.int8.Int8Kernels.quantize_folded`: 16 int8 or 32 bf16 bytes
-in nin_cifar10), tiles take 32 or 16 bytes (:attr:`TileBlock.depth`). A block is ``across × rows`` output pixels of one row ×
-``deep × 16`` output channels: up to 4 sum tiles (0–3), ``across`` input tiles (4, 5) and
+in nin_cifar10), tiles take 32 or 16 bytes (:attr:`TileBlock.depth`). A block is
+``across × rows`` output pixels of one row × ``deep × 16`` output channels: up to 4 sum tiles (0–3), ``across`` input tiles (4, 5) and
 ``deep`` weight tiles (6, 7), loaded once per tap and input-channel tile. As with bf16's vector
 step, TVM cannot emit tile instructions: each operation is a small function of LLVM IR
 (:func:`tile_ir`, tile numbers constant after unrolling) linked into the kernel, named after

@@ -67,9 +67,9 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
 
     ``precision="int8"`` quantizes with ``calibration`` (:class:`nindsl.onnx.quantize.Calibration`)
     and builds :mod:`nindsl.tvm.int8`'s kernels; ``"bf16"`` builds :mod:`nindsl.tvm.bf16`'s
-    (for both, tuning measures each convolution's register or tile block). Both are compared with float32 on the
-    calibration's held-out images; ``gate(agreement)`` may refuse the result before anything
-    is written."""
+    (for both, tuning measures each convolution's register or tile block). Both are compared
+    with float32 on the calibration's held-out images; ``gate(agreement)`` may refuse the result
+    before anything is written."""
     require_tvm()
     if profile.device == "cuda":
         find_nvcc()  # before tuning, not after: CUDA builds need it

@@ -205,9 +205,10 @@ class Int8Kernels:
             registers = ()
         blocks = amx_kernels.tile_blocks(conv, numbers)
         options = (blocks[0], *registers[:1], *blocks[1:], *registers[1:])
-        return ConvChoice(self.isa.name, blocks[0], options,
-                          lambda block: tiles(block) if isinstance(block, amx_kernels.TileBlock) else vector(block)), \
-            layout
+
+        def make(block):
+            return tiles(block) if isinstance(block, amx_kernels.TileBlock) else vector(block)
+        return ConvChoice(self.isa.name, blocks[0], options, make), layout
 
     def weight(self, name: str, value: np.ndarray) -> str:
         self.weights[name] = np.ascontiguousarray(value)
@@ -559,7 +560,8 @@ def _arguments(call: Kernel, weights: dict, shape, dtype, device) -> list:
 
     # zeros in (bf16 bits of uninitialised memory could be NaNs or subnormals, slower to compute)
     return [tvm.runtime.tensor(np.zeros(shape, dtype), device),
-            *(tvm.runtime.tensor(weights[n], device) for n in call.weights), tvm.runtime.empty(call.shape, call.dtype, device)]
+            *(tvm.runtime.tensor(weights[n], device) for n in call.weights),
+            tvm.runtime.empty(call.shape, call.dtype, device)]
 
 
 def _with_inputs(network: ir.Network, calls: list[Kernel], batch):
