@@ -1,5 +1,8 @@
 """Run a bundle's CUDA artifacts on the GPU and compare them with the PyTorch twin on CUDA
-and ONNX Runtime: max |Δ|, top-1 agreement and median latency at batch 1 and 64, as JSON.
+(float32; and float16 beside an fp16 artifact) and ONNX Runtime: max |Δ| and top-1 agreement
+against the float32 twin, and median latency at batch 1 and 64, as JSON. Each latency is
+measured twice: from a host array to a host array (what `Artifact.__call__` does), and on the
+GPU alone (input already there, output left there).
 
 Runs on the GPU machine with its own Python, numpy, PyTorch (CUDA) and ONNX Runtime; TVM,
 tvm_ffi, safetensors and nindsl come from the bundle, runtime-only (no TVM compiler is
@@ -44,34 +47,95 @@ def median_ms(run, x, sync) -> float:
     return statistics.median(times) * 1e3
 
 
-def twin(folder: Path, torch):
-    """The PyTorch twin of the artifact (its generated source) with the artifact's weights, on CUDA."""
+def he_weights(folder: Path) -> dict:
+    """Weights of the artifact's shapes drawn as He et al. do (normal, std √(2 / fan-in); biases
+    normal, std 0.01), so that outputs are far from uniform and a wrong kernel shows; the
+    spec's own init gives near-uniform probabilities, which agree whatever the kernels do."""
     from safetensors.numpy import load_file
 
+    rng = np.random.default_rng(0)
+    drawn = {}
+    for name, value in sorted(load_file(folder / "weights.safetensors").items()):
+        std = np.sqrt(2.0 / np.prod(value.shape[1:])) if value.ndim > 1 else 0.01
+        drawn[name] = (rng.standard_normal(value.shape) * std).astype(np.float32)
+    return drawn
+
+
+def with_weights(artifact, weights: dict) -> None:
+    """The loaded artifact, running ``weights`` instead of its own (in its parameters' order)."""
+    import tvm
+
+    tensors = [tvm.runtime.tensor(weights[name], artifact.device) for name in artifact.manifest["parameters"]]
+    if artifact.manifest.get("transform_params"):
+        tensors = list(artifact.vm["main_transform_params"](tensors))
+    artifact.weights = tensors
+
+
+def twin(folder: Path, torch, weights: dict, dtype=None):
+    """The PyTorch twin of the artifact (its generated source) with ``weights``, on CUDA, in
+    float32 (TF32 off) or ``dtype``: (host → host runner, on-GPU runner)."""
     source = (folder / "twin.py").read_text()
     namespace: dict = {"__name__": "twin"}
     exec(compile(source, str(folder / "twin.py"), "exec"), namespace)  # noqa: S102 - our own generated source
     classes = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
                and v.__module__ == "twin" and hasattr(v, "logits")]
     module = classes[0]()
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in load_file(folder / "weights.safetensors").items()})
-    module = module.eval().cuda()
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    module = module.eval().cuda().to(dtype or torch.float32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
 
-    def run(x):
+    def on_gpu(x):
         with torch.inference_mode():
-            return module(torch.from_numpy(x).cuda()).cpu().numpy()
-    return run
+            return module(x if dtype is None else x.to(dtype))
+
+    def run(x):
+        return on_gpu(torch.from_numpy(x).cuda()).float().cpu().numpy()
+
+    return run, (lambda x: torch.from_numpy(x).cuda(), on_gpu)
 
 
-def onnxruntime(folder: Path):
-    """ONNX Runtime on the model's graph with the weights fed as inputs: its CUDA provider if it has one."""
+def tvm_on_gpu(artifact):
+    """The artifact's function on an input already on the GPU, its output left there."""
+    import tvm
+
+    def put(x):
+        tensor = tvm.runtime.empty(x.shape, "float32", artifact.device)
+        tensor.copyfrom(x)
+        return tensor
+
+    return put, (lambda x: artifact._main(x, *artifact.weights))
+
+
+def kernel_times(artifact, x: np.ndarray, sync, calls: int = 10) -> dict:
+    """Median milliseconds per call of each kernel (by symbol, summed over its launches in one
+    call), through the VM's instrument: the GPU is synchronised before and after each launch."""
+    spent: dict = {}
+    clock = {}
+
+    def instrument(func, symbol, before, result, *args):
+        sync()
+        if before:
+            clock["start"] = time.perf_counter()
+        else:
+            spent.setdefault(symbol, [0.0] * calls)[clock["call"]] += time.perf_counter() - clock["start"]
+        return 0
+
+    put, call = tvm_on_gpu(artifact)
+    tensor = put(x)
+    call(tensor)  # warm
+    artifact.vm.set_instrument(instrument)
+    for clock["call"] in range(calls):
+        call(tensor)
+    artifact.vm.set_instrument(lambda *args: 0)
+    times = {symbol: statistics.median(each) * 1e3 for symbol, each in spent.items()}
+    return dict(sorted(times.items(), key=lambda item: -item[1]))
+
+
+def onnxruntime(folder: Path, weights: dict):
+    """ONNX Runtime on the model's graph with ``weights`` fed as inputs: its CUDA provider if it has one."""
     import onnxruntime as ort
-    from safetensors.numpy import load_file
-
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
     session = ort.InferenceSession(str(folder / "model.graph.onnx"), providers=providers)
-    weights = load_file(folder / "weights.safetensors")
     name = session.get_inputs()[0].name
     return (lambda x: session.run(None, {name: x, **weights})[0]), session.get_providers()[0]
 
@@ -86,24 +150,41 @@ def main() -> int:
         return 2
     for folder in sorted((BUNDLE / "artifacts").iterdir()):
         artifact = nindsl.load_artifact(folder)  # refuses a library whose GPU code does not fit this GPU
-        engines = {"tvm": artifact, "torch": twin(folder, torch)}
+        precision = artifact.manifest.get("precision", "fp32")
+        weights = he_weights(folder)
+        with_weights(artifact, weights)
+        engines = {"tvm": artifact}
+        resident = {"tvm": tvm_on_gpu(artifact)}
+        engines["torch"], resident["torch"] = twin(folder, torch, weights)
+        if precision == "fp16":
+            engines["torch-fp16"], resident["torch-fp16"] = twin(folder, torch, weights, torch.float16)
+            engines["torch-bf16"], resident["torch-bf16"] = twin(folder, torch, weights, torch.bfloat16)
         try:
-            engines["onnxruntime"], report["onnxruntime_provider"] = onnxruntime(folder)
+            engines["onnxruntime"], report["onnxruntime_provider"] = onnxruntime(folder, weights)
         except Exception as error:  # noqa: BLE001 - a missing or broken ONNX Runtime is reported, not fatal
             report["onnxruntime_error"] = f"{type(error).__name__}: {error}"
+        fixed = artifact.manifest["input"]["shape"][0]
         results = {}
-        for batch in BATCHES:
+        for batch in BATCHES if not isinstance(fixed, int) else (fixed,):
             shape = [batch, *artifact.manifest["input"]["shape"][1:]]
             x = np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
             outputs = {name: run(x) for name, run in engines.items()}
             reference = outputs["torch"]
-            results[batch] = {
-                name: {"median_ms": median_ms(run, x, torch.cuda.synchronize),
-                       "max_abs_diff_vs_torch": float(np.abs(outputs[name] - reference).max()),
-                       "top1_agreement_vs_torch": float((outputs[name].argmax(1) == reference.argmax(1)).mean())}
-                for name, run in engines.items()}
-        report["artifacts"][folder.name] = {"network": artifact.manifest["network"],
+            results[batch] = {}
+            for name, run in engines.items():
+                results[batch][name] = {
+                    "median_ms": median_ms(run, x, torch.cuda.synchronize),
+                    "max_abs_diff_vs_torch": float(np.abs(outputs[name] - reference).max()),
+                    "top1_agreement_vs_torch": float((outputs[name].argmax(1) == reference.argmax(1)).mean())}
+                if name in resident:
+                    put, call = resident[name]
+                    results[batch][name]["median_ms_on_gpu"] = median_ms(call, put(x), torch.cuda.synchronize)
+        if os.environ.get("KERNELS"):  # where the time goes, at the largest batch
+            x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+            results["kernels_ms"] = kernel_times(artifact, x, torch.cuda.synchronize)
+        report["artifacts"][folder.name] = {"network": artifact.manifest["network"], "precision": precision,
                                             "profile": artifact.manifest["profile"], "batches": results}
+        print(json.dumps({folder.name: results}, indent=1), flush=True)
     maps = Path("/proc/self/maps").read_text()
     report["libtvm_compiler_loaded"] = "libtvm_compiler" in maps
     report["libtvm_runtime_loaded"] = "libtvm_runtime" in maps

@@ -63,10 +63,15 @@ def _serialized_cuda_modules(library) -> list[tuple[str, list[str], bytes]]:
 
 @pytest.fixture(scope="module")
 def source_only(tmp_path_factory):
-    """nin_digits for sm_80 the old way: `tvm.compile` alone, so the library holds CUDA source."""
+    """nin_digits for sm_80 the old way: scheduled as nindsl schedules it, then `tvm.compile`
+    alone, so the library holds CUDA source."""
+    from nindsl.tvm.gpu_rules import schedule_passes
+
     network = nindsl.load(DIGITS)
     target = tvm.target.Target(resolved_target(load_profile("cuda")))
-    executable = tvm.compile(import_onnx(to_onnx(network), network, None), target=target)
+    with target:
+        module = tvm.transform.Sequential(schedule_passes())(import_onnx(to_onnx(network), network, None))
+    executable = tvm.compile(module, target=target)
     library = tmp_path_factory.mktemp("source-only") / "model.so"
     executable.export_library(str(library))
     source = executable.mod.imports[0].imports[0].inspect_source("")

@@ -149,7 +149,7 @@ def drive_compile(args) -> int:
         _refuse_options(args, TUNING_OPTIONS, "--tune")
     if args.precision == "fp32" and (args.calibrate is not None or args.accept_accuracy_loss):
         option = "--calibrate" if args.calibrate is not None else "--accept-accuracy-loss"
-        raise NindslError.one("E0504", f"{option} does nothing without --precision int8 or bf16", None,
+        raise NindslError.one("E0504", f"{option} does nothing without --precision int8, bf16 or fp16", None,
                               "add --precision int8, or leave the option out")
     network = _network(args)
     target = args.target
@@ -160,8 +160,9 @@ def drive_compile(args) -> int:
         from ..onnx.lower import OPSET, write_onnx
 
         out = Path(args.output or f"{network.name}.onnx")
-        if args.precision == "bf16":
-            raise NindslError.one("E0504", "--precision bf16 is for TVM CPU targets, not ONNX", None,
+        if args.precision in ("bf16", "fp16"):
+            where = "TVM CPU targets" if args.precision == "bf16" else "TVM CUDA targets"
+            raise NindslError.one("E0504", f"--precision {args.precision} is for {where}, not ONNX", None,
                                   "use --precision int8 for a QDQ ONNX model")
         if args.precision == "int8":
             return _compile_qdq(args, network, out)

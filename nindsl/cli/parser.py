@@ -9,7 +9,7 @@ from ..kernel.version import __version__
 from . import commands
 
 
-PRECISIONS = ("fp32", "int8", "bf16")
+PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 
 
 def positive(kind: type):
@@ -134,13 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="fp32 (default) | int8: post-training quantization, calibrated with --calibrate "
                                "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: llvm targets with "
-                               "AVX512-BF16 (refused elsewhere, with what the CPU runs instead)")
+                               "AVX512-BF16 (refused elsewhere, with what the CPU runs instead) | fp16: CUDA targets, on tensor "
+                               "cores")
     compile_.add_argument("--calibrate", metavar="DATA",
-                          help="int8: images to calibrate on and to compare with float32 (bf16: to compare "
-                               "with): digits | cifar10:DIR | "
+                          help="int8: images to calibrate on and to compare with float32 (bf16, fp16: to "
+                               "compare with): digits | cifar10:DIR | "
                                "imagefolder:DIR | FILE.npz | random (default: the spec's train data)")
     compile_.add_argument("--accept-accuracy-loss", action="store_true",
-                          help="int8, bf16: write the build even when it loses more accuracy than nindsl allows "
+                          help="int8, bf16, fp16: write the build even when it loses more accuracy than nindsl allows "
                                "(docs/precision.md)")
     tuning_options(compile_)
     rpc_options(compile_)

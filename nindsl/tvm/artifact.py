@@ -75,17 +75,21 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         find_nvcc()  # before tuning, not after: CUDA builds need it
     out = Path(out)
     start = time.perf_counter()
-    if precision in ("int8", "bf16"):
+    if precision in ("int8", "bf16", "fp16"):
         if precision == "int8":
             from .int8 import build_quantized
 
             narrow = build_quantized(network, profile, weights, seed, batch, calibration, Runner.from_build,
                                      tuning, progress)
-        else:
+        elif precision == "bf16":
             from .bf16 import build_checked
 
             narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, tuning,
                                    progress)
+        else:
+            from .half import build_checked
+
+            narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, progress)
         if gate is not None:
             gate(narrow.agreement)
         seconds = time.perf_counter() - start
@@ -96,7 +100,8 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
             db = str(database_dir(profile, tuning.db))
         write_artifact(out, network, profile, narrow.built, seconds, db, weights_origin(weights, seed),
                        _narrow_manifest(precision, narrow, calibration))
-        return CompileReport(out, seconds, None, narrow)
+        kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
+        return CompileReport(out, seconds, kernels, narrow)
     tuned, db = None, None
     if tuning is not None:
         from .tune import tune
@@ -119,6 +124,11 @@ def _narrow_manifest(precision: str, narrow, calibration) -> dict:
         numbers = {"quantization": {**narrow.plan.describe(), "instructions": narrow.isa.name,
                                     "blocks": _blocks_json(narrow.blocks),
                                     "calibration": {"source": calibration.source, "images": len(calibration.images)}}}
+    elif precision == "fp16":
+        numbers = {"fp16": {"instructions": narrow.isa.name,
+                            "tensor_core_kernels": narrow.built.executable.tensor_cores,
+                            "weights": "fp16, rounded to nearest even when the library is loaded",
+                            "activations": "fp16 between kernels, sums in float32", "compared_on": calibration.source}}
     else:
         numbers = {"bf16": {"instructions": narrow.isa.name, "blocks": _blocks_json(narrow.blocks),
                             "weights": "bf16, rounded to nearest even",
@@ -278,6 +288,9 @@ def describe_artifact(folder: Path) -> str:
         except (KeyError, TypeError, ValueError):
             lines.append(f"  {precision}: its accuracy record is damaged")
         numbers = manifest.get("quantization", manifest.get("bf16"))
+        cores = (manifest.get("fp16") or {}).get("tensor_core_kernels") if isinstance(manifest.get("fp16"), dict) else None
+        if isinstance(cores, list):
+            lines.append(f"  {len(cores)} kernels on tensor cores")
         blocks = numbers.get("blocks") if isinstance(numbers, dict) else None
         if isinstance(blocks, dict) and blocks:
             lines.append(f"  blocks measured by --tune for {len(blocks)} convolutions")

@@ -68,6 +68,18 @@ def apply_database(module, database, profile: Profile, target):
         return tvm.transform.Sequential(passes)(module)
 
 
+def parameter_names(network: ir.Network, module) -> list[str]:
+    """The network's weight names in the order ``module``'s ``main`` takes them."""
+    by_relax = {**{_relax_name(w.name): w.name for w in network.weights}, **{w.name: w.name for w in network.weights}}
+    return [by_relax[str(p.name)] for p in module["main"].params[1:]]
+
+
+def parameter_order(network: ir.Network, model, batch: int | None) -> list[str]:
+    """The weight names in the order a ``main_transform_params`` takes them (one tuple, in the
+    imported module's order)."""
+    return parameter_names(network, import_onnx(model, network, batch))
+
+
 @dataclass
 class Build:
     """A compiled network and what its artifact needs."""
@@ -101,19 +113,18 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
         module = import_onnx(model, network, batch)
     # With weight pre-packing, `main_transform_params` takes the weights and `main` the packed ones.
     packs = any(gv.name_hint == "main_transform_params" for gv in module.get_global_vars())
-    # `main_transform_params` takes the weights as one tuple, in the imported module's order
-    takes = (import_onnx(model, network, batch) if packs else module)["main"].params[1:]
-    params = [str(p.name) for p in takes]
-    by_relax = {**{_relax_name(w.name): w.name for w in network.weights}, **{w.name: w.name for w in network.weights}}
-    order = [by_relax[p] for p in params]
+    order = parameter_order(network, model, batch) if packs else parameter_names(network, module)
     if profile.device == "cuda" and profile.schedule.untuned != "dlight":
         raise NindslError.one("E0504", f"profile `{profile.name}`: GPU builds need `untuned = \"dlight\"`", None,
                               "untuned GPU kernels must have every loop bound to threads")
-    # TVM's default pipeline for a GPU target schedules every kernel with DLight's default
-    # rules (Matmul, GEMV, Reduction, GeneralReduction, Fallback); for LLVM, its CPU rules.
+    # A GPU build's kernels are scheduled by DLight's rules with nindsl's two in front (gpu_rules);
+    # TVM's pipeline skips kernels scheduled already (tuned ones too). For LLVM, its CPU rules.
     if profile.device == "cuda":  # and the kernels compiled to machine code now, so loading compiles nothing
         from .cuda import compile_cuda
+        from .gpu_rules import schedule_passes
 
+        with target:
+            module = tvm.transform.Sequential(schedule_passes())(module)
         executable = compile_cuda(module, target)
     else:
         executable = tvm.compile(module, target=target)

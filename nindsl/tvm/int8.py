@@ -440,9 +440,15 @@ def isa_of(profile: Profile):
 def check_precision(precision: str, profile: Profile, tuned: bool = False) -> None:
     """Refuse a precision the target's CPU cannot run fast, saying what it can run instead, and
     ``tuned`` builds for a CPU this machine cannot measure (:func:`check_tunable`)."""
+    if precision == "fp16":
+        from .half import check_fp16
+
+        check_fp16(profile, tuned)
+        return
     if profile.device != "cpu":
         raise NindslError.one("E0504", f"--precision {precision} builds are for CPU targets; `{profile.name}` runs on "
-                                       f"{profile.device}", None, "build for --target llvm, or use --precision fp32")
+                                       f"{profile.device}", None, "on a GPU use --precision fp16 (tensor cores) or "
+                                                                  "fp32; or build for --target llvm")
     if precision == "int8":
         target, isa = isa_of(profile)  # (refuses a CPU without AVX2)
         check_tunable(target, isa.name, tuned, precision)

@@ -1,0 +1,143 @@
+"""An fp16 build for a CUDA GPU: float16 weights and activations, float32 sums, on tensor cores.
+
+    float32 input → cast → [convolution (fp16 × fp16 → fp32 sums) + bias + ReLU → fp16]… → head → float32
+
+TVM's Relax pass ``ToMixedPrecision(out_dtype="float32")`` rewrites the float32 graph: every
+convolution takes float16 operands and sums in float32, and the values between kernels become
+float16. The weights' casts are lifted into ``main_transform_params``, so the artifact keeps its
+float32 weights and a loaded library converts them once, on the GPU. (Storing them in float16,
+at half the size, would need ``ToMixedPrecision``'s ``fp16_input_names``, which fails in TVM
+0.27: "no block is being built".)
+
+On CUDA the kernels are scheduled by :mod:`nindsl.tvm.gpu_rules`: DLight's ``Matmul`` rule
+schedules each convolution as an implicit matrix product and, for float16 on ``sm_70`` and later,
+on tensor cores (``wmma``, 16 × 16 × 16 fragments, float32 accumulators) where every fixed
+extent is above 64; the build reports which convolutions got them.
+
+A machine without the GPU judges the build (:func:`build_checked`) by the same Relax module
+compiled for its own CPU: the same float16 roundings of weights and activations; sums in
+float32, in another order than the tensor cores add them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..kernel.diagnostics import NindslError
+from ..kernel.progress import SILENT, Progress
+from ..language import ir
+from .build import Build, import_onnx
+from .profiles import Profile, host_profile, resolved_target
+
+TENSOR_CORE_ARCH = 70  # wmma's float16 fragments: Volta (sm_70) and later
+
+
+@dataclass(frozen=True)
+class HalfIsa:
+    """What an fp16 build runs on, as :class:`nindsl.tvm.int8.QuantizedBuild` names it."""
+
+    name: str
+
+
+def half_module(network: ir.Network, model, batch: int | None, target):
+    """The float32 ONNX ``model`` as a scheduled float16 Relax module for ``target`` (CUDA:
+    DLight's rules; a CPU: nindsl's untuned CPU schedules), its weights' casts in
+    ``main_transform_params``."""
+    import tvm
+    from tvm.relax import transform
+
+    from .gpu_rules import schedule_passes
+
+    passes = [transform.ToMixedPrecision(out_dtype="float32"), transform.LiftTransformParams()]
+    if target.kind.name == "cuda":
+        passes += schedule_passes()
+    with target:
+        module = tvm.transform.Sequential(passes)(import_onnx(model, network, batch))
+    if target.kind.name != "cuda":  # nindsl's untuned CPU schedules, where they take the kernel
+        from tvm.relax.pipeline import zero_pipeline
+
+        from .untuned import default_database
+
+        with target:
+            module = zero_pipeline()(module)
+        with target, default_database(module, target):
+            module = transform.MetaScheduleApplyDatabase()(module)
+    return module
+
+
+def check_fp16(profile: Profile, tuned: bool = False) -> None:
+    """Refuse fp16 where it would not run on tensor cores (a CPU, or a GPU before Volta), and
+    ``tuned`` fp16 builds (MetaSchedule's tensor-core search is not wired in)."""
+    from .cuda import target_arch
+
+    if profile.device != "cuda":
+        raise NindslError.one("E0504", f"--precision fp16 is for CUDA targets (tensor cores); `{profile.name}` runs "
+                                       "on a CPU, whose float16 arithmetic is no faster than float32", None,
+                              "on a CPU use --precision int8 or bf16, or build for a GPU: --target h200")
+    import tvm
+
+    arch = target_arch(tvm.target.Target(resolved_target(profile)))
+    if int(arch[3:5]) < TENSOR_CORE_ARCH:
+        raise NindslError.one("E0504", f"`{profile.name}` is {arch}, which has no float16 tensor cores "
+                                       f"(sm_{TENSOR_CORE_ARCH} and later)", None, "build with --precision fp32")
+    if tuned:
+        raise NindslError.one("E0504", "--tune does not search fp16 kernels yet: an fp16 build takes DLight's "
+                                       "tensor-core schedules", None, "leave out --tune, or tune --precision fp32")
+
+
+def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, weights: dict) -> Build:
+    """Compile ``model`` (of float32 ``weights``) in fp16 for ``profile`` (CUDA: machine code,
+    tensor cores; a CPU profile: the same module, for checking it)."""
+    import tvm
+
+    from .build import parameter_order
+
+    target = tvm.target.Target(resolved_target(profile))
+    module = half_module(network, model, batch, target)
+    if profile.device == "cuda":
+        from .cuda import compile_cuda
+
+        executable = compile_cuda(module, target)
+        from .gpu_rules import tensor_core_kernels
+
+        executable.tensor_cores, executable.conv_kernels = tensor_core_kernels(module)
+    else:
+        executable = tvm.compile(module, target=target)
+    return Build(executable, model, weights, parameter_order(network, model, batch), target, True, batch)
+
+
+def build_checked(network: ir.Network, profile: Profile, weights, seed: int, batch: int | None, calibration,
+                  load, progress: Progress = SILENT):
+    """Build ``network`` in fp16 for ``profile`` and compare it with float32 (ONNX Runtime) on the
+    held-out images of ``calibration``, run through ``load(build)``: the same module built for
+    this CPU (see the module's docstring)."""
+    from ..onnx.lower import to_onnx
+    from ..onnx.quantize import agreement, images_per_batch, in_batches
+    from ..onnx.runtime import runner
+    from ..weights import resolve
+    from .int8 import QuantizedBuild, run_batched
+
+    check_fp16(profile)
+    weights = resolve(network, weights, seed)
+    model = to_onnx(network, weights)
+    progress.note("building fp16 (tensor cores) ...")
+    built = build_fp16(network, profile, model, batch, weights)
+    cores = (f"tensor cores in {len(built.executable.tensor_cores)} of {built.executable.conv_kernels} "
+             "convolution kernels")
+    if not built.executable.tensor_cores:
+        progress.note("no convolution here is large enough for TVM's tensor-core schedule (it needs every fixed "
+                      "extent above 64: output channels, input channels × taps, and pixels with --batch): fp16 "
+                      "then saves memory traffic only")
+    progress.note(f"{cores}; comparing with float32 on {len(calibration.held_out):,} held-out images (the same "
+                  "fp16 module, run on this CPU) ...")
+    judged = build_fp16(network, host_profile(_cpu_profile()), model, batch, weights)
+    held_out = calibration.held_out
+    result = agreement(in_batches(runner(model), held_out, images_per_batch(model)),
+                       run_batched(load(judged), held_out, batch, images_per_batch(model)), calibration.labels)
+    return QuantizedBuild(built, None, HalfIsa(cores), result, {})
+
+
+def _cpu_profile() -> Profile:
+    from .profiles import load_profile
+
+    return load_profile("llvm")
