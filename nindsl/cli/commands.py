@@ -189,7 +189,11 @@ def drive_compile(args) -> int:
     profile = load_profile(target)
     require_tvm()
     check_target(profile)  # before any work: LLVM would build for a generic CPU and say so only in passing
-    if args.precision != "fp32":
+    if args.precision == "fp16":
+        from ..tvm.half import check_fp16
+
+        check_fp16(profile, args.tune)
+    elif args.precision != "fp32":
         from ..tvm.int8 import check_precision
 
         check_precision(args.precision, profile, args.tune)

@@ -440,11 +440,6 @@ def isa_of(profile: Profile):
 def check_precision(precision: str, profile: Profile, tuned: bool = False) -> None:
     """Refuse a precision the target's CPU cannot run fast, saying what it can run instead, and
     ``tuned`` builds for a CPU this machine cannot measure (:func:`check_tunable`)."""
-    if precision == "fp16":
-        from .half import check_fp16
-
-        check_fp16(profile, tuned)
-        return
     if profile.device != "cpu":
         raise NindslError.one("E0504", f"--precision {precision} builds are for CPU targets; `{profile.name}` runs on "
                                        f"{profile.device}", None, "on a GPU use --precision fp16 (tensor cores) or "
