@@ -217,7 +217,7 @@ def drive_compile(args) -> int:
 
 
 def _gate(result, origin: str, args) -> None:
-    """Print how the int8 or bf16 build compares with float32, and refuse one that loses too much
+    """Print how the int8, bf16 or fp16 build compares with float32, and refuse one that loses too much
     (trained weights only: untrained outputs are noise, their top class a coin toss)."""
     from ..onnx.quantize import judge
 

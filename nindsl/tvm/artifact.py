@@ -56,7 +56,7 @@ class CompileReport:
     out: Path
     seconds: float
     gpu_kernels: int | None  # for CUDA targets
-    quantized: object = None  # nindsl.tvm.int8.QuantizedBuild of an int8 or bf16 build
+    quantized: object = None  # nindsl.tvm.int8.QuantizedBuild of an int8, bf16 or fp16 build
 
 
 def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, weights=None, seed: int = 0,
@@ -67,8 +67,8 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
 
     ``precision="int8"`` quantizes with ``calibration`` (:class:`nindsl.onnx.quantize.Calibration`)
     and builds :mod:`nindsl.tvm.int8`'s kernels; ``"bf16"`` builds :mod:`nindsl.tvm.bf16`'s
-    (for both, tuning measures each convolution's register or tile block). Both are compared
-    with float32 on the calibration's held-out images; ``gate(agreement)`` may refuse the result
+    (for both, tuning measures each convolution's register or tile block); ``"fp16"`` (CUDA)
+    builds :mod:`nindsl.tvm.half`'s mixed-precision module. All are compared with float32 on the calibration's held-out images; ``gate(agreement)`` may refuse the result
     before anything is written."""
     require_tvm()
     if profile.device == "cuda":
