@@ -179,6 +179,10 @@ def main() -> int:
                 if name in resident:
                     put, call = resident[name]
                     results[batch][name]["median_ms_on_gpu"] = median_ms(call, put(x), torch.cuda.synchronize)
+            # a second input after all that: a CUDA graph replays with the new input, not the captured one
+            again = np.random.default_rng(batch + 100).standard_normal(shape).astype(np.float32)
+            results[batch]["tvm"]["max_abs_diff_vs_torch_second_input"] = float(
+                np.abs(artifact(again) - engines["torch"](again)).max())
         if os.environ.get("KERNELS"):  # where the time goes, at the largest batch
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             results["kernels_ms"] = kernel_times(artifact, x, torch.cuda.synchronize)

@@ -128,6 +128,9 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
         progress.note("no convolution here is large enough for TVM's tensor-core schedule (it needs every fixed "
                       "extent above 64: output channels, input channels × taps, and pixels with --batch): fp16 "
                       "then saves memory traffic only")
+    elif batch is None and len(built.executable.tensor_cores) < built.executable.conv_kernels:
+        progress.note("over any batch size TVM's tensor-core schedule fails on some convolutions (they keep "
+                      "plain float16 kernels): --batch N gives it every one wide enough")
     progress.note(f"{cores}; comparing with float32 on {len(calibration.held_out):,} held-out images (the same "
                   "fp16 module, run on this CPU) ...")
     judged = build_fp16(network, host_profile(_cpu_profile()), model, batch, weights)
