@@ -39,7 +39,7 @@ from .language.ir import values_per_example
 
 ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-fp32", "torch", "tvm-untuned", "tvm-tuned",
            "tvm-int8")
-MORE_ENGINES = ("tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned")  # on request: --engines
+MORE_ENGINES = ("tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned", "tvm-fp16", "torch-fp16")  # on request: --engines
 BLOCK, WARM = 20, 5  # at most this many timed and untimed calls per engine per round
 BLOCK_SECONDS, WARM_SECONDS = 0.06, 0.015  # about this long
 ENGINE_SECONDS, MIN_SAMPLES = 60.0, 3  # an engine this slow is timed fewer rounds
@@ -83,9 +83,10 @@ def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
-# Engines whose arithmetic a float32 peak does not bound: int8, bf16, and OpenVINO's default
-# (bf16 on CPUs with AMX or AVX512-BF16).
-NARROW_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned", "openvino")
+# Engines whose arithmetic a float32 peak does not bound: int8, bf16, fp16, and OpenVINO's
+# default (bf16 on CPUs with AMX or AVX512-BF16).
+NARROW_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned", "tvm-fp16",
+                  "torch-fp16", "openvino")
 
 
 def _peak(profile) -> tuple[float, str]:

@@ -22,6 +22,7 @@ SPEC_ENGINES = ("onnxruntime", "reference", "torch")  # what `nindsl run SPEC --
 TVM_ENGINES = ("tvm-untuned", "tvm-tuned")
 INT8_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned")  # one quantized model (random calibration)
 PEER_ENGINES = ("openvino", "openvino-fp32", "tvm-bf16", "tvm-bf16-tuned")  # where the machine and packages allow
+FP16_ENGINES = ("tvm-fp16", "torch-fp16")  # on a CUDA GPU
 CALIBRATION_IMAGES = 64  # standard normal images, like the bench's inputs
 
 
@@ -40,8 +41,8 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
         from .onnx.runtime import runner
 
         return runner(to_onnx(network, weights, check=False), engine, device)
-    if engine == "torch":
-        return _torch(network, weights, device, threads)
+    if engine in ("torch", "torch-fp16"):
+        return _torch(network, weights, device, threads, half=engine == "torch-fp16")
     if engine in TVM_ENGINES:
         return _tvm(network, weights, profile, batch, tuning if engine == "tvm-tuned" else None, progress)
     if engine in INT8_ENGINES:
@@ -50,27 +51,53 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
         return _openvino(network, weights, engine == "openvino-fp32", device, threads)
     if engine in ("tvm-bf16", "tvm-bf16-tuned"):
         return _bf16(network, weights, profile, batch, engine.endswith("tuned"), tuning, progress)
-    known = (*SPEC_ENGINES, *TVM_ENGINES, *INT8_ENGINES, *PEER_ENGINES)
+    if engine == "tvm-fp16":
+        return _fp16(network, weights, profile, batch)
+    known = (*SPEC_ENGINES, *TVM_ENGINES, *INT8_ENGINES, *PEER_ENGINES, *FP16_ENGINES)
     raise NindslError.one("E0504", f"unknown engine `{engine}`", None,
                           did_you_mean(engine, known) or f"engines: {', '.join(known)}")
 
 
-def _torch(network: ir.Network, weights, device: str, threads: int | None = None) -> Run:
+def _torch(network: ir.Network, weights, device: str, threads: int | None = None, half: bool = False) -> Run:
+    """The twin; with ``half``, in float16 (on a CUDA GPU: cuDNN's tensor cores)."""
     import torch
 
     from .torch.twin import to_torch
 
+    if half and device != "cuda":
+        raise Unavailable("torch-fp16 runs on a CUDA GPU (bench it with a CUDA --target)")
     if device == "cuda" and not torch.cuda.is_available():
         raise NindslError.one("E0504", "this PyTorch sees no CUDA GPU", None,
                               "install a CUDA build of torch for GPU runs, or use a CPU target")
     torch.set_num_threads(threads or usable_cpus())
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
-    module = to_torch(network, weights=weights).eval().to(device)
+    dtype = torch.float16 if half else torch.float32
+    module = to_torch(network, weights=weights).eval().to(device, dtype)
 
     def run(x: np.ndarray) -> np.ndarray:  # host to host, as for the other engines
         with torch.inference_mode():
-            return module(torch.from_numpy(x).to(device)).cpu().numpy()
+            return module(torch.from_numpy(x).to(device, dtype)).float().cpu().numpy()
     return run
+
+
+def _fp16(network: ir.Network, weights, profile, batch: int | None) -> Run:
+    """nindsl's fp16 build (tensor cores) on a CUDA target's GPU."""
+    from .onnx.lower import to_onnx
+    from .tvm.artifact import Runner
+    from .tvm.env import require_tvm
+    from .tvm.half import build_fp16, check_fp16
+
+    tvm = require_tvm()
+    if profile.device != "cuda":
+        raise Unavailable("fp16 builds run on CUDA GPUs (bench them with a CUDA --target)")
+    try:
+        check_fp16(profile)
+    except NindslError as error:  # (a GPU without tensor cores: bench goes on without it)
+        raise Unavailable(str(error).splitlines()[0]) from None
+    if not tvm.cuda(0).exist:
+        raise Unavailable("TVM sees no CUDA GPU here")
+    built = build_fp16(network, profile, to_onnx(network, weights, check=False), batch, weights)
+    return Runner.from_build(built, tvm.cuda(0))
 
 
 def _tvm(network: ir.Network, weights, profile, batch: int | None, tuning, progress: Progress) -> Run:

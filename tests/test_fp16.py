@@ -147,3 +147,16 @@ def test_fp16_cuda_artifact_agrees_with_float32_on_a_gpu(tmp_path):
     out = Runner.from_build(build_fp16(network, load_profile("h200"), model, None, weights), tvm.cuda(0))(x)
     full = runner(model)(x)
     assert np.abs(out - full).max() < 1e-2 and (out.argmax(1) == full.argmax(1)).all()
+
+
+def test_bench_says_why_fp16_engines_cannot_run_here(cli):
+    result = cli("bench", DIGITS, "--batch", "1", "--engines", "onnxruntime,tvm-fp16,torch-fp16", "--rounds", "2",
+                 "--quiet")
+    assert result.code == 0, result.err
+    said = " ".join(result.out.split())
+    assert "tvm-fp16: cannot run here: fp16 builds run on CUDA GPUs" in said, said
+    assert "torch-fp16: cannot run here: torch-fp16 runs on a CUDA GPU" in said, said
+    if not tvm.cuda(0).exist:
+        result = cli("bench", DIGITS, "--target", "h200", "--batch", "1", "--engines", "tvm-fp16", "--rounds", "2",
+                     "--quiet")
+        assert result.code == 1 and "sees no CUDA GPU" in result.err and "Traceback" not in result.err, result.err
