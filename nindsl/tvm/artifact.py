@@ -68,8 +68,9 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
     ``precision="int8"`` quantizes with ``calibration`` (:class:`nindsl.onnx.quantize.Calibration`)
     and builds :mod:`nindsl.tvm.int8`'s kernels; ``"bf16"`` builds :mod:`nindsl.tvm.bf16`'s
     (for both, tuning measures each convolution's register or tile block); ``"fp16"`` (CUDA)
-    builds :mod:`nindsl.tvm.half`'s mixed-precision module. All are compared with float32 on the calibration's held-out images; ``gate(agreement)`` may refuse the result
-    before anything is written."""
+    builds :mod:`nindsl.tvm.half`'s mixed-precision module. All are compared with float32 on the
+    calibration's held-out images; ``gate(agreement)`` may refuse the result before anything is
+    written."""
     require_tvm()
     if profile.device == "cuda":
         find_nvcc()  # before tuning, not after: CUDA builds need it
@@ -288,9 +289,9 @@ def describe_artifact(folder: Path) -> str:
         except (KeyError, TypeError, ValueError):
             lines.append(f"  {precision}: its accuracy record is damaged")
         numbers = manifest.get("quantization", manifest.get("bf16"))
-        cores = (manifest.get("fp16") or {}).get("tensor_core_kernels") if isinstance(manifest.get("fp16"), dict) else None
-        if isinstance(cores, list):
-            lines.append(f"  {len(cores)} kernels on tensor cores")
+        half = manifest.get("fp16")
+        if isinstance(half, dict) and isinstance(half.get("tensor_core_kernels"), list):
+            lines.append(f"  {len(half['tensor_core_kernels'])} kernels on tensor cores")
         blocks = numbers.get("blocks") if isinstance(numbers, dict) else None
         if isinstance(blocks, dict) and blocks:
             lines.append(f"  blocks measured by --tune for {len(blocks)} convolutions")

@@ -27,7 +27,7 @@ from ..kernel.diagnostics import NindslError
 from ..kernel.progress import SILENT, Progress
 from ..language import ir
 from .build import Build, import_onnx
-from .profiles import Profile, host_profile, resolved_target
+from .profiles import Profile, host_profile, load_profile, resolved_target
 
 TENSOR_CORE_ARCH = 70  # wmma's float16 fragments: Volta (sm_70) and later
 
@@ -96,10 +96,9 @@ def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, 
     module = half_module(network, model, batch, target)
     if profile.device == "cuda":
         from .cuda import compile_cuda
-
-        executable = compile_cuda(module, target)
         from .gpu_rules import tensor_core_kernels
 
+        executable = compile_cuda(module, target)
         executable.tensor_cores, executable.conv_kernels = tensor_core_kernels(module)
     else:
         executable = tvm.compile(module, target=target)
@@ -129,18 +128,13 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
                       "extent above 64: output channels, input channels × taps, and pixels with --batch): fp16 "
                       "then saves memory traffic only")
     elif batch is None and len(built.executable.tensor_cores) < built.executable.conv_kernels:
-        progress.note("over any batch size TVM's tensor-core schedule fails on some convolutions (they keep "
-                      "plain float16 kernels): --batch N gives it every one wide enough")
+        progress.note("some convolutions keep plain float16 kernels (too narrow, or, over any batch size, where "
+                      "TVM's tensor-core schedule fails): --batch N may give more of them tensor cores")
     progress.note(f"{cores}; comparing with float32 on {len(calibration.held_out):,} held-out images (the same "
                   "fp16 module, run on this CPU) ...")
-    judged = build_fp16(network, host_profile(_cpu_profile()), model, batch, weights)
+    judged = build_fp16(network, host_profile(load_profile("llvm")), model, batch, weights)
     held_out = calibration.held_out
     result = agreement(in_batches(runner(model), held_out, images_per_batch(model)),
                        run_batched(load(judged), held_out, batch, images_per_batch(model)), calibration.labels)
     return QuantizedBuild(built, None, HalfIsa(cores), result, {})
 
-
-def _cpu_profile() -> Profile:
-    from .profiles import load_profile
-
-    return load_profile("llvm")
