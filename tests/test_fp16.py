@@ -56,6 +56,7 @@ def test_nin_cifar10_convolutions_take_tensor_cores_in_float16_with_float32_sums
     assert len(cores64) == convs64 - 1, cores64  # all but the 10-channel classifier (J ≤ 64)
 
 
+@pytest.mark.slow  # (the first imports TVM's tensor intrinsics: 7 s)
 @pytest.mark.parametrize("spec, windows", [("nin_cifar10", {"max_pool2d", "avg_pool2d", "softmax"}),
                                            ("nin_cifar100", {"max_pool2d", "avg_pool2d"})])
 def test_gpu_pooling_kernels_take_one_thread_per_output(spec, windows):
@@ -75,6 +76,7 @@ def test_gpu_pooling_kernels_take_one_thread_per_output(spec, windows):
     assert "shared" in conv  # convolutions keep DLight's Matmul (tiles staged in shared memory)
 
 
+@pytest.mark.slow  # two CPU builds: 7 s
 def test_the_fp16_module_rounds_to_float16_and_agrees_with_float32():
     """The same module built for this CPU (what judges a CUDA build here): outputs move by float16
     rounding, not more, and the top class stays."""

@@ -466,6 +466,7 @@ def test_a_measured_block_replaces_the_default_only_when_clearly_faster():
     assert choose_block({(3, 2): 9.0, (2, 4): 8.0}, (6, 1)) == (2, 4)  # the default was not measured
 
 
+@pytest.mark.slow  # tunes (10.4 s in CI)
 def test_bench_keeps_tuned_int8_blocks_in_the_db_folder_it_is_given(cli, tiny, tmp_path):
     """--db reaches tvm-int8-tuned (it was refused as needing tvm-tuned), and only a tuned engine takes it."""
     _, _, _, spec = tiny
