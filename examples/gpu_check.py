@@ -103,7 +103,8 @@ def tvm_on_gpu(artifact):
         tensor.copyfrom(x)
         return tensor
 
-    return put, (lambda x: artifact._main(x, *artifact.weights))
+    main = artifact.vm["main"]
+    return put, (lambda x: main(x, *artifact.weights))
 
 
 def kernel_times(artifact, x: np.ndarray, sync, calls: int = 10) -> dict:

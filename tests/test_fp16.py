@@ -19,7 +19,7 @@ from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.onnx.runtime import runner  # noqa: E402
 from nindsl.tvm.artifact import Runner  # noqa: E402
 from nindsl.tvm.gpu_rules import schedule_passes, tensor_core_kernels  # noqa: E402
-from nindsl.tvm.half import build_fp16, half_module  # noqa: E402
+from nindsl.tvm.half import build_fp16, check_fp16, half_module  # noqa: E402
 from nindsl.tvm.build import import_onnx  # noqa: E402
 from nindsl.tvm.profiles import host_profile, load_profile, resolved_target  # noqa: E402
 from nindsl.weights import resolve  # noqa: E402
@@ -118,6 +118,9 @@ def test_fp16_for_a_gpu_without_tensor_cores_or_with_tune_is_refused(cli, tmp_pa
     result = cli("compile", DIGITS, "--target", "h200", "--precision", "int8", "-o", tmp_path / "a")
     assert result.code == 1 and "--precision fp16 (tensor cores)" in result.err, result.err
     assert not (tmp_path / "a").exists()
+    blackwell = tmp_path / "blackwell.toml"  # sm_100: a three-digit arch is not sm_10
+    blackwell.write_text(pascal.read_text().replace("pascal", "blackwell").replace("sm_61", "sm_100"))
+    check_fp16(load_profile(str(blackwell)))
 
 
 @pytest.mark.slow  # nvcc, and the judge's CPU build

@@ -21,6 +21,7 @@ float32, in another order than the tensor cores add them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..kernel.diagnostics import NindslError
@@ -77,7 +78,7 @@ def check_fp16(profile: Profile, tuned: bool = False) -> None:
     import tvm
 
     arch = target_arch(tvm.target.Target(resolved_target(profile)))
-    if int(arch[3:5]) < TENSOR_CORE_ARCH:
+    if int(re.match(r"sm_(\d+)", arch).group(1)) < TENSOR_CORE_ARCH:  # (sm_90a, sm_100: whole numbers)
         raise NindslError.one("E0504", f"`{profile.name}` is {arch}, which has no float16 tensor cores "
                                        f"(sm_{TENSOR_CORE_ARCH} and later)", None, "build with --precision fp32")
     if tuned:
