@@ -35,7 +35,7 @@ def outputs(network: ir.Network, weights: dict, x: np.ndarray, tvm: bool = True)
     feed = {network.input.name: x}
     results = {"ort-all": _ort(model, "ORT_ENABLE_ALL").run(None, feed)[0],
                "ort-none": _ort(model, "ORT_DISABLE_ALL").run(None, feed)[0]}
-    if reference_is_reliable(network):  # onnx 1.23.2: see test_onnx.py::test_upstream_reference_maxpool_bug
+    if reference_is_reliable(network):  # onnx 1.23.2: see test_onnx.py::test_upstream_reference_*
         from nindsl.onnx.runtime import run as run_onnx
 
         results["reference"] = run_onnx(model, x, "reference")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nindsl.language import ir, layers
+from nindsl.language import ir
 
 
 def test_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]:
@@ -35,11 +35,13 @@ def assert_agree(a: np.ndarray, b: np.ndarray, what: str, tolerance: float = 1e-
 
 
 def reference_is_reliable(network: ir.Network) -> bool:
-    """ONNX's reference evaluator (onnx 1.23.2) pads some ceil-mode MaxPool outputs with
-    zeros (k=2, s=1, p=1 over 3×3 gives 6×6 instead of 4×4; ONNX Runtime and PyTorch give
-    4×4). Such networks are compared against ONNX Runtime and PyTorch only; see
-    test_onnx.py::test_upstream_reference_maxpool_bug."""
-    return not any(isinstance(l, layers.Pool) and l.mode == "max" and l.ceil and l.pad for l in network.layers)
+    """Whether ONNX's reference evaluator runs this network right: it gets some ceil-mode
+    pools wrong (nindsl.onnx.runtime.reference_faults), and such networks are compared
+    against ONNX Runtime and PyTorch only; see test_onnx.py::test_upstream_reference_*."""
+    from nindsl.onnx.lower import to_onnx
+    from nindsl.onnx.runtime import reference_faults
+
+    return not reference_faults(to_onnx(network, check=False))
 
 
 test_weights.__test__ = False  # helpers, not tests

@@ -13,10 +13,11 @@ from nindsl.language import ir, shapes, summary  # noqa: E402
 from nindsl.onnx import lower as lower_onnx  # noqa: E402
 from nindsl.onnx.lower import to_onnx, write_onnx  # noqa: E402
 from nindsl.onnx.model import model_metadata, read_model, serialize  # noqa: E402
+from nindsl.onnx.runtime import reference_faults  # noqa: E402
 from nindsl.onnx.runtime import run as run_onnx  # noqa: E402
 from nindsl.weights import save_weights  # noqa: E402
 
-from conftest import SHIPPED, SPECS  # noqa: E402
+from conftest import FIXTURES, SHIPPED, SPECS  # noqa: E402
 from numerics import assert_agree, reference_is_reliable, test_inputs, test_weights  # noqa: E402
 
 
@@ -245,7 +246,7 @@ def test_run_reads_images(cli, tmp_path):
 def test_upstream_reference_maxpool_bug():
     """onnx 1.23.2's ReferenceEvaluator gives a 6×6 zero-padded output where ONNX Runtime,
     PyTorch and nindsl's shape rule give 4×4. When this test fails, the bug is fixed
-    upstream: drop numerics.reference_is_reliable."""
+    upstream: narrow nindsl.onnx.runtime.reference_faults."""
     torch = pytest.importorskip("torch")
     network = nindsl.check("network t() { input x: f32[N, 1, 3, 3] p: maxpool(2, stride = 1, pad = 1, round = ceil) }")
     x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3) - 4
@@ -254,6 +255,39 @@ def test_upstream_reference_maxpool_bug():
     assert network.shapes[0].out_shape == ("N", 1, 4, 4)
     assert_agree(run_onnx(model, x), expected, "ORT vs PyTorch", 0)
     assert run_onnx(model, x, "reference").shape == (1, 1, 6, 6)
+    assert [f.split(" ", 1)[1] for f in reference_faults(model)] == ["(ceil-mode max pooling with padding)"]
+
+
+@pytest.mark.parametrize("size, shifted", [(4, True), (5, False)])
+def test_upstream_reference_avgpool_bug(size, shifted):
+    """onnx 1.23.2's ReferenceEvaluator shifts the windows of a ceil-mode average pool whose
+    last window runs two or more past the input (k=3, s=3 over 4: it covers 3..5); one past
+    (over 5) is computed right. When this test fails, the bug is fixed upstream: narrow
+    nindsl.onnx.runtime.reference_faults."""
+    torch = pytest.importorskip("torch")
+    network = nindsl.check(f"network t() {{ input x: f32[N, 1, {size}, {size}] "
+                           "p: avgpool(3, stride = 3, round = ceil) }")
+    x = np.arange(size * size, dtype=np.float32).reshape(1, 1, size, size)
+    model = to_onnx(network)
+    expected = torch.nn.functional.avg_pool2d(torch.from_numpy(x), 3, 3, ceil_mode=True).numpy()
+    assert expected[0, 0, 0, 0] == x[0, 0, :3, :3].mean()  # Caffe's windows: 0..2 and 3..
+    assert_agree(run_onnx(model, x), expected, "ORT vs PyTorch", 0)
+    reference = run_onnx(model, x, "reference")
+    assert np.allclose(reference, expected) != shifted
+    assert bool(reference_faults(model)) == shifted
+
+
+def test_run_warns_when_the_reference_evaluator_gets_a_pool_wrong(cli, tmp_path):
+    spec = FIXTURES / "differential" / "reference_ceil_avgpool_overhang.nin"
+    np.save(tmp_path / "x.npy", test_inputs(nindsl.load(spec), batch=1))
+    model = tmp_path / "m.onnx"
+    write_onnx(nindsl.load(spec), model)
+    for source in (spec, model):
+        result = cli("run", source, "--input", tmp_path / "x.npy", "--backend", "reference")
+        assert result.code == 0 and "warning: onnx" in result.err and "avgpool1 (ceil-mode average" in result.err
+        assert "use --backend onnxruntime" in result.err
+    result = cli("run", spec, "--input", tmp_path / "x.npy")
+    assert result.code == 0 and "warning" not in result.err
 
 
 def test_safetensors_whose_header_starts_like_a_pickle_still_loads(tmp_path):

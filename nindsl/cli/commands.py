@@ -287,6 +287,19 @@ def _warn_if_untrained(origin: str | None) -> None:
             "with a checkpoint (nindsl train writes one)", file=sys.stderr)
 
 
+def _warn_if_reference_errs(backend: str, model) -> None:
+    """ONNX's reference evaluator gets some ceil-mode pools wrong: say so before its outputs."""
+    from ..onnx.runtime import reference_faults
+
+    faults = reference_faults(model) if backend == "reference" else []
+    if faults:
+        import onnx
+
+        say(f"warning: onnx {onnx.__version__}'s reference evaluator computes {'; '.join(faults)} "
+            "differently from ONNX Runtime, PyTorch and Caffe, so these outputs are not the model's; "
+            "use --backend onnxruntime", file=sys.stderr)
+
+
 def _is_onnx(path: Path) -> bool:
     """Read as an ONNX model: by content, or by name unless the content is text (a spec)."""
     kind = file_kind(path)
@@ -313,6 +326,7 @@ def drive_run(args) -> int:
         model = read_model(source)
         backend = backend or "onnxruntime"
         _check_backend(backend, BACKENDS)
+        _warn_if_reference_errs(backend, model)
         outputs = run(model, load_input(args.input, *onnx_signature(model), _recorded_preprocess(model)), backend)
         origin = model_metadata(model).get("weights")
     else:
@@ -323,8 +337,13 @@ def drive_run(args) -> int:
         batch = load_input(args.input, network.input.name, network.input.shape, network.train.preprocess)
         backend = backend or "onnxruntime"
         _check_backend(backend, SPEC_ENGINES)
+        weights = resolve(network, args.weights, args.seed)
+        if backend == "reference":
+            from ..onnx.lower import to_onnx
+
+            _warn_if_reference_errs(backend, to_onnx(network, weights, check=False))
         threads = (args.threads or free_cpus()) if backend == "torch" else None
-        outputs = prepare(backend, network, resolve(network, args.weights, args.seed), threads=threads)(batch)
+        outputs = prepare(backend, network, weights, threads=threads)(batch)
         origin = weights_origin(args.weights, args.seed)
     print_top(outputs, args.top)
     _warn_if_untrained(origin)

@@ -46,6 +46,49 @@ def runner(model, backend: str = "onnxruntime", device: str = "cpu") -> Callable
     return lambda x: opened.run(None, {name: x})[0]
 
 
+def reference_faults(model) -> list[str]:
+    """The pools in ``model`` that onnx 1.23's ReferenceEvaluator computes wrongly, each
+    described in a few words; empty when it runs the model right.
+
+    Ceil-mode MaxPool with padding can come out with extra zero rows (k=2, s=1, p=1 over
+    3 × 3 gives 6 × 6, not 4 × 4), and ceil-mode AveragePool whose last window overhangs the
+    input by two or more shifts its windows. ONNX Runtime, PyTorch, Caffe and nindsl's TVM
+    builds agree with each other on both (tests/test_onnx.py keeps the upstream cases, and
+    fails once they are fixed).
+    """
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*model.graph.input, *model.graph.value_info)}
+    faults = []
+    for node in model.graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type not in ("MaxPool", "AveragePool") or not getattr(attrs.get("ceil_mode"), "i", 0):
+            continue
+        pads = list(getattr(attrs.get("pads"), "ints", ())) or [0] * 4
+        if node.op_type == "MaxPool" and any(pads):
+            faults.append(f"{node.name} (ceil-mode max pooling with padding)")
+        elif node.op_type == "AveragePool" and _window_overhangs(shapes.get(node.input[0]), attrs, pads):
+            faults.append(f"{node.name} (ceil-mode average pooling whose last window overhangs the input)")
+    return faults
+
+
+def _window_overhangs(shape, attrs, pads) -> bool:
+    """Whether the last ceil-mode window runs two or more elements past the padded input on
+    some axis (True when the input's size is unknown). The reference evaluator pads the
+    overhang on both sides, which shifts every window by half of it: one element of
+    overhang shifts nothing."""
+    kernel, strides = list(attrs["kernel_shape"].ints), list(getattr(attrs.get("strides"), "ints", ()))
+    strides = strides or [1] * len(kernel)
+    sizes = (shape or [])[2:]
+    if len(sizes) != len(kernel) or not all(sizes):
+        return True
+    for axis, size in enumerate(sizes):
+        padded = size + pads[axis] + pads[axis + len(kernel)]
+        windows = -(-(padded - kernel[axis]) // strides[axis]) + 1
+        if (windows - 1) * strides[axis] + kernel[axis] - padded >= 2:
+            return True
+    return False
+
+
 def run(model, batch: np.ndarray, backend: str = "onnxruntime") -> np.ndarray:
     """Run an ONNX model on one batch with ONNX Runtime or ONNX's reference evaluator."""
     return runner(model, backend)(batch)
