@@ -47,39 +47,48 @@ def median_ms(run, x, sync) -> float:
     return statistics.median(times) * 1e3
 
 
-def he_weights(folder: Path) -> dict:
-    """Weights of the artifact's shapes drawn as He et al. do (normal, std √(2 / fan-in); biases
-    normal, std 0.01), so that outputs are far from uniform and a wrong kernel shows; the
+def he_weights(folder: Path, torch) -> dict:
+    """Weights of the twin's names and shapes drawn as He et al. do (normal, std √(2 / fan-in);
+    biases normal, std 0.01), so that outputs are far from uniform and a wrong kernel shows; the
     spec's own init gives near-uniform probabilities, which agree whatever the kernels do."""
-    from safetensors.numpy import load_file
-
     rng = np.random.default_rng(0)
     drawn = {}
-    for name, value in sorted(load_file(folder / "weights.safetensors").items()):
+    for name, value in sorted(twin_class(folder, torch)().state_dict().items()):
         std = np.sqrt(2.0 / np.prod(value.shape[1:])) if value.ndim > 1 else 0.01
-        drawn[name] = (rng.standard_normal(value.shape) * std).astype(np.float32)
+        drawn[name] = (rng.standard_normal(tuple(value.shape)) * std).astype(np.float32)
     return drawn
 
 
 def with_weights(artifact, weights: dict) -> None:
-    """The loaded artifact, running ``weights`` instead of its own (in its parameters' order)."""
+    """The loaded artifact, running ``weights`` instead of its own (in its parameters' order).
+    An fp16 artifact stores its weights as its kernels take them (float16, biases reshaped):
+    each is made from the float32 weight of its name the same way."""
     import tvm
 
-    tensors = [tvm.runtime.tensor(weights[name], artifact.device) for name in artifact.manifest["parameters"]]
     if artifact.manifest.get("transform_params"):
+        tensors = [tvm.runtime.tensor(weights[name], artifact.device) for name in artifact.manifest["parameters"]]
         tensors = list(artifact.vm["main_transform_params"](tensors))
+    else:
+        tensors = []
+        for name, own in zip(artifact.manifest["parameters"], artifact.weights):
+            value = weights[name.split("#")[0]].astype(str(own.dtype)).reshape(tuple(own.shape))
+            tensors.append(tvm.runtime.tensor(value, artifact.device))
     artifact.weights = tensors
+
+
+def twin_class(folder: Path, torch):
+    """The PyTorch twin's class, from the artifact's generated source."""
+    source = (folder / "twin.py").read_text()
+    namespace: dict = {"__name__": "twin"}
+    exec(compile(source, str(folder / "twin.py"), "exec"), namespace)  # noqa: S102 - our own generated source
+    return next(v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+                and v.__module__ == "twin" and hasattr(v, "logits"))
 
 
 def twin(folder: Path, torch, weights: dict, dtype=None):
     """The PyTorch twin of the artifact (its generated source) with ``weights``, on CUDA, in
     float32 (TF32 off) or ``dtype``: (host → host runner, on-GPU runner)."""
-    source = (folder / "twin.py").read_text()
-    namespace: dict = {"__name__": "twin"}
-    exec(compile(source, str(folder / "twin.py"), "exec"), namespace)  # noqa: S102 - our own generated source
-    classes = [v for v in namespace.values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
-               and v.__module__ == "twin" and hasattr(v, "logits")]
-    module = classes[0]()
+    module = twin_class(folder, torch)()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     module = module.eval().cuda().to(dtype or torch.float32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
@@ -152,7 +161,7 @@ def main() -> int:
     for folder in sorted((BUNDLE / "artifacts").iterdir()):
         artifact = nindsl.load_artifact(folder)  # refuses a library whose GPU code does not fit this GPU
         precision = artifact.manifest.get("precision", "fp32")
-        weights = he_weights(folder)
+        weights = he_weights(folder, torch)
         with_weights(artifact, weights)
         engines = {"tvm": artifact}
         resident = {"tvm": tvm_on_gpu(artifact)}

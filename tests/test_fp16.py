@@ -19,10 +19,10 @@ from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.onnx.runtime import runner  # noqa: E402
 from nindsl.tvm.artifact import Runner  # noqa: E402
 from nindsl.tvm.gpu_rules import schedule_passes, tensor_core_kernels  # noqa: E402
-from nindsl.tvm.half import build_fp16, check_fp16, half_module  # noqa: E402
+from nindsl.tvm.half import build_fp16, check_fp16, half_module, stored_weights, with_stored_weights  # noqa: E402
 from nindsl.tvm.build import import_onnx  # noqa: E402
 from nindsl.tvm.profiles import host_profile, load_profile, resolved_target  # noqa: E402
-from nindsl.weights import resolve  # noqa: E402
+from nindsl.weights import read_tensors, resolve  # noqa: E402
 
 from conftest import SPECS  # noqa: E402
 
@@ -95,6 +95,14 @@ def test_the_fp16_module_rounds_to_float16_and_agrees_with_float32():
     rounded = {name: value.astype(np.float16).astype(np.float32) for name, value in weights.items()}
     again = build_fp16(network, host_profile(load_profile("llvm")), to_onnx(network, rounded), None, rounded)
     np.testing.assert_array_equal(Runner.from_build(again)(x), half)
+    # the weights as a checked build stores them: converted once, here, under their ONNX names
+    stored = stored_weights(built)
+    assert list(stored) == [w for w in built.order if w.endswith(".weight")] + [
+        w for w in built.order if w.endswith(".bias")]
+    assert {v.dtype for k, v in stored.items() if k.endswith(".weight")} == {np.dtype(np.float16)}
+    np.testing.assert_array_equal(stored["mlpconv1.0.weight"], weights["mlpconv1.0.weight"].astype(np.float16))
+    assert stored["mlpconv1.0.bias"].shape == (1, 32, 1, 1)
+    np.testing.assert_array_equal(Runner.from_build(with_stored_weights(built, stored))(x), half)
 
 
 @pytest.mark.parametrize("target, words", [
@@ -132,7 +140,11 @@ def test_an_fp16_cuda_artifact_records_its_precision_tensor_cores_and_accuracy(c
     assert "fp16 on tensor cores in 0 of 9 convolution kernels" in result.out, result.out  # (nin_digits: ≤ 64 channels)
     assert "top-1 agreement with float32" in result.err
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    assert manifest["precision"] == "fp16" and manifest["transform_params"] is True
+    assert manifest["precision"] == "fp16" and manifest["transform_params"] is False
+    stored, _ = read_tensors(tmp_path / "a" / "weights.safetensors")  # float16, as the kernels take them
+    assert manifest["parameters"][0] == "mlpconv1.0.weight" and stored["mlpconv1.0.weight"].dtype == np.float16
+    assert sum(v.nbytes for v in stored.values()) < 0.6 * sum(v.nbytes for v in resolve(nindsl.load(DIGITS),
+                                                                                          None, 0).values())
     assert manifest["gpu_code"]["archs"] == ["sm_90"]
     assert manifest["fp16"]["tensor_core_kernels"] == [] and manifest["accuracy"]["held_out_images"] == 359
     assert manifest["accuracy"]["top1_agreement"] >= 0.99

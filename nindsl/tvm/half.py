@@ -4,10 +4,12 @@
 
 TVM's Relax pass ``ToMixedPrecision(out_dtype="float32")`` rewrites the float32 graph: every
 convolution takes float16 operands and sums in float32, and the values between kernels become
-float16. The weights' casts are lifted into ``main_transform_params``, so the artifact keeps its
-float32 weights and a loaded library converts them once, on the GPU. (Storing them in float16,
-at half the size, would need ``ToMixedPrecision``'s ``fp16_input_names``, which fails in TVM
-0.27: "no block is being built".)
+float16. The weights' casts are lifted into ``main_transform_params``; a checked build
+(:func:`build_checked`) runs that function once, at build time, on this CPU, and its artifact
+stores what it returns: float16 convolution weights (half the bytes) and the biases as the
+kernels read them, under their ONNX names, passed straight to ``main``.
+(``ToMixedPrecision``'s ``fp16_input_names`` would do it in the graph, but fails in TVM 0.27:
+"no block is being built".)
 
 On CUDA the kernels are scheduled by :mod:`nindsl.tvm.gpu_rules`: DLight's ``Matmul`` rule
 schedules each convolution as an implicit matrix product and, for float16 on ``sm_70`` and later,
@@ -22,7 +24,7 @@ float32, in another order than the tensor cores add them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..kernel.diagnostics import NindslError
 from ..kernel.progress import SILENT, Progress
@@ -95,6 +97,7 @@ def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, 
 
     target = tvm.target.Target(resolved_target(profile))
     module = half_module(network, model, batch, target)
+    order = parameter_order(network, model, batch)
     if profile.device == "cuda":
         from .cuda import compile_cuda
         from .gpu_rules import tensor_core_kernels
@@ -103,7 +106,51 @@ def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, 
         executable.tensor_cores, executable.conv_kernels = tensor_core_kernels(module)
     else:
         executable = tvm.compile(module, target=target)
-    return Build(executable, model, weights, parameter_order(network, model, batch), target, True, batch)
+    executable.lifted_names = lifted_names(module["main_transform_params"], order)
+    return Build(executable, model, weights, order, target, True, batch)
+
+
+def lifted_names(transform, order: list[str]) -> list[str]:
+    """A name for each value ``transform`` (``main_transform_params``) returns: the weight it is
+    computed from (``conv1.0.weight``: its float16 cast), or ``lifted.I`` when it comes from
+    several or none; repeated names get ``#2``, ``#3``."""
+    from tvm import relax
+
+    bindings = {b.var: b.value for block in transform.body.blocks for b in block.bindings}
+    params = transform.params[0]
+
+    def sources(expr) -> set[int]:
+        if isinstance(expr, relax.TupleGetItem) and expr.tuple_value.same_as(params):
+            return {expr.index}
+        if isinstance(expr, relax.Var) and expr in bindings:
+            return sources(bindings[expr])
+        parts = expr.args if isinstance(expr, relax.Call) else expr.fields if isinstance(expr, relax.Tuple) else ()
+        return set().union(*map(sources, parts)) if parts else set()
+
+    out = transform.body.body
+    out = bindings.get(out, out)
+    names = []
+    for i, field in enumerate(out.fields):
+        found = sources(field)
+        name = order[found.pop()] if len(found) == 1 else f"lifted.{i}"
+        names.append(name if name not in names else f"{name}#{names.count(name) + 1}")
+    return names
+
+
+def stored_weights(judged: Build) -> dict:
+    """What ``main_transform_params`` makes of the weights (float16 casts, reshaped biases),
+    computed once on this CPU by the host build ``judged``, by :func:`lifted_names`' names."""
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    vm = VirtualMachine(judged.executable, tvm.cpu(0))
+    lifted = vm["main_transform_params"]([tvm.runtime.tensor(judged.weights[name]) for name in judged.order])
+    return {name: value.numpy() for name, value in zip(judged.executable.lifted_names, lifted)}
+
+
+def with_stored_weights(built: Build, weights: dict) -> Build:
+    """``built`` taking ``weights`` (:func:`stored_weights`) directly: nothing to convert when it loads."""
+    return replace(built, weights=weights, order=list(weights), packs=False)
 
 
 def build_checked(network: ir.Network, profile: Profile, weights, seed: int, batch: int | None, calibration,
@@ -134,6 +181,8 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     progress.note(f"{cores}; comparing with float32 on {len(calibration.held_out):,} held-out images (the same "
                   "fp16 module, run on this CPU) ...")
     judged = build_fp16(network, host_profile(load_profile("llvm")), model, batch, weights)
+    stored = stored_weights(judged)  # the float16 weights both builds then take as they are
+    built, judged = with_stored_weights(built, stored), with_stored_weights(judged, stored)
     held_out = calibration.held_out
     result = agreement(in_batches(runner(model), held_out, images_per_batch(model)),
                        run_batched(load(judged), held_out, batch, images_per_batch(model)), calibration.labels)
