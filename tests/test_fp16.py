@@ -105,6 +105,30 @@ def test_the_fp16_module_rounds_to_float16_and_agrees_with_float32():
     np.testing.assert_array_equal(Runner.from_build(with_stored_weights(built, stored))(x), half)
 
 
+def test_lifted_weights_keep_their_onnx_names_with_batchnorm():
+    """What ``main_transform_params`` returns is named after the weight each value comes from,
+    batchnorm's four included (each used by one kernel of its own), so an artifact's stored
+    float16 weights keep the ONNX names."""
+    from tvm.relax import transform
+
+    from nindsl.tvm.build import parameter_order
+    from nindsl.tvm.half import lifted_names
+
+    network = nindsl.check("""network bn(classes = 10) {
+        input x: f32[N, 3, 16, 16]
+        conv1: mlpconv([16, 16], kernel = 3, pad = 1)
+        batchnorm()
+        conv2: mlpconv([16, classes], kernel = 1)
+        global_avgpool()
+    }""")
+    model = to_onnx(network, check=False)
+    module = tvm.transform.Sequential([transform.ToMixedPrecision(out_dtype="float32"),
+                                       transform.LiftTransformParams()])(import_onnx(model, network, None))
+    order = parameter_order(network, model, None)
+    names = lifted_names(module["main_transform_params"], order)
+    assert sorted(names) == sorted(order) and "batchnorm1.running_var" in names
+
+
 @pytest.mark.parametrize("target, words", [
     ("llvm", "is for CUDA targets"),
     ("onnx", "is for TVM CUDA targets, not ONNX"),
