@@ -194,6 +194,7 @@ def test_the_bf16_network_agrees_with_onnx_runtime(tiny, spec, isa, tmp_path):
     assert not np.array_equal(got, expected)  # (it did compute in bf16)
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_compile_bf16_for_a_bf16_cpu_records_its_accuracy_and_instructions(cli, tiny, tmp_path):
     _, spec = tiny
     out = tmp_path / "spr"
@@ -261,6 +262,7 @@ def test_bf16_blocks_are_searched_and_kept_by_precision(deep, tmp_path):
     assert all(key.startswith("bf16|") for key in json.loads(cache.read_text()))
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_bf16_kernels_in_other_blocks_compute_the_same_sums(deep):
     """The sums of each output are added in the same order whatever the block of a kernel
     (tile or register block): bit for bit, each convolution run alone on random numbers."""

@@ -415,6 +415,7 @@ def test_a_fifo_given_as_calibration_data_is_refused_not_waited_on(cli, tiny, tm
     assert result.code == 1 and "not a regular file" in result.err
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_calibration_of_a_large_input_takes_fewer_images(tmp_path):
     from nindsl.cli.inputs import CALIBRATION_BYTES, calibration
 
@@ -426,6 +427,7 @@ def test_calibration_of_a_large_input_takes_fewer_images(tmp_path):
     assert 0 < data.images.nbytes <= CALIBRATION_BYTES and 0 < data.held_out.nbytes <= CALIBRATION_BYTES
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_tuned_register_blocks_are_measured_once_and_kept(tiny, tmp_path):
     from nindsl.tvm.int8 import search_blocks
 
@@ -579,6 +581,7 @@ def test_the_amx_convolution_is_exact(conv, depth):
     assert np.array_equal(got, reference_conv(x, weights, bias, scale, shape))
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_every_tile_block_a_search_may_take_fits_and_is_exact():
     from nindsl.tvm import amx_kernels
 
@@ -643,6 +646,7 @@ def test_amx_int8_targets_get_tdpbusd():
 WIDE = TINY.replace("mlpconv([24, 16], kernel = 3, pad = 1)", "mlpconv([64, 48], kernel = 3, pad = 1)")
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path):
     from nindsl.tvm import amx_kernels
     from nindsl.tvm.artifact import Runner
@@ -696,6 +700,7 @@ def tiled(tmp_path_factory):
     return network, model, quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_tuning_searches_tile_blocks_too_and_keeps_them(tiled, tmp_path):
     """The search on the emulated tiles (AMX's would be measured on an AMX machine) keys tile
     and register blocks apart, and reads both back."""
@@ -717,6 +722,7 @@ def test_tuning_searches_tile_blocks_too_and_keeps_them(tiled, tmp_path):
     assert known[f"int8|amx-int8-emulated|{call.conv}"] == block_json(chosen["conv1.1.relu"])
 
 
+@pytest.mark.slow  # 6-11 s on 2 cores
 def test_every_searched_block_gives_the_same_integers(tiled):
     """Another tile block, and the vector kernel in a convolution that tiles fit (the search
     measures it second: it reads the same packed weights)."""
