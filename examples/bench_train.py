@@ -26,7 +26,7 @@ from torch import nn
 import nindsl
 from nindsl.cli import main as nindsl_main
 from nindsl.torch.data import load_data
-from nindsl.torch.training import Ranks, _Scores, _threads, param_groups
+from nindsl.torch.training import Ranks, Scores, param_groups, training_threads
 from nindsl.torch.twin import to_torch
 from nindsl.weights import read_tensors
 
@@ -76,7 +76,7 @@ def compare_speed(steps: int, warmup: int = 20) -> float:
     batches = list(order.split(batch))[:-1]  # full batches only
     sgd = network.train.optimizer
     models = {
-        "twin": (_Scores(twin), torch.optim.SGD(param_groups(network, twin), lr=sgd.lr, momentum=sgd.momentum)),
+        "twin": (Scores(twin), torch.optim.SGD(param_groups(network, twin), lr=sgd.lr, momentum=sgd.momentum)),
         "hand-written": (hand, torch.optim.SGD(hand.parameters(), lr=sgd.lr, momentum=sgd.momentum,
                                                weight_decay=sgd.weight_decay)),
     }
@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--no-train", action="store_true", help="skip (a), the full training run")
     parser.add_argument("--steps", type=int, default=300, help="timed training steps per model")
     args = parser.parse_args()
-    torch.set_num_threads(_threads(Ranks()))  # as `nindsl train` does
+    torch.set_num_threads(training_threads(Ranks()))  # as `nindsl train` does
     if not args.no_train:
         train_digits()
     return 0 if compare_speed(args.steps) >= 0.95 else 1

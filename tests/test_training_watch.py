@@ -299,10 +299,10 @@ def test_threads_default_to_the_cores_no_other_work_keeps_busy(monkeypatch):
 
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(machine.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
-    assert training._threads(training.Ranks()) == 1
+    assert training.training_threads(training.Ranks()) == 1
     monkeypatch.setattr(machine.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert training._threads(training.Ranks()) == machine.usable_cpus()
-    assert training._threads(training.Ranks(), threads=3) == 3
+    assert training.training_threads(training.Ranks()) == machine.usable_cpus()
+    assert training.training_threads(training.Ranks(), threads=3) == 3
 
 
 def test_run_threads_need_the_torch_backend(cli, tmp_path):

@@ -84,7 +84,7 @@ def param_groups(network: ir.Network, twin: torch.nn.Module) -> list[dict]:
     return [{"params": params, "lr_scale": scale, "weight_decay": decay} for (scale, decay), params in groups.items()]
 
 
-class _Scores(torch.nn.Module):
+class Scores(torch.nn.Module):
     """The twin without its final softmax: what cross-entropy takes (and DDP wraps)."""
 
     def __init__(self, twin: torch.nn.Module):
@@ -135,7 +135,7 @@ def _device(device: str) -> None:
         raise NindslError.one("E0504", "--device cuda, but PyTorch sees no CUDA GPU", None, "use --device cpu")
 
 
-def _threads(ranks: Ranks, threads: int | None = None) -> int:
+def training_threads(ranks: Ranks, threads: int | None = None) -> int:
     """``--threads``; else OMP_NUM_THREADS when set for a single process; else the cores no
     other work keeps busy, shared by this node's processes."""
     if threads is not None:
@@ -418,7 +418,7 @@ def train(network: ir.Network, options: TrainOptions | None = None, progress: Pr
 
 def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks: Ranks) -> dict:
     start = time.perf_counter()
-    torch.set_num_threads(_threads(ranks, options.threads))
+    torch.set_num_threads(training_threads(ranks, options.threads))
     device, out = options.device, Path(options.out)
     where = torch.device(device, ranks.local_rank) if device == "cuda" else torch.device("cpu")
     if options.resume:
@@ -461,7 +461,7 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
     for name, param in twin.named_parameters():
         if name in momentum:
             optimizer.state[param]["momentum_buffer"] = torch.tensor(momentum[name], device=where)
-    model: torch.nn.Module = _Scores(twin)
+    model: torch.nn.Module = Scores(twin)
     if ranks.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
