@@ -102,8 +102,9 @@ def _copy_python(site: Path, wheels: list[Path]) -> None:
 
 
 def _graph_only(model_path: Path, out: Path) -> None:
-    """The ONNX model with its initializers turned into graph inputs: what ONNX Runtime needs
-    to run it with weights fed from weights.safetensors, at a few KB."""
+    """The ONNX model with its initializers turned into graph inputs, at a few KB: what ONNX
+    Runtime needs to run it with weights fed as inputs (a float32 artifact's weights.safetensors;
+    narrow artifacts store theirs as their kernels take them)."""
     import onnx
 
     model = onnx.load(str(model_path))
