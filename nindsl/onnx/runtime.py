@@ -63,11 +63,14 @@ def reference_faults(model) -> list[str]:
         attrs = {a.name: a for a in node.attribute}
         if node.op_type not in ("MaxPool", "AveragePool") or not getattr(attrs.get("ceil_mode"), "i", 0):
             continue
-        pads = list(getattr(attrs.get("pads"), "ints", ())) or [0] * 4
+        kernel = getattr(attrs.get("kernel_shape"), "ints", ())
+        pads = list(getattr(attrs.get("pads"), "ints", ())) or [0] * 2 * len(kernel)
+        name = node.name or f"a {node.op_type} node"
         if node.op_type == "MaxPool" and any(pads):
-            faults.append(f"{node.name} (ceil-mode max pooling with padding)")
-        elif node.op_type == "AveragePool" and _window_overhangs(shapes.get(node.input[0]), attrs, pads):
-            faults.append(f"{node.name} (ceil-mode average pooling whose last window overhangs the input)")
+            faults.append(f"{name} (ceil-mode max pooling with padding)")
+        elif node.op_type == "AveragePool" and _window_overhangs(shapes.get(node.input[0] if node.input else ""),
+                                                                 attrs, pads):
+            faults.append(f"{name} (ceil-mode average pooling whose last window overhangs the input)")
     return faults
 
 
@@ -76,10 +79,11 @@ def _window_overhangs(shape, attrs, pads) -> bool:
     some axis (True when the input's size is unknown). The reference evaluator pads the
     overhang on both sides, which shifts every window by half of it: one element of
     overhang shifts nothing."""
-    kernel, strides = list(attrs["kernel_shape"].ints), list(getattr(attrs.get("strides"), "ints", ()))
-    strides = strides or [1] * len(kernel)
+    kernel = list(getattr(attrs.get("kernel_shape"), "ints", ()))
+    strides = list(getattr(attrs.get("strides"), "ints", ())) or [1] * len(kernel)
     sizes = (shape or [])[2:]
-    if len(sizes) != len(kernel) or not all(sizes):
+    if not kernel or len(sizes) != len(kernel) or not all(sizes) or len(pads) != 2 * len(kernel) \
+            or len(strides) != len(kernel) or not all(strides):
         return True
     for axis, size in enumerate(sizes):
         padded = size + pads[axis] + pads[axis + len(kernel)]
