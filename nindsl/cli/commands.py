@@ -287,11 +287,11 @@ def _warn_if_untrained(origin: str | None) -> None:
             "with a checkpoint (nindsl train writes one)", file=sys.stderr)
 
 
-def _warn_if_reference_errs(backend: str, model) -> None:
+def _warn_if_reference_errs(model) -> None:
     """ONNX's reference evaluator gets some ceil-mode pools wrong: say so before its outputs."""
     from ..onnx.runtime import reference_faults
 
-    faults = reference_faults(model) if backend == "reference" else []
+    faults = reference_faults(model)
     if faults:
         import onnx
 
@@ -326,7 +326,8 @@ def drive_run(args) -> int:
         model = read_model(source)
         backend = backend or "onnxruntime"
         _check_backend(backend, BACKENDS)
-        _warn_if_reference_errs(backend, model)
+        if backend == "reference":
+            _warn_if_reference_errs(model)
         outputs = run(model, load_input(args.input, *onnx_signature(model), _recorded_preprocess(model)), backend)
         origin = model_metadata(model).get("weights")
     else:
@@ -341,7 +342,7 @@ def drive_run(args) -> int:
         if backend == "reference":
             from ..onnx.lower import to_onnx
 
-            _warn_if_reference_errs(backend, to_onnx(network, weights, check=False))
+            _warn_if_reference_errs(to_onnx(network, weights, check=False))  # (prepare lowers it again: cheap)
         threads = (args.threads or free_cpus()) if backend == "torch" else None
         outputs = prepare(backend, network, weights, threads=threads)(batch)
         origin = weights_origin(args.weights, args.seed)

@@ -63,30 +63,29 @@ def reference_faults(model) -> list[str]:
         attrs = {a.name: a for a in node.attribute}
         if node.op_type not in ("MaxPool", "AveragePool") or not getattr(attrs.get("ceil_mode"), "i", 0):
             continue
-        kernel = getattr(attrs.get("kernel_shape"), "ints", ())
+        kernel = list(getattr(attrs.get("kernel_shape"), "ints", ()))
+        strides = list(getattr(attrs.get("strides"), "ints", ())) or [1] * len(kernel)
         pads = list(getattr(attrs.get("pads"), "ints", ())) or [0] * 2 * len(kernel)
         name = node.name or f"a {node.op_type} node"
         if node.op_type == "MaxPool" and any(pads):
             faults.append(f"{name} (ceil-mode max pooling with padding)")
         elif node.op_type == "AveragePool" and _window_overhangs(shapes.get(node.input[0] if node.input else ""),
-                                                                 attrs, pads):
+                                                                 kernel, strides, pads):
             faults.append(f"{name} (ceil-mode average pooling whose last window overhangs the input)")
     return faults
 
 
-def _window_overhangs(shape, attrs, pads) -> bool:
+def _window_overhangs(shape, kernel: list[int], strides: list[int], pads: list[int]) -> bool:
     """Whether the last ceil-mode window runs two or more elements past the padded input on
-    some axis (True when the input's size is unknown). The reference evaluator pads the
-    overhang on both sides, which shifts every window by half of it: one element of
-    overhang shifts nothing."""
-    kernel = list(getattr(attrs.get("kernel_shape"), "ints", ()))
-    strides = list(getattr(attrs.get("strides"), "ints", ())) or [1] * len(kernel)
+    some axis (True when the input's size is unknown, or the attributes do not fit it). The
+    reference evaluator pads the overhang on both sides, which shifts every window by half of
+    it: one element of overhang shifts nothing."""
     sizes = (shape or [])[2:]
-    if not kernel or len(sizes) != len(kernel) or not all(sizes) or len(pads) != 2 * len(kernel) \
-            or len(strides) != len(kernel) or not all(strides):
+    rank = len(kernel)
+    if not rank or len(sizes) != rank or len(strides) != rank or len(pads) != 2 * rank or not all(sizes + strides):
         return True
     for axis, size in enumerate(sizes):
-        padded = size + pads[axis] + pads[axis + len(kernel)]
+        padded = size + pads[axis] + pads[axis + rank]
         windows = -(-(padded - kernel[axis]) // strides[axis]) + 1
         if (windows - 1) * strides[axis] + kernel[axis] - padded >= 2:
             return True
