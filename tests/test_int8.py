@@ -113,6 +113,21 @@ def test_the_cases_take_both_loop_orders():
     assert orders == {True, False}
 
 
+def test_the_cases_take_unrolled_and_plain_channel_loops():
+    """The cases above run the channel loop unrolled by :data:`UNROLL_CHANNELS` steps where
+    they divide its steps (96 channels: 12 steps of 8), and plain where they do not (24: 3)."""
+    isa = host_vector_isa()
+    unrolled = set()
+    for n, c, h, w, o, k, s, p, block, *_ in CONVS:
+        shape = K.ConvShape(n, c, h, w, o, k, s, p, block or isa.lanes, 0, 0, 0)
+        steps = -(-c // K.conv_step(shape, isa))
+        script = K.schedule_conv(K.conv_func(shape, isa), shape, isa).script()
+        inner = f"for rc_1 in T.unroll({K.UNROLL_CHANNELS})" in script
+        assert inner == (steps % K.UNROLL_CHANNELS == 0 and K.UNROLL_CHANNELS > 1)
+        unrolled.add(inner)
+    assert unrolled == {True, False}
+
+
 def test_paired_steps_need_weights_within_63():
     """Two vpmaddubsw sums added in 16 bits overflow with full-range weights: the reference
     differs, which is why saturating ISAs get weights within ±63."""

@@ -345,6 +345,10 @@ def register_block(shape: ConvShape, isa: Isa) -> tuple[int, int]:
     return next((b for b in preferred if b in fitting), max(fitting, key=lambda b: (b[0] * b[1], b[1])))
 
 
+# Input-channel steps the inner loop does per iteration (where they divide the channels): two
+# let LLVM interleave one step's multiplies with the next's loads and halve the loop's own
+# instructions (docs/performance.md, session 14).
+UNROLL_CHANNELS = 2
 L1_WEIGHTS = 16 * 1024  # half a 32 KiB L1 data cache (Intel cores since Sandy Bridge, AMD's since Zen)
 
 
@@ -383,6 +387,8 @@ def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | Non
     sch.vectorize(sch.get_loops(init)[-1])
     sch.unroll(fi)
     sch.unroll(ji)
+    if UNROLL_CHANNELS > 1 and _extent(sch, rc) % UNROLL_CHANNELS == 0:
+        sch.unroll(sch.split(rc, [None, UNROLL_CHANNELS])[1])
     sch.tensorize(lane, isa.intrinsic(conv_step(shape, isa)))
     if shape.pad:
         pad = sch.get_sblock("pad")
@@ -390,3 +396,8 @@ def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | Non
         sch.parallel(sch.fuse(*loops[:2]))
         sch.vectorize(loops[-1])
     return sch.mod["main"]
+
+
+def _extent(sch, loop) -> int:
+    """The number of iterations of ``loop`` (a constant in these kernels)."""
+    return int(sch.get(loop).extent)
