@@ -50,5 +50,5 @@ EOF
   .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_int8.py tests/test_bf16.py 2>&1 | tail -15
 } 2>&1 | tee "$report"
 .venv/bin/nindsl bench specs/nin_cifar10.nin --batch 1,64 \
-  --engines onnxruntime,onnxruntime-int8,openvino,openvino-fp32,tvm-int8,tvm-bf16 --rounds 20 \
+  --engines onnxruntime,onnxruntime-int8,openvino,openvino-fp32,openvino-int8,tvm-int8,tvm-bf16 --rounds 20 \
   --json "$out/bench.json" 2>&1 | tee -a "$report"

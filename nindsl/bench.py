@@ -37,8 +37,8 @@ from .kernel.progress import SILENT, Progress
 from .language import ir
 from .language.ir import values_per_example
 
-ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-fp32", "torch", "tvm-untuned", "tvm-tuned",
-           "tvm-int8")
+ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-fp32", "openvino-int8", "torch", "tvm-untuned",
+           "tvm-tuned", "tvm-int8")
 MORE_ENGINES = ("tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned", "tvm-fp16", "torch-fp16")  # on request: --engines
 BLOCK, WARM = 20, 5  # at most this many timed and untimed calls per engine per round
 BLOCK_SECONDS, WARM_SECONDS = 0.06, 0.015  # about this long
@@ -61,16 +61,24 @@ class Record:
     vs_onnxruntime_low: float | None = None
     vs_onnxruntime_high: float | None = None
     peak_source: str = ""  # how the peak was found
-    peer: str = ""  # the engine a user would pick instead at this precision (PEERS), if it ran
+    peer: str = ""  # the fastest engine a user would pick instead at this precision (PEERS), if one ran
     vs_peer: float | None = None  # median_ms over the peer's, with a 95 % interval from the same rounds
     vs_peer_low: float | None = None
     vs_peer_high: float | None = None
 
 
-# Like for like: each narrow-precision build against the engine a user would pick instead at
-# the same precision (ratios against float32 ONNX Runtime say nothing about that choice).
-PEERS = {"tvm-int8": "onnxruntime-int8", "tvm-int8-tuned": "onnxruntime-int8", "tvm-bf16": "openvino",
-         "tvm-bf16-tuned": "openvino"}
+# Like for like: each narrow-precision build against the engines a user would pick instead at
+# the same precision, the fastest of them in each run (ratios against float32 ONNX Runtime say
+# nothing about that choice).
+INT8_PEERS = ("onnxruntime-int8", "openvino-int8")
+PEERS = {"tvm-int8": INT8_PEERS, "tvm-int8-tuned": INT8_PEERS, "tvm-bf16": ("openvino",),
+         "tvm-bf16-tuned": ("openvino",)}
+
+
+def fastest_peer(engine: str, medians: dict[str, float]) -> str | None:
+    """The fastest of ``engine``'s :data:`PEERS` that ran (``medians``: each engine's median), or None."""
+    ran = [peer for peer in PEERS.get(engine, ()) if peer in medians]
+    return min(ran, key=medians.__getitem__) if ran else None
 
 
 def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
@@ -85,8 +93,8 @@ def _matmul_seconds(multiply: Callable[[], object], repeats: int) -> float:
 
 # Engines whose arithmetic a float32 peak does not bound: int8, bf16, fp16, and OpenVINO's
 # default (bf16 on CPUs with AMX or AVX512-BF16).
-NARROW_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned", "tvm-fp16",
-                  "torch-fp16", "openvino")
+NARROW_ENGINES = ("onnxruntime-int8", "openvino-int8", "tvm-int8", "tvm-int8-tuned", "tvm-bf16", "tvm-bf16-tuned",
+                  "tvm-fp16", "torch-fp16", "openvino")
 
 
 def _peak(profile) -> tuple[float, str]:
@@ -314,8 +322,8 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
             elif "onnxruntime" in times:
                 record.vs_onnxruntime = median / medians["onnxruntime"]
                 record.vs_onnxruntime_low, record.vs_onnxruntime_high = ratio_interval(blocks, times["onnxruntime"])
-            peer = PEERS.get(engine)
-            if peer in times:
+            peer = fastest_peer(engine, medians)
+            if peer is not None:
                 record.peer, record.vs_peer = peer, median / medians[peer]
                 record.vs_peer_low, record.vs_peer_high = ratio_interval(blocks, times[peer])
             records.append(record)

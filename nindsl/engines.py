@@ -21,7 +21,7 @@ Run = Callable[[np.ndarray], np.ndarray]
 SPEC_ENGINES = ("onnxruntime", "reference", "torch")  # what `nindsl run SPEC --backend` offers
 TVM_ENGINES = ("tvm-untuned", "tvm-tuned")
 INT8_ENGINES = ("onnxruntime-int8", "tvm-int8", "tvm-int8-tuned")  # one quantized model (random calibration)
-PEER_ENGINES = ("openvino", "openvino-fp32", "tvm-bf16", "tvm-bf16-tuned")  # where the machine and packages allow
+PEER_ENGINES = ("openvino", "openvino-fp32", "openvino-int8", "tvm-bf16", "tvm-bf16-tuned")  # where the machine and packages allow
 FP16_ENGINES = ("tvm-fp16", "torch-fp16")  # on a CUDA GPU
 CALIBRATION_IMAGES = 64  # standard normal images, like the bench's inputs
 
@@ -47,8 +47,8 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
         return _tvm(network, weights, profile, batch, tuning if engine == "tvm-tuned" else None, progress)
     if engine in INT8_ENGINES:
         return _int8(engine, network, weights, profile, batch, tuning, progress)
-    if engine in ("openvino", "openvino-fp32"):
-        return _openvino(network, weights, engine == "openvino-fp32", device, threads)
+    if engine in ("openvino", "openvino-fp32", "openvino-int8"):
+        return _openvino(engine, network, weights, profile, device, threads)
     if engine in ("tvm-bf16", "tvm-bf16-tuned"):
         return _bf16(network, weights, profile, batch, engine.endswith("tuned"), tuning, progress)
     if engine == "tvm-fp16":
@@ -135,23 +135,31 @@ def _quantize(network: ir.Network, weights: dict, levels: int):
     return _quantized[key][1:]
 
 
-def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None, tuning, progress: Progress) -> Run:
+def _qdq_model(network: ir.Network, weights, profile):
+    """The QDQ model the peer int8 engines run: the plan ``tvm-int8`` builds from, with its
+    weight levels where TVM can say which instructions the target has (else ±63, which every
+    int8 path computes exactly)."""
     from .onnx.quantize import PAIRED_WEIGHT_LEVELS, to_qdq
+
+    levels = PAIRED_WEIGHT_LEVELS
+    try:
+        from .tvm.int8 import isa_of
+
+        levels = isa_of(profile)[1].weight_levels if profile is not None else levels
+    except (ImportError, NindslError):
+        pass
+    return to_qdq(*_quantize(network, weights, levels))
+
+
+def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None, tuning, progress: Progress) -> Run:
+    from .onnx.quantize import to_qdq
 
     if profile is None or profile.device != "cpu":
         raise Unavailable("int8 engines run on CPUs")
     if engine == "onnxruntime-int8":
-        levels = PAIRED_WEIGHT_LEVELS
-        try:  # the TVM build's weights, where TVM can say which instructions it has
-            from .tvm.int8 import isa_of
-
-            levels = isa_of(profile)[1].weight_levels
-        except (ImportError, NindslError):
-            pass
         from .onnx.runtime import runner
 
-        model, plan = _quantize(network, weights, levels)
-        return runner(to_qdq(model, plan))
+        return runner(_qdq_model(network, weights, profile))
     from .tvm.artifact import Runner
     from .tvm.env import require_tvm
     from .tvm.int8 import build_int8, isa_of
@@ -200,26 +208,37 @@ def _bf16(network: ir.Network, weights, profile, batch: int | None, tuned: bool 
     return Runner.from_build(build_bf16(network, profile, plan, model, batch, None, blocks))
 
 
-def _openvino(network: ir.Network, weights, fp32: bool, device: str, threads: int | None) -> Run:
-    """OpenVINO on the float32 ONNX model: its default precision (bf16 on CPUs with AMX or
-    AVX512-BF16, float32 elsewhere), or float32 forced."""
-    try:
-        import openvino as ov
-    except ImportError:
-        raise Unavailable("the openvino package is not installed (pip install 'nindsl[openvino]')") from None
+def _openvino(engine: str, network: ir.Network, weights, profile, device: str, threads: int | None) -> Run:
+    """OpenVINO on the float32 ONNX model at its default precision (``openvino``: bf16 on CPUs
+    with AMX or AVX512-BF16, float32 elsewhere) or float32 forced (``openvino-fp32``), or on the
+    QDQ model ``onnxruntime-int8`` runs (``openvino-int8``: OpenVINO runs its convolutions in
+    int8)."""
     if device != "cpu":
         raise Unavailable("nindsl runs OpenVINO on CPUs only")
-    from .onnx.lower import to_onnx
-    from .onnx.model import serialize
-
-    core = ov.Core()
-    config = {"INFERENCE_NUM_THREADS": threads or usable_cpus(), "PERFORMANCE_HINT": "LATENCY"}
-    if fp32:
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    model = core.read_model(serialize(to_onnx(network, weights, check=False)), b"")
-    compiled = core.compile_model(model, "CPU", config)
-    request = compiled.create_infer_request()
+    request = openvino_model(engine, network, weights, profile, threads).create_infer_request()
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.array(request.infer([x])[0])
     return run
+
+
+def openvino_model(engine: str, network: ir.Network, weights, profile=None, threads: int | None = None):
+    """The OpenVINO ``CompiledModel`` an ``openvino*`` engine runs, on this machine's CPU."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise Unavailable("the openvino package is not installed (pip install 'nindsl[openvino]')") from None
+    from .onnx.lower import to_onnx
+    from .onnx.model import serialize
+
+    config = {"INFERENCE_NUM_THREADS": threads or usable_cpus(), "PERFORMANCE_HINT": "LATENCY"}
+    if engine == "openvino-fp32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    if engine == "openvino-int8":
+        if profile is not None and profile.device != "cpu":
+            raise Unavailable("int8 engines run on CPUs")
+        onnx_model = _qdq_model(network, weights, profile)
+    else:
+        onnx_model = to_onnx(network, weights, check=False)
+    core = ov.Core()
+    return core.compile_model(core.read_model(serialize(onnx_model), b""), "CPU", config)

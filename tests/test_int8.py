@@ -366,6 +366,38 @@ def test_precision_mistakes_are_located_errors(cli, tiny, tmp_path, argv, messag
     assert not (tmp_path / "out").exists()
 
 
+def test_the_fastest_peer_that_ran_is_the_one_to_beat():
+    from nindsl.bench import fastest_peer
+
+    medians = {"onnxruntime": 4.0, "onnxruntime-int8": 2.2, "openvino-int8": 2.6, "tvm-int8": 1.7}
+    assert fastest_peer("tvm-int8", medians) == "onnxruntime-int8"
+    assert fastest_peer("tvm-int8-tuned", {**medians, "openvino-int8": 2.0}) == "openvino-int8"
+    assert fastest_peer("tvm-int8", {"onnxruntime": 4.0, "tvm-int8": 1.7}) is None  # no peer ran
+    assert fastest_peer("onnxruntime", medians) is None  # float32 has no peer list
+
+
+def test_openvino_runs_the_qdq_model_in_int8(tiny):
+    """``openvino-int8`` is OpenVINO on the QDQ model ``onnxruntime-int8`` runs: its convolutions
+    run on 8-bit numbers (not dequantized to float32), and its outputs are ONNX Runtime's
+    within the rounding of the two engines."""
+    pytest.importorskip("openvino")
+    from nindsl.engines import openvino_model, prepare
+    from nindsl.weights import initial_weights
+
+    network, _, _, _ = tiny
+    weights = initial_weights(network)
+    compiled = openvino_model("openvino-int8", network, weights, HOST, threads=1)
+    convolutions = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                    if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+    assert len(convolutions) == sum(step.op == "conv" for step in tiny[2].steps)
+    assert set(convolutions) <= {"u8", "i8"}
+    x = np.random.default_rng(3).standard_normal((4, 3, 12, 12)).astype(np.float32)
+    ours = prepare("openvino-int8", network, weights, profile=HOST, batch=4)(x)
+    theirs = prepare("onnxruntime-int8", network, weights, profile=HOST, batch=4)(x)
+    assert np.abs(ours - theirs).max() < 2e-2
+    assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.75
+
+
 def test_bench_reports_an_engine_that_cannot_run_and_goes_on(tiny, monkeypatch):
     import sys
 

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--target", default="llvm", help="TVM target profile (default: llvm)")
     bench.add_argument("--batch", default="1,64", help="comma-separated batch sizes (default: 1,64)")
     bench.add_argument("--engines", help="comma-separated engines (default: onnxruntime, onnxruntime-int8, openvino, "
-                       "openvino-fp32, torch, tvm-untuned, tvm-tuned, tvm-int8; also tvm-int8-tuned, tvm-bf16, "
+                       "openvino-fp32, openvino-int8, torch, tvm-untuned, tvm-tuned, tvm-int8; also tvm-int8-tuned, tvm-bf16, "
                        "tvm-bf16-tuned, and on a CUDA --target tvm-fp16, torch-fp16)")
     bench.add_argument("--rounds", "--repeats", dest="rounds", type=positive(int), default=20, metavar="N",
                        help="interleaved timing rounds per batch size (default: 20)")
