@@ -378,8 +378,8 @@ def test_the_fastest_peer_that_ran_is_the_one_to_beat():
 
 def test_openvino_runs_the_qdq_model_in_int8(tiny):
     """``openvino-int8`` is OpenVINO on the QDQ model ``onnxruntime-int8`` runs: its convolutions
-    run on 8-bit numbers (not dequantized to float32), and its outputs are ONNX Runtime's
-    within the rounding of the two engines."""
+    run on 8-bit numbers (not dequantized to float32, as ``openvino-fp32``'s say ``f32``), and
+    its outputs are ONNX Runtime's within float rounding: both compute the same integers."""
     pytest.importorskip("openvino")
     from nindsl.engines import openvino_model, prepare
     from nindsl.weights import initial_weights
@@ -394,8 +394,7 @@ def test_openvino_runs_the_qdq_model_in_int8(tiny):
     x = np.random.default_rng(3).standard_normal((4, 3, 12, 12)).astype(np.float32)
     ours = prepare("openvino-int8", network, weights, profile=HOST, batch=4)(x)
     theirs = prepare("onnxruntime-int8", network, weights, profile=HOST, batch=4)(x)
-    assert np.abs(ours - theirs).max() < 2e-2
-    assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.75
+    assert np.abs(ours - theirs).max() < 1e-5
 
 
 def test_bench_reports_an_engine_that_cannot_run_and_goes_on(tiny, monkeypatch):
