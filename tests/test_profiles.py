@@ -67,3 +67,35 @@ def test_target_names_typos_and_inline_tables():
                              target={"kind": "llvm", "num-cores": 1})
     with pytest.raises(NindslError):
         load_profile('{"cores": 1}')
+
+
+@pytest.mark.tvm
+def test_a_host_build_uses_only_the_features_this_machine_lets_code_use():
+    """`mcpu = "host"` names the CPU model; a virtual machine may hide some of its features (an
+    Emerald Rapids without AMX, AVX512-BF16 and AVX512-FP16 in /proc/cpuinfo): code built for the
+    name alone would be refused here, or die with SIGILL."""
+    import tvm
+
+    from nindsl.kernel.machine import missing_cpu_features
+    from nindsl.tvm.profiles import cpu_features, resolved_target
+
+    target = tvm.target.Target(resolved_target(load_profile("llvm")))
+    assert not missing_cpu_features(cpu_features(target))
+
+
+@pytest.mark.tvm
+def test_features_a_hypervisor_hides_are_turned_off_in_a_host_target(monkeypatch):
+    import tvm
+    from tvm.target import codegen
+
+    from nindsl.kernel import machine
+    from nindsl.tvm import profiles
+
+    monkeypatch.setattr(codegen, "llvm_get_system_cpu", lambda: "sapphirerapids")
+    flags = frozenset("avx avx2 fma f16c avx512f avx512bw avx512dq avx512vl avx512cd avx512_vnni".split())
+    monkeypatch.setattr(machine, "cpu_flags", lambda *_: flags)
+    target = profiles.resolved_target(load_profile("llvm"))
+    assert target["mcpu"] == "sapphirerapids"
+    assert {"-amx-tile", "-amx-int8", "-amx-bf16", "-avx512bf16", "-avx512fp16"} <= set(target["mattr"])
+    features = profiles.cpu_features(tvm.target.Target(target))
+    assert "avx512vnni" in features and not {"amx-int8", "avx512bf16"} & set(features)

@@ -114,11 +114,26 @@ def _resolve_host(target: dict[str, Any]) -> dict[str, Any]:
             from tvm.target import codegen
 
             target["mcpu"] = codegen.llvm_get_system_cpu()
+            hidden = _hidden_features(target)
+            if hidden:
+                target["mattr"] = [*target.get("mattr", []), *(f"-{f}" for f in hidden)]
         if target.get("num-cores") == "auto":
             target["num-cores"] = usable_cpus()
     if isinstance(target.get("host"), dict):
         target["host"] = _resolve_host(target["host"])
     return target
+
+
+def _hidden_features(target: dict[str, Any]) -> list[str]:
+    """The vector features that LLVM's name for this CPU implies and this machine does not let
+    code use: a virtual machine can report an Emerald Rapids (`mcpu`) while its hypervisor
+    leaves AMX, AVX512-BF16 and AVX512-FP16 off (they are missing from /proc/cpuinfo), and
+    code built for the name alone would die here with SIGILL. A host build turns them off."""
+    from tvm.target import Target, codegen
+
+    implied = [f for f in CPU_FEATURES
+               if codegen.llvm_cpu_has_features(f, Target({"kind": "llvm", "mcpu": target["mcpu"]}))]
+    return missing_cpu_features(implied)
 
 
 def parse_profile(text: str, path: str) -> Profile:
