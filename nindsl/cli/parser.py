@@ -1,13 +1,14 @@
 """The command line's grammar: one subparser per command, each bound to its function in
-:mod:`nindsl.cli.commands`."""
+:mod:`nindsl.cli.commands`. :data:`COMMANDS` lists them in the order `--help` shows them;
+each command's arguments are added by a function of its own."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Callable, NamedTuple
 
 from ..kernel.version import __version__
 from . import commands
-
 
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 
@@ -58,51 +59,73 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--color", choices=("auto", "always", "never"), default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        sub = subcommands.add_parser(command.name, help=command.help, description=command.help, parents=[common])
+        sub.set_defaults(func=command.run)
+        command.arguments(sub)
+    return parser
 
-    def command(name: str, func, help: str) -> argparse.ArgumentParser:
-        sub = subcommands.add_parser(name, help=help, description=help, parents=[common])
-        sub.set_defaults(func=func)
-        return sub
 
-    def rpc_options(sub):
-        sub.add_argument("--rpc", metavar="HOST:PORT", help="TVM: measure tuning candidates on the devices "
-                         "registered with this RPC tracker")
-        sub.add_argument("--key", help="TVM: with --rpc, the device key to measure on")
+class Command(NamedTuple):
+    """A subcommand: its name, the ``drive_*`` function that runs it, the function that adds
+    its arguments, and its one line of help."""
 
-    def tuning_options(sub):
-        sub.add_argument("--trials", type=positive(int), metavar="N",
-                         help="TVM: tuning trials in all (default: the profile's trials_per_task per task)")
-        sub.add_argument("--max-minutes", type=positive(float), metavar="M",
-                         help="TVM: tuning time limit, shared among the tasks by their trials "
-                              "(default: the profile's max_minutes)")
-        sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder")
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None]
+    help: str
 
-    def with_set(sub):
-        sub.add_argument("--set", action="append", metavar="NAME=VALUE",
-                         help="override a network parameter, e.g. --set classes=100 (repeatable)")
 
-    check = command("check", commands.drive_check, "check specs: exit 0 when clean, diagnostics on stderr")
+# --- options shared by several commands ---------------------------------------------------
+
+
+def _rpc_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--rpc", metavar="HOST:PORT", help="TVM: measure tuning candidates on the devices "
+                     "registered with this RPC tracker")
+    sub.add_argument("--key", help="TVM: with --rpc, the device key to measure on")
+
+
+def _tuning_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--trials", type=positive(int), metavar="N",
+                     help="TVM: tuning trials in all (default: the profile's trials_per_task per task)")
+    sub.add_argument("--max-minutes", type=positive(float), metavar="M",
+                     help="TVM: tuning time limit, shared among the tasks by their trials "
+                          "(default: the profile's max_minutes)")
+    sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder")
+
+
+def _with_set(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--set", action="append", metavar="NAME=VALUE",
+                     help="override a network parameter, e.g. --set classes=100 (repeatable)")
+
+
+# --- each command's arguments ---------------------------------------------------------------
+
+
+def _check_arguments(check: argparse.ArgumentParser) -> None:
     check.add_argument("spec", nargs="+")
     check.add_argument("-q", "--quiet", action="store_true")
-    with_set(check)
+    _with_set(check)
 
-    explain = command("explain", commands.drive_explain, "what an error code means, with an example and a fix")
+
+def _explain_arguments(explain: argparse.ArgumentParser) -> None:
     explain.add_argument("code", help="an error code, e.g. E0203")
 
-    summary = command("summary", commands.drive_summary, "a table of layers, shapes, parameters and multiply-adds")
+
+def _summary_arguments(summary: argparse.ArgumentParser) -> None:
     summary.add_argument("spec")
     summary.add_argument("--wide", action="store_true", help="show every convolution of each mlpconv")
-    with_set(summary)
+    _with_set(summary)
 
-    draw = command("draw", commands.drive_draw, "a picture of the network: each layer with its output shape "
-                   "and parameters, mlpconv stages grouped, the head marked")
+
+def _draw_arguments(draw: argparse.ArgumentParser) -> None:
     draw.add_argument("spec")
     draw.add_argument("-o", "--output", required=True, help="the picture: .png, .svg or .pdf")
     draw.add_argument("--dpi", type=positive(int), default=200, help="PNG resolution (default 200)")
-    with_set(draw)
+    _with_set(draw)
 
-    imports = command("import", commands.drive_import, "write a .nin spec (and its weights) from an ONNX model "
-                      "or a Caffe prototxt")
+
+def _import_arguments(imports: argparse.ArgumentParser) -> None:
     imports.add_argument("model", help="an .onnx file (opset 11 or later), or a Caffe .prototxt")
     imports.add_argument("-o", "--output", required=True, help="the spec to write (.nin)")
     imports.add_argument("--weights", metavar="FROM.caffemodel", help="a Caffe prototxt's trained weights")
@@ -111,18 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     imports.add_argument("--weights-out", metavar="W.safetensors", help="also write the model's weights")
     imports.add_argument("--name", help="the network's name (default: from the file name)")
 
-    fmt = command("fmt", commands.drive_fmt, "rewrite specs in canonical layout (comments kept)")
+
+def _fmt_arguments(fmt: argparse.ArgumentParser) -> None:
     fmt.add_argument("spec", nargs="+")
     mode = fmt.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="only report files that are not formatted")
     mode.add_argument("--stdout", action="store_true", help="print instead of rewriting")
 
-    lsp = command("lsp", commands.drive_lsp, "run the language server on stdin/stdout (for editors: "
-                  "diagnostics, hover with shapes, go to definition, completion, formatting)")
+
+def _lsp_arguments(lsp: argparse.ArgumentParser) -> None:
     lsp.add_argument("--stdio", action="store_true", help="accepted for editors that pass it (stdio is the only "
                      "transport)")
 
-    compile_ = command("compile", commands.drive_compile, "lower a spec to ONNX or a PyTorch twin, or build it with TVM")
+
+def _compile_arguments(compile_: argparse.ArgumentParser) -> None:
     compile_.add_argument("spec")
     compile_.add_argument("--target", "-t", default="onnx",
                           help="onnx | torch | llvm | cuda | a profile name in backends/ | a profile .toml")
@@ -134,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="fp32 (default) | int8: post-training quantization, calibrated with --calibrate "
                                "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: llvm targets with "
-                               "AVX512-BF16 (refused elsewhere, with what the CPU runs instead) | fp16: CUDA targets, on tensor "
-                               "cores")
+                               "AVX512-BF16 (refused elsewhere, with what the CPU runs instead) | fp16: CUDA targets, "
+                               "on tensor cores")
     compile_.add_argument("--calibrate", metavar="DATA",
                           help="int8: images to calibrate on and to compare with float32 (bf16, fp16: to "
                                "compare with): digits | cifar10:DIR | "
@@ -143,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--accept-accuracy-loss", action="store_true",
                           help="int8, bf16, fp16: write the build even when it loses more accuracy than nindsl allows "
                                "(docs/precision.md)")
-    tuning_options(compile_)
-    rpc_options(compile_)
-    with_set(compile_)
+    _tuning_options(compile_)
+    _rpc_options(compile_)
+    _with_set(compile_)
 
-    run = command("run", commands.drive_run, "run one batch through a spec, an .onnx model or a TVM artifact")
+
+def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("model", help="a .nin spec, a .onnx file or an artifact folder")
     run.add_argument("--input", "-i", required=True, help=".npy array or image files (png, jpg, ...)",
                      nargs="+")
@@ -158,12 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--top", type=positive(int), default=3, help="classes to print per example")
     run.add_argument("--threads", type=positive(int), metavar="N",
                      help="with --backend torch: PyTorch's threads (default: the cores no other work keeps busy)")
-    with_set(run)
+    _with_set(run)
 
-    inspect = command("inspect", commands.drive_inspect, "say what spec, version and weights an .onnx file was built from")
+
+def _inspect_arguments(inspect: argparse.ArgumentParser) -> None:
     inspect.add_argument("model")
 
-    train = command("train", commands.drive_train, "train the spec's PyTorch twin as its `train` section says")
+
+def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("spec")
     train.add_argument("--data", help="digits | cifar10:FOLDER | cifar100:FOLDER | imagefolder:FOLDER | FILE.npz "
                                       "(default: the spec's)")
@@ -178,41 +206,79 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=positive(int), metavar="N",
                        help="PyTorch threads per process (default: the cores no other work keeps busy)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    with_set(train)
+    _with_set(train)
 
-    plot = command("plot", commands.drive_plot, "draw a training run's loss and accuracy against epochs")
+
+def _plot_arguments(plot: argparse.ArgumentParser) -> None:
     plot.add_argument("run", help="the --out folder of `nindsl train` (or its metrics.json)")
     plot.add_argument("-o", "--output", help="PNG to write (default: RUN/curves.png)")
 
-    bench = command("bench", commands.drive_bench, "time ONNX Runtime, the PyTorch twin and TVM (untuned, tuned) side by side")
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("spec")
     bench.add_argument("--target", default="llvm", help="TVM target profile (default: llvm)")
     bench.add_argument("--batch", default="1,64", help="comma-separated batch sizes (default: 1,64)")
     bench.add_argument("--engines", help="comma-separated engines (default: onnxruntime, onnxruntime-int8, openvino, "
-                       "openvino-fp32, openvino-int8, torch, tvm-untuned, tvm-tuned, tvm-int8; also tvm-int8-tuned, tvm-bf16, "
-                       "tvm-bf16-tuned, and on a CUDA --target tvm-fp16, torch-fp16)")
+                       "openvino-fp32, openvino-int8, torch, tvm-untuned, tvm-tuned, tvm-int8; also tvm-int8-tuned, "
+                       "tvm-bf16, tvm-bf16-tuned, and on a CUDA --target tvm-fp16, torch-fp16)")
     bench.add_argument("--rounds", "--repeats", dest="rounds", type=positive(int), default=20, metavar="N",
                        help="interleaved timing rounds per batch size (default: 20)")
-    tuning_options(bench)  # used when tvm-tuned must tune first
+    _tuning_options(bench)  # used when tvm-tuned must tune first
     bench.add_argument("--json", help="write the records as JSON here")
     bench.add_argument("--plot", help="write a PNG of latency per engine and batch size here")
     bench.add_argument("--quiet", action="store_true")
-    rpc_options(bench)
-    with_set(bench)
+    _rpc_options(bench)
+    _with_set(bench)
 
-    bundle = command("bundle", commands.drive_bundle, "a self-contained runtime-only folder of artifacts: "
-                     "TVM's runtime without its compiler, nindsl, and a launcher")
+
+def _bundle_arguments(bundle: argparse.ArgumentParser) -> None:
     bundle.add_argument("artifact", nargs="+", help="artifact folders (from nindsl compile --target llvm|cuda|...)")
     bundle.add_argument("-o", "--output", required=True, help="the folder to write")
     bundle.add_argument("--python-wheel", action="append", metavar="WHEEL",
                         help="a wheel of tvm_ffi or safetensors for the target's Python, used instead of this "
                              "interpreter's (repeatable)")
 
-    rpc = command("rpc", commands.drive_rpc, "start a TVM RPC tracker or server for tuning on other devices "
-                  "(loopback only unless --host)")
+
+def _rpc_arguments(rpc: argparse.ArgumentParser) -> None:
     rpc.add_argument("role", choices=("tracker", "server"))
     rpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     rpc.add_argument("--port", type=int, help="port (default: 9190 for a tracker, 9090 for a server)")
     rpc.add_argument("--tracker", help="server: the tracker's HOST:PORT")
     rpc.add_argument("--key", help="server: the device key it registers under")
-    return parser
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("check", commands.drive_check, _check_arguments,
+            "check specs: exit 0 when clean, diagnostics on stderr"),
+    Command("explain", commands.drive_explain, _explain_arguments,
+            "what an error code means, with an example and a fix"),
+    Command("summary", commands.drive_summary, _summary_arguments,
+            "a table of layers, shapes, parameters and multiply-adds"),
+    Command("draw", commands.drive_draw, _draw_arguments,
+            "a picture of the network: each layer with its output shape and parameters, mlpconv stages grouped, the "
+            "head marked"),
+    Command("import", commands.drive_import, _import_arguments,
+            "write a .nin spec (and its weights) from an ONNX model or a Caffe prototxt"),
+    Command("fmt", commands.drive_fmt, _fmt_arguments,
+            "rewrite specs in canonical layout (comments kept)"),
+    Command("lsp", commands.drive_lsp, _lsp_arguments,
+            "run the language server on stdin/stdout (for editors: diagnostics, hover with shapes, go to definition, "
+            "completion, formatting)"),
+    Command("compile", commands.drive_compile, _compile_arguments,
+            "lower a spec to ONNX or a PyTorch twin, or build it with TVM"),
+    Command("run", commands.drive_run, _run_arguments,
+            "run one batch through a spec, an .onnx model or a TVM artifact"),
+    Command("inspect", commands.drive_inspect, _inspect_arguments,
+            "say what spec, version and weights an .onnx file was built from"),
+    Command("train", commands.drive_train, _train_arguments,
+            "train the spec's PyTorch twin as its `train` section says"),
+    Command("plot", commands.drive_plot, _plot_arguments,
+            "draw a training run's loss and accuracy against epochs"),
+    Command("bench", commands.drive_bench, _bench_arguments,
+            "time ONNX Runtime, the PyTorch twin and TVM (untuned, tuned) side by side"),
+    Command("bundle", commands.drive_bundle, _bundle_arguments,
+            "a self-contained runtime-only folder of artifacts: TVM's runtime without its compiler, nindsl, and a "
+            "launcher"),
+    Command("rpc", commands.drive_rpc, _rpc_arguments,
+            "start a TVM RPC tracker or server for tuning on other devices (loopback only unless --host)"),
+)

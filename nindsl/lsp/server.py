@@ -141,26 +141,35 @@ def _safe(server: NinServer, what: str, fallback: Any = None) -> Callable:
 def build_server(debounce: float = DEBOUNCE_SECONDS) -> NinServer:
     """A server with every feature registered (not started)."""
     server = NinServer(debounce)
+    _register_document_events(server)
+    _register_queries(server)
+    return server
 
-    def feature(method: str, options: Any = None, fallback: Any = None):
-        def register(handler):
-            safe = _safe(server, method, fallback)(handler)
-            return server.feature(method, options)(safe)
-        return register
 
-    @feature(types.TEXT_DOCUMENT_DID_OPEN)
+def _feature(server: NinServer, method: str, options: Any = None, fallback: Any = None) -> Callable:
+    """Register a handler for ``method``, wrapped by :func:`_safe`."""
+    def register(handler):
+        safe = _safe(server, method, fallback)(handler)
+        return server.feature(method, options)(safe)
+    return register
+
+
+def _register_document_events(server: NinServer) -> None:
+    """Opening, changing and saving a document checks it; closing one clears its diagnostics."""
+
+    @_feature(server, types.TEXT_DOCUMENT_DID_OPEN)
     async def did_open(params: types.DidOpenTextDocumentParams):
         server.schedule(params.text_document.uri, 0)
 
-    @feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    @_feature(server, types.TEXT_DOCUMENT_DID_CHANGE)
     async def did_change(params: types.DidChangeTextDocumentParams):
         server.schedule(params.text_document.uri, server.debounce)
 
-    @feature(types.TEXT_DOCUMENT_DID_SAVE)
+    @_feature(server, types.TEXT_DOCUMENT_DID_SAVE)
     async def did_save(params: types.DidSaveTextDocumentParams):
         server.schedule(params.text_document.uri, 0)
 
-    @feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    @_feature(server, types.TEXT_DOCUMENT_DID_CLOSE)
     async def did_close(params: types.DidCloseTextDocumentParams):
         uri = params.text_document.uri
         waiting = server.pending.pop(uri, None)
@@ -174,6 +183,10 @@ def build_server(debounce: float = DEBOUNCE_SECONDS) -> NinServer:
                 if changed in analysis.depends_on:
                     server.schedule(other, 0, dependants=False)
 
+
+def _register_queries(server: NinServer) -> None:
+    """Hover, go to definition, completion, formatting and inlay hints."""
+
     def at(params) -> tuple[Analysis, int, int] | None:
         analysis = server.analysis(params.text_document.uri)
         if analysis is None:
@@ -181,18 +194,18 @@ def build_server(debounce: float = DEBOUNCE_SECONDS) -> NinServer:
         line, column = server.positions.from_client(analysis.text, params.position)
         return analysis, line, column
 
-    @feature(types.TEXT_DOCUMENT_HOVER)
+    @_feature(server, types.TEXT_DOCUMENT_HOVER)
     def hover(params: types.HoverParams):
         where = at(params)
         return features.hover(*where, server.positions) if where else None
 
-    @feature(types.TEXT_DOCUMENT_DEFINITION)
+    @_feature(server, types.TEXT_DOCUMENT_DEFINITION)
     def definition(params: types.DefinitionParams):
         where = at(params)
         return features.definition(*where, server.positions) if where else None
 
-    @feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["(", ",", "["]),
-             fallback=[])
+    @_feature(server, types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["(", ",", "["]),
+              fallback=[])
     def complete(params: types.CompletionParams):
         document = server.workspace.text_documents.get(params.text_document.uri)
         if document is None:
@@ -202,14 +215,14 @@ def build_server(debounce: float = DEBOUNCE_SECONDS) -> NinServer:
         items = completion.complete(cached[1] if cached else None, document.source, line, column)
         return types.CompletionList(is_incomplete=False, items=items)
 
-    @feature(types.TEXT_DOCUMENT_FORMATTING, fallback=[])
+    @_feature(server, types.TEXT_DOCUMENT_FORMATTING, fallback=[])
     def formatting(params: types.DocumentFormattingParams):
         document = server.workspace.text_documents.get(params.text_document.uri)
         if document is None:
             return []
         return features.formatting(server.path_of(params.text_document.uri), document.source, server.positions)
 
-    @feature(types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(), fallback=[])
+    @_feature(server, types.TEXT_DOCUMENT_INLAY_HINT, types.InlayHintOptions(), fallback=[])
     def inlay_hint(params: types.InlayHintParams):
         analysis = server.analysis(params.text_document.uri)
         if analysis is None:
@@ -217,8 +230,6 @@ def build_server(debounce: float = DEBOUNCE_SECONDS) -> NinServer:
         first, last = params.range.start.line, params.range.end.line
         return [hint for hint in features.inlay_hints(analysis, server.positions)
                 if first <= hint.position.line <= last]
-
-    return server
 
 
 def serve() -> int:

@@ -421,56 +421,21 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
     torch.set_num_threads(training_threads(ranks, options.threads))
     device, out = options.device, Path(options.out)
     where = torch.device(device, ranks.local_rank) if device == "cuda" else torch.device("cpu")
-    if options.resume:
-        stored, weights, momentum = _read_state(network, out)
-    elif (out / STATE).exists():
-        raise NindslError.one("E0504", f"`{out}` already holds a training run", None,
-                              "pass --resume to continue it, or choose another --out")
-    else:
-        stored, momentum = None, {}
+    stored, weights, momentum = _earlier_run(network, out, options.resume)
     settings = _settings(network, stored, epochs=options.epochs, batch=options.batch, data=options.data,
                          seed=options.seed, patience=options.patience)
     done = len(settings.history)
     result = {"out": str(out), "epochs": settings.epochs, "first_epoch": done + 1, "trained": 0,
               "rank": ranks.rank, "world_size": ranks.world}
-    if stored is not None:
-        best = _best(settings)
-        if settings.complete:
-            why = (f"it stopped early at epoch {done}: no better held-out accuracy for {settings.patience} epochs"
-                   if settings.stopped_early and done < settings.epochs else f"it has trained all {done} epochs")
-            progress.note(f"nothing to do: {why}{best}; pass a larger --epochs"
-                          f"{' or --patience' if settings.stopped_early else ''} to train further")
-            return {**result, **_outcome(settings), "wall_s": time.perf_counter() - start}
-        progress.note(f"resuming {network.name} at epoch {done + 1} of {settings.epochs}{best}")
-    if settings.batch % ranks.world:
-        raise NindslError.one("E0504", f"batch {settings.batch} does not split evenly over {ranks.world} processes",
-                              None, "use a batch size that is a multiple of --nproc-per-node")
-    classes(network)
-    dataset = load_data(network, settings.data)
-    if settings.patience and not len(dataset.val_labels):
-        raise NindslError.one("E0504", f"patience {settings.patience} needs held-out examples; `{settings.data}` "
-                                       "has none", network.train.span, "set `val_split` above 0, or drop patience")
+    if stored is not None and _nothing_left(network, settings, progress):
+        return {**result, **_outcome(settings), "wall_s": time.perf_counter() - start}
+    dataset = _training_data(network, settings, ranks)
     if not options.resume:
         weights = initial_weights(network, settings.seed)
 
-    twin = twin_class(network)()
-    load_state(twin, weights)
-    twin.to(where)
-    sgd = network.train.optimizer
-    optimizer = torch.optim.SGD(param_groups(network, twin), lr=sgd.lr, momentum=sgd.momentum, nesterov=sgd.nesterov)
-    for name, param in twin.named_parameters():
-        if name in momentum:
-            optimizer.state[param]["momentum_buffer"] = torch.tensor(momentum[name], device=where)
-    model: torch.nn.Module = Scores(twin)
-    if ranks.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[ranks.local_rank] if device == "cuda" else None)
-    shape = network.input.shape
-    held = centre_crop(dataset.val_images, *shape[2:]) if len(shape) == 4 else dataset.val_images
-    images, labels = (torch.from_numpy(a).to(where) for a in (dataset.train_images, dataset.train_labels))
-    val_images, val_labels = (torch.from_numpy(np.ascontiguousarray(a)).to(where) for a in (held, dataset.val_labels))
-    prepare = Prepare(network.train, shape, where)
+    twin, optimizer, model = _model(network, weights, momentum, where, ranks, device)
+    images, labels, val_images, val_labels = _tensors(network, dataset, where)
+    prepare = Prepare(network.train, network.input.shape, where)
     if ranks.main:
         ensure_folder(out, "the output folder")
     progress.note(f"training on `{settings.data}`: {len(labels):,} examples, {len(val_labels):,} held out; "
@@ -501,6 +466,72 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
     if ranks.main:
         _curves(out, network, settings, progress)
     return {**result, **_outcome(settings), "wall_s": time.perf_counter() - start}
+
+
+def _earlier_run(network: ir.Network, out: Path, resume: bool) -> tuple[Settings | None, dict | None, dict]:
+    """With --resume, the stored run's settings, weights and momentum; else nothing, and
+    ``out`` must not hold a run already."""
+    if resume:
+        return _read_state(network, out)
+    if (out / STATE).exists():
+        raise NindslError.one("E0504", f"`{out}` already holds a training run", None,
+                              "pass --resume to continue it, or choose another --out")
+    return None, None, {}
+
+
+def _nothing_left(network: ir.Network, settings: Settings, progress: Progress) -> bool:
+    """Whether a resumed run has already finished (it says why); else it says where it resumes."""
+    done, best = len(settings.history), _best(settings)
+    if settings.complete:
+        why = (f"it stopped early at epoch {done}: no better held-out accuracy for {settings.patience} epochs"
+               if settings.stopped_early and done < settings.epochs else f"it has trained all {done} epochs")
+        progress.note(f"nothing to do: {why}{best}; pass a larger --epochs"
+                      f"{' or --patience' if settings.stopped_early else ''} to train further")
+        return True
+    progress.note(f"resuming {network.name} at epoch {done + 1} of {settings.epochs}{best}")
+    return False
+
+
+def _training_data(network: ir.Network, settings: Settings, ranks: Ranks):
+    """The run's data set, once the batch splits over the processes and patience has held-out examples."""
+    if settings.batch % ranks.world:
+        raise NindslError.one("E0504", f"batch {settings.batch} does not split evenly over {ranks.world} processes",
+                              None, "use a batch size that is a multiple of --nproc-per-node")
+    classes(network)
+    dataset = load_data(network, settings.data)
+    if settings.patience and not len(dataset.val_labels):
+        raise NindslError.one("E0504", f"patience {settings.patience} needs held-out examples; `{settings.data}` "
+                                       "has none", network.train.span, "set `val_split` above 0, or drop patience")
+    return dataset
+
+
+def _model(network: ir.Network, weights: dict[str, np.ndarray], momentum: dict[str, np.ndarray],
+           where: torch.device, ranks: Ranks, device: str):
+    """The twin with ``weights`` on ``where``, its SGD (momentum buffers restored) and the module
+    that trains (the twin's scores, wrapped by DistributedDataParallel under torchrun)."""
+    twin = twin_class(network)()
+    load_state(twin, weights)
+    twin.to(where)
+    sgd = network.train.optimizer
+    optimizer = torch.optim.SGD(param_groups(network, twin), lr=sgd.lr, momentum=sgd.momentum, nesterov=sgd.nesterov)
+    for name, param in twin.named_parameters():
+        if name in momentum:
+            optimizer.state[param]["momentum_buffer"] = torch.tensor(momentum[name], device=where)
+    model: torch.nn.Module = Scores(twin)
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[ranks.local_rank] if device == "cuda" else None)
+    return twin, optimizer, model
+
+
+def _tensors(network: ir.Network, dataset, where: torch.device) -> tuple[torch.Tensor, ...]:
+    """Training images and labels, and held-out ones (centre-cropped to the input), on ``where``."""
+    shape = network.input.shape
+    held = centre_crop(dataset.val_images, *shape[2:]) if len(shape) == 4 else dataset.val_images
+    images, labels = (torch.from_numpy(a).to(where) for a in (dataset.train_images, dataset.train_labels))
+    val_images, val_labels = (torch.from_numpy(np.ascontiguousarray(a)).to(where) for a in (held, dataset.val_labels))
+    return images, labels, val_images, val_labels
 
 
 def _best(settings: Settings) -> str:
