@@ -49,6 +49,6 @@ def train(network: Network, options=None, progress: Progress = SILENT) -> dict:
 
 def load_artifact(folder):
     """A compiled artifact folder, verified and loaded: ``artifact(batch) → outputs``."""
-    from .tvm.artifact import Artifact
+    from .tvm.deploy.artifact import Artifact
 
     return Artifact(folder)

@@ -34,7 +34,7 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
             profile=None, batch: int | None = None, tuning=None, progress: Progress = SILENT,
             threads: int | None = None) -> Run:
     """A ready-to-call engine. TVM engines need ``profile`` and ``batch``; ``tvm-tuned`` tunes
-    first with ``tuning`` (:class:`nindsl.tvm.tune.TuneOptions`); ``threads`` sets PyTorch's
+    first with ``tuning`` (:class:`nindsl.tvm.tune.search.TuneOptions`); ``threads`` sets PyTorch's
     (default: every usable CPU)."""
     if engine in ("onnxruntime", "reference"):
         from .onnx.lower import to_onnx
@@ -83,9 +83,9 @@ def _torch(network: ir.Network, weights, device: str, threads: int | None = None
 def _fp16(network: ir.Network, weights, profile, batch: int | None) -> Run:
     """nindsl's fp16 build (tensor cores) on a CUDA target's GPU."""
     from .onnx.lower import to_onnx
-    from .tvm.artifact import Runner
+    from .tvm.deploy.artifact import Runner
     from .tvm.env import require_tvm
-    from .tvm.half import build_fp16, check_fp16
+    from .tvm.gpu.half import build_fp16, check_fp16
 
     tvm = require_tvm()
     if profile.device != "cuda":
@@ -101,7 +101,7 @@ def _fp16(network: ir.Network, weights, profile, batch: int | None) -> Run:
 
 
 def _tvm(network: ir.Network, weights, profile, batch: int | None, tuning, progress: Progress) -> Run:
-    from .tvm.artifact import Runner
+    from .tvm.deploy.artifact import Runner
     from .tvm.build import build
     from .tvm.env import require_tvm
 
@@ -112,7 +112,7 @@ def _tvm(network: ir.Network, weights, profile, batch: int | None, tuning, progr
                                        "device here", None, "use a CPU target, e.g. --target llvm")
     module = None
     if tuning is not None:
-        from .tvm.tune import tune
+        from .tvm.tune.search import tune
 
         module, _ = tune(network, profile, batch, tuning, weights, progress=progress)
     return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
@@ -143,7 +143,7 @@ def _qdq_model(network: ir.Network, weights, profile):
 
     levels = PAIRED_WEIGHT_LEVELS
     try:
-        from .tvm.int8 import isa_of
+        from .tvm.narrow.int8 import isa_of
 
         levels = isa_of(profile)[1].weight_levels if profile is not None else levels
     except (ImportError, NindslError):
@@ -160,9 +160,9 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
         from .onnx.runtime import runner
 
         return runner(_qdq_model(network, weights, profile))
-    from .tvm.artifact import Runner
+    from .tvm.deploy.artifact import Runner
     from .tvm.env import require_tvm
-    from .tvm.int8 import build_int8, isa_of
+    from .tvm.narrow.int8 import Int8Kernels, build_int8, isa_of
 
     require_tvm()
     try:
@@ -172,9 +172,10 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
     model, plan = _quantize(network, weights, isa.weight_levels)
     blocks = None
     if engine.endswith("tuned"):
-        from .tvm.int8 import measured_blocks
+        from .tvm.narrow.blocks import measured_blocks
 
-        blocks = measured_blocks(network, plan, profile, batch, getattr(tuning, "db", None), progress)
+        blocks = measured_blocks(network, plan, profile, batch, getattr(tuning, "db", None), progress,
+                                 make=Int8Kernels)
     return Runner.from_build(build_int8(network, profile, plan, to_qdq(model, plan), batch, blocks))
 
 
@@ -183,8 +184,8 @@ def _bf16(network: ir.Network, weights, profile, batch: int | None, tuned: bool 
     """nindsl's bf16 build, where the target's CPU has bf16 instructions and this machine runs
     them; ``tuned``: its blocks measured first (kept in ``tuning``'s database folder)."""
     from .onnx.lower import to_onnx
-    from .tvm.artifact import Runner
-    from .tvm.bf16 import bf16_plan, build_bf16, isa_of
+    from .tvm.deploy.artifact import Runner
+    from .tvm.narrow.bf16 import bf16_plan, build_bf16, isa_of
     from .tvm.env import require_tvm
     from .tvm.profiles import runs_here
 
@@ -201,10 +202,11 @@ def _bf16(network: ir.Network, weights, profile, batch: int | None, tuned: bool 
     plan = bf16_plan(model)
     blocks = None
     if tuned:
-        from .tvm.bf16 import Bf16Kernels
-        from .tvm.int8 import measured_blocks
+        from .tvm.narrow.bf16 import Bf16Kernels
+        from .tvm.narrow.blocks import measured_blocks
 
-        blocks = measured_blocks(network, plan, profile, batch, getattr(tuning, "db", None), progress, Bf16Kernels)
+        blocks = measured_blocks(network, plan, profile, batch, getattr(tuning, "db", None), progress,
+                                 make=Bf16Kernels)
     return Runner.from_build(build_bf16(network, profile, plan, model, batch, None, blocks))
 
 

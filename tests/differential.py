@@ -53,7 +53,7 @@ def outputs(network: ir.Network, weights: dict, x: np.ndarray, tvm: bool = True)
         return results
     if not tvm:
         return results
-    from nindsl.tvm.artifact import Artifact, write_artifact
+    from nindsl.tvm.deploy.artifact import Artifact, write_artifact
     from nindsl.tvm.build import build
     from nindsl.tvm.profiles import load_profile
 

@@ -58,7 +58,7 @@ def test_a_trained_checkpoint_predicts_alike_everywhere(cli, tmp_path):
         import tvm  # noqa: F401
     except ImportError:
         return
-    from nindsl.tvm.artifact import Artifact
+    from nindsl.tvm.deploy.artifact import Artifact
 
     assert cli("compile", SPECS / "nin_digits.nin", "-t", "llvm", "-o", tmp_path / "art",
                "--weights", tmp_path / "run").code == 0

@@ -5,7 +5,7 @@ CPUs, the probe that guards AMX, the command line, and artifacts that refuse a C
 their instructions.
 
 This project's machines have had neither AVX512-BF16 nor AMX: the kernels that run here are
-emulations (:data:`nindsl.tvm.bf16_kernels.EMULATED`, the same sums from float32 FMAs;
+emulations (:data:`nindsl.tvm.narrow.kernels.bf16.EMULATED`, the same sums from float32 FMAs;
 ``amx_kernels.emulated_tile_ir``, the tile operations on memory); the real ones are compiled
 and their assembly read. On a machine that has them, the command-line tests run them."""
 
@@ -28,10 +28,10 @@ pytestmark = pytest.mark.tvm
 
 from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.onnx.runtime import runner  # noqa: E402
-from nindsl.tvm import bf16_kernels as B  # noqa: E402
-from nindsl.tvm.bf16 import bf16_plan, build_bf16, isa_of  # noqa: E402
-from nindsl.tvm.bf16_kernels import from_bf16, to_bf16  # noqa: E402
-from nindsl.tvm.int8_kernels import ConvShape, pack_weights  # noqa: E402
+from nindsl.tvm.narrow.kernels import bf16 as B  # noqa: E402
+from nindsl.tvm.narrow.bf16 import bf16_plan, build_bf16, isa_of  # noqa: E402
+from nindsl.tvm.narrow.kernels.bf16 import from_bf16, to_bf16  # noqa: E402
+from nindsl.tvm.narrow.kernels.int8 import ConvShape, pack_weights  # noqa: E402
 from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 
 HOST = load_profile("llvm")
@@ -111,7 +111,7 @@ def test_avx512_bf16_targets_get_vdpbf16ps_inlined(mcpu):
 
 def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
     """The emulated AMX convolution, as :func:`_run_conv`."""
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     return _run_conv(shape, relu, seed, lambda: amx_kernels.conv_func(shape, amx_kernels.BF16, relu, emulated=True),
                      amx_kernels.weight_layout(shape))
@@ -128,7 +128,7 @@ def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
     # a folded input layer: 15 taps in pairs (16 numbers, 32 bytes), output rows from every other input row
 ])
 def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, block):
-    from nindsl.tvm.amx_kernels import TileBlock, tile_block
+    from nindsl.tvm.narrow.kernels.amx import TileBlock, tile_block
 
     assert tile_block(shape) == TileBlock(*block)
     got, exact = _run_tiles(shape, relu)
@@ -137,7 +137,7 @@ def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, blo
 
 
 def test_tiles_fit_inputs_in_16_or_32_byte_steps_and_8_to_16_pixel_rows():
-    from nindsl.tvm.amx_kernels import tile_block
+    from nindsl.tvm.narrow.kernels.amx import tile_block
 
     assert tile_block(ConvShape(1, 48, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0)).depth == 32  # 96 bytes: 3 tiles of 32
     assert tile_block(ConvShape(1, 32, 6, 6, 16, 1, 1, 0, 16, 0, 0, 0)) is None  # 6-pixel rows
@@ -147,7 +147,7 @@ def test_tiles_fit_inputs_in_16_or_32_byte_steps_and_8_to_16_pixel_rows():
 
 
 def test_amx_targets_get_tile_instructions_and_ask_linux_for_them():
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     shape = ConvShape(1, 64, 16, 16, 64, 3, 1, 1, 16, 0, 0, 0)
     library = tvm.compile(tvm.IRModule({"main": amx_kernels.conv_func(shape, amx_kernels.BF16, True)}),
@@ -174,8 +174,8 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("spec, isa", [("tiny", B.EMULATED), ("tiny pointwise", B.EMULATED),
                                        ("nin_digits", B.EMULATED), ("tiny", B.EMULATED_AMX)])
 def test_the_bf16_network_agrees_with_onnx_runtime(tiny, spec, isa, tmp_path):
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import folds
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.chain import folds
 
     if spec == "tiny pointwise":  # a 1×1 input layer: channels in pairs, not folded
         (tmp_path / "p.nin").write_text(TINY.replace("kernel = 3, pad = 1)\n    pool1", "kernel = 1)\n    pool1"))
@@ -249,9 +249,9 @@ def test_bf16_blocks_are_searched_and_kept_by_precision(deep, tmp_path):
     """--tune's search for bf16, run here on the emulations (a machine with AMX and AVX512-BF16
     searches its real kernels the same way): tile and register blocks, cached by precision and
     instructions."""
-    from nindsl.tvm.amx_kernels import TileBlock
-    from nindsl.tvm.bf16 import Bf16Kernels
-    from nindsl.tvm.int8 import search_blocks
+    from nindsl.tvm.narrow.kernels.amx import TileBlock
+    from nindsl.tvm.narrow.bf16 import Bf16Kernels
+    from nindsl.tvm.narrow.blocks import search_blocks
 
     network, _, plan = deep
     cache = tmp_path / "blocks.json"
@@ -266,12 +266,12 @@ def test_bf16_blocks_are_searched_and_kept_by_precision(deep, tmp_path):
 def test_bf16_kernels_in_other_blocks_compute_the_same_sums(deep):
     """The sums of each output are added in the same order whatever the block of a kernel
     (tile or register block): bit for bit, each convolution run alone on random numbers."""
-    from nindsl.tvm.amx_kernels import TileBlock
-    from nindsl.tvm.bf16 import Bf16Kernels
-    from nindsl.tvm.int8 import kernels
+    from nindsl.tvm.narrow.kernels.amx import TileBlock
+    from nindsl.tvm.narrow.bf16 import Bf16Kernels
+    from nindsl.tvm.narrow.chain import kernels
 
     network, _, plan = deep
-    calls, weights, _ = kernels(network, plan, 2, B.EMULATED_AMX, None, Bf16Kernels)
+    calls, weights, _ = kernels(network, plan, 2, B.EMULATED_AMX, None, make=Bf16Kernels)
     others = {c.output: [b for b in c.choice.options[1:] if type(b) is type(c.choice.default)][-1]
               for c in calls if c.choice and len(c.choice.options) > 1}  # (tiles and vectors add in other orders)
     assert others["conv1.1.relu"] == TileBlock(12, 1, 1, 64)  # one tile of channels deep, not the default two
@@ -338,7 +338,7 @@ def test_an_int8_build_for_another_cpu_is_judged_by_the_same_integers_here(cli, 
 
 @pytest.mark.slow  # (three tile configurations, each built twice for both numbers)
 def test_the_tile_probe_passes_when_tiles_compute_what_the_emulation_does(monkeypatch):
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     emulation = amx_kernels.conv_func
     monkeypatch.setattr(amx_kernels, "conv_func", lambda s, numbers, relu, emulated: emulation(s, numbers, relu, True))
@@ -355,7 +355,7 @@ def test_the_tile_probe_passes_when_tiles_compute_what_the_emulation_does(monkey
 
 
 def test_the_bf16_probe_forgives_rounding_but_not_layout():
-    from nindsl.tvm.amx_kernels import bf16_close
+    from nindsl.tvm.narrow.kernels.amx import bf16_close
 
     expected = to_bf16(np.random.default_rng(0).standard_normal((4, 16, 2, 16)))
     assert bf16_close(expected, expected)
@@ -368,7 +368,7 @@ def test_the_bf16_probe_forgives_rounding_but_not_layout():
 
 @pytest.mark.slow
 def test_the_probe_runs_in_a_child_process():
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     here = tvm.target.Target(resolved_target(HOST))
     assert amx_kernels.works_here(amx_kernels.BF16, here, emulated_only=True)  # the emulation against itself

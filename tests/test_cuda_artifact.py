@@ -17,9 +17,10 @@ tvm = pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
 
 import nindsl  # noqa: E402
-from nindsl.tvm import cuda  # noqa: E402
-from nindsl.tvm.artifact import gpu_code, gpu_kernel_count  # noqa: E402
-from nindsl.tvm.build import import_onnx  # noqa: E402
+from nindsl.tvm.compat.cuda import cuda_modules  # noqa: E402
+from nindsl.tvm.gpu import cuda  # noqa: E402
+from nindsl.tvm.deploy.artifact import gpu_code, gpu_kernel_count  # noqa: E402
+from nindsl.tvm.frontend import import_onnx  # noqa: E402
 from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 from nindsl.onnx.lower import to_onnx  # noqa: E402
 
@@ -58,14 +59,14 @@ def _serialized_cuda_modules(library) -> list[tuple[str, list[str], bytes]]:
     opened with ctypes here crashed this process at its exit (its destructors ran after TVM's)."""
     child = subprocess.run([sys.executable, "-c", _READ_LIBRARY_BIN, str(library)], capture_output=True,
                            timeout=120, check=True)
-    return cuda.cuda_modules(child.stdout)
+    return cuda_modules(child.stdout)
 
 
 @pytest.fixture(scope="module")
 def source_only(tmp_path_factory):
     """nin_digits for sm_80 the old way: scheduled as nindsl schedules it, then `tvm.compile`
     alone, so the library holds CUDA source."""
-    from nindsl.tvm.gpu_rules import schedule_passes
+    from nindsl.tvm.gpu.rules import schedule_passes
 
     network = nindsl.load(DIGITS)
     target = tvm.target.Target(resolved_target(load_profile("cuda")))

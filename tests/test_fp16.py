@@ -17,10 +17,10 @@ pytestmark = pytest.mark.tvm
 import nindsl  # noqa: E402
 from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.onnx.runtime import runner  # noqa: E402
-from nindsl.tvm.artifact import Runner  # noqa: E402
-from nindsl.tvm.gpu_rules import schedule_passes, tensor_core_kernels  # noqa: E402
-from nindsl.tvm.half import build_fp16, check_fp16, half_module, stored_weights, with_stored_weights  # noqa: E402
-from nindsl.tvm.build import import_onnx  # noqa: E402
+from nindsl.tvm.deploy.artifact import Runner  # noqa: E402
+from nindsl.tvm.gpu.rules import schedule_passes, tensor_core_kernels  # noqa: E402
+from nindsl.tvm.gpu.half import build_fp16, check_fp16, half_module, stored_weights, with_stored_weights  # noqa: E402
+from nindsl.tvm.frontend import import_onnx  # noqa: E402
 from nindsl.tvm.profiles import host_profile, load_profile, resolved_target  # noqa: E402
 from nindsl.weights import read_tensors, resolve  # noqa: E402
 
@@ -111,8 +111,8 @@ def test_lifted_weights_keep_their_onnx_names_with_batchnorm():
     float16 weights keep the ONNX names."""
     from tvm.relax import transform
 
-    from nindsl.tvm.build import parameter_order
-    from nindsl.tvm.half import lifted_names
+    from nindsl.tvm.frontend import parameter_order
+    from nindsl.tvm.gpu.half import lifted_names
 
     network = nindsl.check("""network bn(classes = 10) {
         input x: f32[N, 3, 16, 16]

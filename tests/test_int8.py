@@ -21,7 +21,7 @@ from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.onnx.quantize import (Calibration, Quant, Plan, Step, activation_quant, agreement, judge,  # noqa: E402
                                   quantize, to_qdq)
 from nindsl.onnx.runtime import runner  # noqa: E402
-from nindsl.tvm import int8_kernels as K  # noqa: E402
+from nindsl.tvm.narrow.kernels import int8 as K  # noqa: E402
 from nindsl.tvm.profiles import load_profile  # noqa: E402
 
 HOST = load_profile("llvm")
@@ -29,7 +29,7 @@ HOST = load_profile("llvm")
 
 def host_isa():
     """This machine's int8 instructions as a build takes them (AMX where its probe passes)."""
-    from nindsl.tvm.int8 import isa_of
+    from nindsl.tvm.narrow.int8 import isa_of
 
     return isa_of(HOST)
 
@@ -187,7 +187,7 @@ def test_quantization_of_a_range():
 def test_pooling_matches_onnx_runtime_on_the_dequantized_values(op, attributes, size):
     from onnx import TensorProto, helper
 
-    from nindsl.tvm.int8 import Int8Kernels
+    from nindsl.tvm.narrow.int8 import Int8Kernels
 
     quant, lanes = Quant(0.05, 5), 8
     plan = Plan([], {"a": quant, "b": quant}, "a", "b", False)
@@ -220,10 +220,10 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("isa_name", ["host", "portable"])
 def test_the_int8_build_agrees_with_onnx_runtime_and_the_reference_evaluator_on_the_qdq_model(tiny, isa_name):
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import build_int8
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.int8 import build_int8
 
-    from nindsl.tvm.int8 import folds
+    from nindsl.tvm.narrow.chain import folds
 
     network, model, plan, _ = tiny
     assert folds(network, plan)  # its 3-channel input layer reads column taps folded into channels
@@ -239,8 +239,9 @@ def test_the_int8_build_agrees_with_onnx_runtime_and_the_reference_evaluator_on_
 
 
 def test_a_fixed_batch_build_takes_its_batch(tiny):
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import build_int8, run_batched
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.checked import run_batched
+    from nindsl.tvm.narrow.int8 import build_int8
 
     network, model, plan, _ = tiny
     run = Runner.from_build(build_int8(network, HOST, plan, to_qdq(model, plan), 4))
@@ -266,7 +267,7 @@ def test_an_any_batch_build_keeps_every_kernel_noalias(tiny):
     sums in memory (compat.noalias_single_buffer_functions)."""
     import re
 
-    from nindsl.tvm.int8 import build_int8
+    from nindsl.tvm.narrow.int8 import build_int8
 
     network, model, plan, _ = tiny
     ir = _llvm_ir(build_int8(network, HOST, plan, to_qdq(model, plan), None).executable.mod)
@@ -278,7 +279,7 @@ def test_an_any_batch_build_keeps_every_kernel_noalias(tiny):
 
 
 def test_weights_quantized_for_vnni_are_refused_on_a_saturating_isa(tiny):
-    from nindsl.tvm.int8 import build_int8
+    from nindsl.tvm.narrow.int8 import build_int8
 
     network, model, _, _ = tiny
     if not host_vector_isa().saturates:
@@ -443,9 +444,9 @@ def test_trained_nin_digits_keeps_its_accuracy_in_int8_and_bf16(tmp_path):
 
     from nindsl.cli.inputs import calibration
     from nindsl.torch.training import TrainOptions, train
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.bf16 import build_checked
-    from nindsl.tvm.int8 import build_quantized
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.bf16 import build_checked
+    from nindsl.tvm.narrow.int8 import build_quantized
 
     network = nindsl.load(SPECS / "nin_digits.nin")
     train(network, TrainOptions(out=tmp_path, threads=2))
@@ -492,7 +493,8 @@ def test_calibration_of_a_large_input_takes_fewer_images(tmp_path):
 
 @pytest.mark.slow  # 6-11 s on 2 cores
 def test_tuned_register_blocks_are_measured_once_and_kept(tiny, tmp_path):
-    from nindsl.tvm.int8 import search_blocks
+    from nindsl.tvm.narrow.blocks import search_blocks
+    from nindsl.tvm.narrow.int8 import Int8Kernels
 
     network, _, plan, _ = tiny
     cache = tmp_path / "db" / "blocks.json"
@@ -505,26 +507,28 @@ def test_tuned_register_blocks_are_measured_once_and_kept(tiny, tmp_path):
             self.lines.append(text)
 
     first, again = Notes(), Notes()
-    chosen = search_blocks(network, plan, HOST, 2, candidates=3, progress=first, cache=cache)
+    chosen = search_blocks(network, plan, HOST, 2, candidates=3, progress=first, cache=cache, make=Int8Kernels)
     assert set(chosen) == {s.output for s in plan.steps if s.op == "conv"}
     assert len(first.lines) == len(chosen) and all("measured" in line for line in first.lines)
-    assert search_blocks(network, plan, HOST, 2, candidates=3, progress=again, cache=cache) == chosen
+    assert search_blocks(network, plan, HOST, 2, candidates=3, progress=again, cache=cache, make=Int8Kernels) == chosen
     assert again.lines == []  # nothing measured the second time
     cache.write_text('{"int8|avx2|bogus": [99, 99]}')  # a foreign or damaged entry is measured again
-    assert set(search_blocks(network, plan, HOST, 2, candidates=1, cache=cache)) == set(chosen)
+    assert set(search_blocks(network, plan, HOST, 2, candidates=1, cache=cache, make=Int8Kernels)) == set(chosen)
 
 
 def test_time_kernels_says_where_the_time_goes(tiny):
-    from nindsl.tvm.int8 import kernels, time_kernels
+    from nindsl.tvm.narrow.blocks import time_kernels
+    from nindsl.tvm.narrow.chain import kernels
+    from nindsl.tvm.narrow.int8 import Int8Kernels
 
     network, _, plan, _ = tiny
-    timings = time_kernels(network, plan, HOST, 2, repeats=2)
-    assert [name for name, _ in timings] == [call.name for call in kernels(network, plan, 2, host_isa()[1])[0]]
+    timings = time_kernels(network, plan, HOST, 2, repeats=2, make=Int8Kernels)
+    assert [name for name, _ in timings] == [call.name for call in kernels(network, plan, 2, host_isa()[1], make=Int8Kernels)[0]]
     assert all(ms > 0 for _, ms in timings)
 
 
 def test_a_measured_block_replaces_the_default_only_when_clearly_faster():
-    from nindsl.tvm.int8 import MARGIN, choose_block
+    from nindsl.tvm.narrow.blocks import MARGIN, choose_block
 
     assert choose_block({(6, 1): 10.0, (3, 2): 9.9}, (6, 1)) == (6, 1)  # 1 %: the noise of one measurement
     assert choose_block({(6, 1): 10.0, (3, 2): 10.0 * (1 - 2 * MARGIN)}, (6, 1)) == (3, 2)
@@ -565,8 +569,8 @@ def test_a_tuned_int8_artifact_records_its_blocks_and_a_rebuild_measures_nothing
 
 def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
     """nin_imagenet ends in a 6×6 average pool to 1×1 maps and a Flatten, not a global pool."""
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import build_int8
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.int8 import build_int8
 
     spec = tmp_path / "flat.nin"
     spec.write_text("network flat(classes = 10) {\n    input image: f32[N, 3, 12, 12]\n"
@@ -586,8 +590,9 @@ def test_a_head_of_flattened_one_pixel_maps_builds(tmp_path):
 def test_a_strided_input_layer_reads_its_folded_taps_exactly(tmp_path):
     """The input layer's column taps folded into channels, with a stride, odd sizes and
     padding: the same integers as ONNX Runtime's QLinearConv (scores, no softmax to hide them)."""
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import build_int8, folds
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.chain import folds
+    from nindsl.tvm.narrow.int8 import build_int8
 
     spec = tmp_path / "strided.nin"
     spec.write_text("network strided(classes = 10) {\n    input image: f32[N, 3, 15, 15]\n"
@@ -629,7 +634,7 @@ TILE_CONVS = [  # as CONVS, and the bytes of channels per tile: the input's bloc
 
 @pytest.mark.parametrize("conv, depth", TILE_CONVS)
 def test_the_amx_convolution_is_exact(conv, depth):
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     n, c, h, w, o, k, s, p, _, zin, zout, low = conv
     shape = K.ConvShape(n, c, h, w, o, k, s, p, 16, zin, zout, low)
@@ -646,7 +651,7 @@ def test_the_amx_convolution_is_exact(conv, depth):
 
 @pytest.mark.slow  # 6-11 s on 2 cores
 def test_every_tile_block_a_search_may_take_fits_and_is_exact():
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     shape = K.ConvShape(1, 64, 2, 16, 32, 1, 1, 0, 16, 1, 3, 3)  # 16-pixel rows, 2 tiles of output channels
     blocks = amx_kernels.tile_blocks(shape, amx_kernels.INT8)
@@ -669,7 +674,7 @@ def test_every_tile_block_a_search_may_take_fits_and_is_exact():
 def test_a_folded_input_layer_takes_tiles_of_its_16_bytes_of_taps():
     """The input layer reads its column taps folded into channels (15 here: 5 taps × 3 channels,
     in blocks of 8): a tile row is one output pixel's 16 bytes, rows 2 input rows apart."""
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     shape = K.ConvShape(2, 15, 9, 12, 32, 5, 2, 0, 8, 5, 2, 2, kernel_width=1, stride_width=1)
     assert amx_kernels.tile_block(shape, amx_kernels.INT8) == amx_kernels.TileBlock(12, 1, 2, 16)
@@ -684,7 +689,7 @@ def test_a_folded_input_layer_takes_tiles_of_its_16_bytes_of_taps():
 
 
 def test_int8_tiles_take_16_32_or_64_bytes_of_channels():
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     def depth(channels, numbers):
         block = amx_kernels.tile_block(K.ConvShape(1, channels, 8, 8, 16, 1, 1, 0, 16, 0, 0, 0), numbers)
@@ -695,7 +700,7 @@ def test_int8_tiles_take_16_32_or_64_bytes_of_channels():
 
 
 def test_amx_int8_targets_get_tdpbusd():
-    from nindsl.tvm import amx_kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     shape = K.ConvShape(1, 64, 16, 16, 64, 3, 1, 1, 16, 2, 0, 0)
     library = tvm.compile(tvm.IRModule({"main": amx_kernels.conv_func(shape, amx_kernels.INT8)}),
@@ -711,15 +716,16 @@ WIDE = TINY.replace("mlpconv([24, 16], kernel = 3, pad = 1)", "mlpconv([64, 48],
 
 @pytest.mark.slow  # 6-11 s on 2 cores
 def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path):
-    from nindsl.tvm import amx_kernels
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import build_int8, kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.chain import kernels
+    from nindsl.tvm.narrow.int8 import Int8Kernels, build_int8
 
     (tmp_path / "wide.nin").write_text(WIDE)
     network = nindsl.load(tmp_path / "wide.nin")
     model = to_onnx(network, None)
     plan = quantize(model, np.random.default_rng(0).standard_normal((64, 3, 12, 12)).astype(np.float32))
-    calls, _, _ = kernels(network, plan, 5, K.EMULATED_AMX)
+    calls, _, _ = kernels(network, plan, 5, K.EMULATED_AMX, make=Int8Kernels)
     tiled = [c.output for c in calls if c.conv and amx_kernels.tile_block(c.conv, amx_kernels.INT8)]
     assert tiled == ["conv1.0.relu", "conv1.1.relu"]  # the folded input layer too (16-byte tiles: another
     # configuration in the same library); not the 6-pixel rows after pool1
@@ -736,14 +742,15 @@ def test_nin_cifar10_in_tiles_of_four_shapes_gives_the_portable_integers():
     """Every convolution of nin_cifar10 takes tiles, in four tile configurations (rows × bytes of
     channels) in one library: each kernel links its own tile operations (with one name for all,
     the first definition served every kernel, and most outputs were wrong)."""
-    from nindsl.tvm import amx_kernels
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import build_int8, kernels
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.chain import kernels
+    from nindsl.tvm.narrow.int8 import Int8Kernels, build_int8
 
     network = nindsl.load(SPECS / "nin_cifar10.nin")
     model = to_onnx(network, None)
     plan = quantize(model, np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32), 63)
-    blocks = [c.choice.default for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.choice]
+    blocks = [c.choice.default for c in kernels(network, plan, 2, K.EMULATED_AMX, make=Int8Kernels)[0] if c.choice]
     assert all(isinstance(b, amx_kernels.TileBlock) for b in blocks)
     assert len({(b.rows, b.depth) for b in blocks}) == 4
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
@@ -767,18 +774,20 @@ def tiled(tmp_path_factory):
 def test_tuning_searches_tile_blocks_too_and_keeps_them(tiled, tmp_path):
     """The search on the emulated tiles (AMX's would be measured on an AMX machine) keys tile
     and register blocks apart, and reads both back."""
-    from nindsl.tvm import amx_kernels
-    from nindsl.tvm.int8 import block_json, kernels, search_blocks
+    from nindsl.tvm.narrow.kernels import amx as amx_kernels
+    from nindsl.tvm.narrow.blocks import search_blocks
+    from nindsl.tvm.narrow.chain import block_json, kernels
+    from nindsl.tvm.narrow.int8 import Int8Kernels
 
     network, _, plan = tiled
     cache = tmp_path / "blocks.json"
-    chosen = search_blocks(network, plan, HOST, 2, candidates=1, cache=cache, isa=K.EMULATED_AMX)
+    chosen = search_blocks(network, plan, HOST, 2, candidates=1, cache=cache, isa=K.EMULATED_AMX, make=Int8Kernels)
     assert isinstance(chosen["conv1.1.relu"], amx_kernels.TileBlock)
     again = []
     assert search_blocks(network, plan, HOST, 2, cache=cache, isa=K.EMULATED_AMX,
                          progress=type("Notes", (), {"note": lambda self, line: again.append(line)})()) == chosen
     assert again == []  # read back from the cache, tile blocks too: nothing measured
-    (call,) = (c for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.output == "conv1.1.relu")
+    (call,) = (c for c in kernels(network, plan, 2, K.EMULATED_AMX, make=Int8Kernels)[0] if c.output == "conv1.1.relu")
     known = json.loads(cache.read_text())
     assert len(known) == len(chosen) and f"int8|amx-int8-emulated|{call.conv}" in known
     assert all(key.startswith("int8|portable|") for key in known if "amx" not in key)  # the vector kernels'
@@ -789,19 +798,20 @@ def test_tuning_searches_tile_blocks_too_and_keeps_them(tiled, tmp_path):
 def test_every_searched_block_gives_the_same_integers(tiled):
     """Another tile block, and the vector kernel in a convolution that tiles fit (the search
     measures it second: it reads the same packed weights)."""
-    from nindsl.tvm.amx_kernels import TileBlock
-    from nindsl.tvm.artifact import Runner
-    from nindsl.tvm.int8 import block_json, build_int8, kernels
+    from nindsl.tvm.narrow.kernels.amx import TileBlock
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.narrow.chain import block_json, kernels
+    from nindsl.tvm.narrow.int8 import Int8Kernels, build_int8
 
     network, model, plan = tiled
-    choices = {c.output: c.choice for c in kernels(network, plan, 2, K.EMULATED_AMX)[0] if c.choice}
+    choices = {c.output: c.choice for c in kernels(network, plan, 2, K.EMULATED_AMX, make=Int8Kernels)[0] if c.choice}
     first, second = choices["conv1.0.relu"], choices["conv1.1.relu"]
     assert isinstance(first.default, TileBlock) and isinstance(second.default, TileBlock)
     assert second.options[1] == K.register_block(K.ConvShape(2, 64, 12, 12, 32, 1, 1, 0, 16, 0, 0, 0), K.PORTABLE)
     others = {"conv1.0.relu": next(b for b in first.options[1:] if isinstance(b, TileBlock)),
               "conv1.1.relu": second.options[1]}
     assert block_json(others["conv1.0.relu"]) == [12, 1, 1, 16]  # (the default takes 2 tiles of channels deep)
-    taken = {c.output: c for c in kernels(network, plan, 2, K.EMULATED_AMX, others)[0]}
+    taken = {c.output: c for c in kernels(network, plan, 2, K.EMULATED_AMX, others, make=Int8Kernels)[0]}
     for output in others:  # the blocks reach the kernels
         assert taken[output].func.script() != taken[output].choice.func().script()
     qdq = to_qdq(model, plan)

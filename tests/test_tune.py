@@ -13,7 +13,7 @@ pytestmark = pytest.mark.tvm
 
 import nindsl  # noqa: E402
 from nindsl.tvm.profiles import load_profile  # noqa: E402
-from nindsl.tvm.tune import RECORDS, WORKLOADS, Task, database_dir, plan, repair_database  # noqa: E402
+from nindsl.tvm.tune.search import RECORDS, WORKLOADS, Task, database_dir, plan, repair_database  # noqa: E402
 from conftest import Recorded  # noqa: E402
 
 
@@ -59,7 +59,7 @@ def test_torn_and_foreign_lines_are_dropped(tmp_path):
 
 
 def test_a_torn_or_foreign_choices_file_counts_as_no_choices(tmp_path):
-    from nindsl.tvm.confirm import CONFIRMED, read_confirmed
+    from nindsl.tvm.tune.confirm import CONFIRMED, read_confirmed
 
     (tmp_path / CONFIRMED).write_text('{"abc": {"trace": "1f", "rec')  # a writer killed mid-file (no atomic rename)
     assert read_confirmed(tmp_path) == {}
@@ -72,7 +72,7 @@ def test_a_torn_or_foreign_choices_file_counts_as_no_choices(tmp_path):
 
 @pytest.mark.slow
 def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tmp_path):
-    from nindsl.tvm.artifact import Artifact
+    from nindsl.tvm.deploy.artifact import Artifact
     from nindsl.onnx.runtime import run as run_onnx
 
     spec = _tiny_spec(tmp_path)
@@ -96,7 +96,7 @@ def test_a_tuned_build_equals_onnxruntime_and_rebuilds_from_the_database(cli, tm
 def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatch):
     import importlib.util
 
-    from nindsl.tvm.tune import TuneOptions, tune
+    from nindsl.tvm.tune.search import TuneOptions, tune
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "xgboost" else real(name, *a))
@@ -113,7 +113,7 @@ def test_without_xgboost_tuning_falls_back_to_random_choice(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_the_time_limit_ends_a_search_between_batches_and_the_next_run_goes_on(tmp_path):
-    from nindsl.tvm.tune import PER_ROUND, TuneOptions, read_asked, tune
+    from nindsl.tvm.tune.search import PER_ROUND, TuneOptions, read_asked, tune
 
     spec = _tiny_spec(tmp_path)
     network, profile = nindsl.load(spec), load_profile("llvm")
@@ -135,10 +135,10 @@ def test_confirmation_rejects_a_record_that_was_only_lucky(tmp_path):
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
-    from nindsl.tvm import confirm
+    from nindsl.tvm.tune import confirm
     from nindsl.tvm.profiles import resolved_target
-    from nindsl.tvm.build import prepare
-    from nindsl.tvm.tune import TuneOptions, extract, tune
+    from nindsl.tvm.frontend import prepare
+    from nindsl.tvm.tune.search import TuneOptions, extract, tune
 
     spec = tmp_path / "conv.nin"
     spec.write_text("network conv() {\n    input x: f32[N, 16, 16, 16]\n    conv(32, 3, pad = 1)\n"
@@ -198,7 +198,7 @@ def test_tuning_measures_on_rpc_servers_behind_a_tracker(cli, tmp_path):
     import subprocess
     import sys
 
-    from nindsl.tvm.rpc import servers
+    from nindsl.tvm.tune.rpc import servers
 
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -294,8 +294,8 @@ def test_every_candidate_of_the_convolution_template_computes_the_convolution(tm
 
     from nindsl.tvm import schedules
     from nindsl.tvm.profiles import resolved_target
-    from nindsl.tvm.build import prepare
-    from nindsl.tvm.tune import extract
+    from nindsl.tvm.frontend import prepare
+    from nindsl.tvm.tune.search import extract
 
     network = nindsl.check("network t() {\n    input x: f32[N, 3, 10, 16]\n    conv(12, 3, pad = 1)\n"
                            "    conv(6, 1)\n    conv(5, 2)\n    global_avgpool()\n}\n")
@@ -324,8 +324,8 @@ def test_every_candidate_of_the_convolution_template_computes_the_convolution(tm
 
 def test_the_convolution_template_takes_stride_one_convolutions(tmp_path):
     from nindsl.tvm.schedules import applies
-    from nindsl.tvm.build import prepare
-    from nindsl.tvm.tune import extract
+    from nindsl.tvm.frontend import prepare
+    from nindsl.tvm.tune.search import extract
 
     network = nindsl.check("network t() {\n    input x: f32[N, 2, 12, 12]\n    conv(8, 3, pad = 1)\n"
                            "    conv(8, 3, stride = 2)\n    global_avgpool()\n}\n")

@@ -11,7 +11,7 @@ tvm = pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
 
 import nindsl  # noqa: E402
-from nindsl.tvm.artifact import Artifact, gpu_kernel_count, write_artifact  # noqa: E402
+from nindsl.tvm.deploy.artifact import Artifact, gpu_kernel_count, write_artifact  # noqa: E402
 from nindsl.tvm.build import build  # noqa: E402
 from nindsl.onnx.lower import to_onnx  # noqa: E402
 from nindsl.tvm.profiles import load_profile  # noqa: E402

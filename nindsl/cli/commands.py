@@ -37,8 +37,8 @@ def _refuse_options(args, names, needs: str) -> None:
 
 def _tuning(args):
     """The TuneOptions of ``--trials --max-minutes --db --rpc --key``."""
-    from ..tvm.rpc import measuring_runner
-    from ..tvm.tune import TuneOptions
+    from ..tvm.tune.rpc import measuring_runner
+    from ..tvm.tune.search import TuneOptions
 
     return TuneOptions(trials=args.trials, max_minutes=args.max_minutes, db=args.db,
                        runner=measuring_runner(args.rpc, args.key))
@@ -182,7 +182,7 @@ def drive_compile(args) -> int:
         write_twin_source(network, out)
         print(f"wrote {out}")
         return 0
-    from ..tvm.artifact import compile_artifact
+    from ..tvm.deploy.artifact import compile_artifact
     from ..tvm.profiles import check_target, load_profile
     from ..tvm.env import require_tvm
 
@@ -190,11 +190,11 @@ def drive_compile(args) -> int:
     require_tvm()
     check_target(profile)  # before any work: LLVM would build for a generic CPU and say so only in passing
     if args.precision == "fp16":
-        from ..tvm.half import check_fp16
+        from ..tvm.gpu.half import check_fp16
 
         check_fp16(profile, args.tune)
     elif args.precision != "fp32":
-        from ..tvm.int8 import check_precision
+        from ..tvm.narrow.precision import check_precision
 
         check_precision(args.precision, profile, args.tune)
     batch = batch_size(args.batch)
@@ -312,7 +312,7 @@ def drive_run(args) -> int:
     if args.threads is not None and backend != "torch":
         raise NindslError.one("E0504", "--threads sets PyTorch's threads: it needs --backend torch", None)
     if source.is_dir():
-        from ..tvm.artifact import Artifact
+        from ..tvm.deploy.artifact import Artifact
 
         artifact = Artifact(source)
         outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
@@ -358,7 +358,7 @@ def drive_run(args) -> int:
 
 def drive_inspect(args) -> int:
     if Path(args.model).is_dir():  # an artifact folder: what its manifest says
-        from ..tvm.artifact import describe_artifact
+        from ..tvm.deploy.artifact import describe_artifact
 
         say(describe_artifact(Path(args.model)))
         return 0
@@ -393,7 +393,7 @@ def drive_bench(args) -> int:
 
 
 def drive_bundle(args) -> int:
-    from ..tvm.bundle import bundle
+    from ..tvm.deploy.bundle import bundle
 
     made = bundle(args.artifact, args.output, args.python_wheel or ())
     print(f"wrote {made.out}/ ({made.bytes / 2**20:.1f} MiB): {', '.join(made.artifacts)} and TVM's runtime; "
@@ -402,7 +402,7 @@ def drive_bundle(args) -> int:
 
 
 def drive_rpc(args) -> int:
-    from ..tvm.rpc import launch
+    from ..tvm.tune.rpc import launch
 
     status = launch(args.role, args.host, args.port, args.tracker, args.key, ConsoleProgress())
     return 0 if status == 0 else EXIT_USER  # TVM said why it stopped

@@ -27,7 +27,7 @@ import numpy as np
 from ..kernel.diagnostics import NindslError
 
 LEVELS = 127  # activations and weights both use 0..127 / -127..127
-PAIRED_WEIGHT_LEVELS = 63  # weights for CPUs that add two 8-bit products in 16 bits twice (nindsl.tvm.int8_kernels)
+PAIRED_WEIGHT_LEVELS = 63  # weights for CPUs that add two 8-bit products in 16 bits twice (nindsl.tvm.narrow.kernels.int8)
 SUPPORTED = ("Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Softmax", "Identity",
              "Dropout")
 

@@ -1,5 +1,12 @@
-"""Apache TVM: target profiles (``profiles.py``), building (``build.py``), the artifact
-folder and its runtime (``artifact.py``), tuning (``tune.py`` with the convolution template
-in ``schedules.py`` and re-measured choices in ``confirm.py``), tuning over RPC (``rpc.py``),
-and every use of TVM's internals (``compat.py``). TVM is imported inside functions only,
-through :func:`nindsl.tvm.env.require_tvm`."""
+"""Apache TVM, in rooms (each with a docstring that says what lives there):
+
+- here: ``env.py`` (importing TVM), ``compat.py`` (every use of TVM's internals), ``profiles.py``
+  (target profiles), ``build.py`` (ONNX → Relax → executable), ``untuned.py`` and
+  ``schedules.py`` (the float32 CPU template);
+- ``tune/``: MetaSchedule tuning, confirmation, RPC;
+- ``narrow/``: int8 and bf16 CPU builds and their kernels;
+- ``gpu/``: CUDA compilation, GPU schedule rules, fp16;
+- ``deploy/``: the artifact folder and the runtime-only bundle.
+
+TVM is imported inside functions only, through :func:`nindsl.tvm.env.require_tvm`.
+"""

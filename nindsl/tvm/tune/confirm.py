@@ -24,7 +24,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ..kernel.io import atomic_write_text, read_json_object
+from ...kernel.io import atomic_write_text, read_json_object
 
 TOP = 6  # records re-measured per task
 ROUNDS = 7  # interleaved timing rounds

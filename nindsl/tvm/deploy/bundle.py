@@ -24,8 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..kernel.diagnostics import NindslError
-from ..kernel.io import atomic_directory
+from ...kernel.diagnostics import NindslError
+from ...kernel.io import atomic_directory
 from .artifact import LIBRARY, MANIFEST, ONNX_FILE, WEIGHTS, read_manifest
 
 # TVM's Python modules that loading and running an artifact imports (measured with

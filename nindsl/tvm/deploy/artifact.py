@@ -23,19 +23,20 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kernel.diagnostics import NindslError
-from ..kernel import limits
-from ..kernel.io import atomic_directory, regular_file
-from ..kernel.machine import missing_cpu_features
-from ..kernel.progress import SILENT, Progress
-from ..kernel.version import __version__
-from ..language import ir
-from ..onnx.model import weights_origin
-from ..language.ir import format_shape, shape_fits
-from .build import Build, build
-from .cuda import GpuImage, find_nvcc, gpu_images, load_cuda_runtime, runs_on
-from .env import require_tvm, require_tvm_runtime
-from .profiles import Profile, check_runs_here, cpu_features
+from ...kernel import limits
+from ...kernel.diagnostics import NindslError
+from ...kernel.io import atomic_directory, regular_file
+from ...kernel.machine import missing_cpu_features
+from ...kernel.progress import SILENT, Progress
+from ...kernel.version import __version__
+from ...language import ir
+from ...language.ir import format_shape, shape_fits
+from ...onnx.model import weights_origin
+from ..build import Build, build
+from ..env import require_tvm, require_tvm_runtime
+from ..compat.cuda import load_cuda_runtime
+from ..gpu.cuda import GpuImage, find_nvcc, gpu_images, runs_on
+from ..profiles import Profile, check_runs_here, cpu_features
 
 LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
 FORMAT = 1  # bumped when the artifact layout changes
@@ -56,19 +57,19 @@ class CompileReport:
     out: Path
     seconds: float
     gpu_kernels: int | None  # for CUDA targets
-    quantized: object = None  # nindsl.tvm.int8.QuantizedBuild of an int8, bf16 or fp16 build
+    quantized: object = None  # nindsl.tvm.checked.QuantizedBuild of an int8, bf16 or fp16 build
 
 
 def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, weights=None, seed: int = 0,
                      batch: int | None = None, tuning=None, progress: Progress = SILENT, precision: str = "fp32",
                      calibration=None, gate=None) -> CompileReport:
     """Build ``network`` for ``profile`` into the artifact folder ``out``; with ``tuning``
-    (:class:`nindsl.tvm.tune.TuneOptions`), tune first (at batch 1 unless ``batch`` is given).
+    (:class:`nindsl.tvm.tune.search.TuneOptions`), tune first (at batch 1 unless ``batch`` is given).
 
     ``precision="int8"`` quantizes with ``calibration`` (:class:`nindsl.onnx.quantize.Calibration`)
-    and builds :mod:`nindsl.tvm.int8`'s kernels; ``"bf16"`` builds :mod:`nindsl.tvm.bf16`'s
+    and builds :mod:`nindsl.tvm.narrow.int8`'s kernels; ``"bf16"`` builds :mod:`nindsl.tvm.narrow.bf16`'s
     (for both, tuning measures each convolution's register or tile block); ``"fp16"`` (CUDA)
-    builds :mod:`nindsl.tvm.half`'s mixed-precision module. All are compared with float32 on the
+    builds :mod:`nindsl.tvm.gpu.half`'s mixed-precision module. All are compared with float32 on the
     calibration's held-out images; ``gate(agreement)`` may refuse the result before anything is
     written."""
     require_tvm()
@@ -78,17 +79,17 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
     start = time.perf_counter()
     if precision in ("int8", "bf16", "fp16"):
         if precision == "int8":
-            from .int8 import build_quantized
+            from ..narrow.int8 import build_quantized
 
             narrow = build_quantized(network, profile, weights, seed, batch, calibration, Runner.from_build,
                                      tuning, progress)
         elif precision == "bf16":
-            from .bf16 import build_checked
+            from ..narrow.bf16 import build_checked
 
             narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, tuning,
                                    progress)
         else:
-            from .half import build_checked
+            from ..gpu.half import build_checked
 
             narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, progress)
         if gate is not None:
@@ -96,7 +97,7 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         seconds = time.perf_counter() - start
         db = None
         if tuning is not None:  # (its measured blocks are kept there)
-            from .tune import database_dir
+            from ..tune.search import database_dir
 
             db = str(database_dir(profile, tuning.db))
         write_artifact(out, network, profile, narrow.built, seconds, db, weights_origin(weights, seed),
@@ -105,7 +106,7 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         return CompileReport(out, seconds, kernels, narrow)
     tuned, db = None, None
     if tuning is not None:
-        from .tune import tune
+        from ..tune.search import tune
 
         if batch is None:
             batch = 1
@@ -127,7 +128,7 @@ def _narrow_manifest(precision: str, narrow, calibration) -> dict:
                                     "calibration": {"source": calibration.source, "images": len(calibration.images)}}}
     elif precision == "fp16":
         numbers = {"fp16": {"instructions": narrow.isa.name,
-                            "tensor_core_kernels": narrow.built.executable.tensor_cores,
+                            "tensor_core_kernels": narrow.built.tensor_cores,
                             "weights": "fp16, rounded to nearest even when the library is loaded",
                             "activations": "fp16 between kernels, sums in float32", "compared_on": calibration.source}}
     else:
@@ -143,7 +144,7 @@ def _narrow_manifest(precision: str, narrow, calibration) -> dict:
 def _blocks_json(blocks: dict) -> dict:
     """Each convolution's measured block (--tune) as the manifest keeps it: ``[vectors, columns]``
     of a register block, ``[rows, across, deep, depth]`` of an AMX tile block."""
-    from .int8 import block_json
+    from ..narrow.chain import block_json
 
     return {output: block_json(block) for output, block in blocks.items()}
 
@@ -152,8 +153,8 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
                    tuning_db: str | None = None, weights: str | None = None, extra: dict | None = None) -> None:
     import tvm
 
-    from ..onnx.model import serialize
-    from ..weights import save_weights
+    from ...onnx.model import serialize
+    from ...weights import save_weights
 
     with atomic_directory(out, lambda p: (p / MANIFEST).is_file(), "a nindsl artifact") as staging:
         built.executable.export_library(str(staging / LIBRARY))
@@ -279,7 +280,7 @@ def describe_artifact(folder: Path) -> str:
         lines.append(f"  GPU code {gpu}")
     accuracy = manifest.get("accuracy")
     if isinstance(accuracy, dict):
-        from ..onnx.quantize import Agreement
+        from ...onnx.quantize import Agreement
 
         precision = str(manifest.get("precision", "int8"))
         try:
@@ -384,7 +385,7 @@ class Artifact(Runner):
     def __init__(self, folder: str | Path):
         tvm = require_tvm_runtime()  # loading and running needs no compiler: TVM_USE_RUNTIME_LIB=1 works
 
-        from ..weights import read_tensors
+        from ...weights import read_tensors
 
         folder = Path(folder)
         manifest = read_manifest(folder)

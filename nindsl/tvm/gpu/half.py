@@ -11,7 +11,7 @@ kernels read them, under their ONNX names, passed straight to ``main``.
 (``ToMixedPrecision``'s ``fp16_input_names`` would do it in the graph, but fails in TVM 0.27:
 "no block is being built".)
 
-On CUDA the kernels are scheduled by :mod:`nindsl.tvm.gpu_rules`: DLight's ``Matmul`` rule
+On CUDA the kernels are scheduled by :mod:`nindsl.tvm.gpu.rules`: DLight's ``Matmul`` rule
 schedules each convolution as an implicit matrix product and, for float16 on ``sm_70`` and later,
 on tensor cores (``wmma``, 16 × 16 × 16 fragments, float32 accumulators) where every fixed
 extent is above 64; the build reports which convolutions got them.
@@ -26,18 +26,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ..kernel.diagnostics import NindslError
-from ..kernel.progress import SILENT, Progress
-from ..language import ir
-from .build import Build, import_onnx
-from .profiles import Profile, host_profile, load_profile, resolved_target
+from ...kernel.diagnostics import NindslError
+from ...kernel.progress import SILENT, Progress
+from ...language import ir
+from ..frontend import Build, import_onnx
+from ..profiles import Profile, host_profile, load_profile, resolved_target
 
 TENSOR_CORE_ARCH = 70  # wmma's float16 fragments: Volta (sm_70) and later
 
 
 @dataclass(frozen=True)
 class HalfIsa:
-    """What an fp16 build runs on, as :class:`nindsl.tvm.int8.QuantizedBuild` names it."""
+    """What an fp16 build runs on, as :class:`nindsl.tvm.checked.QuantizedBuild` names it."""
 
     name: str
 
@@ -49,7 +49,7 @@ def half_module(network: ir.Network, model, batch: int | None, target):
     import tvm
     from tvm.relax import transform
 
-    from .gpu_rules import schedule_passes
+    from .rules import schedule_passes
 
     passes = [transform.ToMixedPrecision(out_dtype="float32"), transform.LiftTransformParams()]
     if target.kind.name == "cuda":
@@ -59,7 +59,7 @@ def half_module(network: ir.Network, model, batch: int | None, target):
     if target.kind.name != "cuda":  # nindsl's untuned CPU schedules, where they take the kernel
         from tvm.relax.pipeline import zero_pipeline
 
-        from .untuned import default_database
+        from ..untuned import default_database
 
         with target:
             module = zero_pipeline()(module)
@@ -93,21 +93,22 @@ def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, 
     tensor cores; a CPU profile: the same module, for checking it)."""
     import tvm
 
-    from .build import parameter_order
+    from ..frontend import parameter_order
 
     target = tvm.target.Target(resolved_target(profile))
     module = half_module(network, model, batch, target)
     order = parameter_order(network, model, batch)
+    cores, convs = None, 0
     if profile.device == "cuda":
         from .cuda import compile_cuda
-        from .gpu_rules import tensor_core_kernels
+        from .rules import tensor_core_kernels
 
         executable = compile_cuda(module, target)
-        executable.tensor_cores, executable.conv_kernels = tensor_core_kernels(module)
+        cores, convs = tensor_core_kernels(module)
     else:
         executable = tvm.compile(module, target=target)
-    executable.lifted_names = lifted_names(module["main_transform_params"], order)
-    return Build(executable, model, weights, order, target, True, batch)
+    return Build(executable, model, weights, order, target, True, batch, cores, convs,
+                 lifted_names(module["main_transform_params"], order))
 
 
 def lifted_names(transform, order: list[str]) -> list[str]:
@@ -145,7 +146,7 @@ def stored_weights(judged: Build) -> dict:
 
     vm = VirtualMachine(judged.executable, tvm.cpu(0))
     lifted = vm["main_transform_params"]([tvm.runtime.tensor(judged.weights[name]) for name in judged.order])
-    return {name: value.numpy() for name, value in zip(judged.executable.lifted_names, lifted)}
+    return {name: value.numpy() for name, value in zip(judged.lifted_names, lifted)}
 
 
 def with_stored_weights(built: Build, weights: dict) -> Build:
@@ -158,24 +159,24 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     """Build ``network`` in fp16 for ``profile`` and compare it with float32 (ONNX Runtime) on the
     held-out images of ``calibration``, run through ``load(build)``: the same module built for
     this CPU (see the module's docstring)."""
-    from ..onnx.lower import to_onnx
-    from ..onnx.quantize import agreement, images_per_batch, in_batches
-    from ..onnx.runtime import runner
-    from ..weights import resolve
-    from .int8 import QuantizedBuild, run_batched
+    from ...onnx.lower import to_onnx
+    from ...onnx.quantize import agreement, images_per_batch, in_batches
+    from ...onnx.runtime import runner
+    from ...weights import resolve
+    from ..checked import QuantizedBuild, run_batched
 
     check_fp16(profile)
     weights = resolve(network, weights, seed)
     model = to_onnx(network, weights)
     progress.note("building fp16 (tensor cores) ...")
     built = build_fp16(network, profile, model, batch, weights)
-    cores = (f"tensor cores in {len(built.executable.tensor_cores)} of {built.executable.conv_kernels} "
+    cores = (f"tensor cores in {len(built.tensor_cores)} of {built.conv_kernels} "
              "convolution kernels")
-    if not built.executable.tensor_cores:
+    if not built.tensor_cores:
         progress.note("no convolution here is large enough for TVM's tensor-core schedule (it needs every fixed "
                       "extent above 64: output channels, input channels × taps, and pixels with --batch): fp16 "
                       "then saves memory traffic only")
-    elif batch is None and len(built.executable.tensor_cores) < built.executable.conv_kernels:
+    elif batch is None and len(built.tensor_cores) < built.conv_kernels:
         progress.note("some convolutions keep plain float16 kernels (too narrow, or, over any batch size, where "
                       "TVM's tensor-core schedule fails): --batch N may give more of them tensor cores")
     progress.note(f"{cores}; comparing with float32 on {len(calibration.held_out):,} held-out images (the same "

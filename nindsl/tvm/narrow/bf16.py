@@ -1,5 +1,5 @@
 """A bf16 build: the network's weights and activations in bfloat16, its sums in float32, as a
-Relax module of kernels scheduled here (:mod:`nindsl.tvm.bf16_kernels`' convolution; pooling,
+Relax module of kernels scheduled here (:mod:`nindsl.tvm.narrow.kernels.bf16`' convolution; pooling,
 the input's conversion and the head as in int8 builds, through :class:`Bf16Kernels`).
 
     bf16 input (columns folded, as int8's) → [convolution + bias + ReLU | max pool | average pool]… → head
@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernel.progress import SILENT, Progress
-from ..language import ir
-from ..onnx.quantize import Calibration, Plan, float_steps
-from . import amx_kernels
-from .bf16_kernels import EMULATED, bf16_isa, conv_func, narrow, schedule_conv, to_bf16, widen
-from .build import Build
-from .int8 import (ConvChoice, Int8Kernels, QuantizedBuild, check_tunable, compile_chain, kernels, measured_blocks,
-                   run_batched)
-from .int8_kernels import ConvShape, Isa, pack_weights
-from .profiles import Profile, host_profile, resolved_target, runs_here
+from ...kernel.progress import SILENT, Progress
+from ...language import ir
+from ...onnx.quantize import Calibration, Plan, float_steps
+from ..checked import QuantizedBuild, run_batched
+from ..frontend import Build
+from ..profiles import Profile, host_profile, resolved_target, runs_here
+from .blocks import measured_blocks
+from .chain import Chain, ConvChoice, check_tunable, compile_chain, kernels
+from .kernels import amx as amx_kernels
+from .kernels.bf16 import EMULATED, bf16_isa, conv_func, narrow, schedule_conv, to_bf16, widen
+from .kernels.int8 import ConvShape, Isa, pack_weights
+from .precision import check_precision
 
 
-class Bf16Kernels(Int8Kernels):
-    """The int8 network's kernels with bf16 numbers between them."""
+class Bf16Kernels(Chain):
+    """The chain's numbers as bf16 (as the int8 chain, with bf16 numbers between its kernels)."""
 
     precision = "bf16"
     dtype = "uint16"
@@ -81,10 +83,8 @@ def bf16_plan(model) -> Plan:
 
 def isa_of(profile: Profile):
     """The target of ``profile`` and its bf16 instructions; E0504 where it has none. AMX on this
-    machine is used where :func:`nindsl.tvm.amx_kernels.works_here` passes, else AVX512-BF16."""
+    machine is used where :func:`nindsl.tvm.narrow.kernels.amx.works_here` passes, else AVX512-BF16."""
     import tvm
-
-    from .int8 import check_precision
 
     target = tvm.target.Target(resolved_target(profile))
     isa = bf16_isa(target)
@@ -98,14 +98,14 @@ def isa_of(profile: Profile):
 def build_bf16(network: ir.Network, profile: Profile, plan: Plan, model, batch: int | None,
                isa: Isa | None = None, blocks: dict | None = None) -> Build:
     """Compile ``plan`` for ``profile``'s CPU, for any batch size (``batch`` None) or one, with
-    its bf16 instructions (or ``isa``: :data:`~nindsl.tvm.bf16_kernels.EMULATED` runs anywhere),
+    its bf16 instructions (or ``isa``: :data:`~nindsl.tvm.narrow.kernels.bf16.EMULATED` runs anywhere),
     each convolution in its measured block where ``blocks`` has one (:func:`search_blocks`)."""
     import tvm
     from tvm import tirx
 
     target, isa = (tvm.target.Target(resolved_target(profile)), isa) if isa else isa_of(profile)
     size = tirx.Var("n", "int64") if batch is None else batch
-    calls, weights, order = kernels(network, plan, size, isa, blocks, Bf16Kernels)
+    calls, weights, order = kernels(network, plan, size, isa, blocks, make=Bf16Kernels)
     return Build(compile_chain(network, plan.input, calls, weights, order, size, target), model, weights, order,
                  target, False, batch)
 
@@ -116,16 +116,16 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     held-out images of ``calibration``, run through ``load(build)``. With ``tuning``
     (TuneOptions), each convolution's block is measured, as for int8. A target whose
     instructions this CPU lacks is judged by the same sums computed here (:data:`EMULATED`)."""
-    from ..onnx.lower import to_onnx
-    from ..onnx.quantize import agreement, images_per_batch, in_batches
-    from ..onnx.runtime import runner
-    from ..weights import resolve
+    from ...onnx.lower import to_onnx
+    from ...onnx.quantize import agreement, images_per_batch, in_batches
+    from ...onnx.runtime import runner
+    from ...weights import resolve
 
     target, isa = isa_of(profile)
     check_tunable(target, isa.name, tuning is not None, "bf16")
     model = to_onnx(network, resolve(network, weights, seed))
     plan = bf16_plan(model)
-    blocks = measured_blocks(network, plan, profile, batch, tuning.db, progress, Bf16Kernels) if tuning else {}
+    blocks = measured_blocks(network, plan, profile, batch, tuning.db, progress, make=Bf16Kernels) if tuning else {}
     progress.note(f"building bf16 ({isa.name}) ...")
     built = build_bf16(network, profile, plan, model, batch, isa, blocks)
     judged = built

@@ -5,9 +5,9 @@ and the dot-product step it is made of.
 A bf16 number is the top half of a float32: stored here as its 16 bits (``uint16``), it becomes
 a float32 by a 16-bit shift, and a float32 becomes one by rounding its low half away (to
 nearest even). Activations are NHWC blocks as in int8 builds (``[N, H, W, C/b, b]``); weights
-are packed ``[O/lanes, K, KW, C/2, 1, lanes, 2]`` (:func:`nindsl.tvm.int8_kernels.weight_shape`
+are packed ``[O/lanes, K, KW, C/2, 1, lanes, 2]`` (:func:`nindsl.tvm.narrow.kernels.int8.weight_shape`
 with two channels per 32-bit broadcast), so that one step's weights are ``2 × lanes`` adjacent
-numbers. The schedule is the int8 one (:func:`nindsl.tvm.int8_kernels.schedule_conv`).
+numbers. The schedule is the int8 one (:func:`nindsl.tvm.narrow.kernels.int8.schedule_conv`).
 
 The step: ``lanes`` float32 sums, each plus the dot product of 2 input channels (one 32-bit
 broadcast) with 2 weights. On a CPU with AVX512-BF16 that is one ``vdpbf16ps`` for 16 sums.
@@ -22,12 +22,12 @@ not is judged with it.
 """
 from __future__ import annotations
 
-from .int8_kernels import ConvShape, Isa, padded_input, weight_shape
+from .int8 import ConvShape, Isa, padded_input, weight_shape
 
 # AVX512-BF16 (Cooper Lake, Sapphire Rapids and later Xeons; AMD Zen 4 and later): 16 sums per step.
 AVX512BF16 = Isa("avx512bf16", 16, False, group=2, width=2)
 # AMX (Sapphire Rapids and later Xeons): convolutions that fit take tile kernels
-# (nindsl.tvm.amx_kernels), the rest AVX512-BF16's, which every AMX CPU has.
+# (nindsl.tvm.narrow.kernels.amx), the rest AVX512-BF16's, which every AMX CPU has.
 AMX = Isa("amx-bf16", 16, False, group=2, width=2, untiled=AVX512BF16)
 # The same step as two float32 FMAs per pair (LLVM picks the vector width from the target):
 # never chosen for a build that is to be fast. EMULATED_AMX: the tile kernels on memory.
@@ -134,7 +134,7 @@ def register_intrinsic(isa: Isa) -> None:
         return
     from tvm.s_tir import TensorIntrin
 
-    from .compat import tvmscript_frames
+    from ...compat import tvmscript_frames
 
     with tvmscript_frames():
         TensorIntrin.register(isa.intrinsic(isa.group), *_step_functions(isa))
@@ -218,8 +218,8 @@ def with_step(func, isa: Isa):
 
 
 def schedule_conv(func, shape: ConvShape, isa: Isa, block: tuple[int, int] | None = None):
-    """The int8 schedule (:func:`nindsl.tvm.int8_kernels.schedule_conv`) with ``isa``'s step."""
-    from .int8_kernels import schedule_conv as schedule
+    """The int8 schedule (:func:`nindsl.tvm.narrow.kernels.int8.schedule_conv`) with ``isa``'s step."""
+    from .int8 import schedule_conv as schedule
 
     register_intrinsic(isa)
     return with_step(schedule(func, shape, isa, block), isa)

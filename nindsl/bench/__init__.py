@@ -31,11 +31,11 @@ from typing import Callable
 
 import numpy as np
 
-from .kernel.diagnostics import NindslError
-from .kernel.machine import usable_cpus
-from .kernel.progress import SILENT, Progress
-from .language import ir
-from .language.ir import values_per_example
+from ..kernel.diagnostics import NindslError
+from ..kernel.machine import usable_cpus
+from ..kernel.progress import SILENT, Progress
+from ..language import ir
+from ..language.ir import values_per_example
 
 ENGINES = ("onnxruntime", "onnxruntime-int8", "openvino", "openvino-fp32", "openvino-int8", "torch", "tvm-untuned",
            "tvm-tuned", "tvm-int8")
@@ -102,8 +102,8 @@ def _peak(profile) -> tuple[float, str]:
     them for this CPU, else the best float32 matrix multiply at hand (or cuBLAS's)."""
     if profile.device == "cpu":
         try:
-            from .tvm.env import require_tvm
-            from .tvm.peak import fp32_peak
+            from ..tvm.env import require_tvm
+            from .peak import fp32_peak
 
             require_tvm()
             return fp32_peak(_host_target(), usable_cpus()), "float32 FMA loops on every core, measured"
@@ -163,7 +163,7 @@ def _cuda_matmul_peak(size: int, repeats: int) -> float:
 def _onnxruntime_matmul(a: np.ndarray, b: np.ndarray) -> Callable[[], object]:
     from onnx import TensorProto, helper
 
-    from .onnx.runtime import session
+    from ..onnx.runtime import session
 
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
                               [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(a.shape)) for n in "ab"],
@@ -261,7 +261,7 @@ class BenchOptions:
     engines: tuple[str, ...] = ENGINES
     target: str = "llvm"  # the TVM profile; its device is every engine's
     rounds: int = 20
-    tuning: object = None  # nindsl.tvm.tune.TuneOptions for tvm-tuned (None: the profile's defaults)
+    tuning: object = None  # nindsl.tvm.tune.search.TuneOptions for tvm-tuned (None: the profile's defaults)
     seed: int = 0  # of the weights drawn from the spec's init
 
 
@@ -269,9 +269,9 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
           progress: Progress = SILENT) -> tuple[list[Record], float]:
     """Time each engine at each batch size in interleaved rounds; returns the records and
     the peak (the best measured rate: the matmul's or an engine's)."""
-    from .engines import Unavailable, prepare
-    from .tvm.profiles import load_profile
-    from .weights import initial_weights
+    from ..engines import Unavailable, prepare
+    from ..tvm.profiles import load_profile
+    from ..weights import initial_weights
 
     unknown = [e for e in options.engines if e not in (*ENGINES, *MORE_ENGINES)]
     if unknown:
@@ -281,12 +281,12 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
     weights = initial_weights(network, options.seed)
     profile = load_profile(options.target)  # its device is every engine's: cpu, or cuda for all four
     if any(e.startswith("tvm") for e in options.engines):
-        from .tvm.env import require_tvm
+        from ..tvm.env import require_tvm
 
         require_tvm()
     tuning = options.tuning
     if tuning is None and "tvm-tuned" in options.engines:
-        from .tvm.tune import TuneOptions
+        from ..tvm.tune.search import TuneOptions
 
         tuning = TuneOptions()
     peak, peak_source = _peak(profile)
@@ -362,7 +362,7 @@ def plot(records: list[Record], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .kernel.io import atomic_write_bytes
+    from ..kernel.io import atomic_write_bytes
 
     batches = sorted({r.batch for r in records})
     engines = list(dict.fromkeys(r.engine for r in records if r.median_ms == r.median_ms))  # (NaN: did not run)

@@ -17,9 +17,9 @@ import socket
 import subprocess
 import sys
 
-from ..kernel.diagnostics import NindslError
-from ..kernel.progress import SILENT, Progress
-from .env import require_tvm
+from ...kernel.diagnostics import NindslError
+from ...kernel.progress import SILENT, Progress
+from ..env import require_tvm
 
 LOOPBACK = "127.0.0.1"
 SESSION_TIMEOUT = 60  # seconds one measurement may take on the remote device

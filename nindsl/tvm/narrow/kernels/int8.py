@@ -43,7 +43,7 @@ class Isa:
 
     @property
     def tiles(self) -> bool:
-        """Whether convolutions that fit take AMX tile kernels (:mod:`nindsl.tvm.amx_kernels`)."""
+        """Whether convolutions that fit take AMX tile kernels (:mod:`nindsl.tvm.narrow.kernels.amx`)."""
         return self.untiled is not None
 
     @property
@@ -68,11 +68,12 @@ class Isa:
         return PAIRED_WEIGHT_LEVELS if self.saturates else ACTIVATION_MAX
 
 
-from ..onnx.quantize import PAIRED_WEIGHT_LEVELS  # noqa: E402  2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
+from ....onnx.quantize import PAIRED_WEIGHT_LEVELS  # noqa: E402  2 × (2 × 127 × 63) = 32004 < 32767: two vpmaddubsw sums add without overflow
+
 VECTOR_ISAS = (Isa("avx512vnni", 16, False), Isa("avx512bw", 16, True), Isa("avxvnni", 8, False),
                Isa("avx2", 8, True))
 # AMX (Sapphire Rapids and later Xeons): convolutions that fit take tile kernels
-# (nindsl.tvm.amx_kernels' tdpbusd), the rest AVX512-VNNI's, which every AMX CPU has.
+# (nindsl.tvm.narrow.kernels.amx' tdpbusd), the rest AVX512-VNNI's, which every AMX CPU has.
 AMX = Isa("amx-int8", 16, False, untiled=VECTOR_ISAS[0])
 ISAS = (AMX, *VECTOR_ISAS)  # the best first
 # Plain loops at 16 lanes, which LLVM compiles for any CPU: tests run the 16-lane layouts with
@@ -106,7 +107,7 @@ def register_intrinsics() -> None:
         return
     from tvm.s_tir import TensorIntrin
 
-    from .compat import tvmscript_frames
+    from ...compat import tvmscript_frames
 
     with tvmscript_frames():
         for isa in (*VECTOR_ISAS, PORTABLE):

@@ -31,7 +31,7 @@ def fp32_peak(target, cores: int) -> float:
     from tvm.script import tirx as T
     from tvm.target import codegen
 
-    from .compat import tvmscript_frames
+    from ..tvm.compat import tvmscript_frames
 
     lanes = 16 if codegen.llvm_cpu_has_features("avx512f", target) else 8
     with tvmscript_frames():

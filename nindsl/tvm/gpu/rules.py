@@ -19,6 +19,8 @@ TVM's CUDA pipeline schedules every kernel with DLight's ``Matmul``, ``GEMV``, `
 
 from __future__ import annotations
 
+from ..compat import dlight_blocks, import_tensor_intrinsics, without_tensor_cores
+
 WINDOW = 64  # at most this many elements reduced per output: a pooling window (or a small map)
 
 
@@ -26,10 +28,9 @@ def _window_reduction(func) -> bool:
     """Whether every reduction in ``func`` reads one buffer over at most :data:`WINDOW` elements
     (pooling), rather than two (a convolution's data and weights)."""
     from tvm import s_tir
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
 
     sch = s_tir.Schedule(func)
-    blocks = normalize_prim_func(sch)
+    blocks = dlight_blocks(sch)
     if blocks is None:
         return False
     reductions = [block for block in blocks if "R" in block.dom_kind()]
@@ -64,7 +65,7 @@ def _rules():
             try:
                 return super().apply(func, target, tunable)
             except ScheduleError:
-                return super().apply(func.with_attr("dlight.do_not_tensorize", True), target, tunable)
+                return super().apply(without_tensor_cores(func), target, tunable)
 
     return [Windows(), Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
 
@@ -73,8 +74,6 @@ def schedule_passes() -> list:
     """Legalize, fuse and schedule a Relax module for a CUDA target (run inside the target)."""
     from tvm.relax import transform
     from tvm.s_tir import dlight as dl
-
-    from .compat import import_tensor_intrinsics
 
     import_tensor_intrinsics()  # (the tensor-core rule's wmma intrinsics, in a second, not a minute)
     return [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),

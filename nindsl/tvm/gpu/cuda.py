@@ -56,7 +56,6 @@ each image's kind (``sass`` or ``ptx``), architecture and kernel names.
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shutil
 import struct
@@ -65,9 +64,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..kernel.diagnostics import NindslError
+from ...kernel.diagnostics import NindslError
+from ..compat.cuda import compile_with_cuda_compiler, with_cuda_modules
 
-HOOK = "tvm_callback_cuda_compile"  # TVM's global function that compiles CUDA source
 FORMAT = "fatbin"  # what the artifact's CUDA modules hold
 
 # Flags of TVM 0.27's own nvcc path (tvm.support.nvcc), so the kernels compute what TVM's
@@ -139,193 +138,21 @@ def compile_cuda(module, target):
     """``tvm.compile(module, target)`` for a CUDA target, with every CUDA module compiled to
     a fatbin for the target's arch (see the module's docstring). Refuses (E0504) before
     compiling anything when nvcc is missing."""
-    import tvm
-
-    from .compat import check_version
-
-    check_version()  # the layout of TVM's serialized modules, read below, is TVM 0.27's
     nvcc = find_nvcc()
-    arch = target_arch(target)
-    compile_source = functools.partial(nvcc_compile, arch=arch, nvcc=nvcc)
+    compile_source = functools.partial(nvcc_compile, arch=target_arch(target), nvcc=nvcc)
 
-    def hook(code, *_):  # TVM's CUDA runtime calls it with the source alone
-        return bytearray(compile_source(str(code)))
+    def machine_code(fmt: str, names: list[str], code: bytes) -> tuple[str, bytes]:
+        if fmt == "cuda":
+            code = compile_source(code.decode())
+        images = gpu_images(code)
+        missing = set(names) - {k for i in images if i.kind == "sass" for k in i.kernels}
+        if missing:
+            raise NindslError.one("E0504", f"nvcc's output lacks machine code for {len(missing)} kernel(s): "
+                                           f"{', '.join(sorted(missing)[:5])}", None)
+        return (FORMAT if code[:4] == FATBIN_MAGIC else "cubin" if code[:4] == b"\x7fELF" else fmt), code
 
-    previous = tvm.get_global_func(HOOK, allow_missing=True)
-    tvm.register_global_func(HOOK, hook, override=True)
-    try:
-        executable = tvm.compile(module, target=target)
-    finally:
-        if previous is not None:
-            tvm.register_global_func(HOOK, previous, override=True)
-        else:
-            import tvm_ffi
-
-            tvm_ffi.remove_global_func(HOOK)
-    pack = tvm.get_global_func("runtime.ModulePackImportsToTensor")
-    blob = bytes(pack(executable.mod).numpy().tobytes())
-    blob = with_machine_code(blob, compile_source)
-    machine_code = _machine_code_class(type(executable))(executable.mod)
-    machine_code.library_blob = blob
-    machine_code.blob_symbol = str(tvm.get_global_func("runtime.ModuleImportsBlobName")())
-    machine_code.nvcc = nvcc_version(nvcc)
-    return machine_code
-
-
-@functools.cache
-def _machine_code_class(base: type) -> type:
-    """``base`` (TVM's executable class) whose exported library embeds ``library_blob`` as its
-    serialized modules, in place of the one TVM would pack."""
-
-    class MachineCode(base):
-        library_blob: bytes = b""
-        blob_symbol: str = ""
-        nvcc: str | None = None
-
-        def export_library(self, file_name, **kwargs):
-            kwargs.setdefault("fpack_imports", self.pack_imports)
-            return super().export_library(file_name, **kwargs)
-
-        def pack_imports(self, module, is_system_lib: bool, symbol_prefix: str, workspace_dir: str) -> str:
-            if is_system_lib or symbol_prefix:
-                raise NindslError.one("E0504", "nindsl's CUDA libraries are shared libraries, not system libraries",
-                                      None)
-            path = os.path.join(workspace_dir, "devc.c")
-            Path(path).write_text(blob_source(self.library_blob, self.blob_symbol))
-            return path
-
-    MachineCode.__name__ = MachineCode.__qualname__ = f"MachineCode{base.__name__}"
-    return MachineCode
-
-
-def blob_source(blob: bytes, symbol: str) -> str:
-    """C source that defines ``symbol`` as ``blob`` (as TVM's ModulePackImportsToC writes it)."""
-    rows = (",".join(str(b) for b in blob[i:i + 32]) for i in range(0, len(blob), 32))
-    body = ",\n".join(rows)
-    return (f'#ifdef __cplusplus\nextern "C" {{\n#endif\n'
-            f"extern const unsigned char {symbol}[];\n"
-            f"const unsigned char {symbol}[{len(blob)}] = {{\n{body}\n}};\n"
-            f"#ifdef __cplusplus\n}}\n#endif\n")
-
-
-# --- the serialized modules of a library (TVM 0.27 / tvm-ffi 0.1) ------------------------
-# <nbytes: u64> <indptr: vec<u64>> <children: vec<u64>>, then per module <kind: str> and,
-# unless kind is "_lib", <bytes: str>; vec and str are a u64 count and the items.
-# A CUDA module's bytes: <fmt: str> <function table> <code: str>; the table is a u64 count of
-# <name: str> <name: str> <arg types: vec<4 bytes>> <launch tags: vec<str>> <extra tags: vec<4 bytes>>.
-
-
-class _Reader:
-    def __init__(self, data: bytes, offset: int = 0):
-        self.data, self.offset = data, offset
-
-    def u64(self) -> int:
-        if self.offset + 8 > len(self.data):
-            raise ValueError("truncated")
-        (value,) = struct.unpack_from("<Q", self.data, self.offset)
-        self.offset += 8
-        return value
-
-    def take(self, size: int) -> bytes:
-        if size < 0 or self.offset + size > len(self.data):
-            raise ValueError("truncated")
-        chunk = self.data[self.offset:self.offset + size]
-        self.offset += size
-        return chunk
-
-    def string(self) -> bytes:
-        return self.take(self.u64())
-
-
-def _string(value: bytes) -> bytes:
-    return struct.pack("<Q", len(value)) + value
-
-
-def _read_table(reader: _Reader) -> list[str]:
-    """Read a CUDA module's function table; its kernel names."""
-    names = []
-    for _ in range(reader.u64()):
-        names.append(reader.string().decode())
-        reader.string()
-        reader.take(4 * reader.u64())
-        for _ in range(reader.u64()):
-            reader.string()
-        reader.take(4 * reader.u64())
-    return names
-
-
-def split_cuda_module(payload: bytes) -> tuple[str, bytes, list[str], bytes]:
-    """A serialized CUDA module → (format, function table bytes, kernel names, code)."""
-    reader = _Reader(payload)
-    fmt = reader.string().decode()
-    start = reader.offset
-    names = _read_table(reader)
-    table = payload[start:reader.offset]
-    code = reader.string()
-    if reader.offset != len(payload):
-        raise ValueError("a CUDA module with bytes after its code")
-    return fmt, table, names, code
-
-
-def _modules(blob: bytes):
-    """Split a library's serialized modules: (the part before the modules, [(kind, bytes or
-    None for "_lib")])."""
-    reader = _Reader(blob)
-    body = reader.take(reader.u64())
-    if reader.offset != len(blob):
-        raise ValueError("bytes after the modules")
-    reader = _Reader(body)
-    indptr = [reader.u64() for _ in range(reader.u64())]
-    for _ in range(reader.u64()):
-        reader.u64()
-    head, modules = body[:reader.offset], []
-    for _ in range(len(indptr) - 1):
-        kind = reader.string()
-        modules.append((kind, None if kind == b"_lib" else reader.string()))
-    if reader.offset != len(body):
-        raise ValueError("bytes after the last module")
-    return head, modules
-
-
-def cuda_modules(blob: bytes) -> list[tuple[str, list[str], bytes]]:
-    """The CUDA modules in a library's serialized modules (its ``__tvm_ffi__library_bin``), as
-    TVM's loader reads them: (format, kernel names, code). Format ``cuda`` means source,
-    compiled when the library is loaded."""
-    modules = []
-    for kind, payload in _modules(blob)[1]:
-        if kind == b"cuda":
-            fmt, _, names, code = split_cuda_module(payload)
-            modules.append((fmt, names, code))
-    return modules
-
-
-def with_machine_code(blob: bytes, compile_source) -> bytes:
-    """A library's serialized modules with every CUDA module holding a fatbin: modules that
-    hold source are compiled with ``compile_source``; each must have every kernel of its
-    function table."""
-    try:
-        head, modules = _modules(blob)
-        out = [head]
-        for kind, payload in modules:
-            out.append(_string(kind))
-            if payload is None:
-                continue
-            if kind == b"cuda":
-                fmt, table, names, code = split_cuda_module(payload)
-                if fmt == "cuda":
-                    code = compile_source(code.decode())
-                images = gpu_images(code)
-                missing = set(names) - {k for i in images if i.kind == "sass" for k in i.kernels}
-                if missing:
-                    raise NindslError.one("E0504", f"nvcc's output lacks machine code for {len(missing)} kernel(s): "
-                                                   f"{', '.join(sorted(missing)[:5])}", None)
-                fmt = FORMAT if code[:4] == FATBIN_MAGIC else "cubin" if code[:4] == b"\x7fELF" else fmt
-                payload = _string(fmt.encode()) + table + _string(code)
-            out.append(_string(payload))
-    except (ValueError, UnicodeDecodeError, struct.error) as error:
-        raise RuntimeError(f"TVM's serialized modules are not laid out as nindsl expects ({error})") from None
-    packed = b"".join(out)
-    return struct.pack("<Q", len(packed)) + packed
+    executable = compile_with_cuda_compiler(module, target, compile_source)
+    return with_cuda_modules(executable, machine_code, nvcc=nvcc_version(nvcc))
 
 
 # --- reading GPU code ---------------------------------------------------------------------
@@ -438,24 +265,3 @@ def runs_on(arch: str, compute_version: str) -> bool:
     if variant:
         return (major, minor) == (int(gpu.group(1)), int(gpu.group(2)))
     return major == int(gpu.group(1)) and int(gpu.group(2)) >= minor
-
-
-_cuda_runtime = None  # the loaded libtvm_runtime_cuda, kept alive
-
-
-def load_cuda_runtime() -> None:
-    """Load TVM's CUDA runtime where ``import tvm`` did not: it loads it only with TVM's
-    compiler, so a runtime-only process (``TVM_USE_RUNTIME_LIB=1``) has no CUDA device
-    without this. Without an NVIDIA driver it stays unloaded (the device check says so)."""
-    global _cuda_runtime
-    import tvm
-
-    if tvm.get_global_func("device_api.cuda", allow_missing=True) is not None:
-        return
-    from tvm_ffi.libinfo import load_lib_ctypes
-
-    try:
-        _cuda_runtime = load_lib_ctypes("tvm", "tvm_runtime_cuda", "RTLD_LOCAL",
-                                        extra_lib_paths=list(tvm.libinfo.package_lib_paths()))
-    except (OSError, RuntimeError):
-        pass

@@ -24,13 +24,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..kernel.io import atomic_write_text, ensure_folder, read_json_object
-from ..kernel.progress import SILENT, Progress
-from ..language import ir
+from ...kernel.io import atomic_write_text, ensure_folder, read_json_object
+from ...kernel.progress import SILENT, Progress
+from ...language import ir
+from ..compat import import_tensor_intrinsics, reusing_builder
+from ..frontend import apply_database, prepare
+from ..profiles import Profile, check_runs_here, resolved_target
 from . import confirm
-from .compat import import_tensor_intrinsics, reusing_builder
-from .build import apply_database, prepare
-from .profiles import Profile, check_runs_here, resolved_target
 
 MIN_TRIALS = 8  # every task with arithmetic gets at least this many
 MIN_TRIALS_LIGHT = 2  # a task without (reshapes, transposes): only its loop order and threads to pick
@@ -157,7 +157,7 @@ def extract(module, target, folder: Path) -> list[Task]:
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.analysis import estimate_tir_flops
 
-    from . import schedules
+    from .. import schedules
 
     tasks = []
     for task in ms.relax_integration.extract_tasks(module, target):
@@ -177,7 +177,7 @@ def context(task: Task, folder: Path, trials: int):
     direct-convolution template (schedules.py) instead of MetaSchedule's generic space."""
     from tvm.s_tir import meta_schedule as ms
 
-    from . import schedules
+    from .. import schedules
 
     population = max(64, min(512, 8 * trials))
     strategy = ms.search_strategy.EvolutionarySearch(population_size=population,

@@ -5,7 +5,7 @@ output pixels × 64 bytes of input channels: 64 int8 or 32 bf16) and ``B`` (thos
 output channels, in groups of 4 int8 or 2 bf16 channels): ``tdpbusd`` (unsigned × signed bytes,
 int32 sums) does 16 × 64 × rows multiply-adds, where ``vpdpbusd`` does 64; ``tdpbf16ps``
 (float32 sums) 16 × 32 × rows, where ``vdpbf16ps`` does 32. The layouts are already those of
-the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf16_kernels`):
+the vector kernels (:mod:`nindsl.tvm.narrow.kernels.int8` for VNNI, :mod:`nindsl.tvm.narrow.kernels.bf16`):
 
 - ``A``: a row is 64 bytes of one input pixel's channels; the rows of a tile are the pixels
   under ``rows`` consecutive output columns at one kernel tap, ``width stride × pixel bytes``
@@ -16,7 +16,7 @@ the vector kernels (:mod:`nindsl.tvm.int8_kernels` for VNNI, :mod:`nindsl.tvm.bf
   vector kernel's store step follows (requantize; or bias, ReLU and rounding to bf16).
 
 Where an input's channels come in 32- or 16-byte steps only (96 int8 channels; a folded input
-layer's taps, :meth:`nindsl.tvm.int8.Int8Kernels.quantize_folded`: 16 int8 or 32 bf16 bytes
+layer's taps, :meth:`nindsl.tvm.narrow.int8.Int8Kernels.quantize_folded`: 16 int8 or 32 bf16 bytes
 in nin_cifar10), tiles take 32 or 16 bytes (:attr:`TileBlock.depth`). A block is
 ``across × rows`` output pixels of one row × ``deep × 16`` output channels: up to 4 sum tiles (0–3), ``across`` input tiles (4, 5) and
 ``deep`` weight tiles (6, 7), loaded once per tap and input-channel tile. As with bf16's vector
@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .int8_kernels import ConvShape
+from .int8 import ConvShape
 
 TILE_BYTES = 1024  # 16 rows of 64 bytes
 INPUTS, WEIGHTS = 4, 6  # the first input and weight tiles (sums: 0 to 3)
@@ -333,8 +333,8 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
               block: TileBlock | None = None):
     """The tile kernel of ``shape`` (:func:`tile_block` must fit it), in ``block`` (one of
     :func:`tile_blocks`; :func:`tile_block`'s by default), with the arguments and result of the
-    vector kernel of the same numbers (:func:`nindsl.tvm.bf16_kernels.conv_func`,
-    :func:`nindsl.tvm.int8_kernels.conv_func`: bf16's ``relu``, int8's zero points and
+    vector kernel of the same numbers (:func:`nindsl.tvm.narrow.kernels.bf16.conv_func`,
+    :func:`nindsl.tvm.narrow.kernels.int8.conv_func`: bf16's ``relu``, int8's zero points and
     ``low`` in ``shape``), the weights packed for :func:`weight_layout`. ``emulated``: the
     operations of :func:`emulated_tile_ir`, which run on any CPU.
 
@@ -343,8 +343,8 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
     from tvm import ir, tirx
     from tvm.script import tirx as T
 
-    from .bf16_kernels import AVX512BF16, narrow
-    from .int8_kernels import ACTIVATION_MAX, ISAS, weight_shape
+    from .bf16 import AVX512BF16, narrow
+    from .int8 import ACTIVATION_MAX, ISAS, weight_shape
 
     block = block or tile_block(shape, numbers)
     rows, across, deep = block.rows, block.across, block.deep
@@ -495,7 +495,7 @@ def works_here(numbers: Numbers, target, timeout: float = 300, emulated_only: bo
         import subprocess
         import sys
 
-        code = (f"from nindsl.tvm.amx_kernels import _probe; "
+        code = (f"from nindsl.tvm.narrow.kernels.amx import _probe; "
                 f"raise SystemExit(_probe({numbers.name!r}, {key[1]!r}, {emulated_only}))")
         try:
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout,
@@ -535,8 +535,8 @@ def _probe_arguments(s: ConvShape, numbers: Numbers, rng) -> list:
     """Random inputs, packed weights and the store step's parameters of a probe convolution."""
     import numpy as np
 
-    from .bf16_kernels import AVX512BF16, to_bf16
-    from .int8_kernels import ISAS, pack_weights
+    from .bf16 import AVX512BF16, to_bf16
+    from .int8 import ISAS, pack_weights
 
     x_shape = (1, s.height, s.width, -(-s.channels // s.in_block), s.in_block)
     w_shape = (s.out_channels, s.channels, s.kernel, s.kw)
@@ -555,7 +555,7 @@ def bf16_close(expected, got) -> bool:
     bf16; a wrong layout or address moves most of them by far more."""
     import numpy as np
 
-    from .bf16_kernels import from_bf16
+    from .bf16 import from_bf16
 
     a, b = from_bf16(expected), from_bf16(got)
     near = np.abs(a - b) <= 2 ** -7 * np.maximum(np.abs(a), 1e-3)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 
-from ..kernel.diagnostics import NindslError
+from ...kernel.diagnostics import NindslError
 
 WRITTEN_FOR = "0.27"
 
@@ -76,9 +77,9 @@ def reusing_builder(timeout: float, batches_per_pool: int):
     replaced every ``batches_per_pool`` batches instead, which bounds the leak
     (docs/performance.md has what it saved).
     """
+    from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
-    from tvm.ir.utils import derived_object
     from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
     check_version()
@@ -136,3 +137,35 @@ def noalias_single_buffer_functions():
         return module
 
     return mark
+
+
+def cpu_lowering_passes(target) -> list:
+    """Relax's CPU pipeline without its fusion and default schedules: the passes that lower
+    calls of PrimFuncs scheduled already (``relax.backend.cpu_generic.pipeline``'s dataflow
+    lowering and finalisation, which TVM 0.27 does not export as a pipeline of their own)."""
+    from tvm.relax.backend.cpu_generic.pipeline import dataflow_lower_passes, finalize_passes
+
+    check_version()
+    return dataflow_lower_passes(target) + finalize_passes(target)
+
+
+def relax_parameter_name(name: str) -> str:
+    """How TVM 0.27's ONNX importer sanitises an initializer name into a Relax parameter name
+    (``relax.frontend.onnx``; not exported by it)."""
+    return re.sub(r"[^0-9a-zA-Z_]", "_", name)
+
+
+def dlight_blocks(sch):
+    """DLight's normalised view of a schedule's blocks (``dlight.analysis.normalize_prim_func``:
+    each block's iteration kinds and domains), or None where DLight cannot normalise it."""
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    check_version()
+    return normalize_prim_func(sch)
+
+
+def without_tensor_cores(func):
+    """``func`` marked so that DLight's ``Matmul`` rule schedules it without tensor cores (the
+    function attribute its rule reads, ``dlight.do_not_tensorize``)."""
+    check_version()
+    return func.with_attr("dlight.do_not_tensorize", True)
