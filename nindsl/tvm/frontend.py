@@ -29,17 +29,19 @@ def import_onnx(model, network: ir.Network, batch: int | None):
     return module
 
 
-def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=None, seed: int = 0):
+def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=None, seed: int = 0, model=None):
     """The Relax module as scheduling sees it (layout-free weights marked); a batch of None
-    keeps the batch dimension symbolic."""
+    keeps the batch dimension symbolic. ``model``: the network's ONNX model where the caller
+    has lowered it already (else it is lowered from ``weights``)."""
     import tvm
     from tvm.relax import transform
     from tvm.relax.pipeline import zero_pipeline
 
-    from ..onnx.lower import to_onnx
-    from ..weights import resolve
+    if model is None:
+        from ..onnx.lower import to_onnx
+        from ..weights import resolve
 
-    model = to_onnx(network, resolve(network, weights, seed))
+        model = to_onnx(network, resolve(network, weights, seed))
     module = import_onnx(model, network, batch)
     passes = [transform.DecomposeOpsForInference(), transform.CanonicalizeBindings(), zero_pipeline()]
     if profile.tuning.weight_prepack and profile.device == "cpu":

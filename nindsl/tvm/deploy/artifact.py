@@ -129,12 +129,17 @@ def _narrow_manifest(precision: str, narrow, calibration) -> dict:
     elif precision == "fp16":
         numbers = {"fp16": {"instructions": narrow.isa.name,
                             "tensor_core_kernels": narrow.built.tensor_cores,
-                            "weights": "fp16, rounded to nearest even when the library is loaded",
-                            "activations": "fp16 between kernels, sums in float32", "compared_on": calibration.source}}
+                            "weights": "stored as float16 (rounded to nearest even at build time)",
+                            "activations": "fp16 between kernels, sums in float32", "compared_on": calibration.source,
+                            "judged_on": "the build machine's CPU: the same module compiled for it, against "
+                                         "float32 ONNX Runtime"}}
     else:
         numbers = {"bf16": {"instructions": narrow.isa.name, "blocks": _blocks_json(narrow.blocks),
                             "weights": "bf16, rounded to nearest even",
                             "activations": "bf16 between kernels, sums in float32", "compared_on": calibration.source}}
+    fallback = getattr(narrow.isa, "fallback", "")
+    if fallback:
+        numbers[next(iter(numbers))]["fallback"] = fallback
     return {"precision": precision, **numbers,
             "accuracy": {"held_out_images": result.images, "top1_agreement": result.top1_agreement,
                          "mean_abs_diff": result.mean_abs_diff, "accuracy_fp32": result.accuracy_fp32,

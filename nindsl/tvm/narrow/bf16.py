@@ -11,6 +11,8 @@ inputs, exactly. The head (global average pooling, softmax) sums in float32.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...kernel.progress import SILENT, Progress
@@ -90,8 +92,10 @@ def isa_of(profile: Profile):
     isa = bf16_isa(target)
     if isa is None:
         check_precision("bf16", profile)  # (says what the CPU runs instead)
-    if isa is not None and isa.tiles and runs_here(target) and not amx_kernels.works_here(amx_kernels.BF16, target):
-        isa = isa.vector  # (this machine's AMX did not compute what it should)
+    if isa is not None and isa.tiles and runs_here(target):
+        problem = amx_kernels.tile_problem(amx_kernels.BF16, target)
+        if problem:  # said on the console and in the manifest (Isa.fallback)
+            isa = replace(isa.vector, fallback=f"this CPU's AMX tiles {problem} in a probe: {isa.vector.name} instead")
     return target, isa
 
 
@@ -126,6 +130,8 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     model = to_onnx(network, resolve(network, weights, seed))
     plan = bf16_plan(model)
     blocks = measured_blocks(network, plan, profile, batch, tuning.db, progress, make=Bf16Kernels) if tuning else {}
+    if isa.fallback:
+        progress.note(f"warning: bf16 {isa.fallback}")
     progress.note(f"building bf16 ({isa.name}) ...")
     built = build_bf16(network, profile, plan, model, batch, isa, blocks)
     judged = built

@@ -15,6 +15,8 @@ time, and passed to the library at run time as for float32 builds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...kernel.diagnostics import NindslError
@@ -111,8 +113,10 @@ def isa_of(profile: Profile):
 
     target = tvm.target.Target(resolved_target(profile))
     isa = int8_isa(target)
-    if isa is not None and isa.tiles and runs_here(target) and not amx_kernels.works_here(amx_kernels.INT8, target):
-        isa = isa.vector
+    if isa is not None and isa.tiles and runs_here(target):
+        problem = amx_kernels.tile_problem(amx_kernels.INT8, target)
+        if problem:  # said on the console and in the manifest (Isa.fallback)
+            isa = replace(isa.vector, fallback=f"this CPU's AMX tiles {problem} in a probe: {isa.vector.name} instead")
     if isa is None:
         cpu = target.attrs.get("mcpu") or "the host"
         raise NindslError.one("E0504", f"`{cpu}` (target `{profile.name}`) has no AVX2: int8 would not be faster than "
@@ -156,6 +160,8 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     target, isa = isa_of(profile)
     check_tunable(target, isa.name, tuning is not None, "int8")
     model = to_onnx(network, resolve(network, weights, seed))
+    if isa.fallback:
+        progress.note(f"warning: int8 {isa.fallback}")
     progress.note(f"calibrating int8 ({isa.name}) on {len(calibration.images):,} images from {calibration.source} ...")
     quantized = quantize(model, calibration.images, isa.weight_levels)
     blocks = measured_blocks(network, quantized, profile, batch, tuning.db, progress, make=Int8Kernels) if tuning else {}

@@ -479,7 +479,9 @@ def probes(numbers: Numbers) -> tuple[ConvShape, ...]:
     return PROBE, folded, narrow
 
 
-_works: dict[tuple[str, str], bool] = {}
+# Each probe's verdict, by (numbers, target, emulated_only), for the life of the process: a probe
+# compiles and runs tile kernels in a child process (seconds), and a CPU does not change under it.
+_works: dict[tuple[str, str, bool], str] = {}  # "" where the tiles work, else what went wrong
 
 
 def works_here(numbers: Numbers, target, timeout: float = 300, emulated_only: bool = False) -> bool:
@@ -489,9 +491,15 @@ def works_here(numbers: Numbers, target, timeout: float = 300, emulated_only: bo
     have been written from Intel's manuals and run here only emulated: a build for this machine
     uses tiles only where this check passes. (``emulated_only``: compare the emulation with
     itself, which tests this plumbing on a machine without AMX.)"""
+    return not tile_problem(numbers, target, timeout, emulated_only)
+
+
+def tile_problem(numbers: Numbers, target, timeout: float = 300, emulated_only: bool = False) -> str:
+    """What went wrong when :func:`works_here` probed the tile kernels here ("" where nothing did)."""
     key = (numbers.name, str(target), emulated_only)  # (TVM 0.27 prints a target as the JSON it is made from)
     if key not in _works:
         import os
+        import signal
         import subprocess
         import sys
 
@@ -500,9 +508,14 @@ def works_here(numbers: Numbers, target, timeout: float = 300, emulated_only: bo
         try:
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=timeout,
                                   env={**os.environ, "TVM_NUM_THREADS": "1"})
-            _works[key] = done.returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            _works[key] = False
+            code = done.returncode
+            _works[key] = ("" if code == 0 else "computed other numbers than their emulation" if code == 1
+                           else f"were killed by {signal.Signals(-code).name}" if code < 0
+                           else f"failed to run (exit {code})")
+        except subprocess.TimeoutExpired:
+            _works[key] = f"took over {timeout:.0f} s"
+        except OSError as error:
+            _works[key] = f"could not be run ({error.strerror})"
     return _works[key]
 
 

@@ -21,7 +21,7 @@ added in 16 bits before one ``vpmaddwd`` widens them, exact with weights within 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ACTIVATION_MAX = 127  # 7-bit activations: vpmaddubsw never saturates (see the module's docstring)
 
@@ -40,6 +40,7 @@ class Isa:
     width: int = 1  # bytes per number
     untiled: "Isa | None" = None
     emulated: bool = False  # tile operations emulated in memory (runs anywhere; tests only)
+    fallback: str = field(default="", compare=False)  # why these replaced the instructions the target meant
 
     @property
     def tiles(self) -> bool:
