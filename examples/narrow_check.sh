@@ -39,7 +39,7 @@ for name, module, best in (("int8", int8, int8_isa), ("bf16", bf16, bf16_isa)):
     if not getattr(best(target), "tiles", False):
         print(f"{name}: this CPU has no AMX for it")
         continue
-    probe = (f"from nindsl.tvm.narrow.kernels.amx import _probe; "
+    probe = (f"from nindsl.tvm.narrow.kernels.amx_probe import _probe; "
              f"raise SystemExit(_probe({name!r}, {str(target)!r}))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     print(f"{name} AMX tile probe: exit {done.returncode} (0: tiles compute what the emulation does; "

@@ -338,24 +338,24 @@ def test_an_int8_build_for_another_cpu_is_judged_by_the_same_integers_here(cli, 
 
 @pytest.mark.slow  # (three tile configurations, each built twice for both numbers)
 def test_the_tile_probe_passes_when_tiles_compute_what_the_emulation_does(monkeypatch):
-    from nindsl.tvm.narrow.kernels import amx as amx_kernels
+    from nindsl.tvm.narrow.kernels import amx_probe
 
-    emulation = amx_kernels.conv_func
-    monkeypatch.setattr(amx_kernels, "conv_func", lambda s, numbers, relu, emulated: emulation(s, numbers, relu, True))
+    emulation = amx_probe.conv_func
+    monkeypatch.setattr(amx_probe, "conv_func", lambda s, numbers, relu, emulated: emulation(s, numbers, relu, True))
     target = str(tvm.target.Target(resolved_target(HOST)))  # as works_here passes it to the child
-    assert amx_kernels._probe("int8", target) == 0 and amx_kernels._probe("bf16", target) == 0
+    assert amx_probe._probe("int8", target) == 0 and amx_probe._probe("bf16", target) == 0
 
     def wrong(s, numbers, relu, emulated):  # a "tile" kernel without its ReLU, or with another zero point
         return emulation(s, numbers, relu, True) if emulated else \
             emulation(replace(s, zero_out=s.zero_out + 1), numbers, False, True)
 
-    monkeypatch.setattr(amx_kernels, "conv_func", wrong)
-    assert amx_kernels._probe("bf16", target) == 1 and amx_kernels._probe("int8", target) == 1
+    monkeypatch.setattr(amx_probe, "conv_func", wrong)
+    assert amx_probe._probe("bf16", target) == 1 and amx_probe._probe("int8", target) == 1
 
 
 
 def test_the_bf16_probe_forgives_rounding_but_not_layout():
-    from nindsl.tvm.narrow.kernels.amx import bf16_close
+    from nindsl.tvm.narrow.kernels.amx_probe import bf16_close
 
     expected = to_bf16(np.random.default_rng(0).standard_normal((4, 16, 2, 16)))
     assert bf16_close(expected, expected)
@@ -369,9 +369,10 @@ def test_the_bf16_probe_forgives_rounding_but_not_layout():
 @pytest.mark.slow
 def test_the_probe_runs_in_a_child_process():
     from nindsl.tvm.narrow.kernels import amx as amx_kernels
+    from nindsl.tvm.narrow.kernels import amx_probe
 
     here = tvm.target.Target(resolved_target(HOST))
-    assert amx_kernels.works_here(amx_kernels.BF16, here, emulated_only=True)  # the emulation against itself
+    assert amx_probe.works_here(amx_kernels.BF16, here, emulated_only=True)  # the emulation against itself
     if missing_cpu_features(["amx-tile"]):
         target = tvm.target.Target(json.loads(SAPPHIRE_RAPIDS))
-        assert not amx_kernels.works_here(amx_kernels.INT8, target)  # (the child died of SIGILL; this one goes on)
+        assert not amx_probe.works_here(amx_kernels.INT8, target)  # (the child died of SIGILL; this one goes on)

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("tvm")
 
 from nindsl.tvm.narrow import bf16, int8  # noqa: E402
-from nindsl.tvm.narrow.kernels import amx  # noqa: E402
+from nindsl.tvm.narrow.kernels import amx_probe as amx  # noqa: E402
 from nindsl.tvm.profiles import Profile  # noqa: E402
 
 pytestmark = pytest.mark.tvm

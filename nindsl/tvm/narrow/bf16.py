@@ -24,6 +24,7 @@ from ..profiles import Profile, host_profile, resolved_target, runs_here
 from .blocks import measured_blocks
 from .chain import Chain, ConvChoice, check_tunable, compile_chain, kernels
 from .kernels import amx as amx_kernels
+from .kernels import amx_probe
 from .kernels.bf16 import EMULATED, bf16_isa, conv_func, narrow, schedule_conv, to_bf16, widen
 from .kernels.int8 import ConvShape, Isa, pack_weights
 from .precision import check_precision
@@ -85,7 +86,7 @@ def bf16_plan(model) -> Plan:
 
 def isa_of(profile: Profile):
     """The target of ``profile`` and its bf16 instructions; E0504 where it has none. AMX on this
-    machine is used where :func:`nindsl.tvm.narrow.kernels.amx.works_here` passes, else AVX512-BF16."""
+    machine is used where :func:`nindsl.tvm.narrow.kernels.amx_probe.works_here` passes, else AVX512-BF16."""
     import tvm
 
     target = tvm.target.Target(resolved_target(profile))
@@ -93,7 +94,7 @@ def isa_of(profile: Profile):
     if isa is None:
         check_precision("bf16", profile)  # (says what the CPU runs instead)
     if isa is not None and isa.tiles and runs_here(target):
-        problem = amx_kernels.tile_problem(amx_kernels.BF16, target)
+        problem = amx_probe.tile_problem(amx_kernels.BF16, target)
         if problem:  # said on the console and in the manifest (Isa.fallback)
             isa = replace(isa.vector, fallback=f"this CPU's AMX tiles {problem} in a probe: {isa.vector.name} instead")
     return target, isa

@@ -29,6 +29,7 @@ from ..profiles import Profile, host_profile, resolved_target, runs_here
 from .blocks import measured_blocks
 from .chain import Chain, ConvChoice, check_tunable, compile_chain, kernels
 from .kernels import amx as amx_kernels
+from .kernels import amx_probe
 from .kernels.int8 import PORTABLE, ConvShape, Isa, conv_func, int8_isa, pack_weights, schedule_conv
 
 
@@ -107,14 +108,14 @@ class Int8Kernels(Chain):
 
 def isa_of(profile: Profile):
     """The target of ``profile`` and its int8 instructions; a clear error without AVX2. AMX on
-    this machine is used where :func:`nindsl.tvm.narrow.kernels.amx.works_here` says it computes
+    this machine is used where :func:`nindsl.tvm.narrow.kernels.amx_probe.works_here` says it computes
     what it should, else VNNI."""
     import tvm
 
     target = tvm.target.Target(resolved_target(profile))
     isa = int8_isa(target)
     if isa is not None and isa.tiles and runs_here(target):
-        problem = amx_kernels.tile_problem(amx_kernels.INT8, target)
+        problem = amx_probe.tile_problem(amx_kernels.INT8, target)
         if problem:  # said on the console and in the manifest (Isa.fallback)
             isa = replace(isa.vector, fallback=f"this CPU's AMX tiles {problem} in a probe: {isa.vector.name} instead")
     if isa is None:
