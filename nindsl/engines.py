@@ -35,30 +35,33 @@ def prepare(engine: str, network: ir.Network, weights: dict[str, np.ndarray], de
             threads: int | None = None) -> Run:
     """A ready-to-call engine. TVM engines need ``profile`` and ``batch``; ``tvm-tuned`` tunes
     first with ``tuning`` (:class:`nindsl.tvm.tune.search.TuneOptions`); ``threads`` sets PyTorch's
-    (default: every usable CPU)."""
+    (default: every usable CPU). ``weights``: a dict, or the :class:`~nindsl.onnx.lower.Lowered`
+    value a caller preparing several engines lowered once (a bench: one for all its engines)."""
+    from .onnx.lower import lower
+
+    lowered = lower(network, weights)  # (the same value back where the caller lowered it)
     if engine in ("onnxruntime", "reference"):
-        from .onnx.lower import to_onnx
         from .onnx.runtime import runner
 
-        return runner(to_onnx(network, weights, check=False), engine, device)
+        return runner(lowered.model, engine, device)
     if engine in ("torch", "torch-fp16"):
-        return _torch(network, weights, device, threads, half=engine == "torch-fp16")
+        return _torch(network, lowered, device, threads, half=engine == "torch-fp16")
     if engine in TVM_ENGINES:
-        return _tvm(network, weights, profile, batch, tuning if engine == "tvm-tuned" else None, progress)
+        return _tvm(network, lowered, profile, batch, tuning if engine == "tvm-tuned" else None, progress)
     if engine in INT8_ENGINES:
-        return _int8(engine, network, weights, profile, batch, tuning, progress)
+        return _int8(engine, network, lowered, profile, batch, tuning, progress)
     if engine in ("openvino", "openvino-fp32", "openvino-int8"):
-        return _openvino(engine, network, weights, profile, device, threads)
+        return _openvino(engine, network, lowered, profile, device, threads)
     if engine in ("tvm-bf16", "tvm-bf16-tuned"):
-        return _bf16(network, weights, profile, batch, engine.endswith("tuned"), tuning, progress)
+        return _bf16(network, lowered, profile, batch, engine.endswith("tuned"), tuning, progress)
     if engine == "tvm-fp16":
-        return _fp16(network, weights, profile, batch)
+        return _fp16(network, lowered, profile, batch)
     known = (*SPEC_ENGINES, *TVM_ENGINES, *INT8_ENGINES, *PEER_ENGINES, *FP16_ENGINES)
     raise NindslError.one("E0504", f"unknown engine `{engine}`", None,
                           did_you_mean(engine, known) or f"engines: {', '.join(known)}")
 
 
-def _torch(network: ir.Network, weights, device: str, threads: int | None = None, half: bool = False) -> Run:
+def _torch(network: ir.Network, lowered, device: str, threads: int | None = None, half: bool = False) -> Run:
     """The twin; with ``half``, in float16 (on a CUDA GPU: cuDNN's tensor cores)."""
     import torch
 
@@ -72,7 +75,7 @@ def _torch(network: ir.Network, weights, device: str, threads: int | None = None
     torch.set_num_threads(threads or usable_cpus())
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
     dtype = torch.float16 if half else torch.float32
-    module = to_torch(network, weights=weights).eval().to(device, dtype)
+    module = to_torch(network, weights=lowered.weights).eval().to(device, dtype)
 
     def run(x: np.ndarray) -> np.ndarray:  # host to host, as for the other engines
         with torch.inference_mode():
@@ -80,9 +83,8 @@ def _torch(network: ir.Network, weights, device: str, threads: int | None = None
     return run
 
 
-def _fp16(network: ir.Network, weights, profile, batch: int | None) -> Run:
+def _fp16(network: ir.Network, lowered, profile, batch: int | None) -> Run:
     """nindsl's fp16 build (tensor cores) on a CUDA target's GPU."""
-    from .onnx.lower import to_onnx
     from .tvm.deploy.artifact import Runner
     from .tvm.env import require_tvm
     from .tvm.gpu.half import build_fp16, check_fp16
@@ -96,11 +98,11 @@ def _fp16(network: ir.Network, weights, profile, batch: int | None) -> Run:
         raise Unavailable(str(error).splitlines()[0]) from None
     if not tvm.cuda(0).exist:
         raise Unavailable("TVM sees no CUDA GPU here")
-    built = build_fp16(network, profile, to_onnx(network, weights, check=False), batch, weights)
+    built = build_fp16(network, profile, lowered.model, batch, lowered.weights)
     return Runner.from_build(built, tvm.cuda(0))
 
 
-def _tvm(network: ir.Network, weights, profile, batch: int | None, tuning, progress: Progress) -> Run:
+def _tvm(network: ir.Network, lowered, profile, batch: int | None, tuning, progress: Progress) -> Run:
     from .tvm.deploy.artifact import Runner
     from .tvm.build import build
     from .tvm.env import require_tvm
@@ -114,28 +116,25 @@ def _tvm(network: ir.Network, weights, profile, batch: int | None, tuning, progr
     if tuning is not None:
         from .tvm.tune.search import tune
 
-        module, _ = tune(network, profile, batch, tuning, weights, progress=progress)
-    return Runner.from_build(build(network, profile, weights, batch=batch, tuned_module=module), device)
+        module, _ = tune(network, profile, batch, tuning, lowered, progress=progress)
+    return Runner.from_build(build(network, profile, lowered, batch=batch, tuned_module=module), device)
 
 
-_quantized: dict = {}  # (spec hash, weight levels) → (the weights, float32 ONNX model, quantized plan)
-
-
-def _quantize(network: ir.Network, weights: dict, levels: int):
-    """The float32 model and its int8 plan, calibrated once per network, weights and levels so
-    that ``onnxruntime-int8`` and ``tvm-int8`` run the same quantized network."""
-    from .onnx.lower import to_onnx
+def _quantize(network: ir.Network, lowered, levels: int):
+    """The float32 model and its int8 plan, calibrated once per lowered network and weight
+    levels, so that ``onnxruntime-int8``, ``openvino-int8`` and ``tvm-int8`` run the same
+    quantized network. The plan is kept with the :class:`~nindsl.onnx.lower.Lowered` value (in
+    its ``derived``), and lives as long as it does."""
     from .onnx.quantize import quantize
 
-    key = (network.spec_hash, levels)
-    if key not in _quantized or _quantized[key][0] is not weights:  # (the last one kept: one per bench)
-        model = to_onnx(network, weights, check=False)
+    key = ("int8 plan", levels)
+    if key not in lowered.derived:
         images = np.random.default_rng(1).standard_normal((CALIBRATION_IMAGES, *network.input.shape[1:]))
-        _quantized[key] = (weights, model, quantize(model, images.astype(np.float32), levels))
-    return _quantized[key][1:]
+        lowered.derived[key] = quantize(lowered.model, images.astype(np.float32), levels)
+    return lowered.model, lowered.derived[key]
 
 
-def _qdq_model(network: ir.Network, weights, profile):
+def _qdq_model(network: ir.Network, lowered, profile):
     """The QDQ model the peer int8 engines run: the plan ``tvm-int8`` builds from, with its
     weight levels where TVM can say which instructions the target has (else ±63, which every
     int8 path computes exactly)."""
@@ -148,10 +147,10 @@ def _qdq_model(network: ir.Network, weights, profile):
         levels = isa_of(profile)[1].weight_levels if profile is not None else levels
     except (ImportError, NindslError):
         pass
-    return to_qdq(*_quantize(network, weights, levels))
+    return to_qdq(*_quantize(network, lowered, levels))
 
 
-def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None, tuning, progress: Progress) -> Run:
+def _int8(engine: str, network: ir.Network, lowered, profile, batch: int | None, tuning, progress: Progress) -> Run:
     from .onnx.quantize import to_qdq
 
     if profile is None or profile.device != "cpu":
@@ -159,7 +158,7 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
     if engine == "onnxruntime-int8":
         from .onnx.runtime import runner
 
-        return runner(_qdq_model(network, weights, profile))
+        return runner(_qdq_model(network, lowered, profile))
     from .tvm.deploy.artifact import Runner
     from .tvm.env import require_tvm
     from .tvm.narrow.int8 import Int8Kernels, build_int8, isa_of
@@ -169,7 +168,7 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
         _, isa = isa_of(profile)
     except NindslError as error:
         raise Unavailable(error.diagnostics[0].message) from None
-    model, plan = _quantize(network, weights, isa.weight_levels)
+    model, plan = _quantize(network, lowered, isa.weight_levels)
     blocks = None
     if engine.endswith("tuned"):
         from .tvm.narrow.blocks import measured_blocks
@@ -179,11 +178,10 @@ def _int8(engine: str, network: ir.Network, weights, profile, batch: int | None,
     return Runner.from_build(build_int8(network, profile, plan, to_qdq(model, plan), batch, blocks))
 
 
-def _bf16(network: ir.Network, weights, profile, batch: int | None, tuned: bool = False, tuning=None,
+def _bf16(network: ir.Network, lowered, profile, batch: int | None, tuned: bool = False, tuning=None,
           progress: Progress = SILENT) -> Run:
     """nindsl's bf16 build, where the target's CPU has bf16 instructions and this machine runs
     them; ``tuned``: its blocks measured first (kept in ``tuning``'s database folder)."""
-    from .onnx.lower import to_onnx
     from .tvm.deploy.artifact import Runner
     from .tvm.narrow.bf16 import bf16_plan, build_bf16, isa_of
     from .tvm.env import require_tvm
@@ -198,7 +196,7 @@ def _bf16(network: ir.Network, weights, profile, batch: int | None, tuned: bool 
         raise Unavailable(error.diagnostics[0].message) from None
     if not runs_here(target):
         raise Unavailable(f"the target `{target.attrs.get('mcpu')}` has bf16 instructions, and this CPU lacks them")
-    model = to_onnx(network, weights, check=False)
+    model = lowered.model
     plan = bf16_plan(model)
     blocks = None
     if tuned:
@@ -210,14 +208,14 @@ def _bf16(network: ir.Network, weights, profile, batch: int | None, tuned: bool 
     return Runner.from_build(build_bf16(network, profile, plan, model, batch, None, blocks))
 
 
-def _openvino(engine: str, network: ir.Network, weights, profile, device: str, threads: int | None) -> Run:
+def _openvino(engine: str, network: ir.Network, lowered, profile, device: str, threads: int | None) -> Run:
     """OpenVINO on the float32 ONNX model at its default precision (``openvino``: bf16 on CPUs
     with AMX or AVX512-BF16, float32 elsewhere) or float32 forced (``openvino-fp32``), or on the
     QDQ model ``onnxruntime-int8`` runs (``openvino-int8``: OpenVINO runs its convolutions in
     int8)."""
     if device != "cpu":
         raise Unavailable("nindsl runs OpenVINO on CPUs only")
-    request = openvino_model(engine, network, weights, profile, threads).create_infer_request()
+    request = openvino_model(engine, network, lowered, profile, threads).create_infer_request()
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.array(request.infer([x])[0])
@@ -230,8 +228,10 @@ def openvino_model(engine: str, network: ir.Network, weights, profile=None, thre
         import openvino as ov
     except ImportError:
         raise Unavailable("the openvino package is not installed (pip install 'nindsl[openvino]')") from None
-    from .onnx.lower import to_onnx
+    from .onnx.lower import lower
     from .onnx.model import serialize
+
+    lowered = lower(network, weights)
 
     config = {"INFERENCE_NUM_THREADS": threads or usable_cpus(), "PERFORMANCE_HINT": "LATENCY"}
     if engine == "openvino-fp32":
@@ -239,8 +239,8 @@ def openvino_model(engine: str, network: ir.Network, weights, profile=None, thre
     if engine == "openvino-int8":
         if profile is not None and profile.device != "cpu":
             raise Unavailable("int8 engines run on CPUs")
-        onnx_model = _qdq_model(network, weights, profile)
+        onnx_model = _qdq_model(network, lowered, profile)
     else:
-        onnx_model = to_onnx(network, weights, check=False)
+        onnx_model = lowered.model
     core = ov.Core()
     return core.compile_model(core.read_model(serialize(onnx_model), b""), "CPU", config)

@@ -270,15 +270,15 @@ def bench(network: ir.Network, options: BenchOptions = BenchOptions(),
     """Time each engine at each batch size in interleaved rounds; returns the records and
     the peak (the best measured rate: the matmul's or an engine's)."""
     from ..engines import Unavailable, prepare
+    from ..onnx.lower import lower
     from ..tvm.profiles import load_profile
-    from ..weights import initial_weights
 
     unknown = [e for e in options.engines if e not in (*ENGINES, *MORE_ENGINES)]
     if unknown:
         raise NindslError.one("E0504", f"unknown engine `{unknown[0]}`", None,
                               f"engines: {', '.join((*ENGINES, *MORE_ENGINES))}")
     _check_memory(network, options.batches)
-    weights = initial_weights(network, options.seed)
+    weights = lower(network, None, options.seed)  # once, for every engine and batch size
     profile = load_profile(options.target)  # its device is every engine's: cpu, or cuda for all four
     if any(e.startswith("tvm") for e in options.engines):
         from ..tvm.env import require_tvm

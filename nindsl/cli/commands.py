@@ -332,17 +332,15 @@ def drive_run(args) -> int:
         origin = model_metadata(model).get("weights")
     else:
         from ..engines import SPEC_ENGINES, prepare
-        from ..weights import resolve
+        from ..onnx.lower import lower
 
         network = _network(args, str(source))
         batch = load_input(args.input, network.input.name, network.input.shape, network.train.preprocess)
         backend = backend or "onnxruntime"
         _check_backend(backend, SPEC_ENGINES)
-        weights = resolve(network, args.weights, args.seed)
+        weights = lower(network, args.weights, args.seed)  # once: the engine takes it as it is
         if backend == "reference":
-            from ..onnx.lower import to_onnx
-
-            _warn_if_reference_errs(to_onnx(network, weights, check=False))  # (prepare lowers it again: cheap)
+            _warn_if_reference_errs(weights.model)
         threads = (args.threads or free_cpus()) if backend == "torch" else None
         outputs = prepare(backend, network, weights, threads=threads)(batch)
         origin = weights_origin(args.weights, args.seed)

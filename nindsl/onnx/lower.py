@@ -59,16 +59,46 @@ def _value_info(spec: ir.TensorSpec, shape=None):
     return helper.make_tensor_value_info(spec.name, TensorProto.FLOAT, dims)
 
 
+@dataclass(frozen=True, eq=False)
+class Lowered:
+    """A network with its weights resolved once and its ONNX model lowered (and checked) once:
+    the one value a command hands to every engine and build, which then neither resolve nor
+    lower again (:func:`lower` returns it unchanged, :func:`to_onnx` returns its model)."""
+
+    network: ir.Network
+    weights: dict  # name → np.ndarray, checked against the network
+    model: object  # onnx.ModelProto
+    origin: str  # where the weights came from, as the model's metadata says it
+    derived: dict = field(default_factory=dict, repr=False)  # what engines compute from it once (an int8 plan)
+
+
+def lower(network: ir.Network, weights=None, seed: int = 0) -> Lowered:
+    """``network`` with ``weights`` (a checkpoint path, a dict, None to draw them with ``seed``,
+    or a :class:`Lowered`, returned as it is) resolved and lowered, once."""
+    if isinstance(weights, Lowered):
+        return weights
+    resolved = resolve(network, weights, seed)
+    origin = weights_origin(weights, seed)
+    return Lowered(network, resolved, _model(network, resolved, origin, check=True), origin)
+
+
 def to_onnx(network: ir.Network, weights=None, seed: int = 0, check: bool = True):
     """Lower a checked network to an ``onnx.ModelProto``.
 
     ``weights``: a checkpoint path, a dict name → array, or None to draw them from the
-    spec's init with ``seed``. With ``check`` the model passes ``onnx.checker`` (full)
-    and ONNX shape inference must reproduce every shape nindsl inferred.
+    spec's init with ``seed`` (a :class:`Lowered`: its model). With ``check`` the model passes
+    ``onnx.checker`` (full) and ONNX shape inference must reproduce every shape nindsl inferred.
     """
+    if isinstance(weights, Lowered):
+        return weights.model
+    return _model(network, resolve(network, weights, seed), weights_origin(weights, seed), check)
+
+
+def _model(network: ir.Network, weights: dict, origin: str, check: bool):
+    """The model of ``network`` with resolved ``weights``; ``origin`` goes into its metadata."""
     from onnx import helper
 
-    graph = _Graph(weights=resolve(network, weights, seed))
+    graph = _Graph(weights=weights)
     x = network.input.name
     outputs = []  # the tensor holding each layer's output, for the shape check
     for layer in network.layers:
@@ -86,7 +116,7 @@ def to_onnx(network: ir.Network, weights=None, seed: int = 0, check: bool = True
                               producer_name="nindsl", producer_version=__version__,
                               doc_string=f"{network.name}, compiled by nindsl {__version__} from a .nin spec")
     model.ir_version = 8  # the IR version of opset 17, readable by older runtimes too
-    helper.set_model_props(model, metadata(network, weights_origin(weights, seed)))
+    helper.set_model_props(model, metadata(network, origin))
     _add_value_info(model)
     if check:
         check_model(model, network, outputs)

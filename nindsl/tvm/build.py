@@ -17,11 +17,10 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
           tuned_module=None) -> Build:
     """Compile a network for a profile (untuned, or from a tuned Relax module)."""
     tvm = require_tvm()
-    from ..onnx.lower import to_onnx
-    from ..weights import resolve
+    from ..onnx.lower import lower
 
-    weights = resolve(network, weights, seed)
-    model = to_onnx(network, weights)
+    lowered = lower(network, weights, seed)  # (a Lowered value comes back as it is: nothing redone)
+    weights, model = lowered.weights, lowered.model
     target = tvm.target.Target(resolved_target(profile))
     module = tuned_module
     if module is None and profile.device == "cpu" and profile.schedule.untuned == "template":

@@ -31,7 +31,6 @@ from ...kernel.progress import SILENT, Progress
 from ...kernel.version import __version__
 from ...language import ir
 from ...language.ir import format_shape, shape_fits
-from ...onnx.model import weights_origin
 from ..build import Build, build
 from ..env import require_tvm, require_tvm_runtime
 from ..compat.cuda import load_cuda_runtime
@@ -72,10 +71,13 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
     builds :mod:`nindsl.tvm.gpu.half`'s mixed-precision module. All are compared with float32 on the
     calibration's held-out images; ``gate(agreement)`` may refuse the result before anything is
     written."""
+    from ...onnx.lower import lower
+
     require_tvm()
     if profile.device == "cuda":
         find_nvcc()  # before tuning, not after: CUDA builds need it
     out = Path(out)
+    weights = lower(network, weights, seed)  # resolved and lowered once, for every step below
     start = time.perf_counter()
     if precision in ("int8", "bf16", "fp16"):
         if precision == "int8":
@@ -100,7 +102,7 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
             from ..tune.search import database_dir
 
             db = str(database_dir(profile, tuning.db))
-        write_artifact(out, network, profile, narrow.built, seconds, db, weights_origin(weights, seed),
+        write_artifact(out, network, profile, narrow.built, seconds, db, weights.origin,
                        _narrow_manifest(precision, narrow, calibration))
         kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
         return CompileReport(out, seconds, kernels, narrow)
@@ -114,8 +116,7 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
     built = build(network, profile, weights, seed, batch, tuned)
     seconds = time.perf_counter() - start
-    write_artifact(out, network, profile, built, seconds, str(db) if db else None,
-                   weights_origin(weights, seed))
+    write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
     return CompileReport(out, seconds, kernels)
 

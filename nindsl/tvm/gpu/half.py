@@ -159,15 +159,14 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     """Build ``network`` in fp16 for ``profile`` and compare it with float32 (ONNX Runtime) on the
     held-out images of ``calibration``, run through ``load(build)``: the same module built for
     this CPU (see the module's docstring)."""
-    from ...onnx.lower import to_onnx
+    from ...onnx.lower import lower
     from ...onnx.quantize import agreement, images_per_batch, in_batches
     from ...onnx.runtime import runner
-    from ...weights import resolve
     from ..checked import QuantizedBuild, run_batched
 
     check_fp16(profile)
-    weights = resolve(network, weights, seed)
-    model = to_onnx(network, weights)
+    lowered = lower(network, weights, seed)
+    weights, model = lowered.weights, lowered.model
     progress.note("building fp16 (tensor cores) ...")
     built = build_fp16(network, profile, model, batch, weights)
     cores = (f"tensor cores in {len(built.tensor_cores)} of {built.conv_kernels} "

@@ -121,14 +121,13 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     held-out images of ``calibration``, run through ``load(build)``. With ``tuning``
     (TuneOptions), each convolution's block is measured, as for int8. A target whose
     instructions this CPU lacks is judged by the same sums computed here (:data:`EMULATED`)."""
-    from ...onnx.lower import to_onnx
+    from ...onnx.lower import lower
     from ...onnx.quantize import agreement, images_per_batch, in_batches
     from ...onnx.runtime import runner
-    from ...weights import resolve
 
     target, isa = isa_of(profile)
     check_tunable(target, isa.name, tuning is not None, "bf16")
-    model = to_onnx(network, resolve(network, weights, seed))
+    model = lower(network, weights, seed).model
     plan = bf16_plan(model)
     blocks = measured_blocks(network, plan, profile, batch, tuning.db, progress, make=Bf16Kernels) if tuning else {}
     if isa.fallback:

@@ -153,14 +153,13 @@ def build_quantized(network: ir.Network, profile: Profile, weights, seed: int, b
     the kernels' integers are exact, whichever instructions compute them."""
     import tvm
 
-    from ...onnx.lower import to_onnx
+    from ...onnx.lower import lower
     from ...onnx.quantize import agreement, images_per_batch, in_batches, quantize, to_qdq
     from ...onnx.runtime import runner
-    from ...weights import resolve
 
     target, isa = isa_of(profile)
     check_tunable(target, isa.name, tuning is not None, "int8")
-    model = to_onnx(network, resolve(network, weights, seed))
+    model = lower(network, weights, seed).model
     if isa.fallback:
         progress.note(f"warning: int8 {isa.fallback}")
     progress.note(f"calibrating int8 ({isa.name}) on {len(calibration.images):,} images from {calibration.source} ...")

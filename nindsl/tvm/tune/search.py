@@ -321,7 +321,9 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
     dropped = repair_database(folder)
     if dropped:
         progress.note(f"tuning database: dropped {dropped} torn or foreign line(s)")
-    module = prepare(network, profile, batch, weights, seed)
+    from ...onnx.lower import lower
+
+    module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
     tasks = extract(module, target, folder)
     total = options.trials if options.trials is not None else profile.tuning.trials_per_task * len(tasks)
     plan(tasks, total)
