@@ -11,7 +11,6 @@ softmax) sits on a shaded band that says how many parameters it has.
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -101,11 +100,11 @@ def _largest(network: ir.Network) -> int:
 
 def render(network: ir.Network, fmt: str = "png", dpi: int = 200) -> bytes:
     """The picture as PNG, SVG or PDF bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
     from matplotlib.patches import FancyBboxPatch, Rectangle
+
+    from .figures import STABLE_METADATA, figure_bytes, pyplot
+
+    plt = pyplot()
 
     blocks = _blocks(network)
     gap, stage_w = 0.35, 0.42
@@ -159,11 +158,7 @@ def render(network: ir.Network, fmt: str = "png", dpi: int = 200) -> bytes:
     axes.text(0.2, 1.1, f"{network.name}: {network.total_params:,} parameters, "
                          f"{network.total_macs / 1e6:,.1f} M multiply-adds per example",
               ha="left", va="center", fontsize=9, weight="bold", **font)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", metadata={"Software": None}
-                   if fmt == "png" else {"Date": None} if fmt == "svg" else {"CreationDate": None})
-    plt.close(figure)
-    return buffer.getvalue()
+    return figure_bytes(figure, fmt, dpi, bbox_inches="tight", metadata=STABLE_METADATA[fmt])
 
 
 def draw(network: ir.Network, path: str | Path, dpi: int = 200) -> None:

@@ -355,15 +355,9 @@ def verdict(r: Record, peer: bool = False) -> str:
 
 
 def plot(records: list[Record], path: Path, title: str) -> None:
-    import io
+    from ..figures import pyplot, write_figure
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..kernel.io import atomic_write_bytes
-
+    plt = pyplot()
     batches = sorted({r.batch for r in records})
     engines = list(dict.fromkeys(r.engine for r in records if r.median_ms == r.median_ms))  # (NaN: did not run)
     figure, axes = plt.subplots(1, len(batches), figsize=(4.5 * len(batches), 3.6), squeeze=False)
@@ -377,9 +371,6 @@ def plot(records: list[Record], path: Path, title: str) -> None:
         axis.tick_params(axis="x", rotation=20)
     figure.suptitle(title)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_figure(figure, path, dpi=110)
 
 

@@ -78,7 +78,7 @@ def missing_cpu_features(features, flags: frozenset[str] | None = None) -> list[
     return [f for f in features if f in CPU_FEATURES and CPU_FEATURES[f] not in flags]
 
 
-_amx: bool | None = None
+_amx: bool | None = None  # Linux's answer, asked once per process (a permission granted stays granted)
 
 
 def amx_permitted() -> bool:

@@ -45,9 +45,5 @@ class Positions:
         return position.line + 1, column + 1
 
 
-def _uri(path: str | Path) -> str:
-    return Path(path).absolute().as_uri()
-
-
 def uri(path: str | Path) -> str:
     return Path(path).absolute().as_uri()

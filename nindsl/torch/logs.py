@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..kernel.diagnostics import NindslError
-from ..kernel.io import atomic_write_bytes, atomic_write_text, remove_leftovers
+from ..kernel.io import atomic_write_text, remove_leftovers
 
 CSV_COLUMNS = ("epoch", "loss", "acc", "val_loss", "val_acc", "lr", "images_per_s", "time_s")
 EVENTS = "events.out.tfevents.nindsl"  # TensorBoard reads any file whose name holds `tfevents`
@@ -80,9 +80,9 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     """Loss and accuracy (training and held-out) against epochs, as a PNG at ``path``."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..figures import pyplot, write_figure
 
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
     for axis, key, label in ((loss_axis, "loss", "loss"), (acc_axis, "acc", "accuracy")):
@@ -99,7 +99,4 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     acc_axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     figure.suptitle(title)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_figure(figure, path, dpi=100)

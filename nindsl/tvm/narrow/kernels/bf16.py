@@ -125,7 +125,7 @@ def narrow(value):
     return tirx.shift_right(bits + tirx.const(0x7FFF, "uint32") + odd, tirx.const(16, "uint32")).astype("uint16")
 
 
-_registered: set[str] = set()
+_registered: set[str] = set()  # intrinsics registered with TVM, for the life of the process (TVM keeps them so)
 
 
 def register_intrinsic(isa: Isa) -> None:

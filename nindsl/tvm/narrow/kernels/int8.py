@@ -96,7 +96,7 @@ def int8_isa(target) -> Isa | None:
 
 
 
-_registered = False
+_registered = False  # whether the intrinsics are registered with TVM: once per process, as TVM keeps them
 
 
 def register_intrinsics() -> None:
