@@ -312,6 +312,8 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
+    from ...onnx.lower import lower
+
     options = options or TuneOptions()
     target = tvm.target.Target(resolved_target(profile))
     if isinstance(options.runner, str) and profile.device == "cpu":  # (a GPU target's device is checked when it runs)
@@ -321,23 +323,40 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
     dropped = repair_database(folder)
     if dropped:
         progress.note(f"tuning database: dropped {dropped} torn or foreign line(s)")
-    from ...onnx.lower import lower
-
     module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
+    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
+    tasks = _planned_tasks(module, target, folder, database, profile, options)
+    limit = (options.max_minutes if options.max_minutes is not None else profile.tuning.max_minutes) * 60
+    local = isinstance(options.runner, str) and options.runner == "local"
+    search = _search_tasks(tasks, database, folder, options, limit, progress)
+    # (on this machine's CPU only: a CUDA choice would be timed on the GPU, untried so far)
+    pending = confirm.stale(tasks, database, folder) if local and target.kind.name == "llvm" else []
+    if pending:
+        _confirm(pending, database, folder, target, search.start + limit, progress)
+    return apply_database(module, confirm.with_choices(database, tasks, folder), profile, target), folder
+
+
+def _planned_tasks(module, target, folder: Path, database, profile: Profile, options: TuneOptions) -> list:
+    """The module's tasks, each with its share of the trials and the trials it has had already
+    (the database's records, or what an earlier run asked for where fewer were measured)."""
     tasks = extract(module, target, folder)
     total = options.trials if options.trials is not None else profile.tuning.trials_per_task * len(tasks)
     plan(tasks, total)
-    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
     asked = read_asked(folder)
     for task in tasks:
         task.workload = database.commit_workload(task.extracted.dispatched[0])
         task.done = max(len(database.get_top_k(task.workload, 1 << 30)), asked.get(task.key, 0))
-    # Largest share of the work first. The time limit is shared by the trials still wanted:
-    # a task whose share runs out ends its search after the batch in flight, and the time
-    # a task leaves unused goes to those after it.
+    return tasks
+
+
+def _search_tasks(tasks: list, database, folder: Path, options: TuneOptions, limit: float, progress: Progress):
+    """MetaSchedule's search over the tasks that want trials, largest share of the work first.
+    The time limit is shared by the trials still wanted: a task whose share runs out ends its
+    search after the batch in flight, and the time a task leaves unused goes to those after it."""
+    from tvm.s_tir import meta_schedule as ms
+
     order = sorted((t for t in tasks if t.trials > t.done), key=lambda t: -t.work)
     wanted_after = sum(t.trials - t.done for t in order)
-    limit = (options.max_minutes if options.max_minutes is not None else profile.tuning.max_minutes) * 60
     search = _Search(planned=wanted_after, tasks=len(order), progress=progress)
     callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(search)]
     model = cost_model(progress)
@@ -347,10 +366,8 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
     # TVM imported) for every task. The generous build timeout covers that start on a busy
     # machine; MetaSchedule's 30 s does not.
     builder = reusing_builder(BUILD_TIMEOUT, RECYCLE)
-    runner = options.runner
-    local = isinstance(runner, str) and runner == "local"
-    if local:
-        runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT)
+    local = isinstance(options.runner, str) and options.runner == "local"
+    runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT) if local else options.runner
     cut = 0
     with _without_nameless_handlers(), contextlib.closing(builder):
         for index, task in enumerate(order, start=1):
@@ -383,8 +400,4 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
                       "(the next run goes on from the database)")
     elif not search.trials:
         progress.note(f"tuning: the database at {folder} already holds this network's records")
-    # (on this machine's CPU only: a CUDA choice would be timed on the GPU, untried so far)
-    pending = confirm.stale(tasks, database, folder) if local and target.kind.name == "llvm" else []
-    if pending:
-        _confirm(pending, database, folder, target, search.start + limit, progress)
-    return apply_database(module, confirm.with_choices(database, tasks, folder), profile, target), folder
+    return search
