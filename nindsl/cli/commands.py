@@ -313,7 +313,9 @@ def drive_run(args) -> int:
         raise NindslError.one("E0504", "--threads sets PyTorch's threads: it needs --backend torch", None)
     if source.is_dir():
         from ..tvm.deploy.artifact import Artifact
+        from ..tvm.env import runtime_only
 
+        runtime_only()  # (an artifact needs TVM's runtime only: a fifth of the import time)
         artifact = Artifact(source)
         outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
                                       _artifact_preprocess(artifact, source, args.input),

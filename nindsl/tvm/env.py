@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from ..kernel.diagnostics import NindslError
 from ..kernel.machine import physical_cores
@@ -34,6 +35,31 @@ def require_tvm_runtime():
     except ImportError:
         raise _missing() from None
     return tvm
+
+
+# What tvm_ffi imports whenever it is installed, and loading and running an artifact never uses:
+# PyTorch (for its tensors; ~2.5 s) and ml_dtypes (for bfloat16/float8 numpy arrays; ~1.3 s).
+# nindsl's artifacts take and give uint8, uint16 (bf16 as its bits), int32, float16 and float32.
+OPTIONAL_IMPORTS = ("torch", "ml_dtypes")
+
+
+def runtime_only() -> None:
+    """Make the next import of TVM load its runtime alone, for a command that only loads and runs
+    artifacts (``nindsl run`` and ``inspect`` on an artifact folder): TVM's runtime library instead
+    of its 259 MB compiler (``TVM_USE_RUNTIME_LIB=1``, as bundles run), and none of
+    :data:`OPTIONAL_IMPORTS`, each refused during that import only (a later ``import torch`` works
+    as ever). Where TVM is imported already, nothing changes."""
+    if "tvm" in sys.modules:
+        return
+    os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+    refused = [name for name in OPTIONAL_IMPORTS if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(refused))  # None: `import torch` raises ImportError
+    try:
+        require_tvm_runtime()
+    finally:
+        for name in refused:
+            if sys.modules.get(name, False) is None:
+                del sys.modules[name]
 
 
 def _missing() -> NindslError:
