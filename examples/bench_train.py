@@ -25,6 +25,7 @@ from torch import nn
 
 import nindsl
 from nindsl.cli import main as nindsl_main
+from nindsl.language import ir
 from nindsl.torch.data import load_data
 from nindsl.torch.training import Ranks, Scores, param_groups, training_threads
 from nindsl.torch.twin import to_torch
@@ -64,7 +65,7 @@ def train_digits() -> None:
 
 def compare_speed(steps: int, warmup: int = 20) -> float:
     network = nindsl.load(SPEC)
-    batch = network.train.batch
+    batch = network.train.batch or ir.DEFAULT_BATCH
     twin = to_torch(network, seed=0)
     hand = hand_written_nin()
     with torch.no_grad():  # the same starting weights: the same numbers flow through both

@@ -48,8 +48,21 @@ def _draw(init: ir.Init, shape: tuple[int, ...], rng: np.random.Generator) -> np
     return rng.normal(init.mean, init.std, shape)
 
 
+HE = ir.Init("kaiming")  # normal, std √(2 / fan-in): keeps the signal's scale through ReLU layers
+GLOROT = ir.Init("xavier")  # uniform, ±√(6 / (fan-in + fan-out)): for layers without a ReLU
+
+
+def default_init(layer: ir.Layer) -> ir.Init:
+    """The init of a layer whose spec sets none (nor its train section): He for a layer a ReLU
+    follows (every mlpconv stage, `conv` and `dense` with `act = relu`), Glorot otherwise, as
+    PyTorch's and Keras's users expect. (The paper's N(0, 0.01) is `normal(std = 0.01)`: through
+    six or more ReLU layers it lets the signal vanish, and a new spec would not learn.)"""
+    return HE if getattr(layer, "act", "relu") == "relu" else GLOROT
+
+
 def initial_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]:
-    """Weights drawn from each layer's ``init`` (else the train section's), biases 0.
+    """Weights drawn from each layer's ``init`` (else the train section's, else
+    :func:`default_init`), biases 0.
 
     Each tensor has its own random stream, derived from the seed and its name, so adding
     a layer does not change the others' initial values.
@@ -58,7 +71,8 @@ def initial_weights(network: ir.Network, seed: int = 0) -> dict[str, np.ndarray]
     weights = {}
     for weight in network.weights:
         if weight.role == "weight":
-            init = training(owners[weight.name], weight).init or network.train.init
+            layer = owners[weight.name]
+            init = training(layer, weight).init or network.train.init or default_init(layer)
             rng = np.random.default_rng([seed, zlib.crc32(weight.name.encode())])
             weights[weight.name] = _draw(init, weight.shape, rng).astype(np.float32)
         else:
@@ -161,7 +175,12 @@ def check_weights(network: ir.Network, tensors: dict[str, np.ndarray], origin: s
                      [Note("missing: " + row) for row in rows])
     if extra and not renaming:  # (a renaming explains the extra names too)
         shown = ", ".join(f"`{n}`" for n in extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
-        errors.error("E0501", f"`{origin}` has tensors the spec does not: {shown}", network.input.span,
+        # at the first layer whose name they carry (`conv2.2.weight`: a stage conv2 lacks); else no line
+        # of the spec is to blame, and the message names the spec
+        labelled = {layer.label: layer for layer in network.layers}
+        near = next((labelled[n.split(".")[0]] for n in extra if n.split(".")[0] in labelled), None)
+        spec = f"`{network.sources[0].path}`" if network.sources and not near else "the spec"
+        errors.error("E0501", f"`{origin}` has tensors {spec} does not: {shown}", near.span if near else None,
                      "does the checkpoint belong to this spec?")
     for name, shape in expected.items():
         layer = owners[name]

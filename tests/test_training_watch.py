@@ -217,7 +217,7 @@ def test_imagefolder_trains_and_run_on_its_images_agrees_with_the_twin(tmp_path,
     result = cli("train", spec, "--data", f"imagefolder:{tmp_path / 'images'}", "--out", tmp_path / "run",
                  "--threads", "1")
     assert result.code == 0, result.err
-    assert "30 examples, 9 held out; 1 thread" in result.err
+    assert "30 examples, 9 held out; batch " in result.err and "; 1 thread" in result.err
     network = nindsl.load(spec)
     held = [f for f in files if "val" in f.parts]
     data = load_data(network, f"imagefolder:{tmp_path / 'images'}")

@@ -85,13 +85,29 @@ class Schedule:
     gamma: float = 0.1
 
 
+DEFAULT_BATCH = 64
+MIN_STEPS = 8  # an epoch of a small data set still takes this many steps under the default batch
+
+
+def default_batch(examples: int, world: int = 1) -> int:
+    """The batch of a spec that sets none: 64, or smaller for a small data set, so that an epoch
+    takes at least :data:`MIN_STEPS` steps (at least ``world`` examples, one per process, and a
+    multiple of it): 80 images at batch 64 would learn from one step an epoch.
+
+    >>> default_batch(1437), default_batch(64), default_batch(10)
+    (64, 8, 1)
+    """
+    batch = max(1, min(DEFAULT_BATCH, examples // MIN_STEPS))
+    return max(world, batch - batch % world)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 10
-    batch: int = 64
+    batch: int | None = None  # None: default_batch of the training set's size
     optimizer: Sgd = Sgd(lr=0.01, momentum=0.9)
     schedule: Schedule = Schedule()
-    init: Init = Init()
+    init: Init | None = None  # None: He (kaiming) for layers a ReLU follows, Glorot (xavier) for others
     bias_lr_scale: float = 1.0  # Caffe's reference nets train biases at 2×
     data: str = "digits"  # a data set nindsl knows (DATA_KINDS), `KIND:PATH`, or FILE.npz
     val_split: float = 0.2

@@ -212,7 +212,7 @@ class Settings:
     """What a run needs to be continued exactly: stored with every checkpoint."""
 
     epochs: int
-    batch: int
+    batch: int | None  # None until the data set is loaded: ir.default_batch of its size
     data: str
     seed: int
     history: list[dict] = field(default_factory=list)
@@ -338,6 +338,24 @@ def _evaluate(twin: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss_sum / count, correct / count
 
 
+STUCK_EPOCHS = 2  # epochs at chance level before train says so
+STUCK_MARGIN = 0.01  # a loss within 1 % of ln(classes) has not moved from chance
+
+
+def stuck_loss(history: list[dict], classes: int, epochs: int) -> str | None:
+    """A warning, once (after :data:`STUCK_EPOCHS` epochs, or the only one), when the training loss
+    has stayed at ln(classes), the loss of outputs that say nothing: the network is not learning."""
+    seen = min(STUCK_EPOCHS, epochs)
+    chance = math.log(classes) if classes > 1 else 0.0
+    if len(history) != seen or chance == 0.0 \
+            or any(abs(r["loss"] - chance) > STUCK_MARGIN * chance for r in history):
+        return None
+    return (f"warning: the loss is stuck at ln({classes}) = {chance:.4f} after {seen} epoch{'s' * (seen > 1)}, "
+            "the loss of outputs that say nothing: the network is not learning. Try init = kaiming() (small "
+            "normal inits vanish through deep ReLU stacks), another learning rate (lr in the train section's "
+            "optimizer), and check that the labels match the images")
+
+
 def _epoch_line(record: dict) -> str:
     val = f"  val loss {record['val_loss']:.4f} acc {record['val_acc']:.1%}" if record["val_acc"] is not None else ""
     return (f"epoch {record['epoch']:>3}  loss {record['loss']:.4f}  acc {record['acc']:.1%}{val}  "
@@ -438,7 +456,9 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
     prepare = Prepare(network.train, network.input.shape, where)
     if ranks.main:
         ensure_folder(out, "the output folder")
+    chosen = " (the default for this many examples)" if network.train.batch is None and options.batch is None else ""
     progress.note(f"training on `{settings.data}`: {len(labels):,} examples, {len(val_labels):,} held out; "
+                  f"batch {settings.batch}{chosen}; "
                   f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
                   f"{f' × {ranks.world} processes' if ranks.world > 1 else ''}")
 
@@ -458,6 +478,9 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
         if ranks.main:
             _checkpoint(out, network, twin, optimizer, settings, improved, ranks.world)
         progress.note(_epoch_line(record))
+        stuck = stuck_loss(settings.history, int(network.output.shape[-1]), settings.epochs)
+        if stuck:
+            progress.note(stuck)
         result["trained"] += 1
         if settings.stopped_early:
             progress.note(f"stopping early: no better held-out accuracy for {settings.patience} epochs"
@@ -493,12 +516,15 @@ def _nothing_left(network: ir.Network, settings: Settings, progress: Progress) -
 
 
 def _training_data(network: ir.Network, settings: Settings, ranks: Ranks):
-    """The run's data set, once the batch splits over the processes and patience has held-out examples."""
-    if settings.batch % ranks.world:
+    """The run's data set, once the batch splits over the processes and patience has held-out
+    examples; a batch the spec and the command line leave open is chosen by the data set's size."""
+    if settings.batch is not None and settings.batch % ranks.world:
         raise NindslError.one("E0504", f"batch {settings.batch} does not split evenly over {ranks.world} processes",
                               None, "use a batch size that is a multiple of --nproc-per-node")
     classes(network)
     dataset = load_data(network, settings.data)
+    if settings.batch is None:
+        settings.batch = ir.default_batch(len(dataset.train_labels), ranks.world)
     if settings.patience and not len(dataset.val_labels):
         raise NindslError.one("E0504", f"patience {settings.patience} needs held-out examples; `{settings.data}` "
                                        "has none", network.train.span, "set `val_split` above 0, or drop patience")
