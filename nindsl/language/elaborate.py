@@ -24,7 +24,7 @@ from .binding import INITS, OPTIMIZERS, SCHEDULES, as_int
 from .data_paths import DataPlace
 from .evaluate import Symbol, ValueMistake, evaluate
 from .expand import Abort, Errors, Expander
-from .imports import Loader, Scope
+from .imports import Loader, Scope, blame_failed_imports
 from .overrides import apply_overrides, blame_overrides
 from .train_section import TRAIN_SETTINGS, train_section
 
@@ -68,6 +68,7 @@ def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root:
     folder = Path(module.source.path).parent if module.source and module.source.path != "<string>" else None
     train = train_section(trains[0] if trains else None, scope.constants, errors, network.input,
                           DataPlace(folder, Path(root) if root else folder))
+    blame_failed_imports(errors, loader.failed)
     errors.raise_if_any()
     return replace(network, train=train, sources=tuple(loader.sources))
 
@@ -77,7 +78,9 @@ def check_library(module: ast.Module, root: str | Path | None = None,
     """Check a file of blocks and constants meant to be imported (no network)."""
     errors = Errors()
     origin = str(Path(module.source.path).resolve()) if module.source else "<string>"
-    Loader(Path(root) if root else None, errors, open_texts).scope(module, (origin,))
+    loader = Loader(Path(root) if root else None, errors, open_texts)
+    loader.scope(module, (origin,))
+    blame_failed_imports(errors, loader.failed)
     errors.raise_if_any()
 
 

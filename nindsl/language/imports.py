@@ -8,7 +8,8 @@ the project folder once symbolic links are followed, and may not form a cycle.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,6 +39,7 @@ class Loader:
         self.open_texts = open_texts or {}  # resolved path → text read instead of the file (an editor's buffer)
         self.scopes: dict[str, Scope] = {}
         self.sources: list[Source] = []
+        self.failed: list[ast.Import] = []  # imports that could not be read: what they define is missing
 
     def scope(self, module: ast.Module, chain: tuple[str, ...]) -> Scope:
         scope = Scope(module)
@@ -46,7 +48,9 @@ class Loader:
             match item:
                 case ast.Import():
                     imported = self.load_import(item, module, chain)
-                    if imported is not None:
+                    if imported is None:
+                        self.failed.append(item)
+                    else:
                         scope.constants.update(imported.constants)
                         scope.blocks.update(imported.blocks)
                 case ast.Let(name=name) | ast.BlockDef(name=name):
@@ -112,6 +116,26 @@ class Loader:
         scope = self.scope(module, chain + (key,))
         self.scopes[key] = scope
         return scope
+
+
+# The diagnostics an import that failed explains: a name or block it would have defined.
+_MISSING = {"E0106": "unknown name", "E0101": "unknown layer"}
+
+
+def blame_failed_imports(errors: Collector, failed: list[ast.Import]) -> None:
+    """Say, under each unknown name or layer, that it may come from an import that failed
+    (reported on its own): `drop` in a copied spec whose `import "blocks.nin"` found no file."""
+    if not failed:
+        return
+    where = ", ".join(f"`{item.path}` ({item.span})" if item.span else f"`{item.path}`" for item in failed)
+    for index, diagnostic in enumerate(errors.diagnostics):
+        named = re.match(r"unknown (?:name|layer) `([^`]+)`", diagnostic.message)
+        if diagnostic.code not in _MISSING or not named:
+            continue
+        said = (f"`{named.group(1)}` may be defined in {where}, which could not be imported (see that error): "
+                "fix the import first")
+        errors.diagnostics[index] = replace(diagnostic, help=said) if diagnostic.help is None else \
+            replace(diagnostic, notes=diagnostic.notes + (Note(said),))
 
 
 def _shown(path: Path) -> str:

@@ -27,11 +27,33 @@ def head_comparison(network: ir.Network) -> str | None:
             if isinstance(last, MlpConv) and len(last.channels) > 1:
                 features = last.channels[-2]
             fc = features * height * width * classes + classes
-            return (f"head: global average pooling has 0 parameters; a fully connected classifier over the same "
+            return (f"head: {_head(network, index)}; a fully connected classifier over the same "
                     f"{features}×{height}×{width} feature map would need {fc:,} "
                     f"(here a 1×1 convolution makes the {classes} class maps with "
                     f"{features * classes + classes:,}).")
     return None
+
+
+def _head(network: ir.Network, index: int) -> str:
+    """What the head is, from its pooling layer (``index``) on: `global average pooling has 0
+    parameters`, or, for an average pool whose window covers the whole map, that pool and the
+    layers after it, named as the spec has them."""
+    layer, shape = network.layers[index], network.shapes[index]
+    if isinstance(layer, GlobalPool):
+        return "global average pooling has 0 parameters"
+    height, width = shape.in_shape[2:]
+    parts = [f"`{layer.label}` ({kind(layer).describe(layer)}: one window over the whole {height}×{width} map, "
+             "so global average pooling in effect)"] + [_named(later) for later in network.layers[index + 1:]]
+    listed = ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
+    total = sum(s.params for s in network.shapes[index:])
+    return f"{listed} {'have' if len(parts) > 1 else 'has'} {total:,} parameters"
+
+
+def _named(layer: ir.Layer) -> str:
+    """`flatten1`, or `scores` (dense → 10) where the label does not say what the layer is."""
+    description = kind(layer).describe(layer)
+    same = layer.label.rstrip("0123456789") == description
+    return f"`{layer.label}`" if same else f"`{layer.label}` ({description})"
 
 
 def rows(network: ir.Network, wide: bool = False) -> list[tuple[str, str, str, int, int]]:
