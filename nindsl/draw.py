@@ -3,7 +3,8 @@
 Layers run left to right. Each is a block whose height grows with its spatial size; under it
 stand its label, what it is, its output shape and its parameters. An mlpconv's convolutions
 are drawn side by side inside one frame; the head (global pooling to the class scores, and
-softmax) sits on a shaded band that says how many parameters it has.
+softmax) sits on a shaded band that says how many parameters it has. A legend under the
+picture says what each colour in it is.
 
 >>> import nindsl                                                         # doctest: +SKIP
 >>> draw(nindsl.load("specs/nin_cifar10.nin"), "net.png")                 # doctest: +SKIP
@@ -17,12 +18,16 @@ from pathlib import Path
 from .kernel.diagnostics import NindslError
 from .kernel.io import atomic_write_bytes
 from .language import ir
-from .language.layers import Conv, Dense, Dropout, Flatten, GlobalPool, MlpConv, Pool, Softmax, kind, window_text
+from .language.layers import (BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, MlpConv, Pool, Softmax, kind,
+                               window_text)
 from .language.summary import short_shape
 
 FORMATS = ("png", "svg", "pdf")
 COLOURS = {"conv": "#4C78A8", "one": "#72B7B2", "pool": "#F58518", "norm": "#B279A2", "dense": "#E45756",
            "head": "#54A24B", "other": "#9D9D9D"}
+#: What each colour means, in the legend's order (the head's colour: see :func:`legend`).
+MEANINGS = {"conv": "k×k convolution", "one": "1×1 convolution (mlpconv stage)", "pool": "pooling",
+            "norm": "batch norm", "dense": "dense", "head": "softmax", "other": "dropout, flatten, ReLU"}
 
 
 def _params(count: int) -> str:
@@ -58,12 +63,24 @@ def _blocks(network: ir.Network):
         else:
             colour = COLOURS["pool"] if isinstance(layer, (Pool, GlobalPool)) else \
                 COLOURS["conv"] if isinstance(layer, Conv) else COLOURS["dense"] if isinstance(layer, Dense) else \
+                COLOURS["norm"] if isinstance(layer, BatchNorm) else \
                 COLOURS["head"] if isinstance(layer, Softmax) else COLOURS["other"]
             small = isinstance(layer, (Dropout, Flatten, Softmax, GlobalPool))
             parts = [(_title(layer), colour, 0.62 if small else height, "")]
             description = _detail(layer)
         out.append((layer.label, parts, description, short_shape(shape.out_shape), shape.params, index >= head))
     return out
+
+
+def legend(network: ir.Network) -> list[tuple[str, str]]:
+    """(colour, meaning) of each colour the picture of ``network`` uses, in :data:`MEANINGS`' order.
+    The head's colour is a softmax's and the shaded band's behind the head."""
+    blocks = _blocks(network)
+    used = {colour for _, parts, *_ in blocks for _, colour, _, _ in parts}
+    band = any(in_head for *_, in_head in blocks)
+    meanings = {**MEANINGS, "head": "softmax (shaded: the head)" if COLOURS["head"] in used else "shaded: the head"}
+    return [(COLOURS[key], meaning) for key, meaning in meanings.items()
+            if COLOURS[key] in used or key == "head" and band]
 
 
 def _title(layer: ir.Layer) -> str:
@@ -155,6 +172,11 @@ def render(network: ir.Network, fmt: str = "png", dpi: int = 200) -> bytes:
                                  edgecolor=COLOURS["head"], lw=0.8))
         axes.text(head_x + 0.05, 0.8, f"head: {_params(head_params).replace(' params', ' parameters')}",
                   ha="left", va="center", fontsize=7.5, color=COLOURS["head"], weight="bold", **font)
+    from matplotlib.patches import Patch
+
+    keys = [Patch(facecolor=colour, edgecolor="none", alpha=0.9, label=meaning) for colour, meaning in legend(network)]
+    axes.legend(handles=keys, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(keys), 6), frameon=False,
+                handlelength=1.2, columnspacing=1.5, prop={**font, "size": 7})
     axes.text(0.2, 1.1, f"{network.name}: {network.total_params:,} parameters, "
                          f"{network.total_macs / 1e6:,.1f} M multiply-adds per example",
               ha="left", va="center", fontsize=9, weight="bold", **font)
