@@ -145,6 +145,11 @@ def test_cuda_artifacts_carry_machine_code_for_every_kernel(cli, tmp_path, monke
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["gpu_code"]["archs"] == [arch] and manifest["gpu_code"]["kernels"] == len(names)
     assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["gpu_code"]["nvcc"])
+    shown = cli("inspect", tmp_path / "a").out  # in words: no dicts, no toolchain triples, no empty CPU features
+    assert f"\n  GPU code      {len(names)} kernels as machine code for {arch} (nvcc " in shown
+    assert f"\n  target        NVIDIA GPU {arch} (CUDA), host code for x86_64 (profile `{target}`)\n" in shown
+    assert "\n  weights       drawn from the spec's init, seed 0\n" in shown
+    assert "{" not in shown and "conda" not in shown and "CPU features" not in shown
     if target == "cuda":
         assert library.stat().st_size < source_only[0].stat().st_size
         _refused_before_loading(cli, tmp_path, monkeypatch, source_only[0])

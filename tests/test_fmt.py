@@ -75,6 +75,21 @@ def test_fmt_check_and_write(cli, tmp_path):
     assert list(tmp_path.iterdir()) == [spec]  # no temporary file left behind
 
 
+def test_fmt_says_how_many_files_it_found_formatted(cli, tmp_path):
+    done = tmp_path / "done.nin"
+    done.write_text("network t() {\n    input i: f32[N, 1, 8, 8]\n}\n")
+    assert cli("fmt", "--check", done).err == "1 file already formatted\n"  # was: nothing at all
+    assert cli("fmt", done).err == "1 file already formatted\n"
+    messy, broken = tmp_path / "messy.nin", tmp_path / "broken.nin"
+    messy.write_text("network t(){input i:f32[N,1,8,8]}\n")
+    broken.write_text("network t( {\n")
+    result = cli("fmt", "--check", done, messy, broken)
+    assert result.code == 1 and result.err.endswith("1 file not formatted, 1 already formatted, 1 with errors (above)\n")
+    result = cli("fmt", messy, done)
+    assert result.code == 0 and result.err == f"formatted {messy}\n1 file formatted, 1 already formatted\n"
+    assert cli("fmt", "--stdout", done).err == ""  # the text alone, for pipes
+
+
 def test_fmt_of_broken_spec_changes_nothing(cli, tmp_path):
     spec = tmp_path / "x.nin"
     spec.write_text("network t( {\n")

@@ -119,7 +119,7 @@ def test_inspect_describes_an_artifact_folder(cli, tmp_path):
     pytest.importorskip("tvm")
     assert cli("compile", DIGITS, "-t", "llvm", "-o", tmp_path / "a").code == 0
     result = cli("inspect", tmp_path / "a")
-    assert result.code == 0 and "network `nin_digits`" in result.out and "profile llvm (cpu)" in result.out
+    assert result.code == 0 and "network `nin_digits`" in result.out and "(profile `llvm`)" in result.out
     (tmp_path / "empty").mkdir()
     result = cli("inspect", tmp_path / "empty")
     assert result.code == 1 and "not a nindsl artifact" in result.err

@@ -1,10 +1,12 @@
 """The `nindsl` command: a thin layer that maps flags to library calls.
 
 ``parser.py`` holds the grammar of the command line, ``commands.py`` one function per
-command, ``inputs.py`` what commands read (``--set``, batch sizes, input arrays) and
-``printing.py`` everything shown. Exit status: 0 success, 1 a mistake in the user's input
-(diagnostics on stderr), 2 a bad command line, 3 an internal error (a bug: please report
-it), 130 interrupted.
+command, ``inputs.py`` what commands read (``--set``, batch sizes, input arrays and labels),
+``printing.py`` everything shown, and ``inspection.py`` what ``inspect`` says of an ONNX
+model or an artifact folder. Exit status: 0 success, 1 a mistake in the user's input
+(diagnostics with a code on stderr, a command-line value nindsl checks itself included: E0504),
+2 a command line argparse cannot read (the usage is printed), 3 an internal error (a bug:
+please report it), 130 interrupted.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from ..kernel.io import atomic_write_bytes, atomic_write_text, file_kind
 from ..kernel.machine import free_cpus, usable_cpus
 from ..language import load
 from ..onnx.model import UNTRAINED, weights_origin
-from .inputs import batch_size, batch_sizes, load_input, onnx_signature, overrides
+from .inputs import batch_size, batch_sizes, load_input, load_labels, onnx_signature, overrides
 from .printing import ConsoleProgress, print_bench, print_summary, print_top, report, say
 
 EXIT_USER = 1
@@ -110,7 +110,7 @@ def drive_fmt(args) -> int:
     from ..language.fmt import format_module
     from ..language.parser import parse_file
 
-    unformatted = failed = 0
+    unformatted = already = failed = 0
     for spec in args.spec:  # every file is reported, also after one that does not parse
         try:
             module = parse_file(spec)
@@ -123,6 +123,7 @@ def drive_fmt(args) -> int:
             sys.stdout.write(text)
             continue
         if text == module.source.text:
+            already += 1
             continue
         unformatted += 1
         if args.check:
@@ -130,7 +131,22 @@ def drive_fmt(args) -> int:
         else:
             atomic_write_text(Path(spec), text)
             say(f"formatted {spec}", file=sys.stderr)
+    if not args.stdout:
+        print(_fmt_tally(unformatted, already, failed, args.check), file=sys.stderr)
     return EXIT_USER if failed or args.check and unformatted else 0
+
+
+def _fmt_tally(changed: int, already: int, failed: int, check: bool) -> str:
+    """`3 files already formatted`, `1 file not formatted, 2 already formatted`, ..."""
+    def files(count: int) -> str:
+        return f"{count} file{'s' if count != 1 else ''}"
+
+    parts = [f"{files(changed)} {'not formatted' if check else 'formatted'}"] if changed else []
+    if already or not (changed or failed):
+        parts.append(f"{already if parts else files(already)} already formatted")
+    if failed:
+        parts.append(f"{failed if parts else files(failed)} with errors (above)")
+    return ", ".join(parts)
 
 
 def drive_lsp(args) -> int:
@@ -139,8 +155,7 @@ def drive_lsp(args) -> int:
     except ImportError as error:
         if (error.name or "").partition(".")[0] not in ("pygls", "lsprotocol", "cattrs", "attrs"):
             raise
-        print("nindsl lsp needs pygls: pip install 'nindsl[lsp]'", file=sys.stderr)
-        return 2
+        raise NindslError.one("E0504", "`nindsl lsp` needs pygls", None, "pip install 'nindsl[lsp]'") from None
     return serve()
 
 
@@ -317,9 +332,11 @@ def drive_run(args) -> int:
 
         runtime_only()  # (an artifact needs TVM's runtime only: a fifth of the import time)
         artifact = Artifact(source)
-        outputs = artifact(load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
-                                      _artifact_preprocess(artifact, source, args.input),
-                                      "compile the spec again without --batch"))
+        batch = load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
+                           _artifact_preprocess(artifact, source, args.input), "compile the spec again without --batch")
+        labels = load_labels(args.labels, len(batch))
+        what = f"TVM build for `{artifact.manifest.get('profile')}` ({artifact.manifest.get('device')})"
+        outputs = artifact(batch)
         origin = artifact.manifest.get("weights")
     elif _is_onnx(source):
         from ..onnx.model import model_metadata, read_model
@@ -330,7 +347,10 @@ def drive_run(args) -> int:
         _check_backend(backend, BACKENDS)
         if backend == "reference":
             _warn_if_reference_errs(model)
-        outputs = run(model, load_input(args.input, *onnx_signature(model), _recorded_preprocess(model)), backend)
+        batch = load_input(args.input, *onnx_signature(model), _recorded_preprocess(model))
+        labels = load_labels(args.labels, len(batch))
+        what = f"ONNX model on {backend}"
+        outputs = run(model, batch, backend)
         origin = model_metadata(model).get("weights")
     else:
         from ..engines import SPEC_ENGINES, prepare
@@ -338,7 +358,9 @@ def drive_run(args) -> int:
 
         network = _network(args, str(source))
         batch = load_input(args.input, network.input.name, network.input.shape, network.train.preprocess)
+        labels = load_labels(args.labels, len(batch))
         backend = backend or "onnxruntime"
+        what = f"spec on {backend}"
         _check_backend(backend, SPEC_ENGINES)
         weights = lower(network, args.weights, args.seed)  # once: the engine takes it as it is
         if backend == "reference":
@@ -346,7 +368,9 @@ def drive_run(args) -> int:
         threads = (args.threads or free_cpus()) if backend == "torch" else None
         outputs = prepare(backend, network, weights, threads=threads)(batch)
         origin = weights_origin(args.weights, args.seed)
-    print_top(outputs, args.top)
+    say(f"{source}: {what}, {len(batch)} example{'s' if len(batch) != 1 else ''}", file=sys.stderr)
+    sys.stderr.flush()  # (before the predictions, where both go to one terminal)
+    print_top(outputs, args.top, labels)
     _warn_if_untrained(origin)
     if args.output:
         buffer = io.BytesIO()
@@ -357,14 +381,10 @@ def drive_run(args) -> int:
 
 
 def drive_inspect(args) -> int:
-    if Path(args.model).is_dir():  # an artifact folder: what its manifest says
-        from ..tvm.deploy.artifact import describe_artifact
+    from .inspection import describe_artifact, describe_onnx
 
-        say(describe_artifact(Path(args.model)))
-        return 0
-    from ..onnx.model import describe_model
-
-    say(describe_model(args.model))
+    model = Path(args.model)
+    say((describe_artifact(model) if model.is_dir() else describe_onnx(model)).text())
     return 0
 
 
@@ -396,8 +416,10 @@ def drive_bundle(args) -> int:
     from ..tvm.deploy.bundle import bundle
 
     made = bundle(args.artifact, args.output, args.python_wheel or ())
-    print(f"wrote {made.out}/ ({made.bytes / 2**20:.1f} MiB): {', '.join(made.artifacts)} and TVM's runtime; "
-          f"run with {made.out}/nindsl run {made.out}/artifacts/{made.artifacts[0]} --input ...")
+    print(f"wrote {made.out}/ ({', '.join(made.artifacts)} and TVM's runtime): {made.files:,} files, "
+          f"{made.bytes:,} bytes ({made.bytes / 2**20:.1f} MiB); {made.disk_bytes / 2**20:.1f} MiB on disk, as du "
+          f"counts it (whole blocks, folders too). Run with {made.out}/nindsl run "
+          f"{made.out}/artifacts/{made.artifacts[0]} --input ... (needs Python 3 with numpy)")
     return 0
 
 

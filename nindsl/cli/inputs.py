@@ -111,6 +111,26 @@ def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | 
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def load_labels(path: str | None, count: int) -> np.ndarray | None:
+    """``run --labels``: a .npy of ``count`` whole numbers, each example's class (None without one)."""
+    if path is None:
+        return None
+    path = Path(path)
+    regular_file(path, "an .npy array of labels", limits.MAX_INPUT_BYTES)
+    _npy_claim(path)
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise _bad_input(f"`{path}` is not a readable .npy array ({error})") from None
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise _bad_input(f"`{path}` holds {labels.dtype} of shape {format_shape(labels.shape)}; labels are whole "
+                         "numbers, one per example", "save them with numpy.save(path, numpy.array(labels))")
+    if len(labels) != count:
+        raise _bad_input(f"`{path}` holds {len(labels)} labels for {count} example{'s' if count != 1 else ''}",
+                         "give one label per example, in the order of the input")
+    return labels
+
+
 def _npy_claim(path: Path) -> None:
     """Refuse an .npy whose header claims more data than the file holds, before allocating it."""
     with open(path, "rb") as handle:

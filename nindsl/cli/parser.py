@@ -5,9 +5,14 @@ each command's arguments are added by a function of its own."""
 from __future__ import annotations
 
 import argparse
+import itertools
+import shlex
+import sys
 from typing import Callable, NamedTuple
 
+from ..kernel.limits import MAX_DIM
 from ..kernel.version import __version__
+from ..language.ir import TrainConfig
 from . import commands
 
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
@@ -45,14 +50,51 @@ def _image_shape(text: str) -> tuple[int, int, int]:
     return tuple(int(p) for p in parts)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with one more thing said: when a required positional argument is
+    missing because an option that takes several values took it (`nindsl run --input x.npy
+    MODEL`: --input took MODEL), the error says so and how to write the command."""
+
+    _given: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)  # (a subcommand's parser gets its own part)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        if "the following arguments are required" in message:
+            message += _swallowed(self, self._given)
+        super().error(message)
+
+
+def _swallowed(parser: argparse.ArgumentParser, given: list[str]) -> str:
+    """Why a positional argument is missing when an option that takes several values took it."""
+    for action in parser._actions:
+        if action.nargs not in ("+", "*") or not action.option_strings:
+            continue
+        for index, word in enumerate(given):
+            if word not in action.option_strings:
+                continue
+            values = list(itertools.takewhile(lambda w: not w.startswith("-"), given[index + 1:]))
+            if len(values) < 2:
+                continue
+            taken = values[-1]
+            rest = given[:index + len(values)] + given[index + 1 + len(values):]
+            fixed = " ".join(shlex.quote(w) for w in [taken, *rest])
+            return (f"; {word} takes every value after it, so it took `{taken}` as one of its values too. "
+                    f"Put it before {word}: `{parser.prog} {fixed}` (or end {word}'s values with --)")
+    return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nindsl", description="Check, lower, compile, train and benchmark "
+    parser = Parser(prog="nindsl", description="Check, lower, compile, train and benchmark "
                                                                 "Network-in-Network specs (.nin).",
                                      epilog="Every error has a code such as E0203: `nindsl explain E0203` says "
                                             "what it means and how to fix it.")
     parser.add_argument("--version", action="version", version=f"nindsl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                        help="colour diagnostics: auto colours a terminal unless NO_COLOR is set (default: auto)")
     # the same options after the command name (`nindsl check --debug x.nin`)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -91,7 +133,7 @@ def _tuning_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--max-minutes", type=positive(float), metavar="M",
                      help="TVM: tuning time limit, shared among the tasks by their trials "
                           "(default: the profile's max_minutes)")
-    sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder")
+    sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder (default: ~/.cache/nindsl/tuning/)")
 
 
 def _with_set(sub: argparse.ArgumentParser) -> None:
@@ -103,8 +145,8 @@ def _with_set(sub: argparse.ArgumentParser) -> None:
 
 
 def _check_arguments(check: argparse.ArgumentParser) -> None:
-    check.add_argument("spec", nargs="+")
-    check.add_argument("-q", "--quiet", action="store_true")
+    check.add_argument("spec", nargs="+", help=".nin specs, or files of blocks and constants that specs import")
+    check.add_argument("-q", "--quiet", action="store_true", help="print nothing for the specs that are fine")
     _with_set(check)
 
 
@@ -113,15 +155,15 @@ def _explain_arguments(explain: argparse.ArgumentParser) -> None:
 
 
 def _summary_arguments(summary: argparse.ArgumentParser) -> None:
-    summary.add_argument("spec")
+    summary.add_argument("spec", help="the .nin spec")
     summary.add_argument("--wide", action="store_true", help="show every convolution of each mlpconv")
     _with_set(summary)
 
 
 def _draw_arguments(draw: argparse.ArgumentParser) -> None:
-    draw.add_argument("spec")
+    draw.add_argument("spec", help="the .nin spec")
     draw.add_argument("-o", "--output", required=True, help="the picture: .png, .svg or .pdf")
-    draw.add_argument("--dpi", type=positive(int), default=200, help="PNG resolution (default 200)")
+    draw.add_argument("--dpi", type=positive(int), default=200, help="PNG resolution, dots per inch (default: 200)")
     _with_set(draw)
 
 
@@ -136,7 +178,7 @@ def _import_arguments(imports: argparse.ArgumentParser) -> None:
 
 
 def _fmt_arguments(fmt: argparse.ArgumentParser) -> None:
-    fmt.add_argument("spec", nargs="+")
+    fmt.add_argument("spec", nargs="+", help=".nin files, rewritten in place")
     mode = fmt.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="only report files that are not formatted")
     mode.add_argument("--stdout", action="store_true", help="print instead of rewriting")
@@ -148,19 +190,26 @@ def _lsp_arguments(lsp: argparse.ArgumentParser) -> None:
 
 
 def _compile_arguments(compile_: argparse.ArgumentParser) -> None:
-    compile_.add_argument("spec")
+    compile_.add_argument("spec", help="the .nin spec")
     compile_.add_argument("--target", "-t", default="onnx",
-                          help="onnx | torch | llvm | cuda | a profile name in backends/ | a profile .toml")
-    compile_.add_argument("-o", "--output", help="output file (onnx, torch) or artifact folder (TVM)")
-    compile_.add_argument("--weights", help="a checkpoint (safetensors or .npz, or a `nindsl train` folder)")
-    compile_.add_argument("--seed", type=at_least_zero, default=0, help="seed for weights drawn from the spec's init")
-    compile_.add_argument("--batch", help="TVM: the batch size(s) to build for (default: dynamic)")
+                          help="onnx (an .onnx file) | torch (the PyTorch twin, a .py file) | a TVM build: llvm, "
+                               "cuda, h100, h200 (profiles in backends/), a profile .toml, or a TVM target as a JSON "
+                               "table, e.g. '{\"kind\": \"llvm\", \"mcpu\": \"skylake-avx512\"}' "
+                               "(default: onnx)")
+    compile_.add_argument("-o", "--output", help="output file (onnx, torch) or artifact folder (TVM) (default: "
+                          "NETWORK.onnx, NETWORK.py, or NETWORK-PROFILE, with -PRECISION but for fp32)")
+    compile_.add_argument("--weights", help="a checkpoint (safetensors or .npz, or a `nindsl train` folder) "
+                          "(default: untrained weights drawn from the spec's init with --seed)")
+    compile_.add_argument("--seed", type=at_least_zero, default=0,
+                          help="seed for weights drawn from the spec's init, without --weights (default: 0)")
+    compile_.add_argument("--batch", metavar="N", help="TVM: build for exactly N images per run, one whole number "
+                          f"from 1 to {MAX_DIM:,} (default: a build that takes any batch size; --tune tunes at 1)")
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
     compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                          help="fp32 (default) | int8: post-training quantization, calibrated with --calibrate "
+                          help="fp32 | int8: post-training quantization, calibrated with --calibrate "
                                "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: llvm targets with "
                                "AVX512-BF16 (refused elsewhere, with what the CPU runs instead) | fp16: CUDA targets, "
-                               "on tensor cores")
+                               "on tensor cores (default: fp32)")
     compile_.add_argument("--calibrate", metavar="DATA",
                           help="int8: images to calibrate on and to compare with float32 (bf16, fp16: to "
                                "compare with): digits | cifar10:DIR | "
@@ -175,32 +224,46 @@ def _compile_arguments(compile_: argparse.ArgumentParser) -> None:
 
 def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("model", help="a .nin spec, a .onnx file or an artifact folder")
-    run.add_argument("--input", "-i", required=True, help=".npy array or image files (png, jpg, ...)",
-                     nargs="+")
-    run.add_argument("--backend", default=None, help="onnxruntime | reference | torch | tvm (default: by model)")
+    run.add_argument("--input", "-i", required=True, nargs="+", metavar="INPUT",
+                     help="one .npy array, or image files (png, jpg, ...); it takes every path after it, so give "
+                          "the model first")
+    run.add_argument("--labels", metavar="LABELS.npy", help="each example's class (a .npy of whole numbers, one per "
+                     "example), shown beside its predictions with the top-1 count")
+    run.add_argument("--backend", default=None,
+                     help="a spec: onnxruntime | reference | torch | tvm-untuned and the other engines of `bench`; an "
+                          ".onnx file: onnxruntime | reference (default: onnxruntime; an artifact runs on its own "
+                          "device)")
     run.add_argument("--output", "-o", help="save the raw outputs as .npy")
-    run.add_argument("--weights", help="with a spec: a checkpoint to run with")
-    run.add_argument("--seed", type=at_least_zero, default=0)
-    run.add_argument("--top", type=positive(int), default=3, help="classes to print per example")
+    run.add_argument("--weights", help="with a spec: a checkpoint to run with (default: untrained weights drawn from "
+                     "the spec's init with --seed)")
+    run.add_argument("--seed", type=at_least_zero, default=0,
+                     help="with a spec and no --weights: the seed of the weights drawn from its init (default: 0)")
+    run.add_argument("--top", type=positive(int), default=3, help="classes to print per example (default: 3)")
     run.add_argument("--threads", type=positive(int), metavar="N",
                      help="with --backend torch: PyTorch's threads (default: the cores no other work keeps busy)")
     _with_set(run)
 
 
 def _inspect_arguments(inspect: argparse.ArgumentParser) -> None:
-    inspect.add_argument("model")
+    inspect.add_argument("model", help="an .onnx file or an artifact folder (what `nindsl compile` wrote)")
 
 
 def _train_arguments(train: argparse.ArgumentParser) -> None:
-    train.add_argument("spec")
+    train.add_argument("spec", help="the .nin spec; its `train` section says how (optimizer, schedule, data, ...)")
     train.add_argument("--data", help="digits | cifar10:FOLDER | cifar100:FOLDER | imagefolder:FOLDER | FILE.npz "
                                       "(default: the spec's)")
-    train.add_argument("--epochs", type=positive(int))
-    train.add_argument("--batch", type=positive(int))
+    train.add_argument("--epochs", type=positive(int), metavar="N",
+                       help=f"epochs to train (default: the spec's `epochs`, else {TrainConfig.epochs})")
+    train.add_argument("--batch", type=positive(int), metavar="N",
+                       help="examples per step, over all processes (default: the spec's `batch`, else nindsl's "
+                            "default for the data set)")
     train.add_argument("--out", default=None, help="output folder (default: runs/NETWORK)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    train.add_argument("--seed", type=at_least_zero)
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                       help="where the twin trains (default: cpu)")
+    train.add_argument("--seed", type=at_least_zero, metavar="N",
+                       help="seed of the initial weights, shuffling, dropout and augmentation (default: the spec's "
+                            f"`seed`, else {TrainConfig.seed})")
     train.add_argument("--patience", type=at_least_zero, metavar="N",
                        help="stop after N epochs without a better held-out accuracy (0: never; default: the spec's)")
     train.add_argument("--threads", type=positive(int), metavar="N",
@@ -215,7 +278,7 @@ def _plot_arguments(plot: argparse.ArgumentParser) -> None:
 
 
 def _bench_arguments(bench: argparse.ArgumentParser) -> None:
-    bench.add_argument("spec")
+    bench.add_argument("spec", help="the .nin spec (timed with weights drawn from its init)")
     bench.add_argument("--target", default="llvm", help="TVM target profile (default: llvm)")
     bench.add_argument("--batch", default="1,64", help="comma-separated batch sizes (default: 1,64)")
     bench.add_argument("--engines", help="comma-separated engines (default: onnxruntime, onnxruntime-int8, openvino, "
@@ -226,7 +289,7 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     _tuning_options(bench)  # used when tvm-tuned must tune first
     bench.add_argument("--json", help="write the records as JSON here")
     bench.add_argument("--plot", help="write a PNG of latency per engine and batch size here")
-    bench.add_argument("--quiet", action="store_true")
+    bench.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _rpc_options(bench)
     _with_set(bench)
 
@@ -240,7 +303,8 @@ def _bundle_arguments(bundle: argparse.ArgumentParser) -> None:
 
 
 def _rpc_arguments(rpc: argparse.ArgumentParser) -> None:
-    rpc.add_argument("role", choices=("tracker", "server"))
+    rpc.add_argument("role", choices=("tracker", "server"),
+                     help="tracker: where servers register and tuning asks for them; server: a device that measures")
     rpc.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     rpc.add_argument("--port", type=int, help="port (default: 9190 for a tracker, 9090 for a server)")
     rpc.add_argument("--tracker", help="server: the tracker's HOST:PORT")
@@ -269,7 +333,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("run", commands.drive_run, _run_arguments,
             "run one batch through a spec, an .onnx model or a TVM artifact"),
     Command("inspect", commands.drive_inspect, _inspect_arguments,
-            "say what spec, version and weights an .onnx file was built from"),
+            "say what spec, version, weights and target an .onnx file or an artifact folder was built from"),
     Command("train", commands.drive_train, _train_arguments,
             "train the spec's PyTorch twin as its `train` section says"),
     Command("plot", commands.drive_plot, _plot_arguments,

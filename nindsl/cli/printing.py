@@ -63,16 +63,24 @@ def say(text: str, file=None) -> None:
     print(printable(text), file=file or sys.stdout)
 
 
-def print_top(outputs: np.ndarray, top: int, file=None) -> None:
-    """The ``top`` best classes of each example, with their scores."""
+def print_top(outputs: np.ndarray, top: int, labels: np.ndarray | None = None, file=None) -> None:
+    """The ``top`` best classes of each example, with their scores; with ``labels``, each
+    example's label beside them and, at the end, how many the top class got right."""
     file = file or sys.stdout
     if outputs.ndim != 2:
         print(f"output shape {format_shape(outputs.shape)}", file=file)
         return
+    right = 0
     for index, row in enumerate(outputs):
         best = np.argsort(-row, kind="stable")[:top]
         shown = ", ".join(f"{c} ({row[c]:.4g})" for c in best)
+        if labels is not None:
+            hit = int(best[0]) == int(labels[index])
+            right += hit
+            shown += f"; label {labels[index]}" + ("" if hit else ", missed")
         print(f"example {index}: {shown}", file=file)
+    if labels is not None:
+        print(f"top-1: {right} of {len(outputs)} right ({right / len(outputs):.0%})", file=file)
 
 
 def print_summary(network: ir.Network, wide: bool = False, file=None) -> None:

@@ -265,46 +265,6 @@ def _check_schema(folder: Path, manifest: dict) -> None:
         raise _refuse(folder, f"{MANIFEST} is damaged: its input or parameters are malformed", "compile the spec again")
 
 
-def describe_artifact(folder: Path) -> str:
-    """What `nindsl inspect` prints for an artifact folder: its manifest, read (nothing loaded)."""
-    manifest = read_manifest(folder)
-    shape = ", ".join(str(d) for d in manifest.get("input", {}).get("shape", []))
-    gpu = manifest.get("gpu_code") or {}
-    lines = [f"{folder}: network `{manifest.get('network')}` built by nindsl {manifest.get('nindsl_version')} "
-             f"with TVM {manifest.get('tvm_version')}",
-             f"  spec sha256 {manifest.get('spec_hash')}",
-             f"  profile {manifest.get('profile')} ({manifest.get('device')}), target {json.dumps(manifest.get('target'))}",
-             f"  input {manifest.get('input', {}).get('name')} [{shape}], tuned: {bool(manifest.get('tuning_db'))}, "
-             f"precision {manifest.get('precision', 'fp32')}",
-             f"  files {', '.join(sorted(manifest.get('files', {})))}"]
-    features = manifest.get("cpu_features")
-    if isinstance(features, list) and all(isinstance(f, str) for f in features):
-        missing = missing_cpu_features(features)
-        lines.append(f"  CPU features {', '.join(features) or 'none'}"
-                     + (f" (this CPU lacks {', '.join(missing)}: it will not load here)" if missing else ""))
-    if gpu:
-        lines.append(f"  GPU code {gpu}")
-    accuracy = manifest.get("accuracy")
-    if isinstance(accuracy, dict):
-        from ...onnx.quantize import Agreement
-
-        precision = str(manifest.get("precision", "int8"))
-        try:
-            result = Agreement(accuracy["held_out_images"], accuracy["top1_agreement"], accuracy["mean_abs_diff"],
-                               accuracy.get("accuracy_fp32"), accuracy.get(f"accuracy_{precision}"))
-            lines.append(f"  {precision}: {result.describe()}")
-        except (KeyError, TypeError, ValueError):
-            lines.append(f"  {precision}: its accuracy record is damaged")
-        numbers = manifest.get("quantization", manifest.get("bf16"))
-        half = manifest.get("fp16")
-        if isinstance(half, dict) and isinstance(half.get("tensor_core_kernels"), list):
-            lines.append(f"  {len(half['tensor_core_kernels'])} kernels on tensor cores")
-        blocks = numbers.get("blocks") if isinstance(numbers, dict) else None
-        if isinstance(blocks, dict) and blocks:
-            lines.append(f"  blocks measured by --tune for {len(blocks)} convolutions")
-    return "\n".join(lines)
-
-
 class Runner:
     """A loaded library on its device: ``runner(batch) → outputs``."""
 

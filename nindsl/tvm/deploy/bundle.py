@@ -21,7 +21,7 @@ import json
 import shutil
 import stat
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...kernel.diagnostics import NindslError
@@ -35,18 +35,41 @@ TVM_PACKAGES = ("runtime", "ir", "target", "tirx", "te", "sym", "rpc", "support"
                 "backend")
 TVM_LIBRARIES = ("libtvm_runtime.so", "libtvm_runtime_cuda.so", "libtvm_runtime_extra.so")
 GRAPH_FILE = "model.graph.onnx"
-LAUNCHER = """#!/bin/sh
+# The launcher checks what the target machine must bring itself (a Python, and numpy in it)
+# before nindsl starts, and says what is missing instead of ending in a traceback.
+LAUNCHER = r"""#!/bin/sh
 # nindsl, runtime-only: TVM loads libtvm_runtime.so, never its compiler.
+# It needs a Python 3 with numpy: python3 on the PATH, or the one named by $PYTHON.
 here=$(cd "$(dirname "$0")" && pwd)
-TVM_USE_RUNTIME_LIB=1 PYTHONPATH="$here/site${PYTHONPATH:+:$PYTHONPATH}" exec "${PYTHON:-python3}" -m nindsl "$@"
+python="${PYTHON:-python3}"
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "nindsl: this bundle runs on Python 3 with numpy, and there is no \`$python\` here;" \
+         "install Python 3, or set PYTHON to one (PYTHON=/usr/bin/python3.11 $0 ...)" >&2
+    exit 127
+fi
+TVM_USE_RUNTIME_LIB=1 PYTHONPATH="$here/site${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -c '
+import sys
+if sys.path and sys.path[0] in ("", "."):
+    del sys.path[0]  # the working folder: the bundle is what runs, wherever it is started
+try:
+    import numpy
+except ImportError:
+    python = sys.executable
+    sys.exit("nindsl: this bundle needs numpy, and %s (Python %s) has none; install it (`%s -m pip install numpy`),"
+             " or set PYTHON to a Python that has it" % (python, sys.version.split()[0], python))
+import runpy
+runpy.run_module("nindsl", run_name="__main__", alter_sys=True)
+' "$@"
 """
 
 
 @dataclass(frozen=True)
 class BundleReport:
     out: Path
-    bytes: int
+    bytes: int  # the files' sizes added up
     artifacts: tuple[str, ...]
+    disk_bytes: int = 0  # the blocks the folder takes on its file system, folders included: what `du` says
+    files: int = 0
 
 
 # What tvm_ffi ships for building C++ extensions, not for running them.
@@ -142,5 +165,13 @@ def bundle(artifacts: list[str | Path], out: str | Path, python_wheels: list[str
         launcher.write_text(LAUNCHER)
         launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         (staging / "bundle.json").write_text(json.dumps({"artifacts": names, "runtime_only": True}, indent=1) + "\n")
-    size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
-    return BundleReport(Path(out), size, tuple(names))
+    return _measured(BundleReport(Path(out), 0, tuple(names)))
+
+
+def _measured(report: BundleReport) -> BundleReport:
+    """``report`` with the folder's size: its files' bytes, and the blocks it takes on disk (st_blocks
+    counts 512-byte units), as ``du`` counts them: every entry once, folders included."""
+    entries = [report.out.lstat()] + [p.lstat() for p in report.out.rglob("*")]
+    files = [e for e in entries if stat.S_ISREG(e.st_mode)]
+    return replace(report, bytes=sum(e.st_size for e in files), disk_bytes=sum(e.st_blocks * 512 for e in entries),
+                   files=len(files))
