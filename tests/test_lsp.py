@@ -314,8 +314,8 @@ def test_lsp_without_pygls_says_how_to_install_it(cli, monkeypatch):
     monkeypatch.setitem(sys.modules, "pygls.lsp.server", None)
     monkeypatch.delitem(sys.modules, "nindsl.lsp.server", raising=False)
     result = cli("lsp")
-    assert result.code == 2
-    assert result.err.strip() == "nindsl lsp needs pygls: pip install 'nindsl[lsp]'"
+    assert result.code == 1  # a refusal with a code, as `draw` without matplotlib (2: a command line argparse refuses)
+    assert result.err == "error[E0504]: `nindsl lsp` needs pygls\nhelp: pip install 'nindsl[lsp]'\n1 error\n"
 
 
 def test_a_burst_of_changes_is_checked_once_after_the_pause():
