@@ -5,6 +5,7 @@ from the target's features, and the command line."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -78,6 +79,19 @@ def _host_target():
     from nindsl.tvm.profiles import resolved_target
 
     return tvm.target.Target(resolved_target(HOST))
+
+
+def _tiles_here() -> bool:
+    """Whether this CPU runs AMX int8 tiles: its flags say so, and Linux lets this process use them."""
+    from nindsl.kernel.machine import cpu_flags, missing_cpu_features
+
+    return cpu_flags() is not None and not missing_cpu_features(["amx-tile", "amx-int8"])
+
+
+# The tile kernels run emulated everywhere, and for real where this CPU has AMX (with the host
+# target, which then has it too), each against numpy's integers.
+TILES = [True, *([False] if _tiles_here() else [])]  # emulated?
+TILE_ISAS = [K.EMULATED_AMX, *([K.AMX] if _tiles_here() else [])]
 
 
 # --- whole networks: outputs a wrong kernel changes -------------------------------------------
@@ -403,7 +417,7 @@ def test_compile_int8_writes_an_artifact_that_runs(cli, tiny, tmp_path):
 
     qdq = read_model(out / "model.onnx")  # the artifact's own plan, for ONNX Runtime: the same integers
     assert_same_integers(np.load(tmp_path / "y.npy"), runner(qdq)(x), qdq)
-    assert "precision int8" in cli("inspect", out).out
+    assert re.search(r"\n  precision +int8, untuned\n", cli("inspect", out).out)
 
 
 def test_compile_int8_to_onnx_writes_a_qdq_model(cli, tiny, tmp_path):
@@ -648,7 +662,8 @@ def test_a_tuned_int8_artifact_records_its_blocks_and_a_rebuild_measures_nothing
     assert len(blocks) == 4 and all(isinstance(b, list) for b in blocks.values())
     assert manifest["tuning_db"] and str(tmp_path / "db") in manifest["tuning_db"]
     shown = cli("inspect", tmp_path / "a").out
-    assert "tuned: True" in shown and "blocks measured by --tune for 4 convolutions" in shown
+    assert re.search(r"\n  precision +int8, tuned \(database .*db", shown)
+    assert re.search(r"\n  blocks +measured by --tune for 4 convolutions\n", shown)
     again = cli(*args, "-o", tmp_path / "b")
     assert again.code == 0 and "measured)" not in again.err  # read from the database folder
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["quantization"]["blocks"] == blocks
@@ -720,8 +735,9 @@ TILE_CONVS = [  # as CONVS, and the bytes of channels per tile: the input's bloc
 ]
 
 
+@pytest.mark.parametrize("emulated", TILES, ids=lambda e: "emulated" if e else "tiles")
 @pytest.mark.parametrize("conv, depth", TILE_CONVS)
-def test_the_amx_convolution_is_exact(conv, depth):
+def test_the_amx_convolution_is_exact(conv, depth, emulated):
     from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     n, c, h, w, o, k, s, p, _, zin, zout, low = conv
@@ -732,13 +748,14 @@ def test_the_amx_convolution_is_exact(conv, depth):
     weights = rng.integers(-127, 128, (o, c, k, k)).astype(np.int8)
     bias = rng.integers(-3000, 3000, o).astype(np.int32)
     scale = (rng.random(o) * 2e-4).astype(np.float32)
-    func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=True)
+    func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=emulated)
     got = run_conv(shape, K.PORTABLE, x, weights, bias, scale, func=func, layout=amx_kernels.weight_layout(shape))
     assert np.array_equal(got, reference_conv(x, weights, bias, scale, shape))
 
 
 @pytest.mark.slow  # 6-11 s on 2 cores
-def test_every_tile_block_a_search_may_take_fits_and_is_exact():
+@pytest.mark.parametrize("emulated", TILES, ids=lambda e: "emulated" if e else "tiles")
+def test_every_tile_block_a_search_may_take_fits_and_is_exact(emulated):
     from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
     shape = K.ConvShape(1, 64, 2, 16, 32, 1, 1, 0, 16, 1, 3, 3)  # 16-pixel rows, 2 tiles of output channels
@@ -754,12 +771,13 @@ def test_every_tile_block_a_search_may_take_fits_and_is_exact():
     scale = (rng.random(32) * 2e-4).astype(np.float32)
     expected = reference_conv(x, weights, bias, scale, shape)
     for block in blocks:
-        func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=True, block=block)
+        func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=emulated, block=block)
         got = run_conv(shape, K.PORTABLE, x, weights, bias, scale, func=func, layout=amx_kernels.weight_layout(shape))
         assert np.array_equal(got, expected), block
 
 
-def test_a_folded_input_layer_takes_tiles_of_its_16_bytes_of_taps():
+@pytest.mark.parametrize("emulated", TILES, ids=lambda e: "emulated" if e else "tiles")
+def test_a_folded_input_layer_takes_tiles_of_its_16_bytes_of_taps(emulated):
     """The input layer reads its column taps folded into channels (15 here: 5 taps × 3 channels,
     in blocks of 8): a tile row is one output pixel's 16 bytes, rows 2 input rows apart."""
     from nindsl.tvm.narrow.kernels import amx as amx_kernels
@@ -771,7 +789,7 @@ def test_a_folded_input_layer_takes_tiles_of_its_16_bytes_of_taps():
     weights = rng.integers(-127, 128, (32, 15, 5, 1)).astype(np.int8)
     bias = rng.integers(-3000, 3000, 32).astype(np.int32)
     scale = (rng.random(32) * 2e-4).astype(np.float32)
-    func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=True)
+    func = amx_kernels.conv_func(shape, amx_kernels.INT8, emulated=emulated)
     got = run_conv(shape, K.PORTABLE, x, weights, bias, scale, func=func, layout=amx_kernels.weight_layout(shape))
     assert np.array_equal(got, reference_conv(x, weights, bias, scale, shape))
 
@@ -803,7 +821,8 @@ WIDE = TINY.replace("mlpconv([24, 16], kernel = 3, pad = 1)", "mlpconv([64, 48],
 
 
 @pytest.mark.slow  # 6-11 s on 2 cores
-def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path):
+@pytest.mark.parametrize("tiles", TILE_ISAS, ids=lambda isa: isa.name)
+def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path, tiles):
     from nindsl.tvm.narrow.kernels import amx as amx_kernels
     from nindsl.tvm.deploy.artifact import Runner
     from nindsl.tvm.narrow.chain import kernels
@@ -819,14 +838,15 @@ def test_an_amx_int8_network_agrees_with_onnx_runtime_on_the_qdq_model(tmp_path)
     # configuration in the same library); not the 6-pixel rows after pool1
     qdq = to_qdq(model, plan)
     x = np.random.default_rng(1).standard_normal((5, 3, 12, 12)).astype(np.float32)
-    tiles = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.EMULATED_AMX))(x)
+    tiled = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=tiles))(x)
     portable = Runner.from_build(build_int8(network, HOST, plan, qdq, None, isa=K.PORTABLE))(x)
-    assert np.array_equal(tiles, portable)  # the same integers
-    assert_same_integers(tiles, runner(qdq)(x), qdq)
+    assert np.array_equal(tiled, portable)  # the same integers
+    assert_same_integers(tiled, runner(qdq)(x), qdq)
 
 
 @pytest.mark.slow
-def test_nin_cifar10_in_tiles_of_four_shapes_gives_the_portable_integers():
+@pytest.mark.parametrize("tiles", TILE_ISAS, ids=lambda isa: isa.name)
+def test_nin_cifar10_in_tiles_of_four_shapes_gives_the_portable_integers(tiles):
     """Every convolution of nin_cifar10 takes tiles, in four tile configurations (rows × bytes of
     channels) in one library: each kernel links its own tile operations (with one name for all,
     the first definition served every kernel, and most outputs were wrong)."""
@@ -842,10 +862,10 @@ def test_nin_cifar10_in_tiles_of_four_shapes_gives_the_portable_integers():
     assert all(isinstance(b, amx_kernels.TileBlock) for b in blocks)
     assert len({(b.rows, b.depth) for b in blocks}) == 4
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    tiles = Runner.from_build(build_int8(network, HOST, plan, model, 2, isa=K.EMULATED_AMX))(x)
+    tiled = Runner.from_build(build_int8(network, HOST, plan, model, 2, isa=tiles))(x)
     portable = Runner.from_build(build_int8(network, HOST, plan, model, 2, isa=K.PORTABLE))(x)
     assert_informative(portable)
-    assert np.array_equal(tiles, portable)
+    assert np.array_equal(tiled, portable)
 
 
 @pytest.fixture(scope="module")
