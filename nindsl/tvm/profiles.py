@@ -37,6 +37,8 @@ class Scheduling:
     """The `[schedule]` table: how kernels are scheduled without tuning."""
 
     untuned: str = "template"  # template (nindsl's own, CPU) | default (TVM's pipeline) | dlight (GPU)
+    cuda_graph: bool = True  # CUDA builds: the kernels captured in a CUDA graph and replayed (one launch)
+    max_batch: int = 256  # a CUDA any-batch build's bound: one graph per batch size up to it
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Profile:
 
 DEVICES = ("cpu", "cuda")
 UNTUNED = ("template", "default", "dlight")
+MAX_BATCH = 65_536  # the largest `max_batch` a profile may set (its graphs' memory is planned for it)
 
 
 def profile_folder():
@@ -158,6 +161,8 @@ def parse_profile(text: str, path: str) -> Profile:
     parts = {name: _typed(cls, data.get(name, {}), path, text, name) for name, cls in sections.items()}
     if parts["schedule"].untuned not in UNTUNED:
         raise _error(f"`untuned` must be one of {', '.join(UNTUNED)}", path, text, "untuned")
+    if not 1 <= parts["schedule"].max_batch <= MAX_BATCH:
+        raise _error(f"`max_batch` must be from 1 to {MAX_BATCH:,}", path, text, "max_batch")
     return Profile(**{**{f.name: getattr(profile, f.name) for f in fields(Profile)}, **parts, "path": path})
 
 

@@ -41,12 +41,38 @@ def cuda_compiler(compile_source):
             tvm_ffi.remove_global_func(HOOK)
 
 
-def compile_with_cuda_compiler(module, target, compile_source):
-    """``tvm.compile`` with CUDA source compiled by ``compile_source`` where TVM compiles it."""
+def compile_with_cuda_compiler(module, target, compile_source, graphs: bool = False):
+    """``tvm.compile`` with CUDA source compiled by ``compile_source`` where TVM compiles it;
+    ``graphs``: the kernels between the input and the output captured in a CUDA graph on the
+    first call and replayed after (Relax's ``StaticPlanBlockMemory`` and ``RewriteCUDAGraph``,
+    which ``relax.backend.use_cuda_graph`` turns on), one graph per batch size where
+    :func:`capture_each_batch` marked the module."""
     import tvm
 
-    with cuda_compiler(compile_source):
+    with cuda_compiler(compile_source), tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": graphs}):
         return tvm.compile(module, target=target)
+
+
+def capture_each_batch(module, max_batch: int):
+    """``module`` whose ``main`` (over a symbolic batch size) is captured in one CUDA graph per
+    batch size, for batches up to ``max_batch``: its memory is planned for that bound
+    (``tir_var_upper_bound``), and the graphs are keyed by the batch size
+    (``relax.rewrite_cuda_graph.capture_symbolic_vars``). A batch above the bound must be split."""
+    from tvm import relax
+
+    check_version()
+    main = module["main"]
+    names = sorted(str(v) for v in relax.analysis.defined_symbolic_vars(main))
+    if names:
+        module["main"] = main.with_attr("tir_var_upper_bound", {name: max_batch for name in names}) \
+            .with_attr("relax.rewrite_cuda_graph.capture_symbolic_vars", names)
+    return module
+
+
+def captures_cuda_graph(executable) -> bool:
+    """Whether a compiled Relax executable runs its kernels through a captured CUDA graph."""
+    check_version()
+    return "vm.builtin.cuda_graph.run_or_capture" in executable.as_text()
 
 
 def with_cuda_modules(executable, replace, nvcc: str | None = None):

@@ -33,7 +33,7 @@ from ...language import ir
 from ...language.ir import format_shape, shape_fits
 from ..build import Build, build
 from ..env import require_tvm, require_tvm_runtime
-from ..compat.cuda import load_cuda_runtime
+from ..compat.cuda import captures_cuda_graph, load_cuda_runtime
 from ..gpu.cuda import GpuImage, find_nvcc, gpu_images, runs_on
 from ..profiles import Profile, check_runs_here, cpu_features
 
@@ -198,6 +198,8 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
             manifest["gpu_code"] = {"archs": sorted({image.arch for image in sass}),
                                     "kernels": len({k for image in sass for k in image.kernels}),
                                     "nvcc": getattr(built.executable, "nvcc", None)}
+            manifest["cuda_graph"] = {"captured": captures_cuda_graph(built.executable),  # read from the executable
+                                      "max_batch": built.max_batch}  # any batch: one graph per size up to it
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
 
@@ -268,11 +270,12 @@ def _check_schema(folder: Path, manifest: dict) -> None:
 class Runner:
     """A loaded library on its device: ``runner(batch) → outputs``."""
 
-    def __init__(self, library, device, weights: list, packs: bool, input_shape: list):
+    def __init__(self, library, device, weights: list, packs: bool, input_shape: list, max_batch: int | None = None):
         from tvm.runtime.vm import VirtualMachine  # (tvm.relax needs TVM's compiler; this, its runtime only)
 
         self.device = device
         self.input_shape = input_shape
+        self.max_batch = max_batch  # CUDA graphs per batch size, memory planned up to it: larger batches are split
         self.vm = VirtualMachine(library, device)
         if packs:  # pack the weights once, as the tuned kernels want them
             weights = list(self.vm["main_transform_params"](weights))
@@ -290,7 +293,7 @@ class Runner:
         weights = [tvm.runtime.tensor(built.weights[name], device) for name in built.order]
         dims = built.model.graph.input[0].type.tensor_type.shape.dim
         shape = [built.batch or dims[0].dim_param, *(d.dim_value for d in dims[1:])]
-        return cls(built.executable, device, weights, built.packs, shape)
+        return cls(built.executable, device, weights, built.packs, shape, built.max_batch)
 
     def check_input(self, batch: np.ndarray) -> None:
         expected = self.input_shape
@@ -301,6 +304,12 @@ class Runner:
                                   else None)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self.max_batch is not None and len(batch) > self.max_batch:
+            return np.concatenate([self(batch[start:start + self.max_batch])
+                                   for start in range(0, len(batch), self.max_batch)])
+        return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         import tvm
 
         if self._input is None or tuple(self._input.shape) != batch.shape:
@@ -345,6 +354,16 @@ def _check_cpu(folder: Path, manifest: dict) -> None:
                       "compile the spec for this machine: --target llvm")
 
 
+def _graph_bound(folder: Path, manifest: dict) -> int | None:
+    """The largest batch one call of an any-batch CUDA-graph artifact takes (None: no bound)."""
+    graph = manifest.get("cuda_graph")  # (older artifacts and CPU ones have none)
+    bound = graph.get("max_batch") if isinstance(graph, dict) else None
+    if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool) or bound < 1):
+        raise _refuse(folder, f"{MANIFEST} is damaged (cuda_graph.max_batch is not a positive whole number)",
+                      "compile the spec again")
+    return bound
+
+
 class Artifact(Runner):
     """A verified artifact folder, loaded on its device."""
 
@@ -380,4 +399,5 @@ class Artifact(Runner):
         self.input_name = manifest["input"]["name"]
         weights = [tvm.runtime.tensor(tensors[name], device) for name in manifest["parameters"]]
         super().__init__(tvm.runtime.load_module(str(folder / LIBRARY)), device, weights,
-                         manifest.get("transform_params", False), manifest["input"]["shape"])
+                         manifest.get("transform_params", False), manifest["input"]["shape"],
+                         _graph_bound(folder, manifest))

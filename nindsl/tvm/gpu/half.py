@@ -42,20 +42,26 @@ class HalfIsa:
     name: str
 
 
-def half_module(network: ir.Network, model, batch: int | None, target):
+def half_module(network: ir.Network, model, batch: int | None, target, graphs_up_to: int | None = None):
     """The float32 ONNX ``model`` as a scheduled float16 Relax module for ``target`` (CUDA:
     DLight's rules; a CPU: nindsl's untuned CPU schedules), its weights' casts in
-    ``main_transform_params``."""
+    ``main_transform_params``. ``graphs_up_to``: an any-batch CUDA module captured in one CUDA
+    graph per batch size up to it."""
     import tvm
     from tvm.relax import transform
+
+    from ..compat.cuda import capture_each_batch
 
     from .rules import schedule_passes
 
     passes = [transform.ToMixedPrecision(out_dtype="float32"), transform.LiftTransformParams()]
+    module = import_onnx(model, network, batch)
     if target.kind.name == "cuda":
         passes += schedule_passes()
+        if graphs_up_to is not None and batch is None:
+            module = capture_each_batch(module, graphs_up_to)
     with target:
-        module = tvm.transform.Sequential(passes)(import_onnx(model, network, batch))
+        module = tvm.transform.Sequential(passes)(module)
     if target.kind.name != "cuda":  # nindsl's untuned CPU schedules, where they take the kernel
         from tvm.relax.pipeline import zero_pipeline
 
@@ -96,19 +102,21 @@ def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, 
     from ..frontend import parameter_order
 
     target = tvm.target.Target(resolved_target(profile))
-    module = half_module(network, model, batch, target)
+    graphs = profile.device == "cuda" and profile.schedule.cuda_graph
+    module = half_module(network, model, batch, target, profile.schedule.max_batch if graphs else None)
     order = parameter_order(network, model, batch)
     cores, convs = None, 0
     if profile.device == "cuda":
         from .cuda import compile_cuda
         from .rules import tensor_core_kernels
 
-        executable = compile_cuda(module, target)
+        executable = compile_cuda(module, target, graphs)
         cores, convs = tensor_core_kernels(module)
     else:
         executable = tvm.compile(module, target=target)
     return Build(executable, model, weights, order, target, True, batch, cores, convs,
-                 lifted_names(module["main_transform_params"], order))
+                 lifted_names(module["main_transform_params"], order),
+                 profile.schedule.max_batch if graphs and batch is None else None)
 
 
 def lifted_names(transform, order: list[str]) -> list[str]:
