@@ -17,7 +17,7 @@ DIGITS = ROOT / "specs" / "nin_digits.nin"
 
 def _imported(*argv: str) -> set[str]:
     """Which of the heavy packages a `nindsl` command, run in a fresh process, has imported."""
-    code = ("import sys; from nindsl.cli import main; code = main(sys.argv[1:]); "
+    code = ("import sys; from nindsl.cli import main; code = main(sys.argv[1:], one_command=True); "
             "print(*sorted({m.split('.')[0] for m, v in sys.modules.items() if v is not None}))")
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

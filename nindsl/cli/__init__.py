@@ -22,9 +22,13 @@ from .printing import report, use_color
 EXIT_USER, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, one_command: bool = False) -> int:
+    """Run one command line (``argv``, else the process's). ``one_command``: this process runs
+    this command alone (the `nindsl` program), so a command may import only what it needs, and
+    ways no later command could use (`run` on an artifact: TVM's runtime without its compiler)."""
     args = build_parser().parse_args(argv)
     args.color_on = use_color(args.color)
+    args.one_command = one_command
     try:
         return args.func(args)
     except NindslError as error:
@@ -45,5 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def command() -> int:
+    """The `nindsl` program (its console script and ``python -m nindsl``): one command per process."""
+    return main(one_command=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(command())

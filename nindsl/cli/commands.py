@@ -330,7 +330,8 @@ def drive_run(args) -> int:
         from ..tvm.deploy.artifact import Artifact
         from ..tvm.env import runtime_only
 
-        runtime_only()  # (an artifact needs TVM's runtime only: a fifth of the import time)
+        if getattr(args, "one_command", False):  # (this process runs nothing else: no compiler needed later)
+            runtime_only()  # an artifact needs TVM's runtime only: a fifth of the import time
         artifact = Artifact(source)
         batch = load_input(args.input, artifact.input_name, tuple(artifact.input_shape),
                            _artifact_preprocess(artifact, source, args.input), "compile the spec again without --batch")
