@@ -1,8 +1,11 @@
 """Run a bundle's CUDA artifacts on the GPU and compare them with the PyTorch twin on CUDA
 (float32; and float16 beside an fp16 artifact) and ONNX Runtime: max |Δ| and top-1 agreement
-against the float32 twin, and median latency at batch 1 and 64, as JSON. Each latency is
-measured twice: from a host array to a host array (what `Artifact.__call__` does), and on the
-GPU alone (input already there, output left there).
+against the float32 twin, and latency at batch 1 and 64 (median, p10, p90 over interleaved
+rounds), as JSON. Each latency is measured twice: from a host array to a host array (what
+`Artifact.__call__` does), and on the GPU alone (input already there, output left there). PyTorch
+runs with cuDNN's benchmark on, in float32, float16 (also channels_last), bfloat16, and with
+TORCH_COMPILE=1 torch.compile(mode="max-autotune"). An artifact built without CUDA graphs
+(`-nograph`) sits beside its twin with them, for what the graphs give.
 
 Runs on the GPU machine with its own Python, numpy, PyTorch (CUDA) and ONNX Runtime; TVM,
 tvm_ffi, safetensors and nindsl come from the bundle, runtime-only (no TVM compiler is
@@ -34,17 +37,22 @@ import numpy as np  # noqa: E402
 import nindsl  # noqa: E402
 
 
-def median_ms(run, x, sync) -> float:
-    for _ in range(3):
-        run(x)
-    times = []
+def interleaved_ms(calls: dict, sync) -> dict:
+    """Each engine's milliseconds per call (median, p10, p90) over :data:`ROUNDS` interleaved
+    rounds, one call of each engine a round, the GPU synchronised around each: a busy moment of
+    the machine slows every engine alike. ``calls``: name → (function, its argument)."""
+    for run, x in calls.values():
+        for _ in range(3):
+            run(x)
+    times: dict = {name: [] for name in calls}
     for _ in range(ROUNDS):
-        sync()
-        start = time.perf_counter()
-        run(x)
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for name, (run, x) in calls.items():
+            sync()
+            start = time.perf_counter()
+            run(x)
+            sync()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: (statistics.median(t), *np.percentile(t, [10, 90])) for name, t in times.items()}
 
 
 def he_weights(folder: Path, torch) -> dict:
@@ -85,17 +93,24 @@ def twin_class(folder: Path, torch):
                 and v.__module__ == "twin" and hasattr(v, "logits"))
 
 
-def twin(folder: Path, torch, weights: dict, dtype=None):
+def twin(folder: Path, torch, weights: dict, dtype=None, channels_last: bool = False, compiled: bool = False):
     """The PyTorch twin of the artifact (its generated source) with ``weights``, on CUDA, in
-    float32 (TF32 off) or ``dtype``: (host → host runner, on-GPU runner)."""
+    float32 (TF32 off) or ``dtype``, cuDNN choosing its fastest convolutions (``benchmark``);
+    ``channels_last``: NHWC tensors, which cuDNN's tensor-core kernels prefer; ``compiled``:
+    ``torch.compile(mode="max-autotune")``. Returns (host → host runner, on-GPU runner)."""
     module = twin_class(folder, torch)()
     module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     module = module.eval().cuda().to(dtype or torch.float32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
+    torch.backends.cudnn.benchmark = True
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(memory_format=layout)
+    if compiled:
+        module = torch.compile(module, mode="max-autotune")
 
     def on_gpu(x):
         with torch.inference_mode():
-            return module(x if dtype is None else x.to(dtype))
+            return module((x if dtype is None else x.to(dtype)).contiguous(memory_format=layout))
 
     def run(x):
         return on_gpu(torch.from_numpy(x).cuda()).float().cpu().numpy()
@@ -169,6 +184,11 @@ def main() -> int:
         if precision == "fp16":
             engines["torch-fp16"], resident["torch-fp16"] = twin(folder, torch, weights, torch.float16)
             engines["torch-bf16"], resident["torch-bf16"] = twin(folder, torch, weights, torch.bfloat16)
+            engines["torch-fp16-cl"], resident["torch-fp16-cl"] = twin(folder, torch, weights, torch.float16,
+                                                                       channels_last=True)
+            if os.environ.get("TORCH_COMPILE"):  # minutes of autotuning per network: asked for, not by default
+                engines["torch-fp16-compiled"], resident["torch-fp16-compiled"] = twin(
+                    folder, torch, weights, torch.float16, channels_last=True, compiled=True)
         try:
             engines["onnxruntime"], report["onnxruntime_provider"] = onnxruntime(folder, weights)
         except Exception as error:  # noqa: BLE001 - a missing or broken ONNX Runtime is reported, not fatal
@@ -180,15 +200,18 @@ def main() -> int:
             x = np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
             outputs = {name: run(x) for name, run in engines.items()}
             reference = outputs["torch"]
+            host = interleaved_ms({name: (run, x) for name, run in engines.items()}, torch.cuda.synchronize)
+            gpu = interleaved_ms({name: (call, put(x)) for name, (put, call) in resident.items()},
+                                 torch.cuda.synchronize)
             results[batch] = {}
-            for name, run in engines.items():
+            for name in engines:
                 results[batch][name] = {
-                    "median_ms": median_ms(run, x, torch.cuda.synchronize),
+                    "median_ms": host[name][0], "p10_p90_ms": host[name][1:],
                     "max_abs_diff_vs_torch": float(np.abs(outputs[name] - reference).max()),
                     "top1_agreement_vs_torch": float((outputs[name].argmax(1) == reference.argmax(1)).mean())}
-                if name in resident:
-                    put, call = resident[name]
-                    results[batch][name]["median_ms_on_gpu"] = median_ms(call, put(x), torch.cuda.synchronize)
+                if name in gpu:
+                    results[batch][name]["median_ms_on_gpu"] = gpu[name][0]
+                    results[batch][name]["p10_p90_ms_on_gpu"] = gpu[name][1:]
             # a second input after all that: a CUDA graph replays with the new input, not the captured one
             again = np.random.default_rng(batch + 100).standard_normal(shape).astype(np.float32)
             results[batch]["tvm"]["max_abs_diff_vs_torch_second_input"] = float(

@@ -26,6 +26,10 @@ build() {  # NAME SPEC [compile options...]
 build nin_cifar10 nin_cifar10
 build nin_cifar10-fp16 nin_cifar10 --precision fp16 --calibrate random
 build nin_cifar10-fp16-b64 nin_cifar10 --precision fp16 --calibrate random --batch 64
+# the same without CUDA graphs (a profile that turns them off), to measure what the graphs give
+sed 's/^untuned = "dlight"/untuned = "dlight"\ncuda_graph = false/' backends/h200.toml > "$work/h200-nograph.toml"
+.venv/bin/nindsl compile specs/nin_cifar10.nin --target "$work/h200-nograph.toml" -o "$work/nin_cifar10-fp16-b64-nograph" \
+  --precision fp16 --calibrate random --batch 64
 build nin_imagenet-fp16 nin_imagenet --precision fp16 --calibrate random
 .venv/bin/pip download -q "apache-tvm-ffi==$(.venv/bin/python -c 'import tvm_ffi; print(tvm_ffi.__version__)')" \
   --python-version "${PYTHON_VERSION:-3.12}" --only-binary=:all: --no-deps -d "$work/wheels"
