@@ -53,6 +53,8 @@ def test_an_any_batch_fp16_build_captures_and_its_manifest_says_so(cli, tmp_path
     assert result.code == 0, result.err
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["cuda_graph"] == {"captured": True, "max_batch": 256}
+    said = cli("inspect", tmp_path / "a").out
+    assert "CUDA graphs   one captured per batch size, up to 256 images a call" in said
 
 
 def test_a_runner_splits_a_batch_above_its_graphs_bound(digits):

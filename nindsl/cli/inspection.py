@@ -171,6 +171,7 @@ def _code(manifest: dict) -> list[tuple[str, str]]:
         if isinstance(gpu.get("nvcc"), str):
             text += f" (nvcc {gpu['nvcc']})"
         rows.append(("GPU code", text))
+        rows.append(("CUDA graphs", _graphs(manifest.get("cuda_graph"))))
     features = _words(manifest.get("cpu_features"))
     if features is not None and (features or not isinstance(gpu, dict)):  # (a GPU build's host code: none)
         missing = missing_cpu_features(features)
@@ -180,6 +181,18 @@ def _code(manifest: dict) -> list[tuple[str, str]]:
                 " (this CPU has them all)"
         rows.append(("CPU features", text))
     return rows
+
+
+def _graphs(graph) -> str:
+    """Whether a CUDA build launches its kernels through a captured CUDA graph."""
+    if not isinstance(graph, dict):
+        return "not recorded (an artifact from an older nindsl)"
+    if graph.get("captured") is not True:
+        return "off: one launch per kernel"
+    bound = graph.get("max_batch")
+    return ("captured on the first call and replayed after" if bound is None else
+            f"one captured per batch size, up to {bound} images a call (larger batches run in pieces)"
+            if isinstance(bound, int) else "captured (bound: ?)")
 
 
 def _narrow(manifest: dict) -> list[tuple[str, str]]:
