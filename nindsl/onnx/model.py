@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from ..kernel import limits
 from ..kernel.diagnostics import NindslError
 from ..kernel.io import refuse_kind, regular_file
@@ -73,23 +71,3 @@ def read_model(path: str | Path):
 def model_metadata(model) -> dict[str, str]:
     return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
             if p.key.startswith(METADATA_PREFIX)}
-
-
-def describe_model(path: str | Path) -> str:
-    """What `nindsl inspect` prints: where an .onnx came from."""
-    model = read_model(path)
-    meta = model_metadata(model)
-    if not meta:
-        return f"{path}: not built by nindsl (producer: {model.producer_name or 'unknown'})"
-    files = json.loads(meta.get("spec", "{}"))
-    graph = model.graph
-    params = sum(int(np.prod(t.dims)) for t in graph.initializer)
-    lines = [f"{path}: network `{meta.get('network')}` built by nindsl {meta.get('version')}",
-             f"  spec sha256 {meta.get('spec_hash')}  from {', '.join(files) or '?'}",
-             f"  parameters {meta.get('params')}",
-             f"  weights {meta.get('weights')}",
-             f"  opset {model.opset_import[0].version}, {len(graph.node)} nodes, {params:,} stored values",
-             f"  input {graph.input[0].name}, output {graph.output[0].name}"]
-    if "preprocess" in meta:
-        lines.append(f"  images prepared as {meta['preprocess']}")
-    return "\n".join(lines)
