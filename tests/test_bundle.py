@@ -63,7 +63,8 @@ def test_a_bundle_refuses_what_is_not_an_artifact(cli, tmp_path):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to build CUDA artifacts")
 def test_the_gpu_check_is_ready_for_the_gpu_machine(cli, tmp_path):
     """examples/gpu_check.sh's steps (but with this interpreter's tvm_ffi, nothing downloaded):
-    the bundle fits what the GPU machine takes, and gpu_check.py runs up to needing a GPU."""
+    the bundle fits what the GPU machine takes, and gpu_check.py runs up to needing a GPU; where
+    PyTorch sees a CUDA GPU the bundle's code runs on, the whole check runs and writes its report."""
     for spec in ("nin_imagenet", "nin_cifar10"):
         assert cli("compile", SPECS / f"{spec}.nin", "-t", "h200", "-o", tmp_path / spec).code == 0
     assert cli("bundle", tmp_path / "nin_imagenet", tmp_path / "nin_cifar10", "-o", tmp_path / "b").code == 0
@@ -75,6 +76,23 @@ def test_the_gpu_check_is_ready_for_the_gpu_machine(cli, tmp_path):
     assert size < LIMIT, f"{size / 2**20:.1f} MiB"
     manifest = json.loads((bundle / "artifacts" / "nin_cifar10" / "manifest.json").read_text())
     assert manifest["device"] == "cuda" and manifest["profile"] == "h200"
+    # the script's own probe (PyTorch's), in the environment it runs in: "" without a GPU, else
+    # its compute capability as an sm_ name
+    probe = subprocess.run([sys.executable, "-c", "import torch; print('sm_%d%d' % torch.cuda.get_device_capability(0) "
+                            "if torch.cuda.is_available() else '')"], env=_bare_env(bundle), capture_output=True,
+                           text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr
+    gpu, archs = probe.stdout.strip(), manifest["gpu_code"]["archs"]
+    assert archs == ["sm_90"]
+    if gpu and gpu not in archs:
+        pytest.skip(f"this GPU is {gpu}; the bundle's machine code is for {', '.join(archs)}")
     check = subprocess.run([sys.executable, str(bundle / "gpu_check.py"), str(bundle)], env=_bare_env(bundle),
-                           capture_output=True, text=True, timeout=300)
-    assert check.returncode == 2 and "no CUDA GPU" in check.stderr, check.stderr  # the point where a GPU is needed
+                           capture_output=True, text=True, timeout=600 if gpu else 300)
+    if not gpu:
+        assert check.returncode == 2 and "no CUDA GPU" in check.stderr, check.stderr  # the point where a GPU is needed
+        assert not (bundle / "gpu_report.json").exists()
+        return
+    assert check.returncode == 0, check.stderr[-3000:]
+    report = json.loads((bundle / "gpu_report.json").read_text())
+    assert set(report["artifacts"]) == {"nin_imagenet", "nin_cifar10"}
+    assert report["libtvm_runtime_loaded"] and not report["libtvm_compiler_loaded"]  # the runtime alone
