@@ -1,16 +1,10 @@
-"""An int8 build: a quantized network (:class:`nindsl.onnx.quantize.Plan`) as a Relax module
-of integer kernels, each scheduled here, compiled for a CPU target.
+"""An int8 build: a quantized network (:class:`nindsl.onnx.quantize.Plan`) as the chain of
+:mod:`nindsl.tvm.narrow.chain` with int8 numbers between its kernels, compiled for a CPU target.
 
-The network runs as a chain of kernels over a blocked NHWC layout (``[N, H, W, C/b, b]``:
-channels padded to whole blocks of ``b``, 4 for the input, the vector lanes after a
-convolution):
-
-    quantize the input → [convolution + requantize | max pool | average pool]… → head
-
-Convolutions are :mod:`nindsl.tvm.narrow.kernels.int8`' direct kernel; pooling works on the
-integers (max) or on their dequantized values (average, requantized to the same scale); the
-head (global average pooling, softmax) is float32. The weights are packed once, at build
-time, and passed to the library at run time as for float32 builds.
+Activations are unsigned 8-bit codes (a scale and zero point per tensor), weights signed 8-bit.
+Convolutions are :mod:`nindsl.tvm.narrow.kernels.int8`' direct kernel (or AMX tiles) with its
+requantize step; pooling works on the integers (max) or on their dequantized values (average,
+requantized to the same scale); the head (global average pooling, softmax) is float32.
 """
 
 from __future__ import annotations
