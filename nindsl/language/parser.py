@@ -223,9 +223,11 @@ def _syntax_error(error: UnexpectedInput, source: Source):
     line, column = max(error.line, 1), max(error.column, 1)
     if isinstance(error, UnexpectedCharacters):
         char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else "?"
+        span = Span(source, line, column, line, column + 1)
+        if not char.isascii() and unicodedata.category(char) == "Nd":
+            return _foreign_digit(char, span)
         help = "strings use double quotes" if char == "'" else None
-        return Diagnostic("E0001", f"unexpected character `{char}`",
-                          Span(source, line, column, line, column + 1), help)
+        return Diagnostic("E0001", f"unexpected character `{char}`", span, help)
     token = getattr(error, "token", None)
     at_end = isinstance(error, UnexpectedEOF) or (token is not None and token.type == "$END")
     opener = _unclosed(source) if at_end else None
@@ -257,6 +259,16 @@ def _syntax_error(error: UnexpectedInput, source: Source):
     if token is not None and str(token) == "=" and "COLON" in expected:
         help = "a layer label is followed by `:`, as in `conv1: mlpconv(...)`"
     return Diagnostic("E0001", f"unexpected {found}", Span(source, line, column, line, column + width), help)
+
+
+def _foreign_digit(char: str, span: Span):
+    """A decimal digit of another script (`৪`, `٤`, `４`): Python's int() reads it as its value,
+    so a spec would mean a number it does not show in ASCII; numbers are written with 0-9."""
+    from ..kernel.diagnostics import Diagnostic
+
+    name = unicodedata.name(char, "DIGIT")
+    return Diagnostic("E0001", f"`{char}` (U+{ord(char):04X} {name}) is not an ASCII digit; numbers are written "
+                               "with 0-9", span, f"write `{unicodedata.digit(char)}`")
 
 
 # --- tree → syntax dataclasses -----------------------------------------------------------

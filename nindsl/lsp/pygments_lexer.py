@@ -45,7 +45,7 @@ class NinLexer(RegexLexer):
             (NAME + r"(?=\s*\()", Name.Function),
             (NAME + r"(?=\s*:)", Name.Label),
             (NAME + r"(?=\s*=(?!=))", Name.Attribute),
-            (r"(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?", Number),
+            (r"([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][+-]?[0-9]+)?", Number),
             (r"//|[-+*/=]", Operator),
             (r"[()\[\]{},:]", Punctuation),
             (NAME, Name),
