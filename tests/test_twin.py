@@ -160,9 +160,8 @@ def test_batchnorm_trains_its_running_statistics():
 
 @pytest.mark.parametrize("label", ["forward", "eval", "class", "_modules"])
 def test_labels_that_clash_with_module_attributes_are_refused(label):
-    network = nindsl.check(f"network p() {{ input x: f32[N, 1, 4, 4] {label}: conv(2, 3) }}")
-    with pytest.raises(NindslError) as error:
-        twin_source(network)
+    with pytest.raises(NindslError) as error:  # by check itself: what it accepts, the twin builds (issue 34)
+        nindsl.check(f"network p() {{ input x: f32[N, 1, 4, 4] {label}: conv(2, 3) }}")
     assert error.value.diagnostics[0].code == "E0107" and f"`{label}`" in error.value.diagnostics[0].message
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from ..kernel.diagnostics import NindslError
 from ..kernel.io import atomic_write_text
 from ..language import check
+from ..language.elaborate import twin_cannot_hold
 from ..language.fmt import format_module
 from ..language.parser import parse
 from ..weights import save_weights
@@ -77,7 +78,7 @@ def write_spec(imported: Imported, out: str | Path, weights_out: str | Path | No
 
 def label(name: str, fallback: str, taken: set[str]) -> str:
     """``name`` if it can be a nindsl label not yet used, else ``fallback`` numbered."""
-    if IDENTIFIER.match(name) and name not in taken and name not in _KEYWORDS:
+    if IDENTIFIER.match(name) and name not in taken and name not in _KEYWORDS and not twin_cannot_hold(name):
         taken.add(name)
         return name
     index = 1

@@ -13,6 +13,7 @@ collected. Shapes are left to :mod:`nindsl.language.shapes`.
 
 from __future__ import annotations
 
+import keyword
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -101,6 +102,7 @@ def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], erro
     if output_spec is None:
         output_spec = ir.TensorSpec("output", "f32", ())  # filled from the inferred shape
     _distinct_tensor_names(input_spec, output_spec, layers, errors)
+    _labels_the_twin_can_hold(layers, errors)
     blame_overrides(errors, uses_from, {n: (t, params[n]) for n, t in overrides.items() if n in params})
     return ir.Network(node.name, input_spec, output_spec, layers, params=tuple(params.items()))
 
@@ -164,6 +166,44 @@ def _distinct_tensor_names(input_spec: ir.TensorSpec, output_spec: ir.TensorSpec
     if output_spec.name == input_spec.name:
         errors.error("E0108", f"the input and the output are both called `{input_spec.name}`", output_spec.span,
                      "give the output another name")
+
+
+# What torch.nn.Module (2.x) has under these names, methods and instance attributes alike: a
+# layer of the twin is the attribute `self.<label>`, so a label may name none of them. The language
+# imports no torch: tests/test_hostile_values.py checks this list against the installed torch.
+TORCH_MODULE_NAMES = frozenset("""
+    T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
+    dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half
+    ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters parameters
+    register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
+    register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to
+    to_empty train training type xpu zero_grad
+    _apply _backward_hooks _backward_pre_hooks _buffers _call_impl _compiled_call_impl _forward_hooks
+    _forward_hooks_always_called _forward_hooks_with_kwargs _forward_pre_hooks _forward_pre_hooks_with_kwargs
+    _get_backward_hooks _get_backward_pre_hooks _get_name _is_full_backward_hook _load_from_state_dict
+    _load_state_dict_post_hooks _load_state_dict_pre_hooks _maybe_warn_non_full_backward_hook _modules
+    _named_members _non_persistent_buffers_set _parameters _register_load_state_dict_pre_hook
+    _register_state_dict_hook _replicate_for_data_parallel _save_to_state_dict _slow_forward
+    _state_dict_hooks _state_dict_pre_hooks _version _wrapped_call_impl
+    logits
+""".split())  # (`logits`: the twin's own method before the softmax)
+
+
+def twin_cannot_hold(label: str) -> bool:
+    """Whether ``label`` cannot be an attribute of the PyTorch twin: a Python keyword, a member
+    of torch.nn.Module (or the twin's `logits`), or a special name (`__init__`)."""
+    return keyword.iskeyword(label) or label in TORCH_MODULE_NAMES or \
+        label.startswith("__") and label.endswith("__")
+
+
+def _labels_the_twin_can_hold(layers, errors: Errors) -> None:
+    """What check accepts, every backend builds: the twin names a layer's module after its label."""
+    for layer in layers:
+        if twin_cannot_hold(layer.label):
+            errors.error("E0107", f"label `{layer.label}` cannot name a PyTorch module attribute", layer.span,
+                         "rename the layer: it is a Python keyword or a torch.nn.Module member")
 
 
 DTYPES = ("f32",)

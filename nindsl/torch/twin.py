@@ -21,6 +21,7 @@ import numpy as np
 
 from ..kernel.version import __version__
 from ..language import ir
+from ..language.elaborate import twin_cannot_hold
 from ..language.layers import BATCHNORM_HELPER, Softmax, kind
 from ..kernel.diagnostics import Collector
 from ..kernel.io import atomic_write_text, starts_with
@@ -29,17 +30,15 @@ from ..language.ir import format_shape
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-#: nn.Module attributes a label must not shadow (checked when torch is importable).
-_MODULE_NAMES = {"forward", "logits", "train", "eval", "to", "cuda", "cpu", "float", "half", "double",
-                 "training", "state_dict", "parameters", "buffers", "children", "modules", "apply", "type"}
-
 
 def _reserved() -> set[str]:
+    """The installed torch's nn.Module members (check refuses those it knows of:
+    :func:`~nindsl.language.elaborate.twin_cannot_hold`; a newer torch may have more)."""
     try:
         from torch import nn
     except ImportError:  # the source can still be written without torch installed
-        return _MODULE_NAMES
-    return _MODULE_NAMES | set(dir(nn.Module)) | set(vars(nn.Module()))  # methods, and `_modules` & co.
+        return set()
+    return set(dir(nn.Module)) | set(vars(nn.Module()))  # methods, and `_modules` & co.
 
 
 def class_name(network: ir.Network) -> str:
@@ -58,7 +57,7 @@ def _check_labels(network: ir.Network) -> None:
     errors = Collector()
     reserved = _reserved()
     for layer in network.layers:
-        if keyword.iskeyword(layer.label) or layer.label in reserved:
+        if twin_cannot_hold(layer.label) or layer.label in reserved:
             errors.error("E0107", f"label `{layer.label}` cannot name a PyTorch module attribute",
                          layer.span, "rename the layer: it is a Python keyword or a torch.nn.Module member")
     errors.raise_if_any()
