@@ -30,12 +30,16 @@ def _bad_input(message: str, help: str | None = None) -> NindslError:
 
 
 def overrides(pairs: list[str] | None) -> dict[str, str]:
-    """``--set name=value`` pairs as a dict of expression texts."""
+    """``--set name=value`` pairs as a dict of expression texts; a name given twice is refused
+    (the last would silently win)."""
     result = {}
     for pair in pairs or ():
         name, sep, value = pair.partition("=")
         if not sep or not name.strip():
             raise _usage(f"`--set {pair}` is not of the form name=value", "for example `--set classes=100`")
+        if name.strip() in result:
+            raise _usage(f"--set {name.strip()} is given twice (`{result[name.strip()]}` and `{value.strip()}`)",
+                         "give each parameter once")
         result[name.strip()] = value.strip()
     return result
 

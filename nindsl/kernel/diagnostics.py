@@ -189,7 +189,7 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     Bounded work: among many names (thousands of `let`s), only those within two characters of
     the word's length that share its first letter are compared, at most ``_MANY`` of them.
     """
-    names = frozenset(candidates)
+    names = frozenset(candidates) - {word}  # (the word itself is known: it is not what was meant)
     if len(names) > _MANY:
         groups = _by_length(names)
         first = word[:1].lower()

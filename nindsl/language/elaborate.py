@@ -23,9 +23,9 @@ from . import ir
 from . import syntax as ast
 from .binding import INITS, OPTIMIZERS, SCHEDULES, as_int
 from .data_paths import DataPlace
-from .evaluate import Symbol, ValueMistake, evaluate
+from .evaluate import CallValue, Symbol, ValueMistake, evaluate
 from .expand import Abort, Errors, Expander
-from .imports import Loader, Scope, blame_failed_imports
+from .imports import Loader, Scope, blame_failed_imports, drop_explained, names_used
 from .overrides import apply_overrides, blame_overrides
 from .train_section import TRAIN_SETTINGS, train_section
 
@@ -69,6 +69,8 @@ def elaborate(module: ast.Module, overrides: dict[str, str] | None = None, root:
     folder = Path(module.source.path).parent if module.source and module.source.path != "<string>" else None
     train = train_section(trains[0] if trains else None, scope.constants, errors, network.input,
                           DataPlace(folder, Path(root) if root else folder))
+    _unused_lets(module, scope, network.input, errors)
+    drop_explained(errors, loader.failed_lets)
     blame_failed_imports(errors, loader.failed)
     errors.raise_if_any()
     return replace(network, train=train, sources=tuple(loader.sources))
@@ -81,8 +83,42 @@ def check_library(module: ast.Module, root: str | Path | None = None,
     origin = str(Path(module.source.path).resolve()) if module.source else "<string>"
     loader = Loader(Path(root) if root else None, errors, open_texts)
     loader.scope(module, (origin,))
+    drop_explained(errors, loader.failed_lets)
     blame_failed_imports(errors, loader.failed)
     errors.raise_if_any()
+
+
+def _unused_lets(module: ast.Module, scope: Scope, image: ir.TensorSpec, errors: Errors) -> None:
+    """A `let` no part of the spec uses is checked by no use: an unknown name in its value (a
+    typo, or a name that was renamed) is reported at the `let` itself. A bare word the language
+    knows (`ceil`, `relu`, `xavier`, `digits`, the input's batch name) is a value, not a mistake."""
+    used = {name.id for name in names_used(module.items)}
+    known = {"floor", "ceil", "relu", "none", *INITS, *OPTIMIZERS, *SCHEDULES, *ir.DATA_KINDS,
+             *(d for d in image.shape if isinstance(d, str))}
+    for item in module.items:
+        if not isinstance(item, ast.Let) or item.name in used or item.name not in scope.constants:
+            continue
+        for word in dict.fromkeys(_words(scope.constants[item.name])):
+            if word in known:
+                continue
+            written = next((n for n in names_used(item.value) if n.id == word), None)
+            errors.error("E0106", f"unknown name `{word}`", written.span if written else item.value.span,
+                         did_you_mean(word, [*scope.constants, *known]) or
+                         f"`{item.name}` is used nowhere, so nothing else checks it; remove the `let` if it is not needed")
+
+
+def _words(value: Any) -> list[str]:
+    """The unbound names a value holds (in lists and in calls' arguments)."""
+    found, stack = [], [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Symbol):
+            found.append(value.name)
+        elif isinstance(value, tuple):
+            stack.extend(reversed(value))
+        elif isinstance(value, CallValue):
+            stack.extend(reversed([arg[1] for arg in value.args]))
+    return found
 
 
 def _network(node: ast.NetworkDef, scope: Scope, overrides: dict[str, str], errors: Errors) -> ir.Network:
