@@ -38,6 +38,10 @@ from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 HOST = load_profile("llvm")
 SAPPHIRE_RAPIDS = '{"kind": "llvm", "mcpu": "sapphirerapids"}'
 LACKS_BF16 = bool(missing_cpu_features(["avx512bf16"]))
+# The tile kernels run emulated everywhere, and for real where this CPU has AMX-BF16 (its flags,
+# and Linux's permission): against the float64 sums, and the emulation's network outputs.
+TILES_HERE = cpu_flags() is not None and not missing_cpu_features(["amx-tile", "amx-bf16", "avx512bf16"])
+TILES = [True, *([False] if TILES_HERE else [])]  # emulated?
 
 
 def test_bf16_rounding_is_to_nearest_even():
@@ -110,11 +114,12 @@ def test_avx512_bf16_targets_get_vdpbf16ps_inlined(mcpu):
     assert B.step_function(vector) not in assembly  # inlined: no call
 
 
-def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
-    """The emulated AMX convolution, as :func:`_run_conv`."""
+def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0, emulated: bool = True):
+    """The AMX convolution (``emulated``, or the real tiles), as :func:`_run_conv`."""
     from nindsl.tvm.narrow.kernels import amx as amx_kernels
 
-    return _run_conv(shape, relu, seed, lambda: amx_kernels.conv_func(shape, amx_kernels.BF16, relu, emulated=True),
+    return _run_conv(shape, relu, seed, lambda: amx_kernels.conv_func(shape, amx_kernels.BF16, relu,
+                                                                      emulated=emulated),
                      amx_kernels.weight_layout(shape))
 
 
@@ -128,11 +133,12 @@ def _run_tiles(shape: ConvShape, relu: bool, seed: int = 0):
     (ConvShape(1, 15, 9, 12, 32, 3, 2, 0, 2, 0, 0, 0, kernel_width=1, stride_width=1), True, (12, 1, 2, 32)),
     # a folded input layer: 15 taps in pairs (16 numbers, 32 bytes), output rows from every other input row
 ])
-def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, block):
+@pytest.mark.parametrize("emulated", TILES, ids=lambda e: "emulated" if e else "tiles")
+def test_the_amx_convolution_is_the_float64_sum_rounded_to_bf16(shape, relu, block, emulated):
     from nindsl.tvm.narrow.kernels.amx import TileBlock, tile_block
 
     assert tile_block(shape) == TileBlock(*block)
-    got, exact = _run_tiles(shape, relu)
+    got, exact = _run_tiles(shape, relu, emulated=emulated)
     assert np.mean(got == to_bf16(exact.astype(np.float32))) > 0.999
     assert np.abs(from_bf16(got) - exact).max() <= 2 ** -8 * np.abs(exact).max()
 
@@ -173,7 +179,8 @@ def tiny(tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec, isa", [("tiny", B.EMULATED), ("tiny pointwise", B.EMULATED),
-                                       ("nin_digits", B.EMULATED), ("tiny", B.EMULATED_AMX)])
+                                       ("nin_digits", B.EMULATED), ("tiny", B.EMULATED_AMX),
+                                       *([("tiny", B.AMX)] if TILES_HERE else [])])
 def test_the_bf16_network_agrees_with_onnx_runtime(tiny, spec, isa, tmp_path):
     from nindsl.tvm.deploy.artifact import Runner
     from nindsl.tvm.narrow.chain import folds
