@@ -88,8 +88,9 @@ def _number(value: float) -> str:
 
 
 def identifier(text: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in text).strip("_") or "x"
-    return cleaned if IDENTIFIER.match(cleaned) else f"x_{cleaned}"
+    """``text`` as a nindsl name: ASCII letters, digits and `_`, at most limits.MAX_NAME characters."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in text).strip("_") or "x"
+    return (cleaned if IDENTIFIER.match(cleaned) else f"x_{cleaned}")[: limits.MAX_NAME]
 
 
 def parse_prototxt(path: Path):

@@ -278,7 +278,7 @@ def read_onnx(path: Path, name: str | None = None) -> Imported:
     if shape and isinstance(shape[0], int):
         shape = ("N",) + shape[1:]  # any batch size
     params = json.loads(meta.get("params", "{}")) if meta else {}
-    network = name or (model.graph.name if IDENTIFIER.match(model.graph.name or "") else None) or \
+    network = name or (model.graph.name if IDENTIFIER.match(model.graph.name[: limits.MAX_NAME + 1]) else None) or \
         _identifier(path.stem)
     output = model.graph.output[0].name
     return Imported(network, _identifier(input_name), shape, _identifier(output), reader.lines, reader.weights,
@@ -287,5 +287,6 @@ def read_onnx(path: Path, name: str | None = None) -> Imported:
 
 
 def _identifier(text: str) -> str:
-    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in text).strip("_") or "x"
-    return cleaned if IDENTIFIER.match(cleaned) else f"x_{cleaned}"
+    """``text`` as a nindsl name: ASCII letters, digits and `_`, at most limits.MAX_NAME characters."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in text).strip("_") or "x"
+    return (cleaned if IDENTIFIER.match(cleaned) else f"x_{cleaned}")[: limits.MAX_NAME]

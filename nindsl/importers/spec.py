@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..kernel import limits
 from ..kernel.diagnostics import NindslError
 from ..kernel.io import atomic_write_text
 from ..language import check
@@ -16,7 +17,7 @@ from ..language.fmt import format_module
 from ..language.parser import parse
 from ..weights import save_weights
 
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}\Z" % (limits.MAX_NAME - 1))  # a name nindsl takes
 
 
 @dataclass

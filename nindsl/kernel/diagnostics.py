@@ -251,20 +251,39 @@ def _snippet(span: Span, marker: str = "^") -> list[str]:
     return [f" {gutter} |", f" {span.line} | {shown}", f" {gutter} | {' ' * start}{carets}"]
 
 
+_MAX_WORD = 200  # characters of one word of a message (a name, a value, a path) shown whole
+_LONG_WORD = re.compile(r"\S{%d,}" % (_MAX_WORD + 1))
+
+
+def _shortened(match: re.Match) -> str:
+    word = match.group()
+    return f"{word[:120]}…{word[-40:]} ({len(word):,} characters)"
+
+
+def shown(text: str) -> str:
+    """``text`` as a message shows it: :func:`printable`, and a word longer than 200 characters
+    (a name or a value a user gave, a 900 KB name) cut to its ends, so what is echoed is bounded.
+
+    >>> shown("unknown name `" + "n" * 1000 + "`")[-30:]
+    'nnnnnnnnnn` (1,002 characters)'
+    """
+    return _LONG_WORD.sub(_shortened, printable(text))
+
+
 def render(diagnostic: Diagnostic, color: bool = False) -> str:
     """Render one diagnostic as text: header, source line, caret, help and notes. Whatever
-    came from a file or a name is shown through :func:`printable`."""
+    came from a file or a name is shown through :func:`shown`."""
     red, blue, bold, reset = ("\x1b[31;1m", "\x1b[34;1m", "\x1b[1m", "\x1b[0m") if color else ("",) * 4
-    where = printable(f"{diagnostic.span}: ") if diagnostic.span else ""
-    lines = [f"{bold}{where}{red}error[{diagnostic.code}]{reset}{bold}: {printable(diagnostic.message)}{reset}"]
+    where = shown(f"{diagnostic.span}: ") if diagnostic.span else ""
+    lines = [f"{bold}{where}{red}error[{diagnostic.code}]{reset}{bold}: {shown(diagnostic.message)}{reset}"]
     if diagnostic.span:
         lines += _snippet(diagnostic.span)
     for note in diagnostic.notes:
         if note.span:
-            lines.append(f"{blue}note{reset}: {printable(str(note.span))}: {printable(note.message)}")
+            lines.append(f"{blue}note{reset}: {shown(str(note.span))}: {shown(note.message)}")
             lines += _snippet(note.span, marker="-")
         else:
-            lines.append(f"{blue}note{reset}: {printable(note.message)}")
+            lines.append(f"{blue}note{reset}: {shown(note.message)}")
     if diagnostic.help:
-        lines.append(f"{blue}help{reset}: {printable(diagnostic.help)}")
+        lines.append(f"{blue}help{reset}: {shown(diagnostic.help)}")
     return "\n".join(lines)

@@ -18,6 +18,9 @@ MAX_PARAMETERS = 500_000_000
 MAX_ACTIVATION = 1 << 31  # values of one layer's output for one example (8 GiB of float32)
 MAX_LIST = 4_096  # items of one list literal (e.g. mlpconv widths)
 MAX_EXPRESSION_DEPTH = 200  # operators and parentheses inside each other in one expression
+# One name (network, label, parameter, `let`, block): names become file names (`NAME.onnx`, at most 255
+# bytes), ONNX and Python names, and parts of messages.
+MAX_NAME = 200
 
 # Files nindsl reads, checked (kind and size) before a byte is read.
 MAX_MODEL_BYTES = 3 << 30  # an ONNX model (ONNX itself stops at 2 GiB) or a checkpoint

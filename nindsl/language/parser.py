@@ -99,6 +99,7 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
         raise NindslError([_syntax_error(error, source)]) from None
     comments = tuple(_comments.items)
     _check_depth(tree, source)
+    _check_names(tree, source)
     builder = _Builder(source)
     try:
         items = builder.transform(tree)
@@ -127,6 +128,21 @@ def _check_depth(tree: Tree, source: Source) -> None:
         inside = node.data in _EXPRESSIONS
         stack.extend((child, depth + 1, root) if inside else (child, 1, child)
                      for child in node.children if isinstance(child, Tree))
+
+
+def _check_names(tree: Tree, source: Source) -> None:
+    """Refuse a name longer than :data:`limits.MAX_NAME` characters (walking the tree without
+    recursion): a name becomes a file name, an ONNX and a Python name, and part of messages."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        for child in node.children:
+            if isinstance(child, Tree):
+                stack.append(child)
+            elif isinstance(child, Token) and child.type == "NAME" and len(child) > limits.MAX_NAME:
+                raise NindslError.one("E0401", f"a name of {len(child):,} characters; the most is {limits.MAX_NAME}",
+                                      Span(source, child.line, child.column, child.line, child.end_column),
+                                      help="use a shorter name")
 
 
 def parse_file(path: str | Path) -> ast.Module:
