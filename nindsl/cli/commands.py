@@ -16,7 +16,8 @@ from ..kernel.io import atomic_write_bytes, atomic_write_text, file_kind
 from ..kernel.machine import free_cpus, usable_cpus
 from ..language import load
 from ..onnx.model import UNTRAINED, weights_origin
-from .inputs import batch_size, batch_sizes, load_input, load_labels, onnx_signature, overrides
+from .inputs import (batch_size, batch_sizes, finite_initializers, finite_outputs, load_input, load_labels,
+                     onnx_signature, overrides)
 from .printing import ConsoleProgress, print_bench, print_summary, print_top, report, say
 
 EXIT_USER = 1
@@ -346,6 +347,7 @@ def drive_run(args) -> int:
         model = read_model(source)
         backend = backend or "onnxruntime"
         _check_backend(backend, BACKENDS)
+        finite_initializers(model, source)
         if backend == "reference":
             _warn_if_reference_errs(model)
         batch = load_input(args.input, *onnx_signature(model), _recorded_preprocess(model))
@@ -369,6 +371,7 @@ def drive_run(args) -> int:
         threads = (args.threads or free_cpus()) if backend == "torch" else None
         outputs = prepare(backend, network, weights, threads=threads)(batch)
         origin = weights_origin(args.weights, args.seed)
+    finite_outputs(outputs, what)
     say(f"{source}: {what}, {len(batch)} example{'s' if len(batch) != 1 else ''}", file=sys.stderr)
     sys.stderr.flush()  # (before the predictions, where both go to one terminal)
     print_top(outputs, args.top, labels)

@@ -90,6 +90,30 @@ def onnx_signature(model) -> tuple[str, tuple]:
     return graph_input.name, tuple(d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim)
 
 
+def finite_initializers(model, path: Path) -> None:
+    """Refuse an ONNX model whose weights (initializers, as float32) hold NaN or infinite values
+    before it runs: its outputs would be NaN probabilities (compile refuses such weights too)."""
+    from onnx import numpy_helper
+
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in (1, 10, 11, 16):  # FLOAT, FLOAT16, DOUBLE, BFLOAT16: only floats can be
+            continue
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e300 in a double is inf as float32
+            finite = np.isfinite(numpy_helper.to_array(tensor).astype(np.float32)).all()
+        if not finite:
+            raise NindslError.one("E0501", f"`{path}`: initializer `{tensor.name}` holds NaN or infinite values "
+                                           "(as float32)", None,
+                                  "export the model from a checkpoint whose weights are finite")
+
+
+def finite_outputs(outputs: np.ndarray, what: str) -> None:
+    """Refuse outputs that are NaN or infinite instead of printing them as predictions: finite
+    weights and inputs whose products overflow float32 end there."""
+    if not np.isfinite(outputs).all():
+        raise _bad_input(f"the {what} computed NaN or infinite outputs: the input or the weights are too large "
+                         "for float32", "scale the input as the model was trained (images in [0, 1], normalised)")
+
+
 def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | None = None,
                variable_batch: str = "export the model with a named (dynamic) batch dimension") -> np.ndarray:
     """Read ``.npy`` or image files into one float32 batch for the input ``name`` of shape ``expected``;

@@ -266,11 +266,15 @@ def _blob(layer: _Layer, blobs, index: int, shape: tuple[int, ...], path: Path) 
     if index >= len(blobs):
         raise _error(f"`{path}`: {layer.where()} has {len(blobs)} blobs; it needs {index + 1}", layer.span)
     blob = blobs[index]
-    data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 in double_data is inf as float32: refused below
+        data = np.asarray(blob.data if len(blob.data) else blob.double_data, dtype=np.float32)
     if data.size != int(np.prod(shape)):
         dims = list(blob.shape.dim) if blob.HasField("shape") else [blob.num, blob.channels, blob.height, blob.width]
         raise _error(f"`{path}`: blob {index} of {layer.where()} has {data.size:,} values (shape {dims}); the "
                      f"prototxt needs {list(shape)}", layer.span, code="E0501")
+    if not np.isfinite(data).all():
+        raise _error(f"`{path}`: blob {index} of {layer.where()} holds NaN or infinite values (as float32)",
+                     layer.span, "use a caffemodel whose weights are finite", code="E0501")
     return data.reshape(shape)
 
 

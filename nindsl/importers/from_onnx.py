@@ -129,7 +129,7 @@ class _Reader:
         value = self.tensors[node.inputs[index]]
         if value.size > limits.MAX_DIM ** 2:
             raise NindslError.one("E0401", f"{node.where()}: a weight of {value.size:,} values is too large", None)
-        return value.astype(np.float32)
+        return _finite(value, f"`{self.path}`: initializer `{node.inputs[index]}` of {node.where()}")
 
     def conv(self, node: _Node) -> tuple[np.ndarray, np.ndarray, int, int, int]:
         if node.attrs.get("group", 1) != 1:
@@ -247,6 +247,17 @@ class _Reader:
         self.weights[f"{name}.weight"], self.weights[f"{name}.bias"] = np.ascontiguousarray(weight), bias
         self.lines.append(f"{name}: dense({weight.shape[0]}" + (", act = relu)" if relu else ")"))
         return index + (2 if relu else 1)
+
+
+def _finite(value: np.ndarray, what: str) -> np.ndarray:
+    """``value`` as float32, refused where it is NaN or infinite (1e300 in a double is inf as float32):
+    no backend computes anything with it, and `run` would print NaN probabilities."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        weight = value.astype(np.float32)
+    if not np.isfinite(weight).all():
+        raise NindslError.one("E0501", f"{what} holds NaN or infinite values (as float32)", None,
+                              "export the model from a checkpoint whose weights are finite")
+    return weight
 
 
 def _number(value: float) -> str:
