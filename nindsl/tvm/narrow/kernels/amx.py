@@ -329,67 +329,50 @@ done:
 """
 
 
-def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: bool = False,
-              block: TileBlock | None = None):
-    """The tile kernel of ``shape`` (:func:`tile_block` must fit it), in ``block`` (one of
-    :func:`tile_blocks`; :func:`tile_block`'s by default), with the arguments and result of the
-    vector kernel of the same numbers (:func:`nindsl.tvm.narrow.kernels.bf16.conv_func`,
-    :func:`nindsl.tvm.narrow.kernels.int8.conv_func`: bf16's ``relu``, int8's zero points and
-    ``low`` in ``shape``), the weights packed for :func:`weight_layout`. ``emulated``: the
-    operations of :func:`emulated_tile_ir`, which run on any CPU.
+@dataclass(frozen=True)
+class _Tiling:
+    """The sizes and names a tile kernel's loops and pointers use (see :func:`conv_func`)."""
 
-    Each output row's sums go to a row buffer, tile by tile, and are then stored as the
-    vector kernel stores them: bias, ReLU and rounding to bf16, or int8's requantize step."""
-    from tvm import ir, tirx
+    block: TileBlock
+    operations: tuple[str, ...]  # the tile operations' symbols: begin, load, dot, store, end
+    out: tuple[int, int]  # output rows, columns
+    blocks: tuple[int, int]  # input channel blocks, output blocks of 16
+    pixel: int  # numbers per input pixel
+    per_tap: int  # weights per 16 output channels and tap: 16 × the input's channels
+    channels: int  # input channels per tile
+    per_tile: int  # a weight tile: depth / 4 rows of 64 bytes
+    memory: int  # bytes of tile memory: 8 tiles emulated, 1 (a placeholder) with AMX's registers
+    dtypes: tuple[str, str, str]  # activations, sums, weights
+
+
+def _tiling(shape: ConvShape, numbers: Numbers, block: TileBlock, emulated: bool) -> _Tiling:
+    pixel = pixel_numbers(shape)
+    return _Tiling(
+        block, tuple(f"{tile_prefix(block, numbers, emulated)}_{op}" for op in ("begin", "load", "dot", "store", "end")),
+        shape.out_size, (-(-shape.channels // shape.in_block), -(-shape.out_channels // 16)), pixel, pixel * 16,
+        block.depth // numbers.width, block.depth * 16 // numbers.width, 8 * TILE_BYTES if emulated else 1,
+        (numbers.storage, numbers.sums, "int8" if numbers is INT8 else numbers.storage))
+
+
+def _row_sums(shape: ConvShape, numbers: Numbers, tiling: _Tiling):
+    """The macro that puts every sum of one output row into ``sums`` ``[OW, O/16, 16]``, tile by
+    tile; ``padded``: the input with its padding (the input itself without)."""
     from tvm.script import tirx as T
 
-    from .bf16 import AVX512BF16, narrow
-    from .int8 import ACTIVATION_MAX, ISAS, weight_shape
-
-    block = block or tile_block(shape, numbers)
-    rows, across, deep = block.rows, block.across, block.deep
-    tile_begin, tile_load, tile_dot, tile_store, tile_end = (
-        f"{tile_prefix(block, numbers, emulated)}_{operation}" for operation in ("begin", "load", "dot", "store", "end"))
-    s = shape
-    oh, ow = s.out_size
-    in_block = s.in_block
-    blocks_in, blocks_out = -(-s.channels // in_block), -(-s.out_channels // 16)
-    p, stride, across_stride, k, kw = s.pad, s.stride, s.sw, s.kernel, s.kw
-    n, h, w, height, width = s.batch, s.height, s.width, s.height + 2 * s.pad, s.width + 2 * s.pad
-    pixel = pixel_numbers(s)  # numbers per input pixel
-    per_tap = pixel * 16  # weights per 16 output channels and tap: 16 × the input's channels
-    channels = block.depth // numbers.width  # input channels per tile
-    per_tile = block.depth * 16 // numbers.width  # a weight tile: depth / 4 rows of 64 bytes
-    vector = AVX512BF16 if numbers is BF16 else ISAS[0]  # the vector kernel whose weight layout tiles read
-    memory = 8 * TILE_BYTES if emulated else 1  # (AMX keeps its tiles in the tile registers)
-    dtype, sums_dtype = numbers.storage, numbers.sums
-    weight_dtype = "int8" if numbers is INT8 else dtype
-    fill = tirx.const(s.zero_in if numbers is INT8 else 0, dtype)  # what padding reads: 0.0
+    rows, across, deep = tiling.block.rows, tiling.block.across, tiling.block.deep
+    tile_begin, tile_load, tile_dot, tile_store, tile_end = tiling.operations
+    oh, ow = tiling.out
+    blocks_out = tiling.blocks[1]
+    stride, across_stride, k, kw = shape.stride, shape.sw, shape.kernel, shape.kw
+    height, width = shape.height + 2 * shape.pad, shape.width + 2 * shape.pad
+    pixel, per_tap, channels, per_tile = tiling.pixel, tiling.per_tap, tiling.channels, tiling.per_tile
+    memory, (dtype, sums_dtype, weight_dtype) = tiling.memory, tiling.dtypes
 
     def tiles(mem):
         return T.tvm_access_ptr(T.type_annotation("uint8"), mem.data, 0, memory, 3)
 
     @T.macro
-    def pad(x, padded):
-        for image_row in T.parallel(n * height):
-            for j, c in T.grid(width, blocks_in):
-                for lane in T.vectorized(in_block):
-                    padded[image_row // height, image_row % height, j, c, lane] = T.if_then_else(
-                        image_row % height >= p and image_row % height < h + p and j >= p and j < w + p,
-                        x[image_row // height, T.max(image_row % height - p, 0), T.max(j - p, 0), c, lane], fill)
-
-    @T.macro
-    def no_padding(x, padded):
-        T.evaluate(0)
-
-    def source(x, padded):
-        """What the tiles read: the input, or its padded copy."""
-        return padded if p else x
-
-    @T.macro
     def row_sums(wt, padded, mem, sums, output_row):
-        """Every sum of one output row, into ``sums`` ``[OW, O/16, 16]``; ``padded``: the input
-        with its padding (the input itself without)."""
         for jo, fo in T.grid(ow // (rows * across), blocks_out // deep):
             T.evaluate(T.call_extern("void", tile_begin, tiles(mem)))
             for ry, rx, t in T.grid(k, kw, pixel // channels):
@@ -421,8 +404,84 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
                         T.int64(blocks_out * 64)))
             T.evaluate(T.call_extern("void", tile_end, tiles(mem)))
 
-    padding = pad if p else no_padding
-    padded_shape = (n, height, width, blocks_in, in_block) if p else (1,)
+    return row_sums
+
+
+def _padding(shape: ConvShape, numbers: Numbers, t: _Tiling):
+    """The macro that copies the input into its padded layout (a no-op without padding), and
+    that layout's shape."""
+    from tvm import tirx
+    from tvm.script import tirx as T
+
+    p, n, h, w, in_block = shape.pad, shape.batch, shape.height, shape.width, shape.in_block
+    height, width = h + 2 * p, w + 2 * p
+    blocks_in = t.blocks[0]
+    fill = tirx.const(shape.zero_in if numbers is INT8 else 0, t.dtypes[0])  # what padding reads: 0.0
+
+    @T.macro
+    def pad(x, padded):
+        for image_row in T.parallel(n * height):
+            for j, c in T.grid(width, blocks_in):
+                for lane in T.vectorized(in_block):
+                    padded[image_row // height, image_row % height, j, c, lane] = T.if_then_else(
+                        image_row % height >= p and image_row % height < h + p and j >= p and j < w + p,
+                        x[image_row // height, T.max(image_row % height - p, 0), T.max(j - p, 0), c, lane], fill)
+
+    @T.macro
+    def no_padding(x, padded):
+        T.evaluate(0)
+
+    return (pad, (n, height, width, blocks_in, in_block)) if p else (no_padding, (1,))
+
+
+def _stores(shape: ConvShape, relu: bool):
+    """How a sum is stored: bf16's bias, ReLU and rounding; int8's requantize step."""
+    from tvm.script import tirx as T
+
+    from .bf16 import narrow
+    from .int8 import ACTIVATION_MAX
+
+    # (no lets in the vectorised stores: TVM 0.27 vectorised a let's value wrongly in them)
+    def round_to_bf16(total, channel, parameters):
+        (bias,) = parameters
+        return narrow(T.max(total + bias[channel], T.float32(0)) if relu else total + bias[channel])
+
+    def requantize(total, channel, parameters):
+        bias, scale = parameters
+        value = T.nearbyint(T.Cast("float32", total + bias[channel]) * scale[channel]) + T.float32(float(shape.zero_out))
+        return T.Cast("uint8", T.max(T.min(value, T.float32(ACTIVATION_MAX)), T.float32(float(shape.low))))
+
+    return round_to_bf16, requantize
+
+
+def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: bool = False,
+              block: TileBlock | None = None):
+    """The tile kernel of ``shape`` (:func:`tile_block` must fit it), in ``block`` (one of
+    :func:`tile_blocks`; :func:`tile_block`'s by default), with the arguments and result of the
+    vector kernel of the same numbers (:func:`nindsl.tvm.narrow.kernels.bf16.conv_func`,
+    :func:`nindsl.tvm.narrow.kernels.int8.conv_func`: bf16's ``relu``, int8's zero points and
+    ``low`` in ``shape``), the weights packed for :func:`weight_layout`. ``emulated``: the
+    operations of :func:`emulated_tile_ir`, which run on any CPU.
+
+    Each output row's sums go to a row buffer, tile by tile, and are then stored as the
+    vector kernel stores them: bias, ReLU and rounding to bf16, or int8's requantize step."""
+    from tvm import ir, tirx
+    from tvm.script import tirx as T
+
+    from .bf16 import AVX512BF16
+    from .int8 import ISAS, weight_shape
+
+    block = block or tile_block(shape, numbers)
+    t = _tiling(shape, numbers, block, emulated)
+    row_sums, (padding, padded_shape) = _row_sums(shape, numbers, t), _padding(shape, numbers, t)
+    round_to_bf16, requantize = _stores(shape, relu)
+    n, h, w, in_block, pad = shape.batch, shape.height, shape.width, shape.in_block, shape.pad
+    (oh, ow), (blocks_in, blocks_out), memory = t.out, t.blocks, t.memory
+    dtype, sums_dtype, _ = t.dtypes
+
+    def source(x, padded):
+        """What the tiles read: the input, or its padded copy."""
+        return padded if pad else x
 
     @T.macro
     def kernel(x, wt, out, store, parameters):
@@ -437,17 +496,8 @@ def conv_func(shape: ConvShape, numbers: Numbers, relu: bool = False, emulated: 
                     out[output_row // oh, output_row % oh, j, f, lane] = store(sums[j, f, lane], f * 16 + lane,
                                                                                parameters)
 
-    # (no lets in the vectorised stores: TVM 0.27 vectorised a let's value wrongly in them)
-    def round_to_bf16(total, channel, parameters):
-        (bias,) = parameters
-        return narrow(T.max(total + bias[channel], T.float32(0)) if relu else total + bias[channel])
-
-    def requantize(total, channel, parameters):
-        bias, scale = parameters
-        value = T.nearbyint(T.Cast("float32", total + bias[channel]) * scale[channel]) + T.float32(float(s.zero_out))
-        return T.Cast("uint8", T.max(T.min(value, T.float32(ACTIVATION_MAX)), T.float32(float(s.low))))
-
-    weights = weight_shape(weight_layout(s), vector)
+    vector = AVX512BF16 if numbers is BF16 else ISAS[0]  # the vector kernel whose weight layout tiles read
+    weights = weight_shape(weight_layout(shape), vector)
     if numbers is BF16:
         @T.prim_func
         def main(x: T.Buffer((n, h, w, blocks_in, in_block), dtype), wt: T.Buffer(weights, dtype),
