@@ -75,6 +75,7 @@ class _State:
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     taken: set[str] = field(default_factory=set)
+    origins: dict[str, object] = field(default_factory=dict)  # label → its layer's place in the prototxt
 
 
 def _error(message: str, span: Span | None = None, help: str | None = None, code: str = "E0502") -> NindslError:
@@ -99,7 +100,7 @@ def parse_prototxt(path: Path):
 
     path = regular_file(path, "a Caffe prototxt", limits.MAX_FILE_BYTES)
     try:
-        text = path.read_bytes().decode("utf-8").lstrip("\ufeff").replace("\r", "")
+        text = path.read_bytes().decode("utf-8").lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError:
         raise _error(f"`{path}` is not a Caffe prototxt (not UTF-8 text)",
                      help="give the net's .prototxt; its .caffemodel goes to --weights") from None
@@ -224,13 +225,21 @@ def _stage(layer: _Layer, state: _State) -> _Stage:
     return _Stage(layer, int(param.num_output), kernel, stride, pad, weight_lr, bias_lr, _init(layer, state))
 
 
+def _label(state: _State, layer: _Layer, fallback: str) -> str:
+    """The label of ``layer``'s line: its name where it can be one (else ``fallback`` numbered),
+    remembered with the layer's place, where a mistake in that line is reported."""
+    made = label(identifier(layer.name), fallback, state.taken)
+    state.origins[made] = layer.span
+    return made
+
+
 def _same(values: list[str]) -> str:
     return values[0] if len(set(values)) == 1 else "[" + ", ".join(values) + "]"
 
 
 def _emit_convolutions(stages: list[_Stage], relu: bool, state: _State) -> None:
     first = stages[0]
-    name = label(identifier(first.layer.name), "conv", state.taken)
+    name = _label(state, first.layer, "conv")
     args = [str(first.kernel)] + ([f"stride = {first.stride}"] if first.stride != 1 else []) + \
         ([f"pad = {first.pad}"] if first.pad else [])
     if not relu:
@@ -319,7 +328,7 @@ class _Reader:
         if param.pool not in (0, 1):
             raise _error(f"{layer.where()}: stochastic pooling has no nindsl layer", layer.span)
         mode = "max" if param.pool == 0 else "avg"
-        name = label(identifier(layer.name), "pool", state.taken)
+        name = _label(state, layer, "pool")
         _, h, w = state.shape
         kernel = _side(param, "kernel", 0, layer)
         stride, pad = _side(param, "stride", 1, layer), _side(param, "pad", 0, layer)
@@ -358,13 +367,13 @@ class _Reader:
                         raise _error(f"{layer.where()}: a leaky ReLU (negative_slope "
                                      f"{_number(layer.message.relu_param.negative_slope)}) has no nindsl layer",
                                      layer.span)
-                    self.state.lines.append(f"{label(identifier(layer.name), 'relu', self.state.taken)}: relu()")
+                    self.state.lines.append(f"{_label(self.state, layer, 'relu')}: relu()")
                 case "Dropout":
                     ratio = layer.message.dropout_param.dropout_ratio
-                    self.state.lines.append(f"{label(identifier(layer.name), 'drop', self.state.taken)}: "
+                    self.state.lines.append(f"{_label(self.state, layer, 'drop')}: "
                                             f"dropout({_number(ratio)})")
                 case "Softmax":
-                    self.state.lines.append(f"{label(identifier(layer.name), 'softmax', self.state.taken)}: "
+                    self.state.lines.append(f"{_label(self.state, layer, 'softmax')}: "
                                             "softmax()")
                 case _:
                     raise _error(f"`{self.path}`: {layer.where()} has no nindsl layer", layer.span,
@@ -430,4 +439,4 @@ def read_caffe(path: Path, weights: Path | None = None, name: str | None = None,
     header += "".join(f"\n{note}" for note in state.notes)
     network = name or (identifier(net.name) if net.name else identifier(Path(path).stem))
     return Imported(network, input_name, ("N", *shape), output_name, state.lines, state.weights,
-                    header=header)
+                    header=header, model=str(path), origins=state.origins)

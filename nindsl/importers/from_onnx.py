@@ -115,13 +115,16 @@ class _Reader:
         self.path, self.model, self.tensors, self.named = path, model, tensors, nindsl_made
         self.lines: list[str] = []
         self.weights: dict[str, np.ndarray] = {}
+        self.origins: dict[str, object] = {}  # label → the node it came from
         # the input's and output's names are tensors' names too: a layer named like one (the last
         # node of a nindsl model carries the output's name) takes its kind's numbered label
         self.taken: set[str] = {value.name for value in (*model.graph.input, *model.graph.output)}
 
     def label(self, node: _Node, kind: str, suffix: str = "") -> str:
         name = node.name[: -len(suffix)] if suffix and node.name.endswith(suffix) else node.name
-        return label(name if self.named else "", kind, self.taken)
+        made = label(name if self.named else "", kind, self.taken)
+        self.origins[made] = node.where()
+        return made
 
     def tensor(self, node: _Node, index: int) -> np.ndarray:
         if index >= len(node.inputs) or not node.inputs[index]:
@@ -294,7 +297,8 @@ def read_onnx(path: Path, name: str | None = None) -> Imported:
     output = model.graph.output[0].name
     return Imported(network, _identifier(input_name), shape, _identifier(output), reader.lines, reader.weights,
                     params, header=f"Imported from {path.name} by nindsl import.",
-                    train=json.loads(meta.get("preprocess", "{}")) if meta else {})
+                    train=json.loads(meta.get("preprocess", "{}")) if meta else {}, model=str(path),
+                    origins=reader.origins)
 
 
 def _identifier(text: str) -> str:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..kernel import limits
-from ..kernel.diagnostics import NindslError
+from ..kernel.diagnostics import NindslError, Note, Span
 from ..kernel.io import atomic_write_text
 from ..language import check
 from ..language.elaborate import twin_cannot_hold
@@ -35,6 +35,10 @@ class Imported:
     train: dict[str, object] = field(default_factory=dict)  # `train { ... }` settings, as values
     layers: int = 0
     total: int = 0
+    model: str = ""  # the file it was read from, as the user named it
+    # where each label's layer comes from: its place in a text model (a Span), or a description
+    # (`node `conv1` (Conv)`) in a binary one; a mistake check finds is reported there
+    origins: dict[str, object] = field(default_factory=dict)
 
     @property
     def params_count(self) -> int:
@@ -59,12 +63,43 @@ def _value(value) -> str:
 
 
 def spec_text(imported: Imported) -> str:
-    """The spec, checked by nindsl (its output declared with the inferred shape) and formatted."""
-    network = check(imported.text())
-    text = imported.text(network.shapes[-1].out_shape if network.shapes else imported.input_shape)
-    network = check(text)
+    """The spec, checked by nindsl (its output declared with the inferred shape) and formatted.
+    A mistake check finds is reported in the model the user gave (:func:`_in_the_model`)."""
+    try:
+        network = check(imported.text())
+        text = imported.text(network.shapes[-1].out_shape if network.shapes else imported.input_shape)
+        network = check(text)
+    except NindslError as error:
+        raise _in_the_model(error, imported) from None
     imported.layers, imported.total = len(network.layers), network.total_params
     return format_module(parse(text))
+
+
+_LABELLED = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+def _in_the_model(error: NindslError, imported: Imported) -> NindslError:
+    """``error``, found in the spec an import made (text no file holds: `<string>:5:5`), said of
+    the user's model instead: at the layer's place in a prototxt, or naming the ONNX node, with
+    the spec line it became as a note."""
+    def where(span: Span | None) -> tuple[Span | None, str, str]:
+        if span is None or span.source is None or span.source.path != "<string>":
+            return span, "", ""
+        line = span.source.line(span.line).strip()
+        labelled = _LABELLED.match(line)
+        origin = imported.origins.get(labelled.group(1)) if labelled else None
+        if isinstance(origin, Span):
+            return origin, "", line
+        return None, f"`{imported.model}`: " + (f"{origin}: " if origin else ""), line
+
+    diagnostics = []
+    for diagnostic in error.diagnostics:
+        span, prefix, line = where(diagnostic.span)
+        notes = [Note(note.message, where(note.span)[0]) for note in diagnostic.notes]
+        if line:
+            notes.append(Note(f"imported as `{line}`"))
+        diagnostics.append(replace(diagnostic, message=prefix + diagnostic.message, span=span, notes=tuple(notes)))
+    return NindslError(diagnostics)
 
 
 def write_spec(imported: Imported, out: str | Path, weights_out: str | Path | None = None) -> None:
