@@ -13,6 +13,7 @@ safetensors (what ``nindsl train`` writes) or ``.npz``; a pickle is never loaded
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zipfile
 import zlib
@@ -140,7 +141,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise _refused(path, f"is not a readable .npz file ({error})") from None
+        raise _refused(path, f"is not a readable .npz file ({numpy_refusal(error)})") from None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -241,3 +242,19 @@ def save_weights(path: str | Path, weights: dict[str, np.ndarray], metadata: dic
 
     ordered = {name: np.ascontiguousarray(weights[name]) for name in sorted(weights)}
     atomic_write_bytes(path, save(ordered, metadata=metadata))
+
+
+def numpy_refusal(error: BaseException) -> str:
+    """Why numpy refused an .npy (or an .npz's member), in nindsl's words: numpy's own message
+    may advise `allow_pickle=True`, which would let the file run code; nindsl never does.
+
+    >>> numpy_refusal(ValueError("Object arrays cannot be loaded when allow_pickle=False"))
+    'it holds Python objects (a pickle), which nindsl never loads: they could run code'
+    """
+    text = str(error)
+    header = re.search(r"Header info length \((\d+)\)", text)
+    if header:
+        return f"its header is {int(header.group(1)):,} bytes, more than numpy reads safely (a damaged or hostile file?)"
+    if "pickle" in text.lower():
+        return "it holds Python objects (a pickle), which nindsl never loads: they could run code"
+    return (text.splitlines() or [type(error).__name__])[0][:200]

@@ -19,6 +19,7 @@ from ..kernel.io import regular_file
 from ..language.ir import format_shape, shape_fits
 
 from ..torch.images import IMAGE_SUFFIXES, load_images
+from ..weights import numpy_refusal
 
 
 def _usage(message: str, help: str | None = None) -> NindslError:
@@ -120,6 +121,10 @@ def load_input(paths: list[str], name: str, expected: tuple, preprocess: dict | 
     images are prepared as ``preprocess`` (a model's recorded resize, mean and std) says. A model
     built for one batch size is refused other sizes, saying how to get one that takes any
     (``variable_batch``)."""
+    arrays = [path for path in paths if Path(path).suffix.lower() == ".npy"]
+    if arrays and len(paths) > 1:
+        raise _bad_input(f"`{arrays[0]}` is an .npy array, which holds a whole batch: give it alone",
+                         "give one .npy array [N, ...], or image files only")
     if len(paths) == 1 and Path(paths[0]).suffix.lower() == ".npy":
         array = _read_npy(Path(paths[0]))
         if array.ndim == len(expected) - 1:
@@ -149,7 +154,7 @@ def load_labels(path: str | None, count: int) -> np.ndarray | None:
     try:
         labels = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as error:
-        raise _bad_input(f"`{path}` is not a readable .npy array ({error})") from None
+        raise _bad_input(f"`{path}` is not a readable .npy array ({numpy_refusal(error)})") from None
     if labels.dtype.kind not in "iu" or labels.ndim != 1:
         raise _bad_input(f"`{path}` holds {labels.dtype} of shape {format_shape(labels.shape)}; labels are whole "
                          "numbers, one per example", "save them with numpy.save(path, numpy.array(labels))")
@@ -167,7 +172,7 @@ def _npy_claim(path: Path) -> None:
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape, _, dtype = read(handle)
         except (ValueError, OSError, EOFError, TypeError, SyntaxError) as error:
-            raise _bad_input(f"`{path}` is not a readable .npy array ({error})") from None
+            raise _bad_input(f"`{path}` is not a readable .npy array ({numpy_refusal(error)})") from None
         claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
         held = path.stat().st_size - handle.tell()
     if claimed > held:
@@ -183,7 +188,7 @@ def _read_npy(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise NindslError.one("E0301", f"no such file `{path}`", None) from None
     except (ValueError, OSError, EOFError) as error:
-        raise _bad_input(f"`{path}` is not a readable .npy array ({error})") from None
+        raise _bad_input(f"`{path}` is not a readable .npy array ({numpy_refusal(error)})") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
         raise _bad_input(f"`{path}` holds {getattr(array, 'dtype', type(array))}; the input needs float32 numbers")
     if array.dtype.kind in "iu":

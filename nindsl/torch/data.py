@@ -31,6 +31,7 @@ from ..language import ir
 from ..kernel.diagnostics import NindslError
 from ..kernel.io import regular_file
 from ..language.ir import DATA_KINDS, format_shape
+from ..weights import numpy_refusal
 from .images import IMAGE_SUFFIXES, read_image
 
 SPLIT_SEED = 0  # the held-out split never changes with the training seed
@@ -165,7 +166,7 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except FileNotFoundError:
         raise _bad(f"no such data file `{path}`", f"expected {expected}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise _bad(f"cannot read `{path}` as .npz ({error})", f"expected {expected}") from None
+        raise _bad(f"cannot read `{path}` as .npz ({numpy_refusal(error)})", f"expected {expected}") from None
     missing = [name for name in ("images", "labels") if name not in arrays]
     if missing:
         raise _bad(f"`{path}` has no array {' or '.join(f'`{m}`' for m in missing)} "
