@@ -11,6 +11,7 @@ and servers that nindsl starts listen on the loopback interface unless told othe
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -110,14 +111,24 @@ def launch(role: str, host: str = LOOPBACK, port: int | None = None, tracker: st
         parse_address(tracker, "--tracker")
         port = port or 9090  # the first free one from here: several servers may share a machine
         command += ["--port", str(port), "--port-end", str(port + 100), "--tracker", tracker, "--key", key]
-    if host != LOOPBACK:
+    if not loopback_only(host):
         progress.note(f"warning: listening on {host}: an RPC {role} accepts connections from other "
                       "machines and its servers run any code sent to them; do this on a trusted network only")
     else:
-        progress.note(f"listening on {LOOPBACK} only (this machine); --host ADDRESS to accept others")
+        progress.note(f"listening on {host} only (this machine); --host ADDRESS to accept others")
     sys.stdout.flush()
     sys.stderr.flush()
     return _supervise(command)
+
+
+def loopback_only(host: str) -> bool:
+    """Whether every address ``host`` names is this machine's loopback (`localhost`, 127.0.0.1,
+    ::1): no other machine can connect there. A name that does not resolve is not."""
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(found) and all(ipaddress.ip_address(entry[4][0].split("%")[0]).is_loopback for entry in found)
 
 
 def _interrupt(signum, frame):
