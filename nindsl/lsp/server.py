@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcServerNotInitialized
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
 
 from ..kernel.version import __version__
@@ -27,11 +29,47 @@ from .analysis import Analysis, analyse
 DEBOUNCE_SECONDS = 0.3
 
 
+_ANSWERED = object()  # a request answered with an error while it was read: nothing more to do
+
+
+class NinProtocol(LanguageServerProtocol):
+    """pygls's protocol, answering every request as LSP asks: one before `initialize` with
+    ServerNotInitialized (-32002), one whose params do not fit its method's types with
+    InvalidParams (-32602). pygls answered the first with null (after logging an internal error)
+    and dropped the second unanswered, leaving the editor waiting for ever."""
+
+    def structure_message(self, data: Any) -> Any:
+        try:
+            return super().structure_message(data)
+        except JsonRpcException:
+            if not _is_request(data):
+                raise  # a notification gets no answer (pygls logs it)
+            error = JsonRpcInvalidParams(f"{data['method']}: its params are not of the types LSP gives them")
+            self._send_response(data["id"], None, error.to_response_error())
+            return _ANSWERED
+
+    def handle_message(self, message: Any) -> None:
+        if message is not _ANSWERED:
+            super().handle_message(message)
+
+    def _handle_request(self, msg_id: Any, method_name: str, params: Any) -> None:
+        if self._workspace is None and method_name != types.INITIALIZE:
+            self._send_response(msg_id, None, JsonRpcServerNotInitialized().to_response_error())
+            return
+        super()._handle_request(msg_id, method_name, params)
+
+
+def _is_request(data: Any) -> bool:
+    """A JSON-RPC request (it has an id to answer), as read before its params are typed."""
+    return isinstance(data, dict) and isinstance(data.get("method"), str) and \
+        isinstance(data.get("id"), (int, str)) and not isinstance(data.get("id"), bool)
+
+
 class NinServer(LanguageServer):
     """The server's state: the last analysis of each open document and pending checks."""
 
     def __init__(self, debounce: float = DEBOUNCE_SECONDS):
-        super().__init__("nindsl", __version__)
+        super().__init__("nindsl", __version__, protocol_cls=NinProtocol)
         self.debounce = debounce
         self.analyses: dict[str, tuple[int | None, Analysis]] = {}  # uri → (version, its last analysis)
         self.pending: dict[str, asyncio.Task] = {}
