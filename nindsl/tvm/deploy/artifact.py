@@ -222,6 +222,19 @@ def _refuse(folder: Path, why: str, help: str | None = None) -> NindslError:
     return NindslError.one("E0502", f"artifact `{folder}`: {why}", None, help)
 
 
+def check_files(folder: Path, manifest: dict) -> None:
+    """Every file the manifest lists is there and has its hash (the ONNX model it was built from
+    may be left out: provenance, not needed to run, and a bundle leaves it out)."""
+    for name, expected in manifest["files"].items():
+        if name == ONNX_FILE and not (folder / name).exists():
+            continue
+        if not (folder / name).is_file():
+            raise _refuse(folder, f"{name} is missing")
+        if _sha256(folder / name) != expected:
+            raise _refuse(folder, f"{name} does not match its manifest (changed or damaged after the build); "
+                                  "it is not loaded", "compile the spec again")
+
+
 def read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not folder.is_dir() or not os.path.lexists(path):
@@ -377,14 +390,7 @@ class Artifact(Runner):
         if manifest["tvm_version"] != tvm.__version__:
             raise _refuse(folder, f"built by TVM {manifest['tvm_version']}; this is TVM {tvm.__version__}",
                           "compile the spec again with this TVM")
-        for name, expected in manifest["files"].items():
-            if name == ONNX_FILE and not (folder / name).exists():
-                continue  # the model it was built from: provenance, not needed to run (a bundle leaves it out)
-            if not (folder / name).is_file():
-                raise _refuse(folder, f"{name} is missing")
-            if _sha256(folder / name) != expected:
-                raise _refuse(folder, f"{name} does not match its manifest (changed or damaged after the build); "
-                                      "it is not loaded", "compile the spec again")
+        check_files(folder, manifest)
         _check_cpu(folder, manifest)
         if manifest["device"] == "cuda":
             load_cuda_runtime()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ...kernel.diagnostics import NindslError
 from ...kernel.io import atomic_directory
-from .artifact import LIBRARY, MANIFEST, ONNX_FILE, WEIGHTS, read_manifest
+from .artifact import LIBRARY, MANIFEST, ONNX_FILE, WEIGHTS, check_files, read_manifest
 
 # TVM's Python modules that loading and running an artifact imports (measured with
 # TVM_USE_RUNTIME_LIB=1), by folder; the rest of TVM's Python (Relax, TIR scheduling,
@@ -147,8 +147,8 @@ def bundle(artifacts: list[str | Path], out: str | Path, python_wheels: list[str
     if len(set(names)) != len(names):
         raise NindslError.one("E0504", f"two artifacts are named alike ({', '.join(names)})", None,
                               "give artifact folders with different names")
-    for folder in folders:
-        read_manifest(folder)  # a nindsl artifact, or a located refusal
+    for folder in folders:  # a nindsl artifact whose files are the ones it was built with, or a refusal
+        check_files(folder, read_manifest(folder))
     with atomic_directory(Path(out), lambda p: (p / "bundle.json").is_file(), "a nindsl bundle") as staging:
         site = staging / "site"
         shutil.copytree(Path(nindsl.__file__).parent, site / "nindsl", ignore=_ignore)
