@@ -66,6 +66,10 @@ def normalise(images: np.ndarray, preprocess: dict) -> np.ndarray:
     channels = images.shape[1]
     mean = np.asarray(preprocess.get("mean") or [0.0], np.float32)
     std = np.asarray(preprocess.get("std") or [1.0], np.float32)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):  # (no division by 0)
+        raise _bad(f"images are to be normalised with mean {mean.tolist()} and std {std.tolist()}: the std must "
+                   "be greater than 0 and both finite", "was the model's recorded preprocessing changed? compile "
+                   "the spec again")
     shape = (1, channels if len(mean) > 1 or len(std) > 1 else 1, 1, 1)
     return ((images - np.broadcast_to(mean, shape[1:2]).reshape(shape))
             / np.broadcast_to(std, shape[1:2]).reshape(shape)).astype(np.float32)
