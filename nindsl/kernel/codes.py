@@ -78,7 +78,9 @@ _EXPLANATIONS = (
         "E0001",
         "The text does not follow the grammar of a spec: a character that has no place in "
         "the language (a single quote, a semicolon), or a token where another is needed (a "
-        "missing comma between arguments, a keyword used as a name). The caret points at the "
+        "missing comma between arguments, a keyword used as a name), or a digit of another "
+        "script (`৪`, `٤`, `４`: Python would read it as its value, and numbers are written with "
+        "the ASCII digits 0-9; the message names its code point). The caret points at the "
         "first thing the parser could not take.",
         "Correct the text at the caret. Strings are written in double quotes (`\"digits\"`), "
         "arguments are separated by commas, and statements need no terminator.",
@@ -240,7 +242,9 @@ _EXPLANATIONS = (
         "defines: not a `let` constant of the file or of a file it imports, and not a "
         "parameter of the enclosing block or network. (Bare names are also the values of "
         "choices, as in `round = ceil`, and the batch dimension `N`.) The help names the "
-        "closest defined name.",
+        "closest defined name. Order matters: a `let` sees only the names defined above it, and "
+        "one that uses a name defined below it (by a later `let` or an import) is reported at "
+        "that name. An unknown name in a `let` that nothing uses is reported at the `let`.",
         "Correct the spelling, or define the name (`let drop = 0.5`, or a parameter "
         "`network t(classes = 10)`).",
         files=_spec("""
@@ -275,7 +279,9 @@ _EXPLANATIONS = (
         "Something is defined twice: two `let` constants or blocks with the same name in one "
         "file, a network parameter declared twice, two layers with the same label (a block "
         "called twice gives its labelled layers the same names), a second `network` in one "
-        "spec or a second `train` section. A note points at the first definition.",
+        "spec or a second `train` section, a constant or block that two imports define (or "
+        "that a `let` or `block` defines again after an import brought it). A note points at "
+        "the first definition.",
         "Rename or remove one of the two. A labelled call of a block (`stage1: my_block(...)`) "
         "gives the block's layers distinct names; a second network goes into a file of its "
         "own, sharing blocks through `import`.",
