@@ -453,10 +453,12 @@ def test_rpc_warns_only_where_other_machines_can_connect(cli, tmp_path, monkeypa
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = cli("rpc", "tracker", "--host", host, "--port", port)
-    assert result.code == 0 and started, result.err
-    said = result.out + result.err
-    assert ("other machines" in said) == warns, said
+    for argv in (("rpc", "tracker", "--host", host, "--port", port),
+                 ("rpc", "server", "--host", host, "--tracker", f"127.0.0.1:{port}", "--key", "cpu")):
+        result = cli(*argv)
+        assert result.code == 0 and started, result.err
+        said = result.out + result.err
+        assert ("other machines" in said) == warns, said
 
 
 # --- the language server -------------------------------------------------------------------
