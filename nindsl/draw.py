@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .kernel import limits
 from .kernel.diagnostics import NindslError
 from .kernel.io import atomic_write_bytes
 from .language import ir
@@ -50,10 +51,11 @@ def _head_start(network: ir.Network) -> int:
 def _blocks(network: ir.Network):
     """(label, [(title, colour, height, shape text)], description, params, in head) per layer."""
     head = _head_start(network)
+    largest = max(_largest(network), 1)  # (once: per layer, it made drawing quadratic in the layers)
     out = []
     for index, (layer, shape) in enumerate(zip(network.layers, network.shapes)):
         spatial = shape.out_shape[2] if len(shape.out_shape) == 4 else 1
-        height = 0.35 + 0.65 * math.log2(1 + spatial) / math.log2(1 + max(_largest(network), 1))
+        height = 0.35 + 0.65 * math.log2(1 + spatial) / math.log2(1 + largest)
         if isinstance(layer, MlpConv):
             parts = []
             for stage, width in enumerate(layer.channels):
@@ -115,20 +117,50 @@ def _largest(network: ir.Network) -> int:
     return max(sizes, default=1)
 
 
+GAP, STAGE_WIDTH, HEIGHT = 0.35, 0.42, 3.6  # between layers, of one convolution, of the figure (inches)
+
+
+def _layout(blocks) -> tuple[list[float], list[float], float]:
+    """Each layer's drawn and allotted width, and the picture's width (in axes units)."""
+    drawn = [len(parts) * STAGE_WIDTH + (0.12 * (len(parts) - 1)) for _, parts, *_ in blocks]
+    widths = [max(w, 0.95) for w in drawn]
+    return drawn, widths, 1.2 + sum(widths) + GAP * len(blocks) + 0.6
+
+
+def check_drawable(network: ir.Network, fmt: str = "png", dpi: int = 200) -> None:
+    """Refuse, before drawing, a picture beyond the bounds of :mod:`nindsl.kernel.limits`:
+    more than MAX_DRAW_BOXES boxes (a layer is one, an mlpconv one per convolution: matplotlib's
+    time and memory grow with them, and 3,000 layers took 88 s and 3.6 GB), a resolution over
+    MAX_DPI, or a PNG of more than MAX_DRAW_PIXELS."""
+    boxes = sum(len(layer.channels) if isinstance(layer, MlpConv) else 1 for layer in network.layers)
+    if boxes > limits.MAX_DRAW_BOXES:
+        raise NindslError.one("E0401", f"`{network.name}` would be {boxes:,} boxes ({len(network.layers):,} layers, an "
+                                       f"mlpconv's convolutions drawn each); `nindsl draw` draws at most "
+                                       f"{limits.MAX_DRAW_BOXES:,}", None, "`nindsl summary` lists a network of any size")
+    if not 1 <= dpi <= limits.MAX_DPI:
+        raise NindslError.one("E0401", f"--dpi {dpi:,} is over the limit of {limits.MAX_DPI:,}", None,
+                              "600 is print quality; an .svg or .pdf picture scales without it")
+    width = max(6.0, _layout(_blocks(network))[2] * 0.95)
+    pixels = int(width * dpi) * int(HEIGHT * dpi)
+    if fmt == "png" and pixels > limits.MAX_DRAW_PIXELS:
+        raise NindslError.one("E0401", f"the picture would be {int(width * dpi):,}×{int(HEIGHT * dpi):,} pixels; "
+                                       f"`nindsl draw` writes at most {limits.MAX_DRAW_PIXELS:,}", None,
+                              "lower --dpi, or write an .svg or .pdf")
+
+
 def render(network: ir.Network, fmt: str = "png", dpi: int = 200) -> bytes:
     """The picture as PNG, SVG or PDF bytes."""
     from matplotlib.patches import FancyBboxPatch, Rectangle
 
     from .figures import STABLE_METADATA, figure_bytes, pyplot
 
+    check_drawable(network, fmt, dpi)
     plt = pyplot()
 
     blocks = _blocks(network)
-    gap, stage_w = 0.35, 0.42
-    drawn = [len(parts) * stage_w + (0.12 * (len(parts) - 1)) for _, parts, *_ in blocks]
-    widths = [max(w, 0.95) for w in drawn]
-    total = 1.2 + sum(widths) + gap * len(blocks) + 0.6
-    figure, axes = plt.subplots(figsize=(max(6.0, total * 0.95), 3.6))
+    gap, stage_w = GAP, STAGE_WIDTH
+    drawn, widths, total = _layout(blocks)
+    figure, axes = plt.subplots(figsize=(max(6.0, total * 0.95), HEIGHT))
     axes.set_xlim(0, total)
     axes.set_ylim(-1.45, 1.2)
     axes.axis("off")

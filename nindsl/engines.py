@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from .kernel.diagnostics import NindslError, did_you_mean
-from .kernel.machine import usable_cpus
+from .kernel.machine import checked_threads, usable_cpus
 from .kernel.progress import SILENT, Progress
 from .language import ir
 
@@ -72,7 +72,7 @@ def _torch(network: ir.Network, lowered, device: str, threads: int | None = None
     if device == "cuda" and not torch.cuda.is_available():
         raise NindslError.one("E0504", "this PyTorch sees no CUDA GPU", None,
                               "install a CUDA build of torch for GPU runs, or use a CPU target")
-    torch.set_num_threads(threads or usable_cpus())
+    torch.set_num_threads(checked_threads(threads) if threads else usable_cpus())
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
     dtype = torch.float16 if half else torch.float32
     module = to_torch(network, weights=lowered.weights).eval().to(device, dtype)

@@ -145,8 +145,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
+    from safetensors import SafetensorError, deserialize
 
     data = path.read_bytes()
     (length,) = struct.unpack("<Q", data[:8])
@@ -154,10 +153,28 @@ def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
         raise _refused(path, "is truncated or not safetensors (its header runs past the end of the file)")
     try:
         metadata = json.loads(data[8: 8 + length]).get("__metadata__") or {}
-        tensors = load(data)
+        views = deserialize(data)
     except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError, RecursionError) as error:
         raise _refused(path, f"is damaged or not safetensors ({error})") from None
-    return tensors, metadata
+    return {name: _array(path, name, view) for name, view in sorted(views, key=lambda item: item[0])}, metadata
+
+
+# safetensors' dtypes that numpy has, by their names in the file
+_NUMPY_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "U64": "<u8", "I32": "<i4", "U32": "<u4",
+                 "I16": "<i2", "U16": "<u2", "I8": "i1", "U8": "u1", "BOOL": "?", "C64": "<c8"}
+
+
+def _array(path: Path, name: str, view: dict) -> np.ndarray:
+    """One tensor of a safetensors file. bfloat16, which numpy lacks, is read as float32 exactly
+    (a bfloat16 is a float32's upper 16 bits: mixed-precision training saves them); a type
+    nindsl has no reading of (float8, ...) is refused by name."""
+    kind, shape, data = view["dtype"], view["shape"], view["data"]
+    if kind == "BF16":
+        return (np.frombuffer(data, "<u2").astype("<u4") << 16).view("<f4").reshape(shape)
+    if kind not in _NUMPY_DTYPES:
+        raise _refused(path, f"tensor `{name}` is {kind}, which nindsl does not read",
+                       "save the weights as float32, float16 or bfloat16")
+    return np.frombuffer(data, _NUMPY_DTYPES[kind]).reshape(shape)
 
 
 def check_weights(network: ir.Network, tensors: dict[str, np.ndarray], origin: str) -> dict[str, np.ndarray]:

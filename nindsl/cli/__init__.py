@@ -18,6 +18,7 @@ from ..kernel.diagnostics import NindslError
 from ..kernel.version import __version__
 from .parser import build_parser
 from .printing import report, use_color
+from .streams import OutputError, flush_stdout, guard_stdout
 
 EXIT_USER, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None, one_command: bool = False) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
+    except OutputError as error:
+        return _output_failed(error, args.color_on)
     except Exception:  # noqa: BLE001 - the last line of defence against tracebacks
         if args.debug:
             traceback.print_exc()
@@ -49,9 +52,28 @@ def main(argv: list[str] | None = None, one_command: bool = False) -> int:
         return EXIT_INTERNAL
 
 
+def _output_failed(error: OutputError, color: bool) -> int:
+    """Standard output could not be written: the user's disk or terminal, said as an error."""
+    try:
+        report(NindslError.one("E0301", f"cannot write the output: {error.strerror}", None,
+                               "free some space, or send the output somewhere that takes it"), color)
+    except OSError:
+        pass  # stderr is gone too: the exit status says it
+    return EXIT_USER
+
+
 def command() -> int:
-    """The `nindsl` program (its console script and ``python -m nindsl``): one command per process."""
-    return main(one_command=True)
+    """The `nindsl` program (its console script and ``python -m nindsl``): one command per process.
+    Its standard output reports a failed write as a user error (:mod:`.streams`)."""
+    guard_stdout()
+    code = main(one_command=True)
+    try:
+        flush_stdout()
+    except OutputError as error:
+        return _output_failed(error, False)
+    except BrokenPipeError:
+        pass
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,7 @@ from ..onnx.model import UNTRAINED, weights_origin
 from .inputs import (batch_size, batch_sizes, finite_initializers, finite_outputs, load_input, load_labels,
                      onnx_signature, overrides)
 from .printing import ConsoleProgress, print_bench, print_summary, print_top, report, say
+from .streams import write_utf8
 
 EXIT_USER = 1
 
@@ -121,7 +122,7 @@ def drive_fmt(args) -> int:
             continue
         text = format_module(module)
         if args.stdout:
-            sys.stdout.write(text)
+            write_utf8(text)  # the spec's own bytes, whatever the terminal's encoding
             continue
         if text == module.source.text:
             already += 1
@@ -278,11 +279,11 @@ def _check_backend(backend: str, known: tuple[str, ...]) -> None:
                               did_you_mean(backend, known) or f"use one of: {', '.join(known)}")
 
 
-def _recorded_preprocess(model) -> dict:
-    """How a model's images are prepared (resize, mean, std), as its ONNX metadata records it."""
-    from ..onnx.model import model_metadata
+def _recorded_preprocess(model, path: Path) -> dict:
+    """How a model's images are prepared (resize, mean, std), as its ONNX metadata records it (checked)."""
+    from ..onnx.model import recorded_preprocess
 
-    return json.loads(model_metadata(model).get("preprocess", "{}"))
+    return recorded_preprocess(model, path)
 
 
 def _artifact_preprocess(artifact, folder: Path, inputs: list[str]) -> dict:
@@ -293,7 +294,7 @@ def _artifact_preprocess(artifact, folder: Path, inputs: list[str]) -> dict:
         return artifact.manifest.get("preprocess", {})
     from ..onnx.model import read_model
 
-    return _recorded_preprocess(read_model(folder / "model.onnx"))
+    return _recorded_preprocess(read_model(folder / "model.onnx"), folder / "model.onnx")
 
 
 def _warn_if_untrained(origin: str | None) -> None:
@@ -350,7 +351,7 @@ def drive_run(args) -> int:
         finite_initializers(model, source)
         if backend == "reference":
             _warn_if_reference_errs(model)
-        batch = load_input(args.input, *onnx_signature(model), _recorded_preprocess(model))
+        batch = load_input(args.input, *onnx_signature(model), _recorded_preprocess(model, source))
         labels = load_labels(args.labels, len(batch))
         what = f"ONNX model on {backend}"
         outputs = run(model, batch, backend)

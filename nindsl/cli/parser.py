@@ -10,7 +10,8 @@ import shlex
 import sys
 from typing import Callable, NamedTuple
 
-from ..kernel.limits import MAX_DIM
+from ..kernel.limits import MAX_DIM, MAX_SEED, MAX_THREADS_PER_CPU
+from ..kernel.machine import max_threads
 from ..kernel.version import __version__
 from ..language.ir import TrainConfig
 from . import commands
@@ -33,13 +34,24 @@ def positive(kind: type):
 
 
 def at_least_zero(text: str) -> int:
-    """An argparse type: a whole number of 0 or more."""
+    """An argparse type: a whole number of 0 or more (at most a 63-bit seed: limits.MAX_SEED)."""
     try:
         value = int(text)
     except ValueError:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got `{text}`")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"`{text}` is over the largest nindsl takes here, {MAX_SEED:,} (2^63 - 1)")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """An argparse type: threads for one process, 1 to a few per usable CPU (limits.MAX_THREADS_PER_CPU)."""
+    value = positive(int)(text)
+    if value > max_threads():
+        raise argparse.ArgumentTypeError(f"{value:,} threads is more than this machine can use; the most is "
+                                         f"{max_threads()} ({MAX_THREADS_PER_CPU} per usable CPU)")
     return value
 
 
@@ -239,7 +251,7 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=at_least_zero, default=0,
                      help="with a spec and no --weights: the seed of the weights drawn from its init (default: 0)")
     run.add_argument("--top", type=positive(int), default=3, help="classes to print per example (default: 3)")
-    run.add_argument("--threads", type=positive(int), metavar="N",
+    run.add_argument("--threads", type=thread_count, metavar="N",
                      help="with --backend torch: PyTorch's threads (default: the cores no other work keeps busy)")
     _with_set(run)
 
@@ -266,7 +278,7 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
                             f"`seed`, else {TrainConfig.seed})")
     train.add_argument("--patience", type=at_least_zero, metavar="N",
                        help="stop after N epochs without a better held-out accuracy (0: never; default: the spec's)")
-    train.add_argument("--threads", type=positive(int), metavar="N",
+    train.add_argument("--threads", type=thread_count, metavar="N",
                        help="PyTorch threads per process (default: the cores no other work keeps busy)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _with_set(train)

@@ -187,6 +187,8 @@ def _side(param, name: str, default: int, layer: _Layer) -> int:
     if len(set(values)) != 1:
         raise _error(f"{layer.where()}: {name} {values} differs between sides; nindsl's windows are square",
                      layer.span)
+    if name == "stride" and values[0] < 1:  # Caffe's own check (stride > 0); a division by zero here
+        raise _error(f"{layer.where()}: stride {values[0]} is not a step (it must be 1 or more)", layer.span)
     return int(values[0])
 
 

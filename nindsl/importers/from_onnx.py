@@ -10,7 +10,6 @@ word for) is an error naming the node and its operator; nothing is written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..kernel import limits
 from ..kernel.diagnostics import NindslError
-from ..onnx.model import model_metadata, read_model
+from ..onnx.model import model_metadata, read_model, recorded_params, recorded_preprocess
 from .spec import IDENTIFIER, Imported, label
 
 MIN_OPSET = 11
@@ -291,13 +290,13 @@ def read_onnx(path: Path, name: str | None = None) -> Imported:
                   (d.dim_value if d.dim_value else "N") for d in dims)
     if shape and isinstance(shape[0], int):
         shape = ("N",) + shape[1:]  # any batch size
-    params = json.loads(meta.get("params", "{}")) if meta else {}
+    params = recorded_params(model, path) if meta else {}
     network = name or (model.graph.name if IDENTIFIER.match(model.graph.name[: limits.MAX_NAME + 1]) else None) or \
         _identifier(path.stem)
     output = model.graph.output[0].name
     return Imported(network, _identifier(input_name), shape, _identifier(output), reader.lines, reader.weights,
                     params, header=f"Imported from {path.name} by nindsl import.",
-                    train=json.loads(meta.get("preprocess", "{}")) if meta else {}, model=str(path),
+                    train=recorded_preprocess(model, path) if meta else {}, model=str(path),
                     origins=reader.origins)
 
 

@@ -21,8 +21,28 @@ MAX_EXPRESSION_DEPTH = 200  # operators and parentheses inside each other in one
 # One name (network, label, parameter, `let`, block): names become file names (`NAME.onnx`, at most 255
 # bytes), ONNX and Python names, and parts of messages.
 MAX_NAME = 200
+# A train section's `resize`: image files are read at resize×resize before they are cropped (8,192²
+# is 67 M pixels, 0.8 GB of float32 RGB for one image; Pillow itself refuses twice 89 M as a bomb).
+MAX_RESIZE = 8_192
+
+# `nindsl draw`: matplotlib's time and memory grow with the boxes drawn (a layer, or one convolution
+# of an mlpconv: 300 take about 7 s and 0.45 GB) and with a PNG's pixels (about 10 bytes each).
+MAX_DRAW_BOXES = 300  # at 200 dpi, 300 layers make a PNG of 54 M pixels: within MAX_DRAW_PIXELS
+MAX_DPI = 1_200
+MAX_DRAW_PIXELS = 64_000_000
+
+# Numbers on the command line: a seed every library takes (PyTorch's and NumPy's generators stop
+# at 64 bits), and threads per process (more than a few per usable CPU only fight each other;
+# tens of thousands end the process when thread creation fails).
+MAX_SEED = (1 << 63) - 1
+MAX_THREADS_PER_CPU = 4
 
 # Files nindsl reads, checked (kind and size) before a byte is read.
 MAX_MODEL_BYTES = 3 << 30  # an ONNX model (ONNX itself stops at 2 GiB) or a checkpoint
 MAX_INPUT_BYTES = 4 << 30  # an input array
 MAX_MANIFEST_BYTES = 1 << 20  # an artifact's manifest.json
+
+# The language server: one message from the editor. A spec is at most MAX_FILE_BYTES, and its
+# text escaped as JSON at most six times that; more is refused before it is read.
+MAX_LSP_MESSAGE_BYTES = 32 << 20
+MAX_LSP_HEADER_BYTES = 4 << 10  # one header line (`Content-Length: 1234`)

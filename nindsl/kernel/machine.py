@@ -15,6 +15,24 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def max_threads() -> int:
+    """The most threads one process may ask for (``--threads``): a few per usable CPU."""
+    from .limits import MAX_THREADS_PER_CPU
+
+    return MAX_THREADS_PER_CPU * usable_cpus()
+
+
+def checked_threads(threads: int) -> int:
+    """``threads`` for a thread pool, once known to be 1 to :func:`max_threads` (a user error
+    otherwise: a pool of tens of thousands ends the process when thread creation fails)."""
+    from .diagnostics import NindslError
+
+    if not 1 <= threads <= max_threads():
+        raise NindslError.one("E0504", f"{threads:,} threads: the most this machine takes is {max_threads()} "
+                                       f"(a few per usable CPU)", None)
+    return threads
+
+
 def free_cpus() -> int:
     """Usable CPUs that other work is not already keeping busy (by the 1-minute load
     average), at least 1: threads that do not fight what else runs.

@@ -113,21 +113,32 @@ _EXPRESSIONS = {"add", "sub", "mul", "div", "floordiv", "neg", "pos", "call", "a
 
 
 def _check_depth(tree: Tree, source: Source) -> None:
-    """Refuse an expression nested deeper than the builder's recursion can follow (``1+1+...``
-    with 50,000 terms, 10,000 parentheses), walking the tree without recursion."""
-    stack = [(tree, 0, tree)]  # a node, its depth inside its expression, and that expression
+    """Refuse what is nested deeper than the builder's recursion can follow, walking the tree
+    without recursion: an expression (``1+1+...`` with 50,000 terms, 10,000 parentheses), and
+    repeats inside repeats beyond :data:`limits.MAX_NESTING` (the limit elaboration holds them
+    to; 500 of them would exhaust Python's stack before it got there)."""
+    stack = [(tree, 0, tree, 0)]  # a node, its depth inside its expression, that expression, repeats around it
     while stack:
-        node, depth, root = stack.pop()
+        node, depth, root, repeats = stack.pop()
         if depth > limits.MAX_EXPRESSION_DEPTH:
-            meta = root.meta
-            span = None if getattr(meta, "empty", True) else Span(source, meta.line, meta.column, meta.line,
-                                                                   meta.column + 1)
             raise NindslError.one("E0401", f"expression nested more than {limits.MAX_EXPRESSION_DEPTH} deep "
-                                  "(operators and parentheses inside each other)", span,
+                                  "(operators and parentheses inside each other)", _first_char(root, source),
                                   help="split it into several `let` constants")
+        if node.data == "repeat_stmt":
+            repeats += 1
+            if repeats > limits.MAX_NESTING:
+                meta = node.meta
+                raise NindslError.one("E0401", f"blocks and repeats nest deeper than {limits.MAX_NESTING}",
+                                      Span(source, meta.line, meta.column, meta.end_line, meta.end_column),
+                                      help="flatten the inner repeats into one")
         inside = node.data in _EXPRESSIONS
-        stack.extend((child, depth + 1, root) if inside else (child, 1, child)
+        stack.extend((child, depth + 1, root, repeats) if inside else (child, 1, child, repeats)
                      for child in node.children if isinstance(child, Tree))
+
+
+def _first_char(node: Tree, source: Source) -> Span | None:
+    meta = node.meta
+    return None if getattr(meta, "empty", True) else Span(source, meta.line, meta.column, meta.line, meta.column + 1)
 
 
 def _check_names(tree: Tree, source: Source) -> None:

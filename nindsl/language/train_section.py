@@ -7,8 +7,10 @@ a known data set and stay inside the project (:mod:`nindsl.language.data_paths`)
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from ..kernel import limits
 from ..kernel.diagnostics import Collector, Note, Span, did_you_mean
 from . import ir
 from . import syntax as ast
@@ -78,8 +80,43 @@ def _fits_input(name: str, value: Any, image: ir.TensorSpec | None, span: Span |
     if name == "std" and min(value) <= 0:
         errors.error("E0107", "`std` must be greater than 0", span)
         return False
+    if name == "resize" and value > limits.MAX_RESIZE:
+        errors.error("E0401", f"`resize = {value:,}` is over the limit of {limits.MAX_RESIZE:,}", span,
+                     "images are read at resize×resize before they are cropped to the input")
+        return False
     if name == "resize" and value and any(isinstance(d, int) and value < d for d in shape[2:]):
         errors.error("E0107", f"`resize = {value}` is smaller than the input's {shape[2]}×{shape[3]}", span,
                      "images are resized to resize×resize and then cropped to the input: use at least its size")
         return False
     return True
+
+
+def preprocess_mistake(record: object, shape: tuple) -> str | None:
+    """What is wrong with how images are prepared, as a model records it (ONNX metadata, an
+    artifact's manifest: :attr:`ir.TrainConfig.preprocess`), for an input of ``shape``, by the
+    rules of a train section's `resize`, `mean` and `std`; None when nothing is.
+
+    >>> preprocess_mistake({"resize": 10**9}, ("N", 3, 32, 32))
+    '`resize` is 1000000000: a whole number from 0 to 8,192'
+    """
+    if not isinstance(record, dict):
+        return f"is {type(record).__name__}, not an object of `resize`, `mean` and `std`"
+    unknown = sorted(str(key)[:40] for key in set(record) - {"resize", "mean", "std"})
+    if unknown:
+        return f"has {', '.join(f'`{key}`' for key in unknown[:3])}, which nindsl does not know"
+    resize = record.get("resize", 0)
+    if type(resize) is not int or not 0 <= resize <= limits.MAX_RESIZE:
+        return f"`resize` is {str(resize)[:40]}: a whole number from 0 to {limits.MAX_RESIZE:,}"
+    sides = [d for d in shape[2:] if isinstance(d, int)] if len(shape) == 4 else []
+    if resize and any(resize < side for side in sides):
+        return f"`resize` is {resize}, smaller than the input's {shape[2]}×{shape[3]}"
+    channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
+    for name in ("mean", "std"):
+        values = record.get(name, [])
+        if not isinstance(values, list) or not all(type(v) in (int, float) and math.isfinite(v) for v in values):
+            return f"`{name}` is not a list of numbers"
+        if values and len(values) not in (1, channels or len(values)):
+            return f"`{name}` has {len(values)} values for {channels} channels"
+        if name == "std" and any(v <= 0 for v in values):
+            return "`std` has a value that is not greater than 0"
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,8 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
 
+from ..kernel import limits
+from ..kernel.diagnostics import NindslError
 from ..kernel.version import __version__
 from . import completion, diagnostics, features
 from .positions import Positions
@@ -270,8 +273,28 @@ def _register_queries(server: NinServer) -> None:
                 if first <= hint.position.line <= last]
 
 
+class BoundedInput:
+    """The client's stream as pygls reads it, each read bounded before it is made: a header line
+    reads at most :data:`limits.MAX_LSP_HEADER_BYTES`, and a message whose ``Content-Length``
+    is over :data:`limits.MAX_LSP_MESSAGE_BYTES` ends the server with that error (reading it
+    would allocate what the header claims; skipping it would leave the stream out of step)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readline(self) -> bytes:
+        return self.stream.readline(limits.MAX_LSP_HEADER_BYTES)
+
+    def read(self, size: int) -> bytes:
+        if size > limits.MAX_LSP_MESSAGE_BYTES:
+            raise NindslError.one("E0401", f"the editor sent a message of {size:,} bytes (its Content-Length); "
+                                           f"the most the language server reads is {limits.MAX_LSP_MESSAGE_BYTES:,}",
+                                  None, "a spec is at most 1 MiB: is the client sending something else?")
+        return self.stream.read(size)
+
+
 def serve() -> int:
     """Run the server on stdin/stdout until the client ends it."""
     logging.basicConfig(level=logging.WARNING)  # to stderr: stdout carries the protocol
-    build_server().start_io()
+    build_server().start_io(stdin=BoundedInput(sys.stdin.buffer))
     return 0

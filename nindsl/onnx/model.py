@@ -71,3 +71,56 @@ def read_model(path: str | Path):
 def model_metadata(model) -> dict[str, str]:
     return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
             if p.key.startswith(METADATA_PREFIX)}
+
+
+def _recorded(model, path: str | Path, key: str):
+    """The JSON value of nindsl's metadata ``key`` in ``model`` (None when absent), or a clear
+    refusal when it is not JSON, is nested past what the reader follows, or is too long."""
+    text = model_metadata(model).get(key)
+    if text is None:
+        return None
+    if len(text) > limits.MAX_MANIFEST_BYTES:
+        raise _bad_record(path, key, f"is {len(text):,} characters; the most nindsl reads is "
+                                     f"{limits.MAX_MANIFEST_BYTES:,}")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as error:
+        raise _bad_record(path, key, f"is not JSON ({str(error)[:80]})") from None
+
+
+def _bad_record(path: str | Path, key: str, why: str) -> NindslError:
+    return NindslError.one("E0502", f"`{path}`: its metadata `{METADATA_PREFIX}{key}` {why}", None,
+                           "was it changed after nindsl wrote it? compile the spec again")
+
+
+def recorded_preprocess(model, path: str | Path) -> dict:
+    """How images are prepared for ``model`` (resize, mean, std) as its metadata records it,
+    checked by the train section's rules for its input ({} when it records none)."""
+    from ..language.train_section import preprocess_mistake
+
+    record = _recorded(model, path, "preprocess")
+    if record is None:
+        return {}
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    shape = tuple(d.dim_param or d.dim_value for d in inputs[0].type.tensor_type.shape.dim) if inputs else ()
+    mistake = preprocess_mistake(record, shape)
+    if mistake:
+        raise _bad_record(path, "preprocess", mistake)
+    return record
+
+
+def recorded_params(model, path: str | Path) -> dict:
+    """The network parameters ``model`` was built with, as its metadata records them: names and
+    values ({} when it records none)."""
+    record = _recorded(model, path, "params")
+    if record is None:
+        return {}
+    if not isinstance(record, dict) or len(record) > limits.MAX_LIST:
+        raise _bad_record(path, "params", "is not an object of parameter names and values")
+    for name, value in record.items():
+        values = value if isinstance(value, list) else [value]
+        if not name.isidentifier() or len(values) > limits.MAX_LIST or \
+                not all(isinstance(v, (int, float, str)) for v in values):
+            raise _bad_record(path, "params", f"gives `{name[:40]}` a value that is not a number, a word or a list")
+    return record

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..kernel.diagnostics import NindslError
 from ..kernel.io import atomic_write_text, ensure_folder
-from ..kernel.machine import free_cpus
+from ..kernel.machine import checked_threads, free_cpus, max_threads
 from ..kernel.progress import SILENT, Progress
 from ..kernel.version import __version__
 from ..language import ir
@@ -139,9 +139,9 @@ def training_threads(ranks: Ranks, threads: int | None = None) -> int:
     """``--threads``; else OMP_NUM_THREADS when set for a single process; else the cores no
     other work keeps busy, shared by this node's processes."""
     if threads is not None:
-        return threads
+        return checked_threads(threads)
     if ranks.world == 1 and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+        return min(max(1, int(os.environ["OMP_NUM_THREADS"])), max_threads())
     return max(1, free_cpus() // ranks.local_world)
 
 

@@ -169,3 +169,28 @@ def without_tensor_cores(func):
     function attribute its rule reads, ``dlight.do_not_tensorize``)."""
     check_version()
     return func.with_attr("dlight.do_not_tensorize", True)
+
+
+# How TVM 0.27 says a call's arguments do not fit the function (its message is all there is: the
+# type is a plain ValueError, TypeError or RuntimeError): the Relax VM's checks carry an
+# ErrorContext naming the function and parameter; a compiled kernel's say "Mismatched ... on
+# argument #".
+_ARGUMENT_CHECKS = re.compile(r"ErrorContext\(fn=|Mismatched \S+ on argument #")
+
+
+def refuses_arguments(error: BaseException) -> bool:
+    """Whether ``error`` is a TVM function refusing its arguments' count, type or shape."""
+    return bool(_ARGUMENT_CHECKS.search(str(error)))
+
+
+def refusal_summary(error: BaseException) -> str:
+    """The part of such an error a user can act on, on one line."""
+    text = " ".join(str(error).split())
+    kernel = re.search(r"(Mismatched \S+) on argument #\d+.*?(expected .*)$", text)
+    if kernel:
+        return f"{kernel.group(1)}: {kernel.group(2)}"[:240]
+    context = re.search(r"ErrorContext\(fn=(\w+), loc=[^,]*, param=(\w+)", text)
+    if not context:
+        return text[:240]
+    said = text[:context.start()].rstrip(" :") or text[text.rfind("))") + 2:].strip()
+    return f"`{context.group(1)}` parameter `{context.group(2)}`: {said}"[:240]

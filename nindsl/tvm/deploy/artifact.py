@@ -14,6 +14,7 @@ the target's device is present; it refuses anything else before loading.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -31,8 +32,10 @@ from ...kernel.progress import SILENT, Progress
 from ...kernel.version import __version__
 from ...language import ir
 from ...language.ir import format_shape, shape_fits
+from ...language.train_section import preprocess_mistake
 from ..build import Build, build
 from ..env import require_tvm, require_tvm_runtime
+from ..compat import refusal_summary, refuses_arguments
 from ..compat.cuda import captures_cuda_graph, load_cuda_runtime
 from ..gpu.cuda import GpuImage, find_nvcc, gpu_images, runs_on
 from ..profiles import Profile, check_runs_here, cpu_features
@@ -185,6 +188,8 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
             "target": json.loads(str(target)) if str(target).startswith("{") else str(target),
             "parity": {"rtol": profile.parity.rtol, "atol": profile.parity.atol},
             "parameters": built.order,
+            "parameter_types": {name: [built.weights[name].dtype.name, list(built.weights[name].shape)]
+                                for name in built.order},  # what the library takes (checked when it loads)
             "transform_params": built.packs,
             "tuning_db": tuning_db,
             "compile_seconds": round(seconds, 2),
@@ -276,8 +281,34 @@ def _check_schema(folder: Path, manifest: dict) -> None:
     shape = manifest["input"].get("shape")
     if not isinstance(manifest["input"].get("name"), str) or not isinstance(shape, list) \
             or not all(isinstance(d, (int, str)) for d in shape) \
-            or not all(isinstance(p, str) for p in manifest["parameters"]):
+            or not all(isinstance(p, str) for p in manifest["parameters"]) \
+            or len(set(manifest["parameters"])) != len(manifest["parameters"]):
         raise _refuse(folder, f"{MANIFEST} is damaged: its input or parameters are malformed", "compile the spec again")
+    if not isinstance(manifest.get("transform_params", False), bool):
+        raise _refuse(folder, f"{MANIFEST} is damaged: `transform_params` is not true or false", "compile the spec again")
+    mistake = preprocess_mistake(manifest.get("preprocess", {}), tuple(shape))
+    if mistake:
+        raise _refuse(folder, f"{MANIFEST} is damaged: its preprocess {mistake}", "compile the spec again")
+
+
+def _check_weights(folder: Path, manifest: dict, tensors: dict[str, np.ndarray]) -> None:
+    """The weights are the parameters the manifest lists, each of the type and shape it records
+    (``parameter_types``; older artifacts record none), before the library is loaded: the
+    library's own checks would only fail at the first call."""
+    listed = manifest["parameters"]
+    missing, extra = [n for n in listed if n not in tensors], sorted(set(tensors) - set(listed))
+    if missing or extra:
+        what = f"lacks {', '.join(f'`{n}`' for n in missing[:3])}" if missing else \
+            f"holds {', '.join(f'`{n}`' for n in extra[:3])}, which the manifest does not list"
+        raise _refuse(folder, f"{WEIGHTS} {what}; it is not loaded", "compile the spec again")
+    types = manifest.get("parameter_types", {})
+    if not isinstance(types, dict):
+        raise _refuse(folder, f"{MANIFEST} is damaged (parameter_types is not an object)", "compile the spec again")
+    for name, recorded in types.items():
+        tensor = tensors.get(name)
+        if tensor is not None and recorded != [tensor.dtype.name, list(tensor.shape)]:
+            raise _refuse(folder, f"`{name}` in {WEIGHTS} is {tensor.dtype.name} {list(tensor.shape)}; the library "
+                                  f"takes {recorded}; it is not loaded", "compile the spec again")
 
 
 class Runner:
@@ -401,9 +432,28 @@ class Artifact(Runner):
         if manifest["device"] == "cuda":
             _check_gpu_code(folder, device.compute_version)
         tensors, _ = read_tensors(folder / WEIGHTS)
+        _check_weights(folder, manifest, tensors)
         self.manifest = manifest
+        self.folder = folder
         self.input_name = manifest["input"]["name"]
         weights = [tvm.runtime.tensor(tensors[name], device) for name in manifest["parameters"]]
-        super().__init__(tvm.runtime.load_module(str(folder / LIBRARY)), device, weights,
-                         manifest.get("transform_params", False), manifest["input"]["shape"],
-                         _graph_bound(folder, manifest))
+        with self._refused_arguments():  # (the weights are packed here, by the library)
+            super().__init__(tvm.runtime.load_module(str(folder / LIBRARY)), device, weights,
+                             manifest.get("transform_params", False), manifest["input"]["shape"],
+                             _graph_bound(folder, manifest))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        with self._refused_arguments():
+            return super()._run(batch)
+
+    @contextlib.contextmanager
+    def _refused_arguments(self):
+        """The library refusing its weights or input (a manifest rewritten to agree with other
+        weights) is a damaged artifact, said as one, not a crash."""
+        try:
+            yield
+        except (ValueError, TypeError, RuntimeError) as error:
+            if not refuses_arguments(error):
+                raise
+            raise _refuse(self.folder, f"its library does not take these weights or this input "
+                                       f"({refusal_summary(error)})", "compile the spec again") from None

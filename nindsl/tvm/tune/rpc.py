@@ -108,9 +108,11 @@ def launch(role: str, host: str = LOOPBACK, port: int | None = None, tracker: st
         if not tracker or not key:
             raise _usage("`nindsl rpc server` needs --tracker HOST:PORT and --key KEY",
                          "the key names the kind of device; tuning asks for it with --key")
-        parse_address(tracker, "--tracker")
+        tracker_host, _ = parse_address(tracker, "--tracker")
+        _resolve(tracker_host, "--tracker")
         port = port or 9090  # the first free one from here: several servers may share a machine
         command += ["--port", str(port), "--port-end", str(port + 100), "--tracker", tracker, "--key", key]
+    _check_listen(host, port if role == "tracker" else 0)
     if not loopback_only(host):
         progress.note(f"warning: listening on {host}: an RPC {role} accepts connections from other "
                       "machines and its servers run any code sent to them; do this on a trusted network only")
@@ -119,6 +121,31 @@ def launch(role: str, host: str = LOOPBACK, port: int | None = None, tracker: st
     sys.stdout.flush()
     sys.stderr.flush()
     return _supervise(command)
+
+
+def _resolve(host: str, what: str) -> list:
+    """The addresses ``host`` names, or a clear error (TVM's child would print a traceback)."""
+    if not host.strip():
+        raise _usage(f"{what} is empty: give an address", f"for example {what} {LOOPBACK}")
+    try:
+        return socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise _usage(f"{what} `{host}` is not an address this machine can resolve ({error})",
+                     f"for example {what} {LOOPBACK}") from None
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Refuse, before TVM's child starts, a --host this machine cannot listen on (an address of
+    another machine, an unknown name) or a tracker's --port another program holds."""
+    family, kind, protocol, _, address = _resolve(host, "--host")[0]
+    try:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address[0], port, *address[2:]))
+    except OSError as error:
+        where = f"{host}:{port}" if port else host
+        raise _usage(f"cannot listen on {where}: {error.strerror or error}",
+                     "--host takes an address of this machine; a tracker's --port must be free") from None
 
 
 def loopback_only(host: str) -> bool:
