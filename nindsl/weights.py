@@ -13,6 +13,7 @@ safetensors (what ``nindsl train`` writes) or ``.npz``; a pickle is never loaded
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 import zipfile
@@ -89,8 +90,9 @@ def _refused(path: Path, why: str, help: str | None = None) -> NindslError:
     return NindslError.one("E0502", f"`{path}`: {why}", None, help)
 
 
-def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Tensors and metadata of a safetensors or .npz file (a folder: its best checkpoint)."""
+def read_tensors(path: str | Path, most: int = limits.MAX_MODEL_BYTES) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of a safetensors or .npz file (a folder: its best checkpoint), whose
+    tensors take at most ``most`` bytes (checked before they are read or decompressed)."""
     path = Path(path)
     if path.is_dir():
         found = next((path / name for name in CHECKPOINT_NAMES if (path / name).is_file()), None)
@@ -106,15 +108,29 @@ def read_tensors(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str
     except OSError as error:
         raise NindslError.one("E0301", f"cannot read `{path}`: {error.strerror}", None) from None
     if _is_safetensors(path, head):
+        _check_size(path, path.stat().st_size - 8 - struct.unpack("<Q", head)[0], most)
         return _read_safetensors(path)
     if head[:1] == b"\x80" or head[:2] == b"PK" and _is_torch_zip(path):
         raise _refused(path, "is a pickle (a PyTorch .pt/.pth file?); nindsl never loads pickles, "
                              "which can run code", "save the weights with safetensors, or `nindsl train`")
     if head[:2] == b"PK":
+        check_npz(path, most, "these weights")
         return _read_npz(path), {}
     if len(head) == 8:
         return _read_safetensors(path)  # says what is wrong with it
     raise _refused(path, "is neither safetensors nor .npz (it is too short)")
+
+
+def _check_size(path: Path, held: int, most: int) -> None:
+    if held > most:
+        raise NindslError.one("E0401", f"`{path}` holds {held:,} bytes of tensors; the most nindsl reads as these "
+                                       f"weights is {most:,}", None, "does the checkpoint belong to this spec?")
+
+
+def _most_bytes(network: ir.Network) -> int:
+    """The most a checkpoint of ``network`` may hold: each of its values in the widest floating
+    type numpy stores (16 bytes), and room for each array's header."""
+    return sum(16 * math.prod(weight.shape) + 4096 for weight in network.weights) + (1 << 20)
 
 
 def _is_safetensors(path: Path, head: bytes) -> bool:
@@ -126,6 +142,42 @@ def _is_safetensors(path: Path, head: bytes) -> bool:
     with open(path, "rb") as handle:
         handle.seek(8)
         return 2 <= length <= path.stat().st_size - 8 and handle.read(1) == b"{"
+
+
+def check_npz(path: str | Path, limit: int, what: str) -> None:
+    """Refuse an .npz (a zip of .npy arrays) whose arrays would take more than ``limit`` bytes,
+    from what it declares, before anything is decompressed: a 2 MB zip of zeros can hold
+    gigabytes. The zip's directory gives each member's size once decompressed (Python's zipfile
+    never inflates past it), and each array's header its shape and type (numpy allocates that
+    before reading the data), checked against the member. A file that is no zip is left to the
+    reader to refuse."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            declared = sum(member.file_size for member in members)
+            if declared > limit:
+                raise NindslError.one("E0401", f"`{path}` holds {declared:,} bytes once decompressed; the most "
+                                               f"nindsl reads as {what} is {limit:,}", None)
+            for member in members:
+                with archive.open(member) as stream:
+                    _check_npy_member(path, member, stream)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError):
+        return  # not a readable zip: the reader says what is wrong with it
+
+
+def _check_npy_member(path, member, stream) -> None:
+    """An .npy inside an .npz may not claim more data than the member holds."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(stream)
+    except (ValueError, OSError, EOFError, TypeError, SyntaxError):
+        return  # not an .npy: the reader refuses it
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > member.file_size:
+        raise NindslError.one("E0502", f"`{path}`: `{member.filename}` claims {list(shape)} {dtype} "
+                                       f"({claimed:,} bytes) but holds {member.file_size:,}", None,
+                              "is the file damaged? save it again with numpy.savez")
 
 
 def _is_torch_zip(path: Path) -> bool:
@@ -240,7 +292,7 @@ def _renaming(missing: list[str], extra: list[str]) -> str | None:
 
 def load_weights(network: ir.Network, path: str | Path) -> dict[str, np.ndarray]:
     """Read a checkpoint and check it against ``network``; raise a located NindslError."""
-    tensors, _ = read_tensors(path)
+    tensors, _ = read_tensors(path, _most_bytes(network))
     return check_weights(network, tensors, str(path))
 
 

@@ -23,7 +23,7 @@ from ..kernel import limits
 from ..kernel.diagnostics import NindslError, Source, Span
 from ..kernel.io import regular_file
 from .caffe_schema import V1_TYPES, messages
-from .spec import IDENTIFIER, Imported, label
+from .spec import IDENTIFIER, Imported, Labels, label
 
 # V1's enum names → the new layer type strings
 _V1_NAMES = {"CONVOLUTION": "Convolution", "RELU": "ReLU", "POOLING": "Pooling", "DROPOUT": "Dropout",
@@ -74,7 +74,7 @@ class _State:
     lines: list[str] = field(default_factory=list)
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    taken: set[str] = field(default_factory=set)
+    taken: Labels = field(default_factory=Labels)  # (numbering each fallback from where it got to)
     origins: dict[str, object] = field(default_factory=dict)  # label → its layer's place in the prototxt
 
 

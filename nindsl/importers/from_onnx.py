@@ -18,7 +18,7 @@ import numpy as np
 from ..kernel import limits
 from ..kernel.diagnostics import NindslError
 from ..onnx.model import model_metadata, read_model, recorded_params, recorded_preprocess
-from .spec import IDENTIFIER, Imported, label
+from .spec import IDENTIFIER, Imported, Labels, label
 
 MIN_OPSET = 11
 
@@ -117,7 +117,7 @@ class _Reader:
         self.origins: dict[str, object] = {}  # label → the node it came from
         # the input's and output's names are tensors' names too: a layer named like one (the last
         # node of a nindsl model carries the output's name) takes its kind's numbered label
-        self.taken: set[str] = {value.name for value in (*model.graph.input, *model.graph.output)}
+        self.taken = Labels(value.name for value in (*model.graph.input, *model.graph.output))
 
     def label(self, node: _Node, kind: str, suffix: str = "") -> str:
         name = node.name[: -len(suffix)] if suffix and node.name.endswith(suffix) else node.name

@@ -19,6 +19,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 
+from . import limits
 from .diagnostics import CODES
 
 #: Characters an example cannot show (they are invisible) are written as ``⟨U+XXXX⟩``.
@@ -468,11 +469,19 @@ _EXPLANATIONS = (
     Explanation(
         "E0401",
         "The spec asks for more than nindsl's limits, which keep checking a spec finite in "
-        "time and memory whatever it says: a file of at most 1 MiB, lists of at most 4,096 "
-        "items, `repeat` counts of at most 10,000, blocks and repeats nested at most 32 deep, "
-        "imports chained at most 16 deep, dimensions of at most 1,048,576, networks of at most "
-        "100,000 layers and 2,000,000,000 parameters. The same code refuses work beyond a "
-        "machine's means (a benchmark batch larger than its memory) and an int8 build of "
+        "time and memory whatever it says: a file of at most 1 MiB, lists of at most "
+        f"{limits.MAX_LIST:,} items, `repeat` counts of at most {limits.MAX_REPEAT:,}, blocks and "
+        f"repeats nested at most {limits.MAX_NESTING} deep, expressions at most "
+        f"{limits.MAX_EXPRESSION_DEPTH} deep, imports chained at most {limits.MAX_IMPORT_DEPTH} deep, "
+        f"dimensions of at most {limits.MAX_DIM:,}, `resize` of at most {limits.MAX_RESIZE:,}, "
+        f"networks of at most {limits.MAX_LAYERS:,} layers and {limits.MAX_PARAMETERS:,} parameters. "
+        "Files are held to limits too, checked before they are read: a checkpoint's tensors "
+        "take at most 16 bytes per parameter of the spec (an .npz's sizes as its zip declares "
+        "them, before anything is decompressed); `nindsl draw` draws at most "
+        f"{limits.MAX_DRAW_BOXES:,} boxes (a layer, or one convolution of an mlpconv), at most "
+        f"{limits.MAX_DPI:,} dpi and {limits.MAX_DRAW_PIXELS:,} pixels; the language server reads "
+        f"messages of at most {limits.MAX_LSP_MESSAGE_BYTES:,} bytes. The same code refuses work "
+        "beyond a machine's means (a benchmark batch larger than its memory) and an int8 build of "
         "trained weights that loses more accuracy than nindsl allows (docs/precision.md).",
         "Stay within the limit the message names; a network that really needs more is "
         "beyond what nindsl builds. An int8 build that loses too much: calibrate on images "

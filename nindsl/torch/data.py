@@ -31,7 +31,7 @@ from ..language import ir
 from ..kernel.diagnostics import NindslError
 from ..kernel.io import regular_file
 from ..language.ir import DATA_KINDS, format_shape
-from ..weights import numpy_refusal
+from ..weights import check_npz, numpy_refusal
 from .images import IMAGE_SUFFIXES, read_image
 
 SPLIT_SEED = 0  # the held-out split never changes with the training seed
@@ -159,6 +159,7 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists() and not path.is_symlink():
         raise _bad(f"no such data file `{path}`", f"expected {expected}")
     regular_file(path, "an .npz", MAX_IMAGE_BYTES)  # a FIFO would block np.load, a device never end
+    check_npz(path, MAX_IMAGE_BYTES, "a data set")  # what it decompresses to, before it does
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in ("images", "labels") if name in archive.files}
