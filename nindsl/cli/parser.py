@@ -34,15 +34,22 @@ def positive(kind: type):
 
 
 def at_least_zero(text: str) -> int:
-    """An argparse type: a whole number of 0 or more (at most a 63-bit seed: limits.MAX_SEED)."""
+    """An argparse type: a whole number of 0 or more."""
     try:
         value = int(text)
     except ValueError:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a whole number of 0 or more, got `{text}`")
+    return value
+
+
+def training_seed(text: str) -> int:
+    """An argparse type: a seed PyTorch's generators take too, 0 to limits.MAX_SEED (numpy's take any)."""
+    value = at_least_zero(text)
     if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"`{text}` is over the largest nindsl takes here, {MAX_SEED:,} (2^63 - 1)")
+        raise argparse.ArgumentTypeError(f"`{text}` is over the largest seed training takes, {MAX_SEED:,} "
+                                         "(2^63 - 1: PyTorch's generators stop at 64 bits)")
     return value
 
 
@@ -273,7 +280,7 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                        help="where the twin trains (default: cpu)")
-    train.add_argument("--seed", type=at_least_zero, metavar="N",
+    train.add_argument("--seed", type=training_seed, metavar="N",
                        help="seed of the initial weights, shuffling, dropout and augmentation (default: the spec's "
                             f"`seed`, else {TrainConfig.seed})")
     train.add_argument("--patience", type=at_least_zero, metavar="N",
