@@ -428,6 +428,16 @@ def test_a_full_disk_under_stdout_is_the_users_error_not_a_bug(tiny, argv):
     assert "internal error" not in err and "Traceback" not in err and "Exception ignored" not in err
 
 
+@pytest.mark.parametrize("argv", [["summary", "tiny.nin"], ["explain", "E0401"], ["fmt", "--stdout", "tiny.nin"]],
+                         ids=["summary", "explain", "fmt"])
+def test_a_closed_stdout_is_the_users_error_not_a_bug(tiny, argv):
+    done = subprocess.run([sys.executable, "-m", "nindsl", *argv], cwd=tiny.parent, stderr=subprocess.PIPE,
+                          preexec_fn=lambda: os.close(1), timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "cannot write the output: standard output is closed" in err, err
+    assert "internal error" not in err and "Traceback" not in err
+
+
 # --- rpc --host '' (TVM's traceback from its child) ----------------------------------------
 
 

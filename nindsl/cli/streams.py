@@ -38,10 +38,23 @@ class _Output(io.FileIO):
             raise OutputError(error.errno, error.strerror) from None
 
 
+class _Closed(io.TextIOBase):
+    """Standard output when the program started without one (``nindsl explain E0401 >&-``)."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OutputError(errno.EBADF, "standard output is closed")
+
+
 def guard_stdout() -> None:
     """Replace ``sys.stdout`` (file descriptor 1, its encoding kept) with one that writes
     unencodable characters as ``?`` and reports a failed write as :class:`OutputError`."""
     old = sys.stdout
+    if old is None:
+        sys.stdout = _Closed()
+        return
     try:
         fd = old.fileno()
     except (AttributeError, OSError, ValueError):
