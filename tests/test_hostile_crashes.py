@@ -220,6 +220,7 @@ def _checkpoint(folder: Path, dtype: str) -> Path:
     return path
 
 
+@pytest.mark.slow  # (three commands, each importing PyTorch)
 def test_bfloat16_weights_are_read_exactly_as_float32(tiny):
     torch = pytest.importorskip("torch")
     from nindsl.weights import read_tensors
@@ -274,13 +275,20 @@ BAD_METADATA = {
 }
 
 
-def _model_with(folder: Path, key: str, value: str) -> Path:
-    import onnx
-
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """The tiny spec compiled to ONNX once for the module (the cases change its metadata)."""
+    folder = tmp_path_factory.mktemp("onnx")
+    (folder / "tiny.nin").write_text(TINY)
     done = nindsl(folder, "compile", folder / "tiny.nin", "-o", folder / "tiny.onnx")
     assert done.returncode == 0, done.stderr.decode()
-    model = onnx.load(folder / "tiny.onnx")
-    (folder / "tiny.onnx").unlink()
+    return folder / "tiny.onnx"
+
+
+def _model_with(folder: Path, original: Path, key: str, value: str) -> Path:
+    import onnx
+
+    model = onnx.load(original)
     props = {p.key: p.value for p in model.metadata_props} | {f"nindsl.{key}": value}
     del model.metadata_props[:]
     for name, text in props.items():
@@ -293,11 +301,11 @@ def _model_with(folder: Path, key: str, value: str) -> Path:
 @pytest.mark.parametrize(("case", "command"), [(case, command) for case in BAD_METADATA
                                                for command in ("import", "run-image", "inspect")
                                                if not (command == "run-image" and case.startswith("params"))])
-def test_damaged_onnx_metadata_is_refused_or_shown_never_a_crash(tiny, case, command):
+def test_damaged_onnx_metadata_is_refused_or_shown_never_a_crash(tiny, tiny_onnx, case, command):
     """(`run` reads no parameters; `inspect` shows what it can read: exit 0 or a refusal.)"""
     from PIL import Image
 
-    model = _model_with(tiny.parent, *BAD_METADATA[case])
+    model = _model_with(tiny.parent, tiny_onnx, *BAD_METADATA[case])
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tiny.parent / "img.png")
     key = BAD_METADATA[case][0]
     if command == "inspect":
@@ -308,6 +316,7 @@ def test_damaged_onnx_metadata_is_refused_or_shown_never_a_crash(tiny, case, com
     refused(tiny.parent, *argv, says=f"`nindsl.{key}`")
 
 
+@pytest.mark.slow
 def test_recorded_preprocessing_a_train_section_wrote_is_accepted(tiny):
     from PIL import Image
 
@@ -449,12 +458,14 @@ def test_a_closed_stdout_is_the_users_error_not_a_bug(tiny, argv):
     (["server", "--host", "", "--tracker", "127.0.0.1:9190", "--key", "k"], "--host is empty"),
     (["server", "--tracker", "nosuchhost.invalid:9190", "--key", "k"], "--tracker `nosuchhost.invalid`"),
 ], ids=["tracker-empty", "tracker-blank", "tracker-unknown", "tracker-not-here", "server-empty", "server-tracker"])
+@pytest.mark.slow  # (each imports TVM: about 5 s)
 def test_rpc_refuses_an_address_it_cannot_listen_on_before_tvm_starts(tmp_path, argv, says):
     pytest.importorskip("tvm")
     pytest.importorskip("tornado")
     refused(tmp_path, "rpc", *argv, says=says)
 
 
+@pytest.mark.slow
 def test_rpc_tracker_refuses_a_port_another_program_holds(tmp_path):
     pytest.importorskip("tvm")
     pytest.importorskip("tornado")
