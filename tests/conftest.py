@@ -40,6 +40,17 @@ SLOW_SECONDS = float(os.environ.get("NINDSL_SLOW_SECONDS") or 0)
 SPECS = ROOT / "specs"
 # A small network with every layer narrow builds cover: a 3-channel input layer (folded), max
 # and average pooling with Caffe's rounding, a softmax head (tests/test_int8.py, test_bf16.py).
+# One mlpconv over 8×8 single-channel images: the network the hostile-input tests feed broken
+# files, options and values to (tests/test_hostile_*.py, test_bounded_work_more.py).
+SMALL_SPEC = """network tiny(classes = 4) {
+    input x: f32[N, 1, 8, 8]
+    mlpconv([8, 8, classes], kernel = 3, pad = 1)
+    global_avgpool()
+    softmax()
+    output probs: f32[N, classes]
+}
+"""
+SMALL_SPEC_TRAINED_BRIEFLY = SMALL_SPEC + "\ntrain {\n    epochs = 1\n    batch = 8\n}\n"
 TINY_SPEC = """\
 network tiny(classes = 10) {
     input image: f32[N, 3, 12, 12]

@@ -28,26 +28,14 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from conftest import SPECS
+from conftest import SMALL_SPEC_TRAINED_BRIEFLY, SPECS
 
 pytestmark = pytest.mark.slow
 
 TIMEOUT = 60
 DIGITS = SPECS / "nin_digits.nin"
 
-TINY = """network tiny(classes = 4) {
-    input x: f32[N, 1, 8, 8]
-    mlpconv([8, 8, classes], kernel = 3, pad = 1)
-    global_avgpool()
-    softmax()
-    output probs: f32[N, classes]
-}
-
-train {
-    epochs = 1
-    batch = 8
-}
-"""
+TINY = SMALL_SPEC_TRAINED_BRIEFLY
 
 
 @dataclass

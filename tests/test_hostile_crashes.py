@@ -18,23 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import SMALL_SPEC_TRAINED_BRIEFLY
+
 pytest.importorskip("onnx")
 
 TIMEOUT = 120
 
-TINY = """network tiny(classes = 4) {
-    input x: f32[N, 1, 8, 8]
-    mlpconv([8, 8, classes], kernel = 3, pad = 1)
-    global_avgpool()
-    softmax()
-    output probs: f32[N, classes]
-}
-
-train {
-    epochs = 1
-    batch = 8
-}
-"""
+TINY = SMALL_SPEC_TRAINED_BRIEFLY
 
 
 def nindsl(folder: Path, *argv, env: dict | None = None, stdout=subprocess.PIPE) -> subprocess.CompletedProcess:

@@ -30,14 +30,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TINY = """network tiny(classes = 4) {
-    input x: f32[N, 1, 8, 8]
-    mlpconv([8, 8, classes], kernel = 3, pad = 1)
-    global_avgpool()
-    softmax()
-    output probs: f32[N, classes]
-}
-"""
+from conftest import SMALL_SPEC
+
+TINY = SMALL_SPEC
 
 
 def _spec(folder: Path, text: str = TINY, name: str = "s.nin") -> Path:
