@@ -42,22 +42,13 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
         from .gpu.cuda import compile_cuda
         from .gpu.rules import schedule_passes
 
-        graphs = profile.schedule.cuda_graph
-        if graphs and batch is None:
+        if profile.graph_bound(batch) is not None:
             from .compat.cuda import capture_each_batch
 
-            module = capture_each_batch(module, profile.schedule.max_batch)
+            module = capture_each_batch(module, profile.graph_bound(batch))
         with target:
             module = tvm.transform.Sequential(schedule_passes())(module)
-        executable = compile_cuda(module, target, graphs)
+        executable = compile_cuda(module, target, profile.schedule.cuda_graph)
     else:
         executable = tvm.compile(module, target=target)
-    return Build(executable, model, weights, order, target, packs, batch,
-                 max_batch=profile.schedule.max_batch if profile.device == "cuda" and graphs_per_batch(profile, batch)
-                 else None)
-
-
-def graphs_per_batch(profile: Profile, batch: int | None) -> bool:
-    """Whether a build for ``profile`` captures one CUDA graph per batch size (up to
-    ``profile.schedule.max_batch``): any-batch CUDA builds with CUDA graphs on."""
-    return profile.device == "cuda" and profile.schedule.cuda_graph and batch is None
+    return Build(executable, model, weights, order, target, packs, batch, max_batch=profile.graph_bound(batch))

@@ -52,6 +52,12 @@ class Profile:
     parity: Parity = Parity()
     path: str | None = field(default=None, compare=False)
 
+    def graph_bound(self, batch: int | None) -> int | None:
+        """The most images one call of a build for ``batch`` takes where it captures one CUDA graph
+        per batch size (any-batch CUDA builds with graphs on: ``max_batch``); None elsewhere."""
+        graphs = self.device == "cuda" and self.schedule.cuda_graph and batch is None
+        return self.schedule.max_batch if graphs else None
+
     def tvm_target(self):
         import tvm
 

@@ -58,7 +58,7 @@ def half_module(network: ir.Network, model, batch: int | None, target, graphs_up
     module = import_onnx(model, network, batch)
     if target.kind.name == "cuda":
         passes += schedule_passes()
-        if graphs_up_to is not None and batch is None:
+        if graphs_up_to is not None:
             module = capture_each_batch(module, graphs_up_to)
     with target:
         module = tvm.transform.Sequential(passes)(module)
@@ -102,21 +102,20 @@ def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, 
     from ..frontend import parameter_order
 
     target = tvm.target.Target(resolved_target(profile))
-    graphs = profile.device == "cuda" and profile.schedule.cuda_graph
-    module = half_module(network, model, batch, target, profile.schedule.max_batch if graphs else None)
+    module = half_module(network, model, batch, target, profile.graph_bound(batch))
     order = parameter_order(network, model, batch)
     cores, convs = None, 0
     if profile.device == "cuda":
         from .cuda import compile_cuda
         from .rules import tensor_core_kernels
 
-        executable = compile_cuda(module, target, graphs)
+        executable = compile_cuda(module, target, profile.schedule.cuda_graph)
         cores, convs = tensor_core_kernels(module)
     else:
         executable = tvm.compile(module, target=target)
     return Build(executable, model, weights, order, target, True, batch, cores, convs,
                  lifted_names(module["main_transform_params"], order),
-                 profile.schedule.max_batch if graphs and batch is None else None)
+                 profile.graph_bound(batch))
 
 
 def lifted_names(transform, order: list[str]) -> list[str]:
