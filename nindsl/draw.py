@@ -18,6 +18,7 @@ from pathlib import Path
 from .kernel import limits
 from .kernel.diagnostics import NindslError
 from .kernel.io import atomic_write_bytes
+from .kernel.outputs import PICTURE
 from .language import ir
 from .language.layers import (BatchNorm, Conv, Dense, Dropout, Flatten, GlobalPool, MlpConv, Pool, Softmax, kind,
                                window_text)
@@ -216,17 +217,21 @@ def render(network: ir.Network, fmt: str = "png", dpi: int = 200) -> bytes:
 
 
 def draw(network: ir.Network, path: str | Path, dpi: int = 200) -> None:
-    """Write the picture to ``path`` (its suffix picks PNG, SVG or PDF), atomically."""
+    """Write the picture to ``path`` (its suffix picks PNG, SVG or PDF), atomically; it
+    replaces only a picture."""
+    atomic_write_bytes(path, render(network, picture_format(path), dpi), PICTURE)
+
+
+def picture_format(path: str | Path) -> str:
+    """The format ``path``'s suffix names (png, svg, pdf), once matplotlib is known to be there."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise NindslError.one("E0504", f"`{path}`: cannot tell the picture's format from its suffix", None,
                               f"name it .{', .'.join(FORMATS)}")
-    if path.is_dir():
-        raise NindslError.one("E0301", f"`{path}` is a folder; give a file name for the picture", None)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise NindslError.one("E0504", "`nindsl draw` needs matplotlib", None,
                               "pip install 'nindsl[all]' (or matplotlib)") from None
-    atomic_write_bytes(path, render(network, fmt, dpi))
+    return fmt

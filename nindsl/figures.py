@@ -31,7 +31,8 @@ def figure_bytes(figure, fmt: str = "png", dpi: int = 100, **savefig) -> bytes:
 
 
 def write_figure(figure, path: str | Path, dpi: int = 100) -> None:
-    """``figure`` as a PNG at ``path``, written atomically; the figure is closed."""
+    """``figure`` as a PNG at ``path``, written atomically (replacing only a PNG); the figure is closed."""
     from .kernel.io import atomic_write_bytes
+    from .kernel.outputs import PNG
 
-    atomic_write_bytes(Path(path), figure_bytes(figure, "png", dpi))
+    atomic_write_bytes(Path(path), figure_bytes(figure, "png", dpi), PNG)

@@ -306,11 +306,18 @@ def resolve(network: ir.Network, weights: str | Path | dict | None, seed: int = 
 
 
 def save_weights(path: str | Path, weights: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    """Write safetensors atomically (tensors in name order: byte-identical for equal input)."""
+    """Write safetensors atomically, replacing only a safetensors file."""
+    from .kernel.outputs import CHECKPOINT
+
+    atomic_write_bytes(path, checkpoint_bytes(weights, metadata), CHECKPOINT)
+
+
+def checkpoint_bytes(weights: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    """``weights`` as safetensors (tensors in name order: byte-identical for equal input)."""
     from safetensors.numpy import save
 
     ordered = {name: np.ascontiguousarray(weights[name]) for name in sorted(weights)}
-    atomic_write_bytes(path, save(ordered, metadata=metadata))
+    return save(ordered, metadata=metadata)
 
 
 def numpy_refusal(error: BaseException) -> str:

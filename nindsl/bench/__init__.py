@@ -354,8 +354,9 @@ def verdict(r: Record, peer: bool = False) -> str:
     return f"as fast, within this run's noise: {interval}"
 
 
-def plot(records: list[Record], path: Path, title: str) -> None:
-    from ..figures import pyplot, write_figure
+def chart(records: list[Record], title: str) -> bytes:
+    """Median latency per engine, one panel per batch size, as PNG bytes."""
+    from ..figures import figure_bytes, pyplot
 
     plt = pyplot()
     batches = sorted({r.batch for r in records})
@@ -371,6 +372,6 @@ def plot(records: list[Record], path: Path, title: str) -> None:
         axis.tick_params(axis="x", rotation=20)
     figure.suptitle(title)
     figure.tight_layout()
-    write_figure(figure, path, dpi=110)
+    return figure_bytes(figure, "png", dpi=110)
 
 

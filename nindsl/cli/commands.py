@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..kernel.diagnostics import NindslError, did_you_mean
-from ..kernel.io import atomic_write_bytes, atomic_write_text, file_kind
+from ..kernel.io import file_kind, rewrite
+from ..kernel.outputs import BENCH_RECORDS, NPY, ONNX_MODEL, PICTURE, PNG, TWIN, Output, claim
 from ..kernel.machine import free_cpus, usable_cpus
 from ..language import load
 from ..onnx.model import UNTRAINED, weights_origin
@@ -44,6 +45,19 @@ def _tuning(args):
 
     return TuneOptions(trials=args.trials, max_minutes=args.max_minutes, db=args.db,
                        runner=measuring_runner(args.rpc, args.key))
+
+
+# The options that name files or folders a command reads: an output may never replace one.
+_INPUTS = ("spec", "model", "run", "artifact", "weights", "input", "labels", "data", "calibrate", "python_wheel")
+
+
+def _claim(args, *outputs: Output | None):
+    """:func:`~nindsl.kernel.outputs.claim` ``outputs`` against the files ``args`` reads."""
+    inputs = []
+    for name in _INPUTS:
+        value = getattr(args, name, None)
+        inputs += value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    return claim(outputs, inputs)
 
 
 def _network(args, spec: str | None = None):
@@ -91,9 +105,11 @@ def drive_summary(args) -> int:
 
 
 def drive_draw(args) -> int:
-    from ..draw import draw
+    from ..draw import picture_format, render
 
-    draw(_network(args), args.output, dpi=args.dpi)
+    fmt = picture_format(args.output)
+    with _claim(args, Output("-o", Path(args.output), PICTURE)) as claimed:
+        claimed.write("-o", render(_network(args), fmt, args.dpi))
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
@@ -127,12 +143,17 @@ def drive_fmt(args) -> int:
         if text == module.source.text:
             already += 1
             continue
-        unformatted += 1
         if args.check:
             say(f"{spec}: not formatted", file=sys.stderr)
         else:
-            atomic_write_text(Path(spec), text)
+            try:
+                rewrite(spec, text.encode("utf-8"))
+            except NindslError as error:
+                report(error, args.color_on)
+                failed += 1
+                continue
             say(f"formatted {spec}", file=sys.stderr)
+        unformatted += 1
     if not args.stdout:
         print(_fmt_tally(unformatted, already, failed, args.check), file=sys.stderr)
     return EXIT_USER if failed or args.check and unformatted else 0
@@ -174,21 +195,23 @@ def drive_compile(args) -> int:
         raise NindslError.one("E0504", f"--precision {args.precision} does nothing with --target torch: the twin trains "
                                        "in float32", None, "quantize a build instead: --target llvm or onnx")
     if target == "onnx":
-        from ..onnx.lower import OPSET, write_onnx
+        from ..onnx.lower import OPSET, to_onnx
+        from ..onnx.model import serialize
 
         out = Path(args.output or f"{network.name}.onnx")
         if args.precision in ("bf16", "fp16"):
             where = "TVM CPU targets" if args.precision == "bf16" else "TVM CUDA targets"
             raise NindslError.one("E0504", f"--precision {args.precision} is for {where}, not ONNX", None,
                                   "use --precision int8 for a QDQ ONNX model")
-        if args.precision == "int8":
-            return _compile_qdq(args, network, out)
-        write_onnx(network, out, weights=args.weights, seed=args.seed)
+        with _claim(args, Output("-o", out, ONNX_MODEL)) as claimed:
+            if args.precision == "int8":
+                return _compile_qdq(args, network, claimed)
+            claimed.write("-o", serialize(to_onnx(network, args.weights, args.seed)))
         print(f"wrote {out} ({network.total_params:,} parameters, opset {OPSET})")
         _warn_if_untrained(weights_origin(args.weights, args.seed))
         return 0
     if target == "torch":
-        from ..torch.twin import write_twin_source
+        from ..torch.twin import twin_source
 
         if args.weights is not None:
             raise NindslError.one("E0504", "--weights does nothing with --target torch: the twin's source holds no "
@@ -196,10 +219,11 @@ def drive_compile(args) -> int:
                                            "or run with `nindsl run SPEC --backend torch --weights PATH`")
 
         out = Path(args.output or f"{network.name}.py")
-        write_twin_source(network, out)
+        with _claim(args, Output("-o", out, TWIN)) as claimed:
+            claimed.write("-o", twin_source(network).encode("utf-8"))
         print(f"wrote {out}")
         return 0
-    from ..tvm.deploy.artifact import compile_artifact
+    from ..tvm.deploy.artifact import ARTIFACT, compile_artifact
     from ..tvm.profiles import check_target, load_profile
     from ..tvm.env import require_tvm
 
@@ -218,13 +242,14 @@ def drive_compile(args) -> int:
     tuning = _tuning(args) if args.tune else None
     out = args.output or f"{network.name}-{profile.name}" + (f"-{args.precision}" if args.precision != "fp32" else "")
     origin = weights_origin(args.weights, args.seed)
-    calibration = None
-    if args.precision != "fp32":
-        from .inputs import calibration as load_calibration
+    with _claim(args, Output("-o", Path(out), ARTIFACT)):  # checked before the build, locked while it runs
+        calibration = None
+        if args.precision != "fp32":
+            from .inputs import calibration as load_calibration
 
-        calibration = load_calibration(network, args.calibrate, args.precision)
-    made = compile_artifact(network, profile, out, args.weights, args.seed, batch, tuning, ConsoleProgress(),
-                            args.precision, calibration, lambda result: _gate(result, origin, args))
+            calibration = load_calibration(network, args.calibrate, args.precision)
+        made = compile_artifact(network, profile, out, args.weights, args.seed, batch, tuning, ConsoleProgress(),
+                                args.precision, calibration, lambda result: _gate(result, origin, args))
     detail = f", {made.gpu_kernels} GPU kernels" if made.gpu_kernels is not None else ""
     if made.quantized is not None:
         detail += f", {args.precision} on {made.quantized.isa.name}"
@@ -250,7 +275,7 @@ def _gate(result, origin: str, args) -> None:
         say(f"warning: {why}", file=sys.stderr)
 
 
-def _compile_qdq(args, network, out: Path) -> int:
+def _compile_qdq(args, network, claimed) -> int:
     """``--target onnx --precision int8``: the quantized network as a QDQ ONNX model."""
     from ..onnx.lower import to_onnx
     from ..onnx.model import serialize
@@ -267,8 +292,8 @@ def _compile_qdq(args, network, out: Path) -> int:
     batch = images_per_batch(model)
     _gate(agreement(in_batches(runner(model), data.held_out, batch), in_batches(runner(qdq), data.held_out, batch),
                     data.labels), origin, args)
-    atomic_write_bytes(out, serialize(qdq))
-    print(f"wrote {out} (int8 QDQ, calibrated on {len(data.images):,} images from {data.source})")
+    claimed.write("-o", serialize(qdq))
+    print(f"wrote {claimed.path('-o')} (int8 QDQ, calibrated on {len(data.images):,} images from {data.source})")
     _warn_if_untrained(origin)
     return 0
 
@@ -324,6 +349,20 @@ def _is_onnx(path: Path) -> bool:
 
 
 def drive_run(args) -> int:
+    output = Output("-o", Path(args.output), NPY) if args.output else None
+    with _claim(args, output) as claimed:  # checked before the run
+        outputs = _run(args)
+        if output:
+            buffer = io.BytesIO()
+            np.save(buffer, outputs)
+            claimed.write("-o", buffer.getvalue())
+    if output:
+        print(f"saved outputs [{', '.join(map(str, outputs.shape))}] to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _run(args) -> np.ndarray:
+    """Run the batch through the model ``args`` names and print its top classes; return the outputs."""
     source = Path(args.model)
     backend = args.backend
     if args.threads is not None and backend != "torch":
@@ -377,12 +416,7 @@ def drive_run(args) -> int:
     sys.stderr.flush()  # (before the predictions, where both go to one terminal)
     print_top(outputs, args.top, labels)
     _warn_if_untrained(origin)
-    if args.output:
-        buffer = io.BytesIO()
-        np.save(buffer, outputs)
-        atomic_write_bytes(args.output, buffer.getvalue())
-        print(f"saved outputs [{', '.join(map(str, outputs.shape))}] to {args.output}", file=sys.stderr)
-    return 0
+    return outputs
 
 
 def drive_inspect(args) -> int:
@@ -394,7 +428,7 @@ def drive_inspect(args) -> int:
 
 
 def drive_bench(args) -> int:
-    from ..bench import ENGINES, BenchOptions, bench, plot
+    from ..bench import ENGINES, BenchOptions, bench, chart
 
     network = _network(args)
     engines = tuple(e.strip() for e in args.engines.split(",")) if args.engines else ENGINES
@@ -406,21 +440,24 @@ def drive_bench(args) -> int:
             _refuse_options(args, ("db",), "a tuned engine (tvm-tuned, tvm-int8-tuned, tvm-bf16-tuned)")
     tuning = _tuning(args) if tuned or args.key or (narrow_tuned and args.db) else None
     options = BenchOptions(batch_sizes(args.batch), engines, args.target, args.rounds, tuning)
-    records, peak = bench(network, options, ConsoleProgress(quiet=args.quiet))
-    print_bench(records, peak, network)
-    if args.json:
-        payload = [{**{k: (None if v != v else v) for k, v in asdict(r).items()}, "network": network.name, "spec_hash": network.spec_hash, "peak_gflops": peak,
-                    "cores": usable_cpus()} for r in records]
-        atomic_write_text(args.json, json.dumps(payload, indent=2) + "\n")
-    if args.plot:
-        plot(records, Path(args.plot), f"{network.name} on {usable_cpus()} cores")
+    with _claim(args, Output("--json", Path(args.json), BENCH_RECORDS) if args.json else None,
+                Output("--plot", Path(args.plot), PNG) if args.plot else None) as claimed:  # before the timing
+        records, peak = bench(network, options, ConsoleProgress(quiet=args.quiet))
+        print_bench(records, peak, network)
+        if args.json:
+            payload = [{**{k: (None if v != v else v) for k, v in asdict(r).items()}, "network": network.name,
+                        "spec_hash": network.spec_hash, "peak_gflops": peak, "cores": usable_cpus()} for r in records]
+            claimed.write("--json", (json.dumps(payload, indent=2) + "\n").encode())
+        if args.plot:
+            claimed.write("--plot", chart(records, f"{network.name} on {usable_cpus()} cores"))
     return 0
 
 
 def drive_bundle(args) -> int:
-    from ..tvm.deploy.bundle import bundle
+    from ..tvm.deploy.bundle import BUNDLE, bundle
 
-    made = bundle(args.artifact, args.output, args.python_wheel or ())
+    with _claim(args, Output("-o", Path(args.output), BUNDLE)):  # never over one of its own artifacts
+        made = bundle(args.artifact, args.output, args.python_wheel or ())
     print(f"wrote {made.out}/ ({', '.join(made.artifacts)} and TVM's runtime): {made.files:,} files, "
           f"{made.bytes:,} bytes ({made.bytes / 2**20:.1f} MiB); {made.disk_bytes / 2**20:.1f} MiB on disk, as du "
           f"counts it (whole blocks, folders too). Run with {made.out}/nindsl run "
@@ -455,11 +492,12 @@ def drive_train(args) -> int:
 
 
 def drive_plot(args) -> int:
-    from ..torch.logs import plot_curves, read_history
+    from ..torch.logs import curves_png, read_history
 
-    name, history = read_history(Path(args.run))
     folder = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out = Path(args.output) if args.output else folder / "curves.png"
-    plot_curves(history, out, f"{name or folder.name}: {len(history)} epochs")
+    with _claim(args, Output("-o", out, PNG)) as claimed:
+        name, history = read_history(Path(args.run))
+        claimed.write("-o", curves_png(history, f"{name or folder.name}: {len(history)} epochs"))
     print(f"wrote {out}")
     return 0

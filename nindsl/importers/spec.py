@@ -10,12 +10,12 @@ import numpy as np
 
 from ..kernel import limits
 from ..kernel.diagnostics import NindslError, Note, Span
-from ..kernel.io import atomic_write_text
+from ..kernel.outputs import CHECKPOINT, IMPORTED_SPEC, Claim, Output, claim
 from ..language import check
 from ..language.elaborate import twin_cannot_hold
 from ..language.fmt import format_module
 from ..language.parser import parse
-from ..weights import save_weights
+from ..weights import checkpoint_bytes
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,%d}\Z" % (limits.MAX_NAME - 1))  # a name nindsl takes
 
@@ -102,14 +102,23 @@ def _in_the_model(error: NindslError, imported: Imported) -> NindslError:
     return NindslError(diagnostics)
 
 
+def outputs(out: str | Path, weights_out: str | Path | None) -> list[Output | None]:
+    """What an import writes: the spec (``-o``) and, if asked, its weights (``--weights-out``)."""
+    return [Output("-o", Path(out), IMPORTED_SPEC),
+            Output("--weights-out", Path(weights_out), CHECKPOINT) if weights_out is not None else None]
+
+
 def write_spec(imported: Imported, out: str | Path, weights_out: str | Path | None = None) -> None:
-    text = spec_text(imported)
-    out = Path(out)
-    if out.is_dir():
-        raise NindslError.one("E0301", f"`{out}` is a folder; give a file name for the spec", None)
-    if weights_out is not None:
-        save_weights(weights_out, imported.weights)
-    atomic_write_text(out, text)
+    """Write the checked spec to ``out`` and, if asked, the weights to ``weights_out``: both or neither."""
+    with claim(outputs(out, weights_out)) as claimed:
+        stage_spec(claimed, imported)
+
+
+def stage_spec(claimed: Claim, imported: Imported) -> None:
+    """The spec (checked) and the weights, if claimed, written through ``claimed``."""
+    claimed.write("-o", spec_text(imported).encode("utf-8"))
+    if "--weights-out" in claimed.outputs:
+        claimed.write("--weights-out", checkpoint_bytes(imported.weights))
 
 
 class Labels(set):

@@ -8,7 +8,7 @@ is all of them (:func:`render_markdown`), generated with::
 The one-line meanings stay in :data:`nindsl.kernel.diagnostics.CODES`; every code there
 has an :class:`Explanation` here (a test keeps the two in step). Codes E0001 to E0401
 come from a spec, so their example is a small spec that produces exactly that code (a
-test checks each one); codes E0501 to E0504 come from files and command lines, so their
+test checks each one); codes E0501 to E0505 come from files and command lines, so their
 example is a command and what it prints (a test runs each one).
 """
 
@@ -568,6 +568,23 @@ _EXPLANATIONS = (
         console=_console("""
             $ nindsl compile tiny.nin --trials 200
             error[E0504]: --trials is a tuning budget: it needs --tune
+            1 error
+        """),
+    ),
+    Explanation(
+        "E0505",
+        "An output would replace something nindsl may not replace, so the command refused before "
+        "doing any work: a file of another kind than that output writes (a spec, a text file, "
+        "your own script), a folder holding files nindsl did not write (an artifact, bundle or "
+        "training-run folder with your notes in it), one of the command's own inputs, or the "
+        "same path as another of its outputs; or another nindsl is writing that output now.",
+        "Choose another output path, or move the file or folder away yourself; wait for the other "
+        "nindsl to finish. An output replaces only what the same command wrote before.",
+        situation="With `tiny.nin` any spec",
+        console=_console("""
+            $ nindsl compile tiny.nin -o tiny.nin
+            error[E0505]: -o `tiny.nin` is this command's input `tiny.nin`: an output never replaces an input
+            help: name the output something else
             1 error
         """),
     ),

@@ -58,6 +58,7 @@ CODES: dict[str, str] = {
     "E0502": "refused or damaged file",
     "E0503": "bad input data",
     "E0504": "bad command-line value",
+    "E0505": "output refused",
 }
 
 

@@ -7,9 +7,10 @@ of a killed writer (its process is gone: removed) from those of a live concurren
 (left alone).
 
 Nothing of the user's is lost: a file rewritten in place keeps its permission bits, a
-symbolic link stays a link (its target is rewritten), and a caller that writes a kind of
-output says, with ``replaces``, what it may replace: anything else already at the path
-(a folder of the user's files, a file of another kind) is refused, not overwritten.
+symbolic link stays a link (its target is rewritten), and a caller says, with a
+:class:`Kind`, what its output is and so what it may replace: anything else already at the
+path (a folder of the user's files, a file of another kind) is refused, not overwritten.
+:mod:`nindsl.kernel.outputs` applies the same rule to a command's outputs before it works.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 import shutil
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -31,7 +33,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: temporary files get the modes a plain open() would give
 
 
-def _refuse(path: Path, error: OSError) -> NindslError:
+def cannot_write(path: Path, error: OSError) -> NindslError:
     reason = error.strerror or str(error)
     return NindslError.one("E0301", f"cannot write `{path}`: {reason}", None,
                            "check the folder exists, is writable and has free space")
@@ -178,31 +180,84 @@ def _temporary_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def _refuse_existing(path: Path, what: str) -> NindslError:
-    return NindslError.one("E0301", f"`{path}` already holds something that is not {what}; nindsl does not "
-                                    "replace what it did not write", None,
-                           "choose another output path, or move that away yourself")
+@dataclass(frozen=True)
+class Kind:
+    """What an output writes, and which existing files (or folders) are of that kind and so
+    may be replaced by it: ``holds(path)`` says, from the content, never from the name."""
+
+    what: str  # as messages name it: "an ONNX model", "a nindsl artifact"
+    holds: Callable[[Path], bool]
+    folder: bool = False
+    # A folder's files that nindsl did not write (refused with their names), when it holds any.
+    strangers: Callable[[Path], list[str]] | None = None
+
+    def refusal(self, path: Path) -> str | None:
+        """Why ``path`` (which exists) may not be replaced by this output; None when it may."""
+        if self.folder and path.is_symlink():
+            return f"is a link, not {self.what}"
+        if self.folder != path.is_dir() or not self.holds(path):
+            kind = "a folder" if path.is_dir() else KINDS.get(file_kind(path) or "", "a file of another kind")
+            return f"is {kind}, not {self.what}"
+        strangers = self.strangers(path) if self.strangers else []
+        if strangers:
+            shown = ", ".join(f"`{name}`" for name in strangers[:5]) + (" ..." if len(strangers) > 5 else "")
+            return f"holds {shown}, which nindsl did not write"
+        return None
 
 
-def _check_replaceable(path: Path, replaces: Callable[[Path], bool] | None, what: str, folder: bool) -> None:
-    """Refuse to replace ``path`` unless it is absent or of the kind ``replaces`` accepts."""
+#: Any file (and no folder): what an output without a kind of its own may replace.
+ANY_FILE = Kind("a file", lambda path: True)
+
+
+def refuse_replacing(path: str | Path, kind: Kind = ANY_FILE) -> None:
+    """Refuse (E0505) when ``path`` exists and may not be replaced by an output of ``kind``."""
+    path = Path(path)
+    if path.is_symlink() and not kind.folder:
+        path = Path(os.path.realpath(path))  # a file output writes the link's target
     if not os.path.lexists(path):
         return
-    if folder != path.is_dir():
-        raise _refuse_existing(path, what)
-    if replaces is not None and not replaces(path):
-        raise _refuse_existing(path, what)
+    why = kind.refusal(path)
+    if why is not None:
+        raise NindslError.one("E0505", f"`{path}` {why}; nindsl replaces only what it wrote", None,
+                              "choose another output path, or move that away yourself")
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, replaces: Callable[[Path], bool] | None = None,
-                       what: str = "a file nindsl wrote") -> None:
+def starts_with(prefix: bytes) -> Callable[[Path], bool]:
+    """A ``holds`` test: the file begins with ``prefix`` (a format's magic, a generated header)."""
+    def test(path: Path) -> bool:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(len(prefix)) == prefix
+        except OSError:
+            return False
+    return test
+
+
+def of_kind(*kinds: str) -> Callable[[Path], bool]:
+    """A ``holds`` test: :func:`file_kind` says the file is one of ``kinds``."""
+    return lambda path: file_kind(path) in kinds
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, kind: Kind = ANY_FILE) -> None:
     """Write ``data`` to ``path`` atomically. An existing file keeps its mode and, when ``path``
-    is a symbolic link, its link (the target is written); with ``replaces``, an existing file
-    is replaced only when ``replaces(path)`` says it is ``what`` this output is."""
+    is a symbolic link, its link (the target is written); it is replaced only when it is of
+    the ``kind`` this output writes (:func:`refuse_replacing`)."""
     path = Path(path)
     if path.is_symlink():
         path = Path(os.path.realpath(path))
-    _check_replaceable(path, replaces, what, folder=False)
+    refuse_replacing(path, kind)
+    staged = stage(path, data)
+    try:
+        os.replace(staged, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise cannot_write(path, error) from None
+
+
+def stage(path: Path, data: bytes) -> Path:
+    """``data`` in a temporary file beside ``path`` (flushed to disk, with the mode ``path`` has
+    or a new file would get), ready to be renamed onto it; a failure is a user error."""
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK
     tmp = None
     remove_leftovers(path)
@@ -213,30 +268,44 @@ def atomic_write_bytes(path: str | Path, data: bytes, replaces: Callable[[Path],
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
+        staged, tmp = Path(tmp), None
+        return staged
     except OSError as error:
-        raise _refuse(path, error) from None
+        raise cannot_write(path, error) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
 
-def atomic_write_text(path: str | Path, text: str, replaces: Callable[[Path], bool] | None = None,
-                      what: str = "a file nindsl wrote") -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), replaces, what)
+def atomic_write_text(path: str | Path, text: str, kind: Kind = ANY_FILE) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), kind)
 
 
-def starts_with(prefix: bytes) -> Callable[[Path], bool]:
-    """A ``replaces`` test: the file begins with ``prefix`` (a format's magic, a generated header)."""
-    def test(path: Path) -> bool:
-        try:
-            with open(path, "rb") as handle:
-                return handle.read(len(prefix)) == prefix
-        except OSError:
-            return False
-    return test
+def rewrite(path: str | Path, data: bytes) -> None:
+    """Give the user's own file ``path`` new content (what ``fmt`` does to a spec), keeping it the
+    same file: refused when this user may not write it (a folder that lets the user replace it
+    is not a licence to); a file with other hard links, or owned by someone else, is written in
+    place so that its links and owner stay; any other file atomically, as every output is."""
+    path = Path(os.path.realpath(path))
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise cannot_write(path, error) from None
+    if not os.access(path, os.W_OK):
+        raise NindslError.one("E0301", f"cannot write `{path}`: it is read-only for you", None,
+                              "make it writable first, or print the result with --stdout")
+    if info.st_nlink == 1 and info.st_uid == os.geteuid():
+        atomic_write_bytes(path, data)
+        return
+    try:
+        with open(path, "r+b") as handle:
+            handle.write(data)
+            handle.truncate()
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as error:
+        raise cannot_write(path, error) from None
 
 
 def read_json_object(path: Path) -> dict:
@@ -275,27 +344,24 @@ def _swap_in(staging: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | Path, replaces: Callable[[Path], bool] | None = None,
-                     what: str = "a folder nindsl wrote") -> Iterator[Path]:
+def atomic_directory(path: str | Path, kind: Kind) -> Iterator[Path]:
     """Build a folder under a temporary name; it replaces ``path`` only when complete, and
-    only when ``path`` is absent or a folder that ``replaces`` accepts as ``what`` this
-    output is (never a file, a link, or a folder of anything else)."""
+    only when ``path`` is absent or a folder of the ``kind`` this output writes (never a
+    file, a link, or a folder holding anything nindsl did not write)."""
     path = Path(path)
-    if path.is_symlink():
-        raise _refuse_existing(path, what)
-    _check_replaceable(path, replaces, what, folder=True)
+    refuse_replacing(path, kind)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_leftovers(path)
         staging = Path(tempfile.mkdtemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent))
         staging.chmod(0o777 & ~_UMASK)
     except OSError as error:
-        raise _refuse(path, error) from None
+        raise cannot_write(path, error) from None
     try:
         yield staging
         _swap_in(staging, path)
     except OSError as error:
-        raise _refuse(path, error) from None
+        raise cannot_write(path, error) from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -41,6 +41,7 @@ MAX_THREADS_PER_CPU = 4
 MAX_MODEL_BYTES = 3 << 30  # an ONNX model (ONNX itself stops at 2 GiB) or a checkpoint
 MAX_INPUT_BYTES = 4 << 30  # an input array
 MAX_MANIFEST_BYTES = 1 << 20  # an artifact's manifest.json
+MAX_RECORDS_BYTES = 16 << 20  # bench records (--json) an output would replace: read to check they are nindsl's
 
 # The language server: one message from the editor. A spec is at most MAX_FILE_BYTES, and its
 # text escaped as JSON at most six times that; more is refused before it is read.

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from ..kernel.diagnostics import NindslError
-from ..kernel.io import atomic_write_bytes, starts_with
+from ..kernel.io import atomic_write_bytes
+from ..kernel.outputs import ONNX_MODEL
 from ..kernel.version import __version__
 from ..language import ir
 from ..language.layers import kind
@@ -153,6 +154,6 @@ def write_onnx(network: ir.Network, path: str | Path, weights=None, seed: int = 
     path = Path(path)
     if path.is_dir():
         raise NindslError.one("E0301", f"`{path}` is a folder; give a file name for the model", None)
-    atomic_write_bytes(path, serialize(to_onnx(network, weights, seed)), starts_with(b"\x08"), "an ONNX model")
+    atomic_write_bytes(path, serialize(to_onnx(network, weights, seed)), ONNX_MODEL)
 
 

@@ -146,3 +146,10 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     from ..figures import write_figure
 
     write_figure(curves_figure(history, title), path, dpi=100)
+
+
+def curves_png(history: list[dict], title: str) -> bytes:
+    """:func:`curves_figure` as PNG bytes."""
+    from ..figures import figure_bytes
+
+    return figure_bytes(curves_figure(history, title), "png", dpi=100)

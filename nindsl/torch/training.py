@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from ..kernel.diagnostics import NindslError
-from ..kernel.io import atomic_write_text, ensure_folder
+from ..kernel.io import Kind, atomic_write_text, ensure_folder
+from ..kernel.outputs import Output, claim
 from ..kernel.machine import checked_threads, free_cpus, max_threads
 from ..kernel.progress import SILENT, Progress
 from ..kernel.version import __version__
@@ -43,10 +44,12 @@ from ..language import ir
 from ..weights import check_weights, initial_weights, read_tensors, save_weights
 from .data import classes, load_data
 from .images import centre_crop
-from .logs import plot_curves, write_csv, write_events
+from .logs import EVENTS, plot_curves, write_csv, write_events
 from .twin import load_state, twin_class
 
 STATE = "last.state.safetensors"
+#: The files a run writes in its --out folder.
+RUN_FILES = ("best.safetensors", "last.safetensors", STATE, "metrics.json", "metrics.csv", EVENTS, "curves.png")
 EVAL_CHUNK = 1000  # examples per forward pass when evaluating
 
 
@@ -422,7 +425,9 @@ def train(network: ir.Network, options: TrainOptions | None = None, progress: Pr
     out = Path(options.out or Path("runs") / network.name)
     shown = progress if ranks.main else SILENT
     try:
-        return _train(network, replace(options, out=out), shown, ranks)
+        kind = _run_folder(out, options.resume)  # (every rank: a refusal stops them all)
+        with claim([Output("--out", out, kind)] if ranks.main else []):
+            return _train(network, replace(options, out=out), shown, ranks)
     except KeyboardInterrupt:
         if (out / STATE).exists():
             shown.note(f"interrupted: `--resume --out {out}` continues from the last finished epoch")
@@ -491,15 +496,22 @@ def _train(network: ir.Network, options: TrainOptions, progress: Progress, ranks
     return {**result, **_outcome(settings), "wall_s": time.perf_counter() - start}
 
 
-def _earlier_run(network: ir.Network, out: Path, resume: bool) -> tuple[Settings | None, dict | None, dict]:
-    """With --resume, the stored run's settings, weights and momentum; else nothing, and
-    ``out`` must not hold a run already."""
-    if resume:
-        return _read_state(network, out)
-    if (out / STATE).exists():
+def _run_folder(out: Path, resume: bool) -> Kind:
+    """What ``--out`` may be: a run to resume, or (for a new run) a folder that holds none of the
+    files a run writes: the user's own files beside them are kept, never replaced."""
+    if not resume and (out / STATE).exists():
         raise NindslError.one("E0504", f"`{out}` already holds a training run", None,
                               "pass --resume to continue it, or choose another --out")
-    return None, None, {}
+    if resume:
+        return Kind("a training run", lambda folder: True, folder=True)  # (_read_state checks it is one)
+    return Kind("a folder for a new training run", lambda folder: True, folder=True,
+                strangers=lambda folder: [name for name in RUN_FILES if os.path.lexists(folder / name)])
+
+
+def _earlier_run(network: ir.Network, out: Path, resume: bool) -> tuple[Settings | None, dict | None, dict]:
+    """With --resume, the stored run's settings, weights and momentum; else nothing (``out``
+    holds no run: :func:`_run_folder`)."""
+    return _read_state(network, out) if resume else (None, None, {})
 
 
 def _nothing_left(network: ir.Network, settings: Settings, progress: Progress) -> bool:

@@ -24,7 +24,8 @@ from ..language import ir
 from ..language.elaborate import twin_cannot_hold
 from ..language.layers import BATCHNORM_HELPER, Softmax, kind
 from ..kernel.diagnostics import Collector
-from ..kernel.io import atomic_write_text, starts_with
+from ..kernel.io import atomic_write_text
+from ..kernel.outputs import TWIN
 from ..language.ir import format_shape
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -128,7 +129,7 @@ def twin_source(network: ir.Network) -> str:
 
 def write_twin_source(network: ir.Network, path: str | Path) -> None:
     """Write :func:`twin_source` to ``path`` atomically."""
-    atomic_write_text(path, twin_source(network), starts_with(b'"""PyTorch twin of'), "a twin nindsl generated")
+    atomic_write_text(path, twin_source(network), TWIN)
 
 
 def twin_class(network: ir.Network) -> type:

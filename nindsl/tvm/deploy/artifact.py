@@ -27,6 +27,7 @@ import numpy as np
 from ...kernel import limits
 from ...kernel.diagnostics import NindslError
 from ...kernel.io import atomic_directory, regular_file
+from ...kernel.outputs import listed_folder
 from ...kernel.machine import missing_cpu_features
 from ...kernel.progress import SILENT, Progress
 from ...kernel.version import __version__
@@ -41,6 +42,15 @@ from ..gpu.cuda import GpuImage, find_nvcc, gpu_images, runs_on
 from ..profiles import Profile, check_runs_here, cpu_features
 
 LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
+
+
+def _listed(manifest: dict) -> list[str]:
+    files = manifest.get("files")
+    return [name for name in files if isinstance(name, str)] if isinstance(files, dict) else []
+
+
+#: What `compile -o` replaces: a folder holding an artifact's manifest and the files it lists, nothing else.
+ARTIFACT = listed_folder("a nindsl artifact", MANIFEST, _listed)
 FORMAT = 1  # bumped when the artifact layout changes
 
 
@@ -165,7 +175,7 @@ def write_artifact(out: Path, network: ir.Network, profile: Profile, built: Buil
     from ...onnx.model import serialize
     from ...weights import save_weights
 
-    with atomic_directory(out, lambda p: (p / MANIFEST).is_file(), "a nindsl artifact") as staging:
+    with atomic_directory(out, ARTIFACT) as staging:
         built.executable.export_library(str(staging / LIBRARY))
         save_weights(staging / WEIGHTS, built.weights, {"spec_hash": network.spec_hash})
         (staging / ONNX_FILE).write_bytes(serialize(built.model))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ...kernel.diagnostics import NindslError
 from ...kernel.io import atomic_directory
+from ...kernel.outputs import listed_folder
 from .artifact import LIBRARY, MANIFEST, ONNX_FILE, WEIGHTS, check_files, read_manifest
 
 # TVM's Python modules that loading and running an artifact imports (measured with
@@ -35,6 +36,15 @@ TVM_PACKAGES = ("runtime", "ir", "target", "tirx", "te", "sym", "rpc", "support"
                 "backend")
 TVM_LIBRARIES = ("libtvm_runtime.so", "libtvm_runtime_cuda.so", "libtvm_runtime_extra.so")
 GRAPH_FILE = "model.graph.onnx"
+
+
+def _listed(manifest: dict) -> list[str]:
+    files = manifest.get("files")
+    return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
+
+
+#: What `bundle -o` replaces: a folder holding bundle.json and the files it lists, nothing else.
+BUNDLE = listed_folder("a nindsl bundle", "bundle.json", _listed, lambda relative: "__pycache__" in relative.parts)
 # The launcher checks what the target machine must bring itself (a Python, and numpy in it)
 # before nindsl starts, and says what is missing instead of ending in a traceback.
 LAUNCHER = r"""#!/bin/sh
@@ -149,7 +159,7 @@ def bundle(artifacts: list[str | Path], out: str | Path, python_wheels: list[str
                               "give artifact folders with different names")
     for folder in folders:  # a nindsl artifact whose files are the ones it was built with, or a refusal
         check_files(folder, read_manifest(folder))
-    with atomic_directory(Path(out), lambda p: (p / "bundle.json").is_file(), "a nindsl bundle") as staging:
+    with atomic_directory(Path(out), BUNDLE) as staging:
         site = staging / "site"
         shutil.copytree(Path(nindsl.__file__).parent, site / "nindsl", ignore=_ignore)
         _copy_tvm(site)
@@ -164,7 +174,9 @@ def bundle(artifacts: list[str | Path], out: str | Path, python_wheels: list[str
         launcher = staging / "nindsl"
         launcher.write_text(LAUNCHER)
         launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        (staging / "bundle.json").write_text(json.dumps({"artifacts": names, "runtime_only": True}, indent=1) + "\n")
+        files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if not p.is_dir())
+        (staging / "bundle.json").write_text(json.dumps({"artifacts": names, "runtime_only": True, "files": files},
+                                                        indent=1) + "\n")
     return _measured(BundleReport(Path(out), 0, tuple(names)))
 
 
