@@ -26,7 +26,7 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     if module is None and profile.device == "cpu" and profile.schedule.untuned == "template":
         from .untuned import default_database
 
-        module = prepare(network, profile, batch, model=model)  # (lowered once, above)
+        module = prepare(network, profile, batch, model=model, channels_last=True)  # (lowered once, above)
         module = apply_database(module, default_database(module, target), profile, target)
     elif module is None:
         module = import_onnx(model, network, batch)

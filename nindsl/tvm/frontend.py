@@ -29,10 +29,13 @@ def import_onnx(model, network: ir.Network, batch: int | None):
     return module
 
 
-def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=None, seed: int = 0, model=None):
+def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=None, seed: int = 0, model=None,
+            channels_last: bool = False):
     """The Relax module as scheduling sees it (layout-free weights marked); a batch of None
     keeps the batch dimension symbolic. ``model``: the network's ONNX model where the caller
-    has lowered it already (else it is lowered from ``weights``)."""
+    has lowered it already (else it is lowered from ``weights``). ``channels_last``: the
+    convolutions and pools in NHWC (the input transposed once, the head back in NCHW), the
+    weights left OIHW for the schedules to pack."""
     import tvm
     from tvm.relax import transform
     from tvm.relax.pipeline import zero_pipeline
@@ -43,7 +46,10 @@ def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=No
 
         model = to_onnx(network, resolve(network, weights, seed))
     module = import_onnx(model, network, batch)
-    passes = [transform.DecomposeOpsForInference(), transform.CanonicalizeBindings(), zero_pipeline()]
+    passes = [transform.DecomposeOpsForInference(), transform.CanonicalizeBindings()]
+    if channels_last:
+        passes.insert(0, transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]}))
+    passes.append(zero_pipeline())
     if profile.tuning.weight_prepack and profile.device == "cpu":
         passes.append(transform.AttachAttrLayoutFreeBuffers())
     with tvm.target.Target(resolved_target(profile)):

@@ -13,8 +13,9 @@ first. Only the block sizes (from short lists that fit the registers) and the or
 the outer loops are left to tuning, so every trial is a plausible kernel and a few dozen
 trials measure every candidate of a convolution.
 
-It applies to stride-1 NCHW convolutions (every mlpconv after the first layer of the
-shipped networks); other kernels keep MetaSchedule's generic space.
+Tuning searches it for stride-1 NCHW convolutions (every mlpconv after the first layer of the
+shipped networks); other kernels keep MetaSchedule's generic space. Untuned builds run
+channels-last and take the NHWC template at the end of this module (:func:`nhwc_conv2d`).
 """
 
 from __future__ import annotations
@@ -203,3 +204,106 @@ def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[i
             sch.vectorize(loops[-1])
     sch.parallel(sch.fuse(*outer))
     sch.decompose_reduction(conv, rc)
+
+
+# Channels-last (NHWC) convolutions: what untuned builds take (frontend.prepare's `channels_last`).
+#
+# In NCHW the vectors run along a row of the map, so a map whose width is no whole number of
+# vectors (nin_imagenet's 54, 27, 13 and 6) wastes most of each vector, and a strided layer reads
+# its columns with gathers. In NHWC a pixel's channels are adjacent: the vectors run along the
+# output channels, a row divides into register blocks of whole pixels (any width with a divisor
+# near the accumulator count: not 13 on AVX2, whose 12 sums take 1-column blocks there), and a
+# strided layer reads one broadcast input per tap, as in its stride-1 neighbours.
+
+
+L1_BYTES = 32 * 1024  # the L1 data cache of most x86-64 cores of the last decade (48 KiB on recent Intel ones)
+
+
+def channel_lanes(channels: int, lanes: int) -> int:
+    """The vector width a convolution with ``channels`` outputs takes: the target's lanes, or the
+    largest power of two below them that divides the channels (1000 classes: 8 of 16)."""
+    while lanes > 1 and channels % lanes:
+        lanes //= 2
+    return lanes
+
+
+def nhwc_blocks(channels: int, columns: int, lanes: int, accumulators: int) -> list[tuple[int, int]]:
+    """Every register block of a channels-last convolution: (channel vectors, output columns)
+    that divide the output's channels (in vectors of ``lanes``) and its width, and fit the
+    accumulator registers."""
+    vectors = channels // lanes
+    return [(v, c) for v in range(1, accumulators + 1) for c in range(1, accumulators + 1)
+            if vectors % v == 0 and columns % c == 0 and v * c <= accumulators]
+
+
+def _nhwc_block(sch):
+    """The block of an NHWC convolution (any stride) in ``sch``, or None."""
+    from tvm.s_tir.schedule import ScheduleError
+
+    try:
+        return sch.get_sblock("conv2d_nhwc")
+    except (ScheduleError, ValueError, RuntimeError):  # the name is not in this function
+        return None
+
+
+def nhwc_choice(func, target) -> tuple[int, int, int] | None:
+    """The block an untuned build takes for an NHWC convolution: (lanes, channel vectors,
+    columns), chosen from the target's registers and the L1 cache, not measured; None where
+    ``func`` is no NHWC convolution.
+
+    Blocks of 2 to 6 channel vectors (one vector reuses each broadcast input too little; many
+    vectors leave room for few columns, which reuse each weight vector), those whose weights
+    (every tap and input channel of their output channels) fit the L1 cache where some do
+    (a 1×1 convolution's block then reads its weights from L1 over the whole map); the largest
+    of them, the most columns among equals.
+    """
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    block = _nhwc_block(sch)
+    if block is None:
+        return None
+    # loops: n (maybe symbolic), y, x, f, ry, rx, rc
+    columns, channels, *taps = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[2:])
+    lanes, accumulators = _lanes_and_accumulators(target)
+    lanes = channel_lanes(channels, lanes)
+    fitting = nhwc_blocks(channels, columns, lanes, accumulators)
+    preferred = [b for b in fitting if 2 <= b[0] <= 6] or fitting
+    weights_per_vector = lanes * taps[0] * taps[1] * taps[2] * 4  # bytes
+    preferred = [b for b in preferred if b[0] * weights_per_vector <= L1_BYTES] or preferred
+    vectors, width = max(preferred, key=lambda b: (b[0] * b[1], b[1]))
+    return lanes, vectors, width
+
+
+def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int) -> None:
+    """The channels-last template: ``sch`` holds one fused convolution (+ bias, + activation); a
+    register block of ``vectors × lanes`` output channels × ``columns`` output pixels of one row
+    accumulates over every tap and input channel (the input broadcast, the weights loaded as
+    vectors: pre-packed by MetaSchedule's layout rewrite so that a step's weights are adjacent),
+    and bias and activation are applied as it is stored. Channel blocks are outside the rows,
+    so that a block's weights stay in cache while it sweeps the map."""
+    conv = _nhwc_block(sch)
+    n, y, x, f, ry, rx, rc = sch.get_loops(conv)
+    fo, fv, fl = sch.split(f, [None, vectors, lanes])
+    xo, xi = sch.split(x, [None, columns])
+    sch.reorder(n, fo, y, xo, ry, rx, rc, xi, fv, fl)
+    store = sch.cache_write(conv, 0, "local")
+    while True:
+        consumers = sch.get_consumers(store)
+        if len(consumers) != 1:
+            break
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except Exception:  # noqa: BLE001 - not elementwise: it stays a separate loop nest
+            break
+    sch.reverse_compute_at(store, xo, preserve_unit_loops=True)
+    sch.vectorize(fl)
+    sch.unroll(fv)
+    sch.unroll(xi)
+    sch.vectorize(sch.get_loops(store)[-1])
+    for producer in sch.get_producers(conv):  # the padded copy of the input
+        loops = sch.get_loops(producer)
+        sch.parallel(sch.fuse(*loops[:2]))
+        sch.vectorize(loops[-1])
+    sch.parallel(sch.fuse(n, fo, y))
+    sch.decompose_reduction(conv, ry)

@@ -1,12 +1,17 @@
 """Untuned CPU builds that are fast anyway: every kernel gets a schedule chosen from the
 target's features, with nothing measured.
 
-Stride-1 convolutions take the direct-convolution template (:mod:`nindsl.tvm.schedules`)
-at :func:`~nindsl.tvm.schedules.default_choice`; every other kernel (pooling, softmax,
-the mean, strided convolutions, reshapes) gets MetaSchedule's parallelize-and-vectorize
-rule alone, which spreads its outer loops over the cores and vectorises the inner one.
-The choices go into an in-memory database that the build applies as it applies a tuned
-one, weight pre-packing included.
+An untuned build's convolutions and pools run channels-last (NHWC; ``frontend.prepare`` with
+``channels_last``): each convolution takes the channels-last template
+(:func:`~nindsl.tvm.schedules.nhwc_conv2d`, vectors along the output channels) at
+:func:`~nindsl.tvm.schedules.nhwc_choice`, so that any map width and any stride divide into
+register blocks. A module left in NCHW (a tuned build's, an fp16 one's CPU judge) takes the
+NCHW template (:func:`~nindsl.tvm.schedules.direct_conv2d`) at
+:func:`~nindsl.tvm.schedules.default_choice`. Every other kernel (pooling, softmax, the mean,
+layout changes, reshapes) gets MetaSchedule's parallelize-and-vectorize rule alone, which
+spreads its outer loops over the cores and vectorises the inner one. The choices go into an
+in-memory database that the build applies as it applies a tuned one, weight pre-packing
+included.
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ NOMINAL_SECONDS = 1.0
 def _space(func, target):
     from tvm.s_tir import meta_schedule as ms
 
+    nhwc = schedules.nhwc_choice(func, target)
+    if nhwc is not None:
+        def channels_last(sch):
+            schedules.nhwc_conv2d(sch, *nhwc)
+            return sch
+
+        return ms.space_generator.ScheduleFn(channels_last, sch_rules=[], mutator_probs={},
+                                             postprocs=[ms.postproc.RewriteLayout()])
     choice = schedules.default_choice(func, target)
     if choice is not None:
         order, rows, height, width = choice

@@ -1,0 +1,102 @@
+"""Untuned float32 CPU builds: the channels-last template computes every convolution it is
+given, at every register block, for maps no vector divides, strided layers and channel counts
+no vector divides; its rule picks blocks that divide the work and fit the registers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+pytestmark = pytest.mark.tvm
+
+import nindsl  # noqa: E402
+from nindsl.tvm import schedules  # noqa: E402
+from nindsl.tvm.frontend import prepare  # noqa: E402
+from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
+
+LLVM = load_profile("llvm")
+
+# nin_imagenet's awkward shapes, small: an 11×11 stride-4 input layer onto a 13-wide map, a
+# padded 3×3 on it, 1×1 layers, 20 outputs (no whole 16- or 8-lane vector), a 6-wide map.
+ODD = ("network odd() {\n    input x: f32[N, 3, 55, 55]\n    conv(32, 11, stride = 4)\n"
+       "    conv(48, 3, pad = 1)\n    maxpool(3, stride = 2, round = ceil)\n    conv(20, 1)\n    global_avgpool()\n}\n")
+
+
+def _conv_funcs(network, batch):
+    from nindsl.tvm.tune.search import extract
+
+    target = tvm.target.Target(resolved_target(LLVM))
+    module = prepare(network, LLVM, batch, channels_last=True)
+    funcs = [t.extracted.dispatched[0] for t in extract(module, target, None)]
+    return [f for f in funcs if schedules.nhwc_choice(f, target) is not None], target
+
+
+def test_channel_lanes_are_the_widest_vector_that_divides_the_channels():
+    assert schedules.channel_lanes(96, 16) == 16 and schedules.channel_lanes(1000, 16) == 8
+    assert schedules.channel_lanes(10, 16) == 2 and schedules.channel_lanes(100, 8) == 4
+    assert schedules.channel_lanes(7, 16) == 1
+
+
+def test_register_blocks_divide_any_map_and_fit_the_registers():
+    for channels, columns, lanes in ((256, 27, 16), (384, 13, 16), (1024, 6, 16), (96, 54, 8), (1000, 6, 8)):
+        blocks = schedules.nhwc_blocks(channels, columns, lanes, 28)
+        assert blocks and all(channels // lanes % v == 0 and columns % c == 0 and v * c <= 28 for v, c in blocks)
+    assert (2, 9) in schedules.nhwc_blocks(256, 27, 16, 28) and (2, 13) in schedules.nhwc_blocks(384, 13, 16, 28)
+    assert schedules.nhwc_blocks(32, 13, 16, 12) == [(1, 1), (2, 1)]  # 13 columns do not fit AVX2's 12 sums
+
+
+def test_every_convolution_of_odd_shapes_takes_the_template_and_a_block_that_divides_it():
+    funcs, target = _conv_funcs(nindsl.check(ODD), 1)
+    assert len(funcs) == 3
+    for func in funcs:
+        lanes, vectors, columns = schedules.nhwc_choice(func, target)
+        out = [int(d) for d in func["main"].params[-1].shape]  # N, H, W, C
+        assert out[3] % (lanes * vectors) == 0 and out[2] % columns == 0, (out, lanes, vectors, columns)
+
+
+@pytest.mark.slow
+def test_every_block_of_the_channels_last_template_computes_the_convolution():
+    """Every register block of each convolution, built and run against the same kernel
+    unscheduled: strided, padded, 1×1, and outputs no 16-lane vector divides."""
+    from tvm import s_tir
+
+    network = nindsl.check(ODD)
+    funcs, target = _conv_funcs(network, 2)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for func in funcs:
+        lanes, _, _ = schedules.nhwc_choice(func, target)
+        params = func["main"].params
+        arrays = [rng.standard_normal([int(d) for d in p.shape]).astype(np.float32) for p in params]
+        args = [tvm.runtime.tensor(a) for a in arrays]
+        tvm.compile(func, target=target)(*args)
+        expected = args[-1].numpy()
+        out = [int(d) for d in params[-1].shape]
+        for vectors, columns in schedules.nhwc_blocks(out[3], out[2], lanes, 28):
+            candidate = s_tir.Schedule(func)
+            schedules.nhwc_conv2d(candidate, lanes, vectors, columns)
+            args = [tvm.runtime.tensor(a) for a in arrays[:-1]] + [tvm.runtime.tensor(np.zeros_like(arrays[-1]))]
+            tvm.compile(candidate.mod, target=target)(*args)
+            np.testing.assert_allclose(args[-1].numpy(), expected, rtol=1e-5, atol=1e-5,
+                                       err_msg=f"lanes={lanes} vectors={vectors} columns={columns}")
+            checked += 1
+    assert checked > 10
+
+
+@pytest.mark.slow
+def test_an_untuned_build_of_odd_shapes_equals_onnxruntime():
+    """The whole pipeline (layout conversion, template, weights packed once): any batch size."""
+    from nindsl.onnx.lower import to_onnx
+    from nindsl.onnx.runtime import run as run_onnx
+    from nindsl.tvm.build import build
+    from nindsl.tvm.deploy.artifact import Runner
+
+    from numerics import assert_agree, test_inputs, test_weights
+
+    network = nindsl.check(ODD)
+    weights = test_weights(network)
+    runner = Runner.from_build(build(network, LLVM, weights, batch=None))
+    for batch in (1, 3):
+        x = test_inputs(network, batch, seed=batch)
+        assert_agree(runner(x), run_onnx(to_onnx(network, weights), x), f"untuned vs ORT, batch {batch}")
