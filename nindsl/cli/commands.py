@@ -183,8 +183,8 @@ def drive_lsp(args) -> int:
 
 
 def drive_compile(args) -> int:
-    if not args.tune:
-        _refuse_options(args, TUNING_OPTIONS, "--tune")
+    if not args.tune:  # (--db alone: build from its records, searching nothing)
+        _refuse_options(args, [name for name in TUNING_OPTIONS if name != "db"], "--tune")
     if args.precision == "fp32" and (args.calibrate is not None or args.accept_accuracy_loss):
         option = "--calibrate" if args.calibrate is not None else "--accept-accuracy-loss"
         raise NindslError.one("E0504", f"{option} does nothing without --precision int8, bf16 or fp16", None,
@@ -240,6 +240,10 @@ def drive_compile(args) -> int:
         check_precision(args.precision, profile, args.tune)
     batch = batch_size(args.batch)
     tuning = _tuning(args) if args.tune else None
+    if args.db is not None and not args.tune:
+        from ..tvm.tune.search import TuneOptions
+
+        tuning = TuneOptions(db=args.db, search=False)
     out = args.output or f"{network.name}-{profile.name}" + (f"-{args.precision}" if args.precision != "fp32" else "")
     origin = weights_origin(args.weights, args.seed)
     with _claim(args, Output("-o", Path(out), ARTIFACT)):  # checked before the build, locked while it runs
@@ -450,6 +454,59 @@ def drive_bench(args) -> int:
             claimed.write("--json", (json.dumps(payload, indent=2) + "\n").encode())
         if args.plot:
             claimed.write("--plot", chart(records, f"{network.name} on {usable_cpus()} cores"))
+    return 0
+
+
+def drive_tune(args) -> int:
+    from ..tvm.env import require_tvm
+    from ..tvm.profiles import check_target, load_profile
+
+    if args.candidates is not None and not args.kit:
+        raise NindslError.one("E0504", "--candidates sizes a kit's round: it needs --kit", None)
+    if args.kit or args.results:
+        for name in ("trials", "max_minutes", "rpc", "key"):
+            if getattr(args, name) is not None:
+                raise NindslError.one("E0504", f"--{name.replace('_', '-')} is for tuning here or over RPC; a kit's "
+                                               "round is sized by --candidates", None)
+    network = _network(args)
+    profile = load_profile(args.target)
+    require_tvm()
+    check_target(profile)
+    batch = batch_size(args.batch) or 1
+    if args.results:
+        return _record_results(args, network, profile)
+    if args.kit:
+        from ..tvm.deploy.kit import KIT, write_kit
+
+        with _claim(args, Output("--kit", Path(args.kit), KIT)):
+            made = write_kit(network, profile, batch, args.kit, args.db, args.candidates or 32,
+                             progress=ConsoleProgress())
+        print(f"wrote {made.out}/: {made.candidates:,} candidates of {made.tasks} tasks for {profile.name}, "
+              f"{made.bytes / 2**20:.1f} MiB, in {made.seconds:.0f} s. On the target machine run {made.out}/measure, "
+              f"then here: nindsl tune {args.spec} --target {args.target} --results {made.out}/results.json"
+              + (f" --db {args.db}" if args.db else ""))
+        return 0
+    from ..tvm.tune.search import tune
+
+    _, folder = tune(network, profile, batch, _tuning(args), progress=ConsoleProgress())
+    print(f"tuned {network.name} for {profile.name} at batch {batch}: records in {folder}")
+    return 0
+
+
+def _record_results(args, network, profile) -> int:
+    from ..tvm.deploy.kit import check_kit_matches, read_results
+    from ..tvm.tune.kit import record
+    from ..tvm.tune.search import cache_root
+
+    kit, manifest, results = read_results(args.results)
+    check_kit_matches(manifest, network, profile, kit)
+    made = record(kit, manifest, results, profile, args.db)
+    machine = results.get("machine", {}).get("device") if isinstance(results.get("machine"), dict) else None
+    print(f"recorded {made.timed:,} candidates timed on {machine or 'the target'}"
+          + (f", {made.failed:,} that failed there" if made.failed else "")
+          + (f"; {made.missing:,} have no result" if made.missing else "")
+          + f", in {made.database}. Build from them with: nindsl compile {args.spec} --target {args.target} "
+          f"--batch {manifest.get('batch')} --db {args.db or cache_root() / 'tuning'}")
     return 0
 
 

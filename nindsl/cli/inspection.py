@@ -221,6 +221,15 @@ def _narrow(manifest: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _tuning(manifest: dict) -> str:
+    database = manifest.get("tuning_db")
+    if not isinstance(database, str):
+        return "untuned"
+    if manifest.get("tuning_searched") is False:
+        return f"tuned from the records in {database} (no search here: measured elsewhere, e.g. by a kit)"
+    return f"tuned (database {database})"
+
+
 def describe_artifact(folder: Path) -> Description:
     """An artifact folder, from its manifest (validated as loading validates it)."""
     from ..tvm.deploy.artifact import read_manifest
@@ -234,11 +243,8 @@ def describe_artifact(folder: Path) -> Description:
                    _tensor(made_in.get("name"), made_in.get("shape"), made_in.get("dtype", "float32")),
                    _tensor(made_out.get("name"), made_out.get("shape"), made_out.get("dtype", "float32")),
                    manifest.get("preprocess"))
-    tuning = manifest.get("tuning_db")
     precision = manifest.get("precision", "fp32")
-    rows += [("target", _target(manifest)),
-             ("precision", f"{precision}, " + (f"tuned (database {tuning})" if isinstance(tuning, str) else
-                                               "untuned"))]
+    rows += [("target", _target(manifest)), ("precision", f"{precision}, {_tuning(manifest)}")]
     rows += _code(manifest) + _narrow(manifest)
     rows.append(("files", ", ".join(sorted(manifest["files"]))))
     return Description(title, tuple(rows))

@@ -152,7 +152,8 @@ def _tuning_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--max-minutes", type=positive(float), metavar="M",
                      help="TVM: tuning time limit, shared among the tasks by their trials "
                           "(default: the profile's max_minutes)")
-    sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder (default: ~/.cache/nindsl/tuning/)")
+    sub.add_argument("--db", metavar="DIR", help="TVM: tuning database folder (default: ~/.cache/nindsl/tuning/); "
+                     "compile without --tune builds from its records as they are")
 
 
 def _with_set(sub: argparse.ArgumentParser) -> None:
@@ -313,6 +314,24 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     _with_set(bench)
 
 
+def _tune_arguments(tune: argparse.ArgumentParser) -> None:
+    tune.add_argument("spec", help="the .nin spec")
+    tune.add_argument("--target", "-t", default="llvm",
+                      help="a TVM target profile (llvm, cuda, h100, h200, a .toml) or a TVM target as a JSON table "
+                           "(default: llvm)")
+    tune.add_argument("--batch", metavar="N", help="the batch size to tune for (default: 1)")
+    step = tune.add_mutually_exclusive_group()
+    step.add_argument("--kit", metavar="DIR", help="write a measurement kit: one round of candidates compiled here, "
+                      "and DIR/measure to time them on the target machine (no GPU or TVM compiler needed there)")
+    step.add_argument("--results", metavar="RESULTS.json", help="record the times a kit's measure program wrote "
+                      "(KIT/results.json) in the tuning database")
+    tune.add_argument("--candidates", type=positive(int), metavar="N",
+                      help="with --kit: candidates per task in the round (default: 32)")
+    _tuning_options(tune)
+    _rpc_options(tune)
+    _with_set(tune)
+
+
 def _bundle_arguments(bundle: argparse.ArgumentParser) -> None:
     bundle.add_argument("artifact", nargs="+", help="artifact folders (from nindsl compile --target llvm|cuda|...)")
     bundle.add_argument("-o", "--output", required=True, help="the folder to write")
@@ -359,6 +378,9 @@ COMMANDS: tuple[Command, ...] = (
             "draw a training run's loss and accuracy against epochs"),
     Command("bench", commands.drive_bench, _bench_arguments,
             "time ONNX Runtime, the PyTorch twin and TVM (untuned, tuned) side by side"),
+    Command("tune", commands.drive_tune, _tune_arguments,
+            "auto-tune a TVM target into the tuning database: here, over RPC, or with a measurement kit carried to "
+            "a machine this one cannot reach (--kit, then --results)"),
     Command("bundle", commands.drive_bundle, _bundle_arguments,
             "a self-contained runtime-only folder of artifacts: TVM's runtime without its compiler, nindsl, and a "
             "launcher"),

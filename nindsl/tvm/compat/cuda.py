@@ -41,15 +41,18 @@ def cuda_compiler(compile_source):
             tvm_ffi.remove_global_func(HOOK)
 
 
-def compile_with_cuda_compiler(module, target, compile_source, graphs: bool = False):
+def compile_with_cuda_compiler(module, target, compile_source, graphs: bool = False, storage_rewrite: bool = True):
     """``tvm.compile`` with CUDA source compiled by ``compile_source`` where TVM compiles it;
     ``graphs``: the kernels between the input and the output captured in a CUDA graph on the
     first call and replayed after (Relax's ``StaticPlanBlockMemory`` and ``RewriteCUDAGraph``,
     which ``relax.backend.use_cuda_graph`` turns on), one graph per batch size where
-    :func:`capture_each_batch` marked the module."""
+    :func:`capture_each_batch` marked the module. ``storage_rewrite=False`` leaves TIR's buffers
+    unmerged (``tirx.disable_storage_rewrite``): most of MetaSchedule's sampled tensor-core
+    kernels fail TVM's storage rewrite, and build without it."""
     import tvm
 
-    with cuda_compiler(compile_source), tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": graphs}):
+    config = {"relax.backend.use_cuda_graph": graphs, "tirx.disable_storage_rewrite": not storage_rewrite}
+    with cuda_compiler(compile_source), tvm.transform.PassContext(config=config):
         return tvm.compile(module, target=target)
 
 

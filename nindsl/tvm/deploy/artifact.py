@@ -129,7 +129,8 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
     built = build(network, profile, weights, seed, batch, tuned)
     seconds = time.perf_counter() - start
-    write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin)
+    write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin,
+                   {"tuning_searched": tuning.search} if tuning is not None else None)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
     return CompileReport(out, seconds, kernels)
 

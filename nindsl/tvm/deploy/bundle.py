@@ -96,6 +96,12 @@ def _package(name: str) -> Path:
     return path.parent if path.name == "__init__.py" else path
 
 
+def copy_runtime(site: Path, wheels: list[Path] = ()) -> None:
+    """TVM's runtime (without its compiler) and the Python packages it needs, into ``site``."""
+    _copy_tvm(site)
+    _copy_python(site, list(wheels))
+
+
 def _copy_tvm(site: Path) -> None:
     source = _package("tvm")
     target = site / "tvm"
@@ -162,8 +168,7 @@ def bundle(artifacts: list[str | Path], out: str | Path, python_wheels: list[str
     with atomic_directory(Path(out), BUNDLE) as staging:
         site = staging / "site"
         shutil.copytree(Path(nindsl.__file__).parent, site / "nindsl", ignore=_ignore)
-        _copy_tvm(site)
-        _copy_python(site, [Path(w) for w in python_wheels])
+        copy_runtime(site, [Path(w) for w in python_wheels])
         for folder, name in zip(folders, names):
             target = staging / "artifacts" / name
             target.mkdir(parents=True)

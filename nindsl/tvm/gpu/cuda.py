@@ -134,7 +134,7 @@ def nvcc_compile(source: str, arch: str, nvcc: str) -> bytes:
         return out.read_bytes()
 
 
-def compile_cuda(module, target, graphs: bool = False):
+def compile_cuda(module, target, graphs: bool = False, storage_rewrite: bool = True):
     """``tvm.compile(module, target)`` for a CUDA target, with every CUDA module compiled to
     a fatbin for the target's arch (see the module's docstring), and with ``graphs`` its
     kernels captured in CUDA graphs (:func:`nindsl.tvm.compat.cuda.compile_with_cuda_compiler`).
@@ -152,7 +152,7 @@ def compile_cuda(module, target, graphs: bool = False):
                                            f"{', '.join(sorted(missing)[:5])}", None)
         return (FORMAT if code[:4] == FATBIN_MAGIC else "cubin" if code[:4] == b"\x7fELF" else fmt), code
 
-    executable = compile_with_cuda_compiler(module, target, compile_source, graphs)
+    executable = compile_with_cuda_compiler(module, target, compile_source, graphs, storage_rewrite)
     return with_cuda_modules(executable, machine_code, nvcc=nvcc_version(nvcc))
 
 

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...kernel.diagnostics import NindslError
 from ...kernel.io import atomic_write_text, ensure_folder, read_json_object
 from ...kernel.progress import SILENT, Progress
 from ...language import ir
@@ -84,6 +85,15 @@ def database_dir(profile: Profile, db: str | Path | None = None) -> Path:
     key = hashlib.sha256(f"{target}\0{tvm.__version__}\0{SEARCH_VERSION}".encode()).hexdigest()[:12]
     base = Path(db) if db else cache_root() / "tuning"
     return base / f"tvm-{tvm.__version__}" / f"{profile.name}-{key}"
+
+
+def ensure_database(profile: Profile, db: str | Path | None, progress: Progress = SILENT) -> Path:
+    """The tuning database folder of ``profile`` under ``db``, made if missing and repaired."""
+    folder = ensure_folder(database_dir(profile, db), "the tuning database")
+    dropped = repair_database(folder)
+    if dropped:
+        progress.note(f"tuning database: dropped {dropped} torn or foreign line(s)")
+    return folder
 
 
 def repair_database(folder: Path) -> int:
@@ -194,11 +204,13 @@ def context(task: Task, folder: Path, trials: int):
 
 
 @contextlib.contextmanager
-def _without_nameless_handlers():
+def quiet_meta_schedule():
     """MetaSchedule's logger setup lists the names of the handlers already on its logger, and
     fails on one without a name (pytest's capture handlers, an embedding program's own):
-    those step aside while it tunes."""
+    those step aside while it tunes. Its INFO lines go to its log files under the database,
+    not the terminal."""
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.WARNING)
     nameless = [h for h in logger.handlers if h.get_name() is None]
     for handler in nameless:
         logger.removeHandler(handler)
@@ -230,6 +242,7 @@ class TuneOptions:
     max_minutes: float | None = None  # the time limit, shared by the tasks' trials
     db: str | Path | None = None  # the database's base folder (default: the user's cache)
     runner: object = "local"  # where candidates are measured: "local" or a MetaSchedule runner (rpc.runner)
+    search: bool = True  # False: apply the database's records as they are (measured elsewhere: a kit's)
 
 
 @dataclass
@@ -316,13 +329,12 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
 
     options = options or TuneOptions()
     target = tvm.target.Target(resolved_target(profile))
+    if not options.search:
+        return from_records(network, profile, batch, options.db, weights, seed, progress)
     if isinstance(options.runner, str) and profile.device == "cpu":  # (a GPU target's device is checked when it runs)
         check_runs_here(target, "tuning measures candidates on this machine; the code",
                         "tune on a machine with that CPU (nindsl rpc), or compile without --tune")
-    folder = ensure_folder(database_dir(profile, options.db), "the tuning database")
-    dropped = repair_database(folder)
-    if dropped:
-        progress.note(f"tuning database: dropped {dropped} torn or foreign line(s)")
+    folder = ensure_database(profile, options.db, progress)
     module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
     database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
     tasks = _planned_tasks(module, target, folder, database, profile, options)
@@ -334,6 +346,27 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
     if pending:
         _confirm(pending, database, folder, target, search.start + limit, progress)
     return apply_database(module, confirm.with_choices(database, tasks, folder), profile, target), folder
+
+
+def from_records(network: ir.Network, profile: Profile, batch: int, db: str | Path | None = None, weights=None,
+                 seed: int = 0, progress: Progress = SILENT):
+    """The module with the database's records applied, searching nothing (the records may have
+    been measured on another machine: nothing here runs them); return it and the folder."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from ...onnx.lower import lower
+
+    target = tvm.target.Target(resolved_target(profile))
+    folder = database_dir(profile, db)
+    if not (folder / RECORDS).is_file() or not (folder / RECORDS).stat().st_size:
+        raise NindslError.one("E0504", f"the tuning database `{db or cache_root() / 'tuning'}` holds no records for "
+                                       f"`{profile.name}` with TVM {tvm.__version__} (it would look in `{folder}`)",
+                              None, "tune first: --tune here, or `nindsl tune --kit` for a machine out of reach")
+    folder = ensure_database(profile, db, progress)  # (repaired: a torn line would stop TVM)
+    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
+    module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
+    return apply_database(module, database, profile, target), folder
 
 
 def _planned_tasks(module, target, folder: Path, database, profile: Profile, options: TuneOptions) -> list:
@@ -369,7 +402,7 @@ def _search_tasks(tasks: list, database, folder: Path, options: TuneOptions, lim
     local = isinstance(options.runner, str) and options.runner == "local"
     runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT) if local else options.runner
     cut = 0
-    with _without_nameless_handlers(), contextlib.closing(builder):
+    with quiet_meta_schedule(), contextlib.closing(builder):
         for index, task in enumerate(order, start=1):
             wanted = task.trials - task.done
             left = limit - (time.perf_counter() - search.start)
