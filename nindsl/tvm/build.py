@@ -25,8 +25,10 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     module = tuned_module
     if module is None and profile.device == "cpu" and profile.schedule.untuned == "template":
         from .untuned import default_database
+        from .winograd import choose, legalize
 
-        module = prepare(network, profile, batch, model=model, channels_last=True)  # (lowered once, above)
+        module = prepare(network, profile, batch, model=model, channels_last=True,  # (lowered once, above)
+                         legalize=legalize(choose) if profile.schedule.winograd else None)
         module = apply_database(module, default_database(module, target), profile, target)
     elif module is None:
         module = import_onnx(model, network, batch)

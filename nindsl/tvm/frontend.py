@@ -30,12 +30,13 @@ def import_onnx(model, network: ir.Network, batch: int | None):
 
 
 def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=None, seed: int = 0, model=None,
-            channels_last: bool = False):
+            channels_last: bool = False, legalize: dict | None = None):
     """The Relax module as scheduling sees it (layout-free weights marked); a batch of None
     keeps the batch dimension symbolic. ``model``: the network's ONNX model where the caller
     has lowered it already (else it is lowered from ``weights``). ``channels_last``: the
     convolutions and pools in NHWC (the input transposed once, the head back in NCHW), the
-    weights left OIHW for the schedules to pack."""
+    weights left OIHW for the schedules to pack. ``legalize``: operators legalized in nindsl's
+    way before TVM's (a ``LegalizeOps`` map: :func:`nindsl.tvm.winograd.legalize`)."""
     import tvm
     from tvm.relax import transform
     from tvm.relax.pipeline import zero_pipeline
@@ -49,6 +50,8 @@ def prepare(network: ir.Network, profile: Profile, batch: int | None, weights=No
     passes = [transform.DecomposeOpsForInference(), transform.CanonicalizeBindings()]
     if channels_last:
         passes.insert(0, transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]}))
+    if legalize:
+        passes.append(transform.LegalizeOps(legalize))
     passes.append(zero_pipeline())
     if profile.tuning.weight_prepack and profile.device == "cpu":
         passes.append(transform.AttachAttrLayoutFreeBuffers())

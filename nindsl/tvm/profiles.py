@@ -38,6 +38,7 @@ class Scheduling:
 
     untuned: str = "template"  # template (nindsl's own, CPU) | default (TVM's pipeline) | dlight (GPU)
     cuda_graph: bool = True  # CUDA builds: the kernels captured in a CUDA graph and replayed (one launch)
+    winograd: bool = True  # untuned CPU float32 builds: stride-1 3×3 and 5×5 layers in Winograd form where the rule says
     max_batch: int = 256  # a CUDA any-batch build's bound: one graph per batch size up to it
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 ORDERS = ("channels", "rows", "packed")
 
 
-def _lanes_and_accumulators(target) -> tuple[int, int]:
+def lanes_and_accumulators(target) -> tuple[int, int]:
     """float32 lanes per vector register, and how many registers may hold sums (the rest
     hold the loaded inputs and broadcast weights): AVX-512 has 32, AVX2 and SSE 16."""
     from tvm.target import codegen
@@ -84,7 +84,7 @@ def _spaces(sch, block, target) -> list[tuple]:
     """Every design space of the template for ``block``: (loop order, rows per block, heights, widths)."""
     # (the batch loop may be symbolic: a build for any batch size)
     channels, rows, columns = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[1:4])
-    lanes, accumulators = _lanes_and_accumulators(target)
+    lanes, accumulators = lanes_and_accumulators(target)
     return [(order, block_rows, *blocks(channels, columns, lanes, accumulators, block_rows))
             for order in ORDERS for block_rows in row_blocks(rows, columns, lanes)]
 
@@ -123,7 +123,7 @@ def default_choice(func, target) -> tuple[str, int, int, int] | None:
     if block is None:
         return None
     kernel = int(sch.get(sch.get_loops(block)[-1]).extent)
-    lanes, accumulators = _lanes_and_accumulators(target)
+    lanes, accumulators = lanes_and_accumulators(target)
     stride_1 = _conv_block(sch) is not None
     order = "packed" if kernel == 1 and stride_1 else "channels"  # (a packed tile assumes stride 1)
 
@@ -265,7 +265,7 @@ def nhwc_choice(func, target) -> tuple[int, int, int] | None:
         return None
     # loops: n (maybe symbolic), y, x, f, ry, rx, rc
     columns, channels, *taps = (int(sch.get(loop).extent) for loop in sch.get_loops(block)[2:])
-    lanes, accumulators = _lanes_and_accumulators(target)
+    lanes, accumulators = lanes_and_accumulators(target)
     lanes = channel_lanes(channels, lanes)
     fitting = nhwc_blocks(channels, columns, lanes, accumulators)
     preferred = [b for b in fitting if 2 <= b[0] <= 6] or fitting

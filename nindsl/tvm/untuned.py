@@ -16,7 +16,7 @@ included.
 
 from __future__ import annotations
 
-from . import schedules
+from . import schedules, winograd
 from .compat import import_tensor_intrinsics
 
 NOMINAL_SECONDS = 1.0
@@ -25,6 +25,14 @@ NOMINAL_SECONDS = 1.0
 def _space(func, target):
     from tvm.s_tir import meta_schedule as ms
 
+    if winograd.applies(func):
+        lanes, accumulators = schedules.lanes_and_accumulators(target)
+
+        def winograd_template(sch):
+            winograd.schedule(sch, lanes, accumulators)
+            return sch
+
+        return ms.space_generator.ScheduleFn(winograd_template, sch_rules=[], mutator_probs={}, postprocs=[])
     nhwc = schedules.nhwc_choice(func, target)
     if nhwc is not None:
         def channels_last(sch):

@@ -6,6 +6,7 @@ work around its behaviour: MetaSchedule's builder worker (``_worker_func``,
 ``inspect.stack`` while TVM's tensor intrinsics are imported; and :func:`noalias_single_buffer_functions`,
 for an LLVM code generation that loses ``noalias`` in mixed modules. :func:`check_version`
 refuses another TVM before any is used; moving to a new TVM means reading these again.
+:func:`winograd_matrices` reads topi's Cook–Toom matrices through its private helpers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import contextlib
 import os
 import re
 import sys
+
+import numpy as np
 
 from ...kernel.diagnostics import NindslError
 
@@ -194,3 +197,15 @@ def refusal_summary(error: BaseException) -> str:
         return text[:240]
     said = text[:context.start()].rstrip(" :") or text[text.rfind("))") + 2:].strip()
     return f"`{context.group(1)}` parameter `{context.group(2)}`: {said}"[:240]
+
+
+def winograd_matrices(m: int, r: int):
+    """The Cook–Toom matrices (A, B, G) of Winograd's F(m×m, r×r), float64 numpy arrays, from
+    the interpolation points TVM's topi picks for them (private functions of
+    ``tvm.topi.nn.winograd_util``; the public ``winograd_transform_matrices`` returns them as
+    TE select chains in one dtype, where nindsl transforms the weights in float64)."""
+    check_version()
+    from tvm.topi.nn import winograd_util
+
+    points = winograd_util._interpolation_points(m + r - 2)
+    return tuple(np.asarray(x, np.float64) for x in winograd_util._cook_toom_convolution(points, m, r))
