@@ -15,8 +15,8 @@ convolution of the same shapes errs by about 1.2e-6 (3×3) and 1.5e-6 (5×5):
 | F(6×6,3×3) | 5.5e-5  | 2e-4   |
 | F(4×4,5×5) | 3.9e-5  | 1.5e-4 |
 
-Builds use the first three (``winograd.TILES``); the larger tiles are measured so that their
-error is known before anyone makes them a choice.
+Builds use all but F(6×6,3×3) (``winograd.TILES``), whose error is measured so that it is
+known before anyone makes it a choice.
 """
 
 from __future__ import annotations
@@ -105,11 +105,13 @@ def test_odd_maps_and_channels_are_computed_too(shape, m, pad):
 
 
 def test_the_rule_takes_stride_one_3x3_and_5x5_layers_with_enough_tiles_and_channels():
-    assert winograd.tile(5, 1, 16, 16, 96, 192) == 2  # nin_cifar10 conv2.0
-    assert winograd.tile(5, 1, 27, 27, 96, 256) == 2  # nin_imagenet conv2.0
-    assert winograd.tile(3, 1, 32, 32, 64, 64) == 4 and winograd.tile(3, 1, 16, 16, 64, 64) == 2
-    assert winograd.tile(3, 1, 8, 8, 192, 192) is None  # 4 tiles (16 of F(2×2)): the weights outweigh the saving
-    assert winograd.tile(3, 1, 13, 13, 256, 384) is None  # 49 tiles of F(2×2) save 1.94×: too little
+    assert winograd.tile(5, 1, 16, 16, 96, 192) == 4  # nin_cifar10 conv2.0: 16 tiles of F(4×4, 5×5)
+    assert winograd.tile(5, 1, 27, 27, 96, 256) == 4  # nin_imagenet conv2.0: 49 tiles
+    assert winograd.tile(5, 1, 6, 6, 96, 256) is None  # 4 tiles of F(4×4), 9 of F(2×2): too few
+    assert winograd.tile(3, 1, 32, 32, 64, 64) == 4 and winograd.tile(3, 1, 16, 16, 64, 64) == 4
+    assert winograd.tile(3, 1, 8, 8, 192, 192) == 2  # nin_cifar10 conv3.0: 4 tiles of F(4×4), 16 of F(2×2)
+    assert winograd.tile(3, 1, 13, 13, 256, 384) is None  # F(4×4): 14 MB of weights for 16 tiles; F(2×2) saves 1.94×
+    assert winograd.tile(3, 1, 6, 6, 384, 1024) is None  # nin_imagenet conv4.0: 4 tiles
     assert winograd.tile(3, 2, 32, 32, 64, 64) is None and winograd.tile(1, 1, 32, 32, 64, 64) is None
     assert winograd.tile(5, 1, 32, 32, 3, 192) is None  # 3 input channels (nin_cifar10 conv1.0)
     assert winograd.tile(11, 1, 54, 54, 96, 96) is None

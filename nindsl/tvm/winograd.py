@@ -23,24 +23,31 @@ from __future__ import annotations
 import numpy as np
 
 # Output tiles per kernel size, the largest first: F(4×4, 3×3) (36 multiplications for 144),
-# F(2×2, 3×3) (16 for 36), F(2×2, 5×5) (36 for 100).
-TILES = {3: (4, 2), 5: (2,)}
+# F(2×2, 3×3) (16 for 36), F(4×4, 5×5) (64 for 400), F(2×2, 5×5) (36 for 100).
+TILES = {3: (4, 2), 5: (4, 2)}
 MIN_CHANNELS = 16  # fewer channels leave the transforms, done per channel, too little work to amortise over
 MIN_SAVING = 2.0  # multiplications direct ÷ Winograd (tiles at the map's edges included) that make it worth it
-# Tiles per image below which the transformed weights (α²/r² times the weights: every one read
-# for each image, as the schedule does one image at a time) cost more to read than they save.
-MIN_TILES = 32
+MIN_TILES = 16  # tiles per image: fewer leave the products too short to fill the register blocks
+# The transformed weights (α²/r² times the weights) are read once per image, as the schedule does
+# one image at a time: more bytes of them per tile than this, and reading them costs more than the
+# multiplications saved (nin_imagenet's 13×13 3×3 layer, 14 MB for 16 tiles of F(4×4): no faster).
+MAX_WEIGHT_BYTES_PER_TILE = 512 * 1024
 
 
 def tile(kernel: int, stride: int, height: int, width: int, channels: int, out_channels: int) -> int | None:
     """The output tile ``m`` a convolution takes in Winograd form, or None for a direct one: stride 1,
     a 3×3 or 5×5 kernel, at least :data:`MIN_CHANNELS` in and out, and the largest tile that leaves
-    :data:`MIN_TILES` tiles per image and saves :data:`MIN_SAVING` of the multiplications once the
-    edge tiles (partly outside the map) are counted."""
+    :data:`MIN_TILES` tiles per image, saves :data:`MIN_SAVING` of the multiplications once the
+    edge tiles (partly outside the map) are counted, and reads at most
+    :data:`MAX_WEIGHT_BYTES_PER_TILE` of transformed weights per tile."""
     if stride != 1 or min(channels, out_channels) < MIN_CHANNELS:
         return None
-    return next((m for m in TILES.get(kernel, ()) if -(-height // m) * -(-width // m) >= MIN_TILES
-                 and saving(kernel, m, height, width) >= MIN_SAVING), None)
+    for m in TILES.get(kernel, ()):
+        tiles, alpha = -(-height // m) * -(-width // m), m + kernel - 1
+        if (tiles >= MIN_TILES and saving(kernel, m, height, width) >= MIN_SAVING
+                and alpha * alpha * channels * out_channels * 4 <= MAX_WEIGHT_BYTES_PER_TILE * tiles):
+            return m
+    return None
 
 
 def saving(kernel: int, m: int, height: int, width: int) -> float:
