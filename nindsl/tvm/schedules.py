@@ -211,9 +211,9 @@ def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[i
 # In NCHW the vectors run along a row of the map, so a map whose width is no whole number of
 # vectors (nin_imagenet's 54, 27, 13 and 6) wastes most of each vector, and a strided layer reads
 # its columns with gathers. In NHWC a pixel's channels are adjacent: the vectors run along the
-# output channels, a row divides into register blocks of whole pixels (any width with a divisor
-# near the accumulator count: not 13 on AVX2, whose 12 sums take 1-column blocks there), and a
-# strided layer reads one broadcast input per tap, as in its stride-1 neighbours.
+# output channels, a row divides into register blocks of whole pixels (or, where no divisor of its
+# width fits the accumulators, blocks whose last one is partly outside the row), and a strided
+# layer reads one broadcast input per tap, as in its stride-1 neighbours.
 
 
 L1_BYTES = 32 * 1024  # the L1 data cache of most x86-64 cores of the last decade (48 KiB on recent Intel ones)
@@ -236,6 +236,21 @@ def nhwc_blocks(channels: int, columns: int, lanes: int, accumulators: int) -> l
             if vectors % v == 0 and columns % c == 0 and v * c <= accumulators]
 
 
+def remainder_blocks(channels: int, columns: int, lanes: int, accumulators: int) -> list[tuple[int, int]]:
+    """Register blocks of at least 3 columns that do not divide the row: its last block is partly
+    outside it (a predicate skips those columns). For a row no block of several columns divides
+    (13 wide on AVX2, whose 12 sums take 1-column blocks there)."""
+    vectors = channels // lanes
+    return [(v, c) for v in range(1, accumulators + 1) for c in range(3, min(columns, accumulators // v + 1))
+            if vectors % v == 0 and columns % c]
+
+
+def _used(block: tuple[int, int], columns: int) -> float:
+    """Sums a block holds, on average over a row (its last block partly outside the row counts less)."""
+    vectors, width = block
+    return vectors * columns / -(-columns // width)
+
+
 def _nhwc_block(sch):
     """The block of an NHWC convolution (any stride) in ``sch``, or None."""
     from tvm.s_tir.schedule import ScheduleError
@@ -252,7 +267,9 @@ def nhwc_choice(func, target) -> tuple[int, int, int] | None:
     ``func`` is no NHWC convolution.
 
     Blocks of 2 to 6 channel vectors (one vector reuses each broadcast input too little; many
-    vectors leave room for few columns, which reuse each weight vector), those whose weights
+    vectors leave room for few columns, which reuse each weight vector), of whole pixels that
+    divide the row, or of at least 3 columns that do not where no such block does
+    (:func:`remainder_blocks`), those whose weights
     (every tap and input channel of their output channels) fit the L1 cache where some do
     (a 1×1 convolution's block then reads its weights from L1 over the whole map); the largest
     of them, the most columns among equals.
@@ -269,9 +286,12 @@ def nhwc_choice(func, target) -> tuple[int, int, int] | None:
     lanes = channel_lanes(channels, lanes)
     fitting = nhwc_blocks(channels, columns, lanes, accumulators)
     preferred = [b for b in fitting if 2 <= b[0] <= 6] or fitting
+    if max(width for _, width in preferred) < 3:  # no block of several columns divides the row
+        remainder = [b for b in remainder_blocks(channels, columns, lanes, accumulators) if 2 <= b[0] <= 6]
+        preferred = remainder or preferred
     weights_per_vector = lanes * taps[0] * taps[1] * taps[2] * 4  # bytes
     preferred = [b for b in preferred if b[0] * weights_per_vector <= L1_BYTES] or preferred
-    vectors, width = max(preferred, key=lambda b: (b[0] * b[1], b[1]))
+    vectors, width = max(preferred, key=lambda b: (_used(b, columns), b[1]))
     return lanes, vectors, width
 
 
