@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -159,3 +160,54 @@ def test_tune_refuses_options_that_do_nothing(cli, tmp_path, argv, says):
     shown = cli("tune", "tiny.nin", *argv, cwd=tmp_path)
     assert shown.code == 1 and says in shown.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.nin"]
+
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.slow  # MetaSchedule's tensor-core space and nvcc: about two minutes
+@pytest.mark.skipif(NVCC is None, reason="needs nvcc (the CUDA toolkit)")
+def test_an_fp16_kit_for_a_gpu_proposes_tensor_core_kernels_and_its_records_build(cli, tmp_path):
+    """No GPU here: the kit is built and its records applied, but the times are invented (the
+    last candidate of each task the fastest). What is checked is the plumbing: tensor-core
+    candidates with machine code for the GPU, and a build whose convolutions are the recorded
+    ones, not DLight's."""
+    import tvm
+    import tvm_ffi
+
+    from nindsl import load
+    from nindsl.onnx.lower import lower
+    from nindsl.tvm.gpu.half import half_module
+    from nindsl.tvm.profiles import load_profile, resolved_target
+    from nindsl.tvm.tune.search import database_dir, json_database
+
+    spec = tmp_path / "tiny.nin"
+    spec.write_text(TINY_SPEC)
+    kit, db = tmp_path / "kit", tmp_path / "db"
+    assert cli("tune", spec, "-t", "h200", "--precision", "fp16", "--batch", "8", "--kit", kit, "--db", db,
+               "--candidates", "2").code == 0
+    manifest = json.loads((kit / "kit.json").read_text())
+    candidates = json_database(workloads=kit / "workloads.json", records=kit / "candidates.json")
+    convolutions = [r for r in candidates.get_all_tuning_records() if "conv2d" in str(r.workload.mod)]
+    assert convolutions and all("wmma" in str(r.trace) or "mma" in str(r.trace) for r in convolutions)
+    times = {c["key"]: {"run_secs": [1e-3 / (i + 1)] * 3}
+             for t in manifest["tasks"] for i, c in enumerate(t["candidates"])}
+    (kit / "results.json").write_text(json.dumps({"machine": {"device": "invented"}, "candidates": times}))
+    assert cli("tune", spec, "-t", "h200", "--results", kit / "results.json", "--db", db).code == 0
+
+    network, profile = load(spec), load_profile("h200")
+    target = tvm.target.Target(resolved_target(profile))
+    model = lower(network).model
+    database = json_database(database_dir(profile, db))
+    tuned = half_module(network, model, 8, target, database=database)
+    untuned = half_module(network, model, 8, target)
+    tuned, untuned = ({gv.name_hint: f for gv, f in m.functions.items() if gv.name_hint.startswith("fused_conv2d")}
+                      for m in (tuned, untuned))
+    assert tuned.keys() == untuned.keys() and len(tuned) == 4, (sorted(tuned), sorted(untuned))
+    assert not any(tvm_ffi.structural_equal(tuned[name], untuned[name]) for name in tuned)
+    built = cli("compile", spec, "-t", "h200", "--precision", "fp16", "--batch", "8", "--db", db, "--calibrate",
+                "random", "-o", tmp_path / "art")
+    assert built.code == 0, built.err
+    artifact = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    assert artifact["tuning_searched"] is False and artifact["gpu_code"]["archs"] == ["sm_90"]

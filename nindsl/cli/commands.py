@@ -243,6 +243,10 @@ def drive_compile(args) -> int:
     if args.db is not None and not args.tune:
         from ..tvm.tune.search import TuneOptions
 
+        if args.precision in ("int8", "bf16"):
+            raise NindslError.one("E0504", f"--db without --tune builds fp32 or fp16 kernels from its records; "
+                                           f"{args.precision} builds measure their blocks with --tune", None,
+                                  "add --tune (the blocks it measured before are reused from --db)")
         tuning = TuneOptions(db=args.db, search=False)
     out = args.output or f"{network.name}-{profile.name}" + (f"-{args.precision}" if args.precision != "fp32" else "")
     origin = weights_origin(args.weights, args.seed)
@@ -463,6 +467,9 @@ def drive_tune(args) -> int:
 
     if args.candidates is not None and not args.kit:
         raise NindslError.one("E0504", "--candidates sizes a kit's round: it needs --kit", None)
+    if args.precision != "fp32" and not args.kit:
+        raise NindslError.one("E0504", f"--precision {args.precision} kernels are tuned through a kit: it needs --kit",
+                              None, "the --results of an fp16 kit go into the same database as fp32 ones")
     if args.kit or args.results:
         for name in ("trials", "max_minutes", "rpc", "key"):
             if getattr(args, name) is not None:
@@ -479,7 +486,7 @@ def drive_tune(args) -> int:
         from ..tvm.deploy.kit import KIT, write_kit
 
         with _claim(args, Output("--kit", Path(args.kit), KIT)):
-            made = write_kit(network, profile, batch, args.kit, args.db, args.candidates or 32,
+            made = write_kit(network, profile, batch, args.kit, args.db, args.candidates or 32, args.precision,
                              progress=ConsoleProgress())
         print(f"wrote {made.out}/: {made.candidates:,} candidates of {made.tasks} tasks for {profile.name}, "
               f"{made.bytes / 2**20:.1f} MiB, in {made.seconds:.0f} s. On the target machine run {made.out}/measure, "
@@ -506,7 +513,8 @@ def _record_results(args, network, profile) -> int:
           + (f", {made.failed:,} that failed there" if made.failed else "")
           + (f"; {made.missing:,} have no result" if made.missing else "")
           + f", in {made.database}. Build from them with: nindsl compile {args.spec} --target {args.target} "
-          f"--batch {manifest.get('batch')} --db {args.db or cache_root() / 'tuning'}")
+          f"--batch {manifest.get('batch')} --db {args.db or cache_root() / 'tuning'}"
+          + (f" --precision {manifest['precision']}" if manifest.get("precision", "fp32") != "fp32" else ""))
     return 0
 
 

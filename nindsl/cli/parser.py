@@ -325,6 +325,9 @@ def _tune_arguments(tune: argparse.ArgumentParser) -> None:
                       "and DIR/measure to time them on the target machine (no GPU or TVM compiler needed there)")
     step.add_argument("--results", metavar="RESULTS.json", help="record the times a kit's measure program wrote "
                       "(KIT/results.json) in the tuning database")
+    tune.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                      help="with --kit: the kernels of an fp32 build, or of an fp16 CUDA build (tensor cores) "
+                           "(default: fp32)")
     tune.add_argument("--candidates", type=positive(int), metavar="N",
                       help="with --kit: candidates per task in the round (default: 32)")
     _tuning_options(tune)

@@ -50,7 +50,8 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
             module = capture_each_batch(module, profile.graph_bound(batch))
         with target:
             module = tvm.transform.Sequential(schedule_passes())(module)
-        executable = compile_cuda(module, target, profile.schedule.cuda_graph)
+        # (MetaSchedule's tuned kernels build only without TIR's storage rewrite: compat.cuda)
+        executable = compile_cuda(module, target, profile.schedule.cuda_graph, storage_rewrite=tuned_module is None)
     else:
         executable = tvm.compile(module, target=target)
     return Build(executable, model, weights, order, target, packs, batch, max_batch=profile.graph_bound(batch))

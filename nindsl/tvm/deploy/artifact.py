@@ -106,7 +106,8 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         else:
             from ..gpu.half import build_checked
 
-            narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, progress)
+            narrow = build_checked(network, profile, weights, seed, batch, calibration, Runner.from_build, progress,
+                                   tuning)
         if gate is not None:
             gate(narrow.agreement)
         seconds = time.perf_counter() - start
@@ -116,7 +117,8 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
 
             db = str(database_dir(profile, tuning.db))
         write_artifact(out, network, profile, narrow.built, seconds, db, weights.origin,
-                       _narrow_manifest(precision, narrow, calibration))
+                       _narrow_manifest(precision, narrow, calibration)
+                       | ({"tuning_searched": tuning.search} if tuning is not None else {}))
         kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
         return CompileReport(out, seconds, kernels, narrow)
     tuned, db = None, None

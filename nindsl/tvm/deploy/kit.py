@@ -29,8 +29,10 @@ from ...kernel.outputs import listed_folder
 from ...kernel.progress import SILENT, Progress
 from ...kernel.version import __version__
 from ...language import ir
+from ..frontend import prepare
 from ..profiles import Profile, resolved_target
 from ..tune.kit import RECORDS, WORKLOADS, propose
+from ..tune.search import json_database
 from .bundle import copy_runtime
 
 MANIFEST, RESULTS = "kit.json", "results.json"
@@ -60,18 +62,28 @@ class KitReport:
 
 
 def write_kit(network: ir.Network, profile: Profile, batch: int, out: str | Path, db: str | Path | None = None,
-              per_task: int = 32, weights=None, seed: int = 0, progress: Progress = SILENT) -> KitReport:
-    """Propose a round of candidates for every task and write them as a kit at ``out``."""
+              per_task: int = 32, precision: str = "fp32", weights=None, seed: int = 0,
+              progress: Progress = SILENT) -> KitReport:
+    """Propose a round of candidates for every task and write them as a kit at ``out``
+    (``precision`` fp16: the kernels of an fp16 CUDA build, from MetaSchedule's tensor-core space)."""
     import tvm
-    from tvm.s_tir import meta_schedule as ms
+
+    from ...onnx.lower import lower
 
     start = time.perf_counter()
     out = Path(out)
     target = tvm.target.Target(resolved_target(profile))
     with atomic_directory(out, KIT) as staging:
-        candidates_db = ms.database.JSONDatabase(path_workload=str(staging / WORKLOADS),
-                                                 path_tuning_record=str(staging / RECORDS), allow_missing=True)
-        proposals = propose(network, profile, batch, db, per_task, candidates_db, weights, seed, progress)
+        candidates_db = json_database(workloads=staging / WORKLOADS, records=staging / RECORDS)
+        model = lower(network, weights, seed).model
+        if precision == "fp16":
+            from ..gpu.half import check_fp16, half_module
+
+            check_fp16(profile)
+            module = half_module(network, model, batch, target, schedule=False)
+        else:
+            module = prepare(network, profile, batch, model=model)
+        proposals = propose(module, profile, db, per_task, candidates_db, precision == "fp16", progress)
         (staging / "lib").mkdir()
         tasks, failed = [], []  # (failed: the keys of candidates that did not compile here)
         for index, proposal in enumerate(proposals, start=1):
@@ -96,6 +108,7 @@ def write_kit(network: ir.Network, profile: Profile, batch: int, out: str | Path
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if not p.is_dir())
         manifest = {"format": FORMAT, "nindsl_version": __version__, "tvm_version": tvm.__version__,
                     "network": network.name, "spec_hash": network.spec_hash, "profile": profile.name,
+                    "precision": precision,
                     "device": profile.device, "target": resolved_target(profile), "batch": batch, "tasks": tasks,
                     "unbuilt": failed, "files": files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -110,7 +123,13 @@ def write_kit(network: ir.Network, profile: Profile, batch: int, out: str | Path
 def _compile(kernels: dict, target, profile: Profile):
     """The kernels (by name) in one library (for CUDA, with machine code inside), and the names
     of those that do not compile: a sampled candidate may be one TVM cannot lower. All are
-    compiled at once (one nvcc call); when that fails, each alone, to find the ones that fail."""
+    compiled at once (one nvcc call); when that fails, each alone, to find the ones that fail
+    (TVM cannot lower it, or nvcc refuses it: too much shared memory, too many registers)."""
+    if profile.device == "cuda":
+        from ..gpu.cuda import find_nvcc
+
+        find_nvcc()  # (a missing nvcc is the user's to fix, not a candidate's failure)
+
     def library(chosen: dict):
         import tvm
 
@@ -123,16 +142,12 @@ def _compile(kernels: dict, target, profile: Profile):
 
     try:
         return library(kernels), set()
-    except NindslError:
-        raise  # (nvcc missing, or its output without machine code: the same for every candidate)
-    except Exception:  # noqa: BLE001 - TVM refused one of them: find which
+    except Exception:  # noqa: BLE001 - TVM or nvcc refused one of them: find which
         pass
     unbuilt = set()
     for name, kernel in kernels.items():
         try:
             library({name: kernel})
-        except NindslError:
-            raise
         except Exception:  # noqa: BLE001 - this one does not compile: left out, recorded as failed
             unbuilt.add(name)
     kept = {name: kernel for name, kernel in kernels.items() if name not in unbuilt}

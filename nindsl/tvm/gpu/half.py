@@ -42,26 +42,34 @@ class HalfIsa:
     name: str
 
 
-def half_module(network: ir.Network, model, batch: int | None, target, graphs_up_to: int | None = None):
+def half_module(network: ir.Network, model, batch: int | None, target, graphs_up_to: int | None = None,
+                database=None, schedule: bool = True):
     """The float32 ONNX ``model`` as a scheduled float16 Relax module for ``target`` (CUDA:
-    DLight's rules; a CPU: nindsl's untuned CPU schedules), its weights' casts in
-    ``main_transform_params``. ``graphs_up_to``: an any-batch CUDA module captured in one CUDA
-    graph per batch size up to it."""
+    DLight's rules, after the tuning ``database``'s records where one is given; a CPU: nindsl's
+    untuned CPU schedules), its weights' casts in ``main_transform_params``. ``graphs_up_to``:
+    an any-batch CUDA module captured in one CUDA graph per batch size up to it. Without
+    ``schedule`` (CUDA): the fused kernels as tuning sees them."""
     import tvm
     from tvm.relax import transform
 
     from ..compat.cuda import capture_each_batch
 
-    from .rules import schedule_passes
+    from .rules import default_schedule, fusion_passes
 
     passes = [transform.ToMixedPrecision(out_dtype="float32"), transform.LiftTransformParams()]
     module = import_onnx(model, network, batch)
     if target.kind.name == "cuda":
-        passes += schedule_passes()
+        passes += fusion_passes()
         if graphs_up_to is not None:
             module = capture_each_batch(module, graphs_up_to)
     with target:
         module = tvm.transform.Sequential(passes)(module)
+    if target.kind.name == "cuda" and schedule:
+        if database is not None:
+            with target, database:
+                module = transform.MetaScheduleApplyDatabase()(module)
+        with target:
+            module = default_schedule()(module)
     if target.kind.name != "cuda":  # nindsl's untuned CPU schedules, where they take the kernel
         from tvm.relax.pipeline import zero_pipeline
 
@@ -90,26 +98,29 @@ def check_fp16(profile: Profile, tuned: bool = False) -> None:
         raise NindslError.one("E0504", f"`{profile.name}` is {arch}, which has no float16 tensor cores "
                                        f"(sm_{TENSOR_CORE_ARCH} and later)", None, "build with --precision fp32")
     if tuned:
-        raise NindslError.one("E0504", "--tune does not search fp16 kernels yet: an fp16 build takes DLight's "
-                                       "tensor-core schedules", None, "leave out --tune, or tune --precision fp32")
+        raise NindslError.one("E0504", "--tune cannot search fp16 kernels here: they are timed on the GPU", None,
+                              "tune through a kit (`nindsl tune --precision fp16 --kit DIR`, then --results), and "
+                              "build with --db DIR")
 
 
-def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, weights: dict) -> Build:
+def build_fp16(network: ir.Network, profile: Profile, model, batch: int | None, weights: dict,
+               database=None) -> Build:
     """Compile ``model`` (of float32 ``weights``) in fp16 for ``profile`` (CUDA: machine code,
-    tensor cores; a CPU profile: the same module, for checking it)."""
+    tensor cores, the tuning ``database``'s records where given; a CPU profile: the same module,
+    for checking it)."""
     import tvm
 
     from ..frontend import parameter_order
 
     target = tvm.target.Target(resolved_target(profile))
-    module = half_module(network, model, batch, target, profile.graph_bound(batch))
+    module = half_module(network, model, batch, target, profile.graph_bound(batch), database)
     order = parameter_order(network, model, batch)
     cores, convs = None, 0
     if profile.device == "cuda":
         from .cuda import compile_cuda
         from .rules import tensor_core_kernels
 
-        executable = compile_cuda(module, target, profile.schedule.cuda_graph)
+        executable = compile_cuda(module, target, profile.schedule.cuda_graph, storage_rewrite=database is None)
         cores, convs = tensor_core_kernels(module)
     else:
         executable = tvm.compile(module, target=target)
@@ -162,10 +173,11 @@ def with_stored_weights(built: Build, weights: dict) -> Build:
 
 
 def build_checked(network: ir.Network, profile: Profile, weights, seed: int, batch: int | None, calibration,
-                  load, progress: Progress = SILENT):
+                  load, progress: Progress = SILENT, tuning=None):
     """Build ``network`` in fp16 for ``profile`` and compare it with float32 (ONNX Runtime) on the
     held-out images of ``calibration``, run through ``load(build)``: the same module built for
-    this CPU (see the module's docstring)."""
+    this CPU (see the module's docstring). ``tuning`` (TuneOptions without search): the GPU
+    kernels from its database's records (measured there, through a kit)."""
     from ...onnx.lower import lower
     from ...onnx.quantize import agreement, images_per_batch, in_batches
     from ...onnx.runtime import runner
@@ -174,8 +186,13 @@ def build_checked(network: ir.Network, profile: Profile, weights, seed: int, bat
     check_fp16(profile)
     lowered = lower(network, weights, seed)
     weights, model = lowered.weights, lowered.model
+    database = None
+    if tuning is not None:
+        from ..tune.search import open_records
+
+        database, _ = open_records(profile, tuning.db, progress)
     progress.note("building fp16 (tensor cores) ...")
-    built = build_fp16(network, profile, model, batch, weights)
+    built = build_fp16(network, profile, model, batch, weights, database)
     cores = (f"tensor cores in {len(built.tensor_cores)} of {built.conv_kernels} "
              "convolution kernels")
     if not built.tensor_cores:

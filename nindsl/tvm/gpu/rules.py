@@ -72,12 +72,23 @@ def _rules():
 
 def schedule_passes() -> list:
     """Legalize, fuse and schedule a Relax module for a CUDA target (run inside the target)."""
+    return fusion_passes() + [default_schedule()]
+
+
+def fusion_passes() -> list:
+    """Legalize and fuse: the kernels as tuning sees them, not yet scheduled."""
     from tvm.relax import transform
+
+    return [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
+            transform.FuseOps(), transform.FuseTIR()]
+
+
+def default_schedule():
+    """DLight's rules with nindsl's in front, for every kernel not scheduled already (a tuned one is)."""
     from tvm.s_tir import dlight as dl
 
     import_tensor_intrinsics()  # (the tensor-core rule's wmma intrinsics, in a second, not a minute)
-    return [transform.LegalizeOps(), transform.AnnotateTIROpPattern(), transform.FoldConstant(),
-            transform.FuseOps(), transform.FuseTIR(), dl.ApplyDefaultSchedule(*_rules())]
+    return dl.ApplyDefaultSchedule(*_rules())
 
 
 def tensor_core_kernels(module) -> tuple[list[str], int]:

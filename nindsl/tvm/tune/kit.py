@@ -25,8 +25,6 @@ from pathlib import Path
 
 from ...kernel.diagnostics import NindslError
 from ...kernel.progress import SILENT, Progress
-from ...language import ir
-from ..frontend import prepare
 from ..profiles import Profile, resolved_target
 from . import search
 from .confirm import trace_key
@@ -68,22 +66,21 @@ def _trained_model(context, database, workload):
     return model
 
 
-def propose(network: ir.Network, profile: Profile, batch: int, db: str | Path | None, per_task: int,
-            candidates_db, weights=None, seed: int = 0, progress: Progress = SILENT) -> list[Proposal]:
-    """The next round of each task of ``network`` for ``profile``: at most ``per_task`` candidates
-    each (a light task, a reshape, a few), none the database has measured; their traces are
-    committed to ``candidates_db`` (run times unknown)."""
+def propose(module, profile: Profile, db: str | Path | None, per_task: int, candidates_db,
+            tensor_cores: bool = False, progress: Progress = SILENT) -> list[Proposal]:
+    """The next round of each task of the Relax ``module`` for ``profile``: at most ``per_task``
+    candidates each (a light task, a reshape, a few), none the database has measured, from
+    MetaSchedule's tensor-core space where ``tensor_cores``; their traces are committed to
+    ``candidates_db`` (run times unknown)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    from ...onnx.lower import lower
     from ..compat import import_tensor_intrinsics
 
     target = tvm.target.Target(resolved_target(profile))
     folder = search.ensure_database(profile, db)
-    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
-    module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
+    database = search.json_database(folder)
     import_tensor_intrinsics()
     proposals = []
     tasks = search.extract(module, target, folder)
@@ -95,7 +92,7 @@ def propose(network: ir.Network, profile: Profile, batch: int, db: str | Path | 
         # (the search skips only the best measured candidates it starts from: the rest are left out here)
         measured = {trace_key(r) for r in database.get_top_k(known, 1 << 30)}
         with search.quiet_meta_schedule():  # (a tune context sets up MetaSchedule's loggers)
-            context = search.context(task, folder, 2 * wanted)
+            context = search.context(task, folder, 2 * wanted, tensor_cores and task.flops > 0)
             model = _trained_model(context, database, known)
             context.pre_tuning(max_trials=2 * wanted, num_trials_per_iter=2 * wanted,
                                design_spaces=context.generate_design_space(), database=database, cost_model=model)
@@ -138,10 +135,9 @@ def record(kit: Path, manifest: dict, results: dict, profile: Profile, db: str |
     if not isinstance(measured, dict):
         raise NindslError.one("E0502", f"`{kit}`: the results name no candidates", None,
                               "give the results.json that the kit's measure program wrote")
-    candidates = ms.database.JSONDatabase(path_workload=str(kit / WORKLOADS), path_tuning_record=str(kit / RECORDS),
-                                          module_equality="structural", allow_missing=False)
+    candidates = search.json_database(workloads=kit / WORKLOADS, records=kit / RECORDS, allow_missing=False)
     folder = search.ensure_database(profile, db)
-    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
+    database = search.json_database(folder)
     target = tvm.target.Target(resolved_target(profile))
     timed = failed = missing = 0
     unbuilt = set(manifest.get("unbuilt") or ())

@@ -87,6 +87,20 @@ def database_dir(profile: Profile, db: str | Path | None = None) -> Path:
     return base / f"tvm-{tvm.__version__}" / f"{profile.name}-{key}"
 
 
+def json_database(work_dir: Path | None = None, workloads: Path | None = None, records: Path | None = None,
+                  allow_missing: bool = True):
+    """MetaSchedule's JSON database in ``work_dir`` (or at ``workloads`` and ``records``). TVM's
+    tensor intrinsics are registered first: a record of a tensor-core kernel names them, and
+    the database cannot be read without them."""
+    from tvm.s_tir import meta_schedule as ms
+
+    import_tensor_intrinsics()
+    if work_dir is not None:
+        return ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
+    return ms.database.JSONDatabase(path_workload=str(workloads), path_tuning_record=str(records),
+                                    module_equality="structural", allow_missing=allow_missing)
+
+
 def ensure_database(profile: Profile, db: str | Path | None, progress: Progress = SILENT) -> Path:
     """The tuning database folder of ``profile`` under ``db``, made if missing and repaired."""
     folder = ensure_folder(database_dir(profile, db), "the tuning database")
@@ -180,11 +194,12 @@ def extract(module, target, folder: Path) -> list[Task]:
     return tasks
 
 
-def context(task: Task, folder: Path, trials: int):
+def context(task: Task, folder: Path, trials: int, tensor_cores: bool = False):
     """A tune context whose evolutionary search is sized to the trials it will spend:
     MetaSchedule's default population (512, 4 generations) costs tens of seconds per task
     even for one trial, which would dominate a small budget. Stride-1 convolutions search the
-    direct-convolution template (schedules.py) instead of MetaSchedule's generic space."""
+    direct-convolution template (schedules.py) instead of MetaSchedule's generic space; with
+    ``tensor_cores`` (float16 on a CUDA GPU), MetaSchedule's tensor-core space."""
     from tvm.s_tir import meta_schedule as ms
 
     from .. import schedules
@@ -194,7 +209,10 @@ def context(task: Task, folder: Path, trials: int):
                                                      init_min_unmeasured=min(50, population // 2))
     space = "post-order-apply"
     target = task.extracted.target
-    if task.space is not None:  # a stride-1 convolution on a CPU
+    if tensor_cores:
+        space = ms.space_generator.PostOrderApply(sch_rules="cuda-tensorcore", postprocs="cuda-tensorcore",
+                                                  mutator_probs="cuda-tensorcore")
+    elif task.space is not None:  # a stride-1 convolution on a CPU
         space = ms.space_generator.ScheduleFn(
             lambda sch: schedules.design_spaces(sch, target), sch_rules=[],
             postprocs=[ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteLayout()], mutator_probs={})
@@ -336,7 +354,7 @@ def tune(network: ir.Network, profile: Profile, batch: int, options: TuneOptions
                         "tune on a machine with that CPU (nindsl rpc), or compile without --tune")
     folder = ensure_database(profile, options.db, progress)
     module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
-    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
+    database = json_database(folder)
     tasks = _planned_tasks(module, target, folder, database, profile, options)
     limit = (options.max_minutes if options.max_minutes is not None else profile.tuning.max_minutes) * 60
     local = isinstance(options.runner, str) and options.runner == "local"
@@ -353,20 +371,27 @@ def from_records(network: ir.Network, profile: Profile, batch: int, db: str | Pa
     """The module with the database's records applied, searching nothing (the records may have
     been measured on another machine: nothing here runs them); return it and the folder."""
     import tvm
-    from tvm.s_tir import meta_schedule as ms
 
     from ...onnx.lower import lower
 
     target = tvm.target.Target(resolved_target(profile))
+    database, folder = open_records(profile, db, progress)
+    module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
+    return apply_database(module, database, profile, target), folder
+
+
+def open_records(profile: Profile, db: str | Path | None = None, progress: Progress = SILENT):
+    """The tuning database of ``profile`` under ``db`` and its folder; refused when it holds no records."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
     folder = database_dir(profile, db)
     if not (folder / RECORDS).is_file() or not (folder / RECORDS).stat().st_size:
         raise NindslError.one("E0504", f"the tuning database `{db or cache_root() / 'tuning'}` holds no records for "
                                        f"`{profile.name}` with TVM {tvm.__version__} (it would look in `{folder}`)",
                               None, "tune first: --tune here, or `nindsl tune --kit` for a machine out of reach")
     folder = ensure_database(profile, db, progress)  # (repaired: a torn line would stop TVM)
-    database = ms.database.JSONDatabase(work_dir=str(folder), module_equality="structural")
-    module = prepare(network, profile, batch, model=lower(network, weights, seed).model)
-    return apply_database(module, database, profile, target), folder
+    return json_database(folder), folder
 
 
 def _planned_tasks(module, target, folder: Path, database, profile: Profile, options: TuneOptions) -> list:
