@@ -101,6 +101,7 @@ def test_the_build_from_the_records_computes_what_onnx_runtime_does(loop, cli):
     assert "tuned from the records in" in shown.out and "measured elsewhere" in shown.out
 
 
+@pytest.mark.slow  # a second kit: about 20 s
 def test_the_next_round_starts_from_the_database_and_proposes_only_new_candidates(loop, cli):
     folder, _ = loop
     assert cli("tune", folder / "tiny.nin", "--kit", folder / "k2", "--db", folder / "db", "--candidates",

@@ -467,6 +467,8 @@ def drive_tune(args) -> int:
 
     if args.candidates is not None and not args.kit:
         raise NindslError.one("E0504", "--candidates sizes a kit's round: it needs --kit", None)
+    if args.python_wheel and not args.kit:
+        raise NindslError.one("E0504", "--python-wheel goes into a kit: it needs --kit", None)
     if args.precision != "fp32" and not args.kit:
         raise NindslError.one("E0504", f"--precision {args.precision} kernels are tuned through a kit: it needs --kit",
                               None, "the --results of an fp16 kit go into the same database as fp32 ones")
@@ -487,7 +489,7 @@ def drive_tune(args) -> int:
 
         with _claim(args, Output("--kit", Path(args.kit), KIT)):
             made = write_kit(network, profile, batch, args.kit, args.db, args.candidates or 32, args.precision,
-                             progress=ConsoleProgress())
+                             wheels=[Path(w) for w in args.python_wheel or ()], progress=ConsoleProgress())
         print(f"wrote {made.out}/: {made.candidates:,} candidates of {made.tasks} tasks for {profile.name}, "
               f"{made.bytes / 2**20:.1f} MiB, in {made.seconds:.0f} s. On the target machine run {made.out}/measure, "
               f"then here: nindsl tune {args.spec} --target {args.target} --results {made.out}/results.json"

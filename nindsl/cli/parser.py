@@ -330,6 +330,9 @@ def _tune_arguments(tune: argparse.ArgumentParser) -> None:
                            "(default: fp32)")
     tune.add_argument("--candidates", type=positive(int), metavar="N",
                       help="with --kit: candidates per task in the round (default: 32)")
+    tune.add_argument("--python-wheel", action="append", metavar="WHEEL",
+                      help="with --kit: a wheel of tvm_ffi for the target machine's Python, used instead of this "
+                           "interpreter's (repeatable)")
     _tuning_options(tune)
     _rpc_options(tune)
     _with_set(tune)

@@ -62,7 +62,7 @@ class KitReport:
 
 
 def write_kit(network: ir.Network, profile: Profile, batch: int, out: str | Path, db: str | Path | None = None,
-              per_task: int = 32, precision: str = "fp32", weights=None, seed: int = 0,
+              per_task: int = 32, precision: str = "fp32", weights=None, seed: int = 0, wheels: list[Path] = (),
               progress: Progress = SILENT) -> KitReport:
     """Propose a round of candidates for every task and write them as a kit at ``out``
     (``precision`` fp16: the kernels of an fp16 CUDA build, from MetaSchedule's tensor-core space)."""
@@ -101,7 +101,7 @@ def write_kit(network: ir.Network, profile: Profile, batch: int, out: str | Path
                                          for name, key, args in zip(names, proposal.keys, proposal.args)
                                          if name not in unbuilt]})
             failed += [key for name, key in zip(names, proposal.keys) if name in unbuilt]
-        copy_runtime(staging / "site")
+        copy_runtime(staging / "site", list(wheels))
         measure = staging / "measure"
         measure.write_text(MEASURE)
         measure.chmod(measure.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
