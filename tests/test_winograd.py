@@ -50,8 +50,9 @@ def _reference(x, w, pad):
     return out
 
 
-def _winograd(x, w, m, pad):
-    """The scheduled float32 kernel of an untuned build, the weights transformed as a build does."""
+def _winograd(x, w, m, pad, accumulators=None):
+    """The scheduled float32 kernel of an untuned build, the weights transformed as a build does
+    (``accumulators``: as many sum registers as another CPU has)."""
     from tvm import s_tir, te
 
     target = tvm.target.Target(resolved_target(LLVM))
@@ -63,7 +64,8 @@ def _winograd(x, w, m, pad):
     u_in = te.placeholder(transformed.shape, "float32", name="u")
     out = winograd.conv2d(data, u_in, m, w.shape[2], (pad,) * 4)
     sch = s_tir.Schedule(te.create_prim_func([data, u_in, out]))
-    winograd.schedule(sch, *schedules.lanes_and_accumulators(target))
+    lanes, sums = schedules.lanes_and_accumulators(target)
+    winograd.schedule(sch, lanes, accumulators or sums)
     y = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
     tvm.compile(sch.mod, target=target)(tvm.runtime.tensor(x), u, y)
     return y.numpy()
@@ -92,16 +94,24 @@ def test_the_float32_kernel_is_within_its_bound_of_float64(m, r):
     assert error <= BOUNDS[(m, r)], f"F({m}×{m},{r}×{r}): max |error| {error:.2e}"
 
 
-@pytest.mark.parametrize("shape, m, pad", [((1, 9, 11, 16, 20), 4, 0), ((1, 12, 12, 32, 48), 2, 1)],
-                         ids=["7x9-map-20-channels", "block-of-9-tiles-across-rows"])
-def test_odd_maps_and_channels_are_computed_too(shape, m, pad):
+@pytest.mark.parametrize("shape, m, pad, accumulators", [((1, 9, 11, 16, 20), 4, 0, None),
+                                                         ((1, 12, 12, 32, 48), 2, 1, None),
+                                                         ((1, 13, 13, 16, 32), 2, 1, 12)],
+                         ids=["7x9-map-20-channels", "block-of-9-tiles-across-rows", "49-tiles-in-12-sums"])
+def test_odd_maps_and_channels_are_computed_too(shape, m, pad, accumulators):
     """A 7×9 output (no whole tiles), 20 output channels (no whole 16-lane vector), no padding;
-    a 6 × 6 grid of tiles whose register blocks (9 tiles on AVX-512) straddle rows of tiles."""
+    a 6 × 6 grid of tiles whose register blocks (9 tiles on AVX-512) straddle rows of tiles;
+    49 tiles with AVX2's 12 sums (no block of 3 or more divides them: the last is partial)."""
     n, h, w_, c, o = shape
     rng = np.random.default_rng(1)
     w = rng.normal(0, 0.1, (o, c, 3, 3)).astype(np.float32)
     x = rng.standard_normal((n, h, w_, c)).astype(np.float32)
-    np.testing.assert_allclose(_winograd(x, w, m, pad), _reference(x, w, pad), atol=1e-4)
+    np.testing.assert_allclose(_winograd(x, w, m, pad, accumulators), _reference(x, w, pad), atol=1e-4)
+
+
+def test_blocks_of_tiles_fill_the_sums_where_no_block_divides_the_tiles():
+    assert winograd._block_size(16, 49, 12) == (4, 3)  # nin_imagenet conv2.0's 7 × 7 tiles on AVX2: 17 blocks, the last of 1
+    assert winograd._block_size(12, 16, 28) == (3, 8) and winograd._block_size(16, 49, 28) == (4, 7)
 
 
 def test_the_rule_takes_stride_one_3x3_and_5x5_layers_with_enough_tiles_and_channels():

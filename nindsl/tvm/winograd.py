@@ -258,10 +258,14 @@ def channel_width(extent: int, lanes: int) -> int:
     return lanes
 
 
-def _block_size(vectors: int, columns: int, accumulators: int) -> tuple[int, int]:
-    """(channel vectors, tiles) of a product's register block: as the channels-last template's rule."""
-    from .schedules import nhwc_blocks
+def _block_size(vectors: int, tiles: int, accumulators: int) -> tuple[int, int]:
+    """(channel vectors, tiles) of a product's register block: as the channels-last template's rule
+    (2 to 6 vectors, the most sums; where no block of 3 or more tiles divides them, one whose last
+    block is partly outside: 49 tiles on AVX2)."""
+    from .schedules import nhwc_blocks, remainder_blocks
 
-    fitting = nhwc_blocks(vectors, columns, 1, accumulators)
+    fitting = nhwc_blocks(vectors, tiles, 1, accumulators)
     preferred = [b for b in fitting if 2 <= b[0] <= 6] or fitting
-    return max(preferred, key=lambda b: (b[0] * b[1], b[1]))
+    if max(width for _, width in preferred) < 3:
+        preferred = [b for b in remainder_blocks(vectors, tiles, 1, accumulators) if 2 <= b[0] <= 6] or preferred
+    return max(preferred, key=lambda b: (b[0] * tiles / -(-tiles // b[1]), b[1]))
