@@ -13,9 +13,10 @@ A, B and G are the Cook–Toom matrices TVM's topi computes for (m, r) (through
 :func:`nindsl.tvm.compat.winograd_matrices`); the weight transform runs in float64. The layer's
 choice (:func:`tile`) is a rule on its shape; the convolution is put in by legalizing Relax's
 ``conv2d`` (:func:`legalize`, a ``LegalizeOps`` map that :func:`nindsl.tvm.build.build` hands
-to :func:`nindsl.tvm.frontend.prepare`), and scheduled by :func:`schedule` (every stage per row of tiles, in parallel over the
-rows: the transformed tiles of one row stay in cache between the stages). Bias and activation
-stay in their own kernel after it.
+to :func:`nindsl.tvm.frontend.prepare`) and scheduled by :func:`schedule`: one image at a time,
+each stage in parallel, the products in register blocks; the bias and ReLU that Relax fuses
+into the kernel are applied as its output is stored. The input and output transforms run in
+float32 (tests/test_winograd.py bounds the error against float64 per tile size).
 """
 
 from __future__ import annotations
