@@ -140,6 +140,35 @@ def test_results_for_another_spec_or_target_are_refused(loop, cli, tmp_path):
     assert not (tmp_path / "db").exists()
 
 
+def test_a_failed_candidate_is_never_the_one_a_build_applies(loop, cli, tmp_path):
+    """In a copy of the kit's results the fastest candidate of each convolution is marked failed
+    there: the record a build queries (MetaSchedule's top one, what MetaScheduleApplyDatabase
+    applies) is then the next fastest, for every convolution."""
+    import shutil
+
+    from nindsl.tvm.profiles import load_profile
+    from nindsl.tvm.tune.kit import candidate_key
+    from nindsl.tvm.tune.search import database_dir, json_database
+
+    folder, _ = loop
+    kit = tmp_path / "k"
+    shutil.copytree(folder / "k1", kit)
+    manifest = json.loads((kit / "kit.json").read_text())
+    results = json.loads((kit / "results.json").read_text())
+    fastest, runner_up = {}, {}
+    for task in (t for t in manifest["tasks"] if "conv2d" in t["task"] and len(t["candidates"]) > 1):
+        ranked = sorted(task["candidates"], key=lambda c: results["candidates"][c["key"]]["median_s"])
+        fastest[task["task"]], runner_up[task["task"]] = ranked[0]["key"], ranked[1]["key"]
+        results["candidates"][ranked[0]["key"]] = {"error": "too many resources requested for launch"}
+    assert fastest
+    (kit / "results.json").write_text(json.dumps(results))
+    assert cli("tune", folder / "tiny.nin", "--results", kit / "results.json", "--db", tmp_path / "db").code == 0
+    database = json_database(database_dir(load_profile("llvm"), tmp_path / "db"))
+    chosen = {candidate_key(r.workload, database.get_top_k(r.workload, 1)[0]) for r in database.get_all_tuning_records()}
+    assert not chosen & set(fastest.values())
+    assert set(runner_up.values()) <= chosen
+
+
 @pytest.mark.parametrize("content", ["", "[1, 2]", "{\"candidates\": 3}", "not json"])
 def test_damaged_results_are_a_located_error(loop, cli, tmp_path, content):
     import shutil

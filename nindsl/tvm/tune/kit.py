@@ -31,8 +31,9 @@ from .confirm import trace_key
 
 #: The candidates file and its workloads, in MetaSchedule's JSON database format.
 WORKLOADS, RECORDS = "workloads.json", "candidates.json"
-#: A run time for a candidate that failed to run there: it is recorded (so the next round does
-#: not propose it again) and never chosen.
+#: The run time of a candidate that failed there (or did not compile here): MetaSchedule's own
+#: mark of a failed run. The record keeps the next round from proposing it again, and a
+#: database never returns it among a workload's top records, so no build applies it.
 FAILED_SECONDS = 1e10
 
 
