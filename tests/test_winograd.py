@@ -22,6 +22,7 @@ known before anyone makes it a choice.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ tvm = pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
 
 import nindsl  # noqa: E402
+from conftest import SPECS  # noqa: E402
 from nindsl.tvm import schedules, winograd  # noqa: E402
 from nindsl.tvm.profiles import load_profile, resolved_target  # noqa: E402
 
@@ -182,3 +184,63 @@ def test_an_untuned_build_with_winograd_equals_onnxruntime():
             x = test_inputs(network, batch, seed=batch)
             assert_agree(runner(x), run_onnx(to_onnx(network, weights), x),
                          f"winograd={profile.schedule.winograd}, batch {batch}", tolerance=1e-4)
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in SPECS.glob("nin_*.nin")))
+def test_the_plan_names_the_convolutions_the_build_puts_in_winograd_form(spec):
+    """`winograd.plan` (the manifest, inspect and the bench count by it) reads the rule off the IR;
+    the build applies it to Relax's calls: the two agree on every shipped spec."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from nindsl.tvm.frontend import prepare
+
+    network = nindsl.load(SPECS / spec)
+    module = prepare(network, LLVM, 1, channels_last=True, legalize=winograd.legalize(winograd.choose))
+    target = tvm.target.Target(resolved_target(LLVM))
+    built = sorted(winograd.applies(t.dispatched[0]) for t in ms.relax_integration.extract_tasks(module, target))
+    assert built.count(True) == len(winograd.plan(network))
+    assert 0 < winograd.fraction(network) < 1 or not winograd.plan(network)
+
+
+def test_an_artifact_says_which_layers_took_winograd_and_inspect_shows_it(cli, tmp_path):
+    (tmp_path / "w.nin").write_text(SPEC)
+    assert cli("compile", tmp_path / "w.nin", "-t", "llvm", "-o", tmp_path / "on").code == 0
+    manifest = json.loads((tmp_path / "on" / "manifest.json").read_text())
+    assert manifest["winograd"] == {"conv1": "F(4x4,5x5)", "conv2": "F(4x4,3x3)"}
+    direct = 16 * 16 * (25 * 16 * 32 + 9 * 32 * 24 + 24 * 10)
+    done = 16 * (64 * 16 * 32 + 36 * 32 * 24) + 16 * 16 * 24 * 10
+    assert manifest["multiplications"] == {"direct": direct, "done": done}
+    shown = cli("inspect", tmp_path / "on").out
+    assert "conv1 F(4x4,5x5), conv2 F(4x4,3x3)" in shown and f"({done / direct:.0%})" in shown
+    assert cli("compile", tmp_path / "w.nin", "-t", "llvm", "--no-winograd", "-o", tmp_path / "off").code == 0
+    assert json.loads((tmp_path / "off" / "manifest.json").read_text())["winograd"] == "off"
+    assert "winograd      off" in cli("inspect", tmp_path / "off").out
+
+
+@pytest.mark.parametrize("options, says", [
+    (["-t", "onnx"], "--no-winograd does nothing with --target onnx"),
+    (["-t", "llvm", "--precision", "int8", "--calibrate", "random"], "does nothing with --precision int8"),
+    (["-t", "llvm", "--tune"], "does nothing with --tune"),
+    (["-t", "h200"], "does nothing with a CUDA target"),
+])
+def test_no_winograd_is_refused_where_it_would_do_nothing(cli, tmp_path, options, says):
+    (tmp_path / "w.nin").write_text(SPEC)
+    shown = cli("compile", tmp_path / "w.nin", *options, "--no-winograd", "-o", tmp_path / "out")
+    assert shown.code == 1 and says in shown.err and not (tmp_path / "out").exists()
+
+
+def test_the_bench_counts_winograd_multiplications_and_holds_them_to_the_peak():
+    import io
+
+    from nindsl.bench import Record, winograd_multiplications
+    from nindsl.cli.printing import print_bench
+
+    network = nindsl.check(SPEC)
+    share = winograd_multiplications(network, LLVM, ("onnxruntime", "tvm-untuned"))
+    assert share == {"tvm-untuned": pytest.approx(winograd.fraction(network))} and share["tvm-untuned"] < 0.5
+    off = dataclasses.replace(LLVM, schedule=dataclasses.replace(LLVM.schedule, winograd=False))
+    assert winograd_multiplications(network, off, ("tvm-untuned",)) == {}
+    shown = io.StringIO()
+    print_bench([Record("tvm-untuned", 1, 1.0, 1.0, 1.0, 1000, 50.0, 0.5, 0.0, multiplications=share["tvm-untuned"])],
+                100.0, network, file=shown)
+    assert "Winograd on conv1 F(4x4,5x5), conv2 F(4x4,3x3)" in shown.getvalue()

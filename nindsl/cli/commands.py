@@ -191,6 +191,9 @@ def drive_compile(args) -> int:
                               "add --precision int8, or leave the option out")
     network = _network(args)
     target = args.target
+    if args.no_winograd and target in ("onnx", "torch"):
+        raise NindslError.one("E0504", f"--no-winograd does nothing with --target {target}", None,
+                              "Winograd is for untuned float32 CPU builds (--target llvm): leave --no-winograd out")
     if args.precision != "fp32" and target == "torch":
         raise NindslError.one("E0504", f"--precision {args.precision} does nothing with --target torch: the twin trains "
                                        "in float32", None, "quantize a build instead: --target llvm or onnx")
@@ -230,6 +233,8 @@ def drive_compile(args) -> int:
     profile = load_profile(target)
     require_tvm()
     check_target(profile)  # before any work: LLVM would build for a generic CPU and say so only in passing
+    if args.no_winograd:
+        profile = _without_winograd(profile, args)
     if args.precision == "fp16":
         from ..tvm.gpu.half import check_fp16
 
@@ -264,6 +269,22 @@ def drive_compile(args) -> int:
     print(f"wrote {made.out}/ for {profile.name} ({profile.device}{detail}) in {made.seconds:.1f} s")
     _warn_if_untrained(origin)
     return 0
+
+
+def _without_winograd(profile, args):
+    """``profile`` with Winograd off, or a refusal where the build would not use it anyway."""
+    from dataclasses import replace
+
+    from ..tvm.build import uses_winograd
+
+    where = ("a CUDA target" if profile.device == "cuda" else f"--precision {args.precision}" if args.precision != "fp32"
+             else "--tune (tuned builds search direct convolutions)" if args.tune or args.db else
+             f"profile `{profile.name}`, whose untuned builds do not take nindsl's template or Winograd"
+             if not uses_winograd(profile) else None)
+    if where is not None:
+        raise NindslError.one("E0504", f"--no-winograd does nothing with {where}", None,
+                              "Winograd is for untuned float32 CPU builds: leave --no-winograd out")
+    return replace(profile, schedule=replace(profile.schedule, winograd=False))
 
 
 def _gate(result, origin: str, args) -> None:

@@ -221,6 +221,22 @@ def _narrow(manifest: dict) -> list[tuple[str, str]]:
     return rows
 
 
+def _winograd(manifest: dict) -> list[tuple[str, str]]:
+    """The convolutions in Winograd form and the multiplications it does, of the spec's."""
+    chosen, counts = manifest.get("winograd"), manifest.get("multiplications")
+    if chosen == "off":
+        return [("winograd", "off (--no-winograd, or the profile's `winograd = false`): every convolution direct")]
+    if not isinstance(chosen, dict):
+        return []
+    if not chosen:
+        return [("winograd", "none of its convolutions (every one direct)")]
+    text = ", ".join(f"{name} {tile}" for name, tile in chosen.items() if isinstance(tile, str))
+    if isinstance(counts, dict) and all(isinstance(counts.get(k), int) and counts[k] > 0 for k in ("direct", "done")):
+        text += (f"; {counts['done'] / 1e6:,.1f} M multiplications per image of the spec's "
+                 f"{counts['direct'] / 1e6:,.1f} M multiply-adds ({counts['done'] / counts['direct']:.0%})")
+    return [("winograd", text)]
+
+
 def _tuning(manifest: dict) -> str:
     database = manifest.get("tuning_db")
     if not isinstance(database, str):
@@ -245,7 +261,7 @@ def describe_artifact(folder: Path) -> Description:
                    manifest.get("preprocess"))
     precision = manifest.get("precision", "fp32")
     rows += [("target", _target(manifest)), ("precision", f"{precision}, {_tuning(manifest)}")]
-    rows += _code(manifest) + _narrow(manifest)
+    rows += _code(manifest) + _narrow(manifest) + _winograd(manifest)
     rows.append(("files", ", ".join(sorted(manifest["files"]))))
     return Description(title, tuple(rows))
 

@@ -139,6 +139,13 @@ def print_bench(records: list, peak: float, network: ir.Network, file=None) -> N
     console.print(table)
     for engine, note in dict.fromkeys((r.engine, r.note) for r in records if r.note.startswith("cannot run here")):
         console.print(f"{engine}: {note}", markup=False)  # (a note may hold brackets: nindsl[openvino])
+    for engine, share in dict.fromkeys((r.engine, r.multiplications) for r in records if r.multiplications < 1):
+        from ..tvm.winograd import plan
+
+        tiles = ", ".join(f"{name} F({m}x{m},{k}x{k})" for name, (m, k, _) in plan(network).items())
+        console.print(f"{engine}: Winograd on {tiles}: {share:.0%} of the spec's multiplications. Its GFLOP/s count "
+                      "them as direct (the same work as the other engines); its share of peak counts those it does.",
+                      markup=False)
     for r in records:
         if r.engine in ("tvm-tuned", "tvm-int8", "tvm-int8-tuned") and r.vs_onnxruntime is not None:
             console.print(f"{r.engine} at batch {r.batch}: {verdict(r)}")

@@ -13,6 +13,17 @@ from .frontend import Build, apply_database, import_onnx, parameter_names, param
 from .profiles import Profile, resolved_target
 
 
+def template_build(profile: Profile, tuned: bool = False) -> bool:
+    """Whether a float32 build for ``profile`` takes nindsl's untuned CPU template."""
+    return not tuned and profile.device == "cpu" and profile.schedule.untuned == "template"
+
+
+def uses_winograd(profile: Profile, tuned: bool = False) -> bool:
+    """Whether a float32 build for ``profile`` puts the layers :func:`nindsl.tvm.winograd.plan`
+    names in Winograd form: template builds, unless the profile turns it off."""
+    return template_build(profile, tuned) and profile.schedule.winograd
+
+
 def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, batch: int | None = None,
           tuned_module=None) -> Build:
     """Compile a network for a profile (untuned, or from a tuned Relax module)."""
@@ -23,12 +34,12 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     weights, model = lowered.weights, lowered.model
     target = tvm.target.Target(resolved_target(profile))
     module = tuned_module
-    if module is None and profile.device == "cpu" and profile.schedule.untuned == "template":
+    if module is None and template_build(profile):
         from .untuned import default_database
         from .winograd import choose, legalize
 
         module = prepare(network, profile, batch, model=model, channels_last=True,  # (lowered once, above)
-                         legalize=legalize(choose) if profile.schedule.winograd else None)
+                         legalize=legalize(choose) if uses_winograd(profile) else None)
         module = apply_database(module, default_database(module, target), profile, target)
     elif module is None:
         module = import_onnx(model, network, batch)

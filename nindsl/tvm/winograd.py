@@ -67,6 +67,38 @@ def multiplications(kernel: int, m: int | None, height: int, width: int, channel
     return -(-height // m) * -(-width // m) * alpha * alpha * channels * out_channels
 
 
+def plan(network) -> dict[str, tuple[int, int, int]]:
+    """The convolutions of ``network`` (an ``ir.Network``) that :func:`tile` puts in Winograd form,
+    by name (``conv2.0``: an mlpconv's k×k stage; a ``conv`` layer's label), each with its tile
+    ``m``, kernel ``r``, and the multiplications per image it saves. The same rule on the same
+    shapes as the build's :func:`choose`."""
+    from ..language.layers import Conv, MlpConv
+
+    chosen = {}
+    for layer, shape in zip(network.layers, network.shapes):
+        if isinstance(layer, MlpConv):
+            name, out = f"{layer.label}.0", layer.channels[0]
+        elif isinstance(layer, Conv):
+            name, out = layer.label, layer.out
+        else:
+            continue
+        height, width = (int(d) for d in shape.out_shape[2:4])
+        channels = int(shape.in_shape[1])
+        m = tile(layer.kernel, layer.stride, height, width, channels, out)
+        if m is not None:
+            saved = (multiplications(layer.kernel, None, height, width, channels, out)
+                     - multiplications(layer.kernel, m, height, width, channels, out))
+            chosen[name] = (m, layer.kernel, saved)
+    return chosen
+
+
+def fraction(network) -> float:
+    """The multiplications an untuned CPU build of ``network`` does with Winograd where
+    :func:`plan` puts it, as a fraction of the spec's multiply-adds (direct)."""
+    saved = sum(saved for _, _, saved in plan(network).values())
+    return 1 - saved / network.total_macs if network.total_macs else 1.0
+
+
 def transform_weights(weight, m: int):
     """TE: ``weight`` ``[O, I, r, r]`` → ``U`` ``[α, α, I, O]`` = G g Gᵀ, summed in float64."""
     from tvm import te

@@ -34,7 +34,7 @@ from ...kernel.version import __version__
 from ...language import ir
 from ...language.ir import format_shape, shape_fits
 from ...language.train_section import preprocess_mistake
-from ..build import Build, build
+from ..build import Build, build, template_build
 from ..env import require_tvm, require_tvm_runtime
 from ..compat import refusal_summary, refuses_arguments
 from ..compat.cuda import captures_cuda_graph, load_cuda_runtime
@@ -131,10 +131,22 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
     built = build(network, profile, weights, seed, batch, tuned)
     seconds = time.perf_counter() - start
-    write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin,
-                   {"tuning_searched": tuning.search} if tuning is not None else None)
+    extra = {"tuning_searched": tuning.search} if tuning is not None else {}
+    if template_build(profile, tuned is not None):
+        extra |= winograd_manifest(network) if profile.schedule.winograd else {"winograd": "off"}
+    write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin, extra)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
     return CompileReport(out, seconds, kernels)
+
+
+def winograd_manifest(network: ir.Network) -> dict:
+    """The convolutions in Winograd form, by name, and the multiplications per image: the spec's
+    multiply-adds (direct), and those the build does."""
+    from ..winograd import fraction, plan
+
+    chosen = {name: f"F({m}x{m},{r}x{r})" for name, (m, r, _) in plan(network).items()}
+    return {"winograd": chosen, "multiplications": {"direct": network.total_macs,
+                                                    "done": round(network.total_macs * fraction(network))}}
 
 
 def _narrow_manifest(precision: str, narrow, calibration) -> dict:
