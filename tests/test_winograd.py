@@ -244,3 +244,13 @@ def test_the_bench_counts_winograd_multiplications_and_holds_them_to_the_peak():
     print_bench([Record("tvm-untuned", 1, 1.0, 1.0, 1.0, 1000, 50.0, 0.5, 0.0, multiplications=share["tvm-untuned"])],
                 100.0, network, file=shown)
     assert "Winograd on conv1 F(4x4,5x5), conv2 F(4x4,3x3)" in shown.getvalue()
+
+
+def test_summary_wide_shows_the_multiplications_a_cpu_build_does(cli):
+    shown = cli("summary", SPECS / "nin_cifar10.nin", "--wide").out
+    network = nindsl.load(SPECS / "nin_cifar10.nin")
+    row = next(line for line in shown.splitlines() if "conv2.0" in line)
+    assert "F(4×4,5×5) 18,874,368" in row  # 16 tiles of 8×8 per map, 96 × 192 channels
+    done = round(network.total_macs * winograd.fraction(network))
+    assert f"{done:,}" in shown and f"{done / 1e6:,.1f} M multiplications" in shown
+    assert "Winograd" not in cli("summary", SPECS / "nin_cifar10.nin").out

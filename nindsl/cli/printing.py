@@ -100,17 +100,34 @@ def print_summary(network: ir.Network, wide: bool = False, file=None) -> None:
     table.add_column("params", justify="right", footer=f"{total_params:,}")
     table.add_column("mult-adds", justify="right", footer=f"{total_macs:,}")
     table.add_column("share", justify="right")
+    winograd = _winograd_plan(network) if wide else {}
+    if winograd:
+        done = total_macs - sum(saved for _, _, saved in winograd.values())
+        table.add_column("CPU build (Winograd)", justify="right", footer=f"{done:,}")
     for label, description, shape, params, macs in summary.rows(network, wide):
         share = f"{100 * macs / total_macs:.1f}%" if total_macs and macs else ""
-        table.add_row(label, description, shape, f"{params:,}" if params else "", f"{macs:,}" if macs else "",
-                      share)
+        row = [label, description, shape, f"{params:,}" if params else "", f"{macs:,}" if macs else "", share]
+        if winograd:
+            m, k, saved = winograd.get(label, (None, None, 0))
+            row.append(f"F({m}×{m},{k}×{k}) {macs - saved:,}" if m else "")
+        table.add_row(*row)
     console.print(table)
+    if winograd:
+        console.print(f"an untuned float32 CPU build does {done / 1e6:,.1f} M multiplications per image: Winograd's "
+                      "fewer in the layers shown (`compile --no-winograd` turns it off)")
     memory = sum(w.size for w in network.weights) * 4
     console.print(f"weights: {total_params:,} parameters, {memory / 2**20:.1f} MiB as float32; "
                   f"{total_macs / 1e6:,.1f} M multiply-adds per image")
     comparison = summary.head_comparison(network)
     if comparison:
         console.print(comparison)
+
+
+def _winograd_plan(network: ir.Network) -> dict:
+    """:func:`nindsl.tvm.winograd.plan` (the layers an untuned CPU build puts in Winograd form)."""
+    from ..tvm.winograd import plan
+
+    return plan(network)
 
 
 def print_bench(records: list, peak: float, network: ir.Network, file=None) -> None:
