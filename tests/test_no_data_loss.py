@@ -105,42 +105,36 @@ def test_plot_refuses_to_replace_a_file_that_is_not_a_png(cli, tmp_path):
     assert cli("plot", run, "-o", run / "new.png").code == 0
 
 
-# --- an output is never one of the command's inputs ---------------------------------------------
+# --- an output is never one of the command's inputs, nor another output ------------------------
 
 
-@pytest.mark.parametrize("command", [
-    "run tiny.nin -i x.npy -o tiny.nin",
-    "run tiny.nin -i x.npy -o x.npy",  # the same kind (an .npy): only the input rule stops it
-    "run model.onnx -i x.npy -o ./x.npy",
-    "compile tiny.nin -o tiny.nin",
-    "import model.onnx -o new.nin --weights-out model.onnx",
-    "bench tiny.nin --engines onnxruntime --batch 1 --json tiny.nin",
+INPUTS = "this command's input"
+SAME = "both name"
+
+
+@pytest.mark.parametrize("command, says", [
+    ("run tiny.nin -i x.npy -o tiny.nin", INPUTS),
+    ("run tiny.nin -i x.npy -o x.npy", INPUTS),  # the same kind (an .npy): only the input rule stops it
+    ("run model.onnx -i x.npy -o ./x.npy", INPUTS),
+    ("compile tiny.nin -o tiny.nin", INPUTS),
+    ("import model.onnx -o new.nin --weights-out model.onnx", INPUTS),
+    ("bench tiny.nin --engines onnxruntime --batch 1 --json tiny.nin", INPUTS),
+    # two outputs of one command are different files
+    ("import model.onnx -o same --weights-out same", SAME),
+    ("import model.onnx -o same --weights-out ./same", SAME),
+    ("bench tiny.nin --engines onnxruntime --batch 1 --json same --plot same", SAME),
 ])
-def test_an_output_never_replaces_the_commands_own_input(cli, project, command):
+def test_an_output_is_never_an_input_nor_another_output(cli, project, command, says):
     before = _snapshot(project)
-    _refused(cli(*command.split(), cwd=project), "this command's input")
+    _refused(cli(*command.split(), cwd=project), says)
     assert _snapshot(project) == before
 
 
 def test_an_input_reached_through_a_link_is_still_an_input(cli, project):
     (project / "alias.npy").symlink_to(project / "x.npy")
     before = (project / "x.npy").read_bytes()
-    _refused(cli("run", "tiny.nin", "-i", "x.npy", "-o", "alias.npy", cwd=project), "this command's input")
+    _refused(cli("run", "tiny.nin", "-i", "x.npy", "-o", "alias.npy", cwd=project), INPUTS)
     assert (project / "x.npy").read_bytes() == before
-
-
-# --- two outputs of one command are different files ---------------------------------------------
-
-
-@pytest.mark.parametrize("command", [
-    "import model.onnx -o same --weights-out same",
-    "import model.onnx -o same --weights-out ./same",
-    "bench tiny.nin --engines onnxruntime --batch 1 --json same --plot same",
-])
-def test_two_outputs_of_one_command_may_not_be_the_same_file(cli, project, command):
-    before = _snapshot(project)
-    _refused(cli(*command.split(), cwd=project), "both name")
-    assert _snapshot(project) == before
 
 
 # --- folders: only what nindsl wrote (its manifest lists it) -----------------------------------
