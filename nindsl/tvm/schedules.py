@@ -159,6 +159,23 @@ def design_spaces(sch, target=None) -> list:
     return result
 
 
+
+def local_store(sch, block):
+    """``block``'s output accumulated in a local buffer (registers), with the elementwise
+    epilogue after it (bias, ReLU) folded into that buffer's store; returns the store's block."""
+    store = sch.cache_write(block, 0, "local")
+    fold_epilogue(sch, store)
+    return store
+
+
+def fold_epilogue(sch, block) -> None:
+    """Inline the elementwise blocks that consume ``block`` alone (bias, ReLU) into its store."""
+    while len(sch.get_consumers(block)) == 1:
+        try:
+            sch.reverse_compute_inline(sch.get_consumers(block)[0])
+        except Exception:  # noqa: BLE001 - not elementwise: it stays a separate loop nest
+            break
+
 def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[int]) -> None:
     """The template: ``sch`` holds one fused convolution (+ bias, + activation) task; a
     register block is ``height`` output channels × ``rows`` rows × ``width`` columns.
@@ -174,16 +191,7 @@ def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[i
     sch.reorder(*loops, rc, ry, rx, fi, yi, xi)
     outer = loops[:2] if order == "packed" else loops  # run in parallel; a packed tile is per row of blocks
     block = loops[-1]  # one register block's whole reduction runs under it
-    # Accumulate in a local block (registers), and fold the elementwise epilogue into its store.
-    store = sch.cache_write(conv, 0, "local")
-    while True:
-        consumers = sch.get_consumers(store)
-        if len(consumers) != 1:
-            break
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except Exception:  # noqa: BLE001 - not elementwise: it stays a separate loop nest
-            break
+    store = local_store(sch, conv)
     sch.reverse_compute_at(store, block, preserve_unit_loops=True)  # a loop count that no decision changes
     sch.vectorize(xi)
     sch.unroll(yi)
@@ -307,15 +315,7 @@ def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int) -> None:
     fo, fv, fl = sch.split(f, [None, vectors, lanes])
     xo, xi = sch.split(x, [None, columns])
     sch.reorder(n, fo, y, xo, ry, rx, rc, xi, fv, fl)
-    store = sch.cache_write(conv, 0, "local")
-    while True:
-        consumers = sch.get_consumers(store)
-        if len(consumers) != 1:
-            break
-        try:
-            sch.reverse_compute_inline(consumers[0])
-        except Exception:  # noqa: BLE001 - not elementwise: it stays a separate loop nest
-            break
+    store = local_store(sch, conv)
     sch.reverse_compute_at(store, xo, preserve_unit_loops=True)
     sch.vectorize(fl)
     sch.unroll(fv)

@@ -220,18 +220,14 @@ def schedule(sch, lanes: int, accumulators: int) -> None:
     of output channels) in register blocks of ``vectors × lanes`` output channels × ``columns``
     tiles summed over the input channels, a block's weights ``U[ξ, ν, :, block]`` reused by every
     tile of the image; then the output transform and the store with bias and activation."""
-    from .schedules import channel_lanes
+    from .schedules import channel_lanes, fold_epilogue
 
     for name in ("A", "B"):  # the transforms' constant matrices: entries inlined, folded once unrolled
         constant = _block(sch, name)
         if constant is not None:
             sch.compute_inline(constant)
     output = sch.get_sblock("winograd_output")
-    while len(sch.get_consumers(output)) == 1:  # bias and activation, applied as the output is stored
-        try:
-            sch.reverse_compute_inline(sch.get_consumers(output)[0])
-        except Exception:  # noqa: BLE001 - not elementwise: it stays a separate loop nest
-            break
+    fold_epilogue(sch, output)  # bias and activation, applied as the output is stored
     # Every stage under the output's image loop, each producer placed by what its consumer reads
     # (compute_at: bounds, where reverse_compute_at would have to invert the tiles' index arithmetic).
     image = sch.get_loops(output)[0]
