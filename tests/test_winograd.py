@@ -120,13 +120,14 @@ def test_the_rule_takes_stride_one_3x3_and_5x5_layers_with_enough_tiles_and_chan
     assert winograd.tile(5, 1, 16, 16, 96, 192) == 4  # nin_cifar10 conv2.0: 16 tiles of F(4×4, 5×5)
     assert winograd.tile(5, 1, 27, 27, 96, 256) == 4  # nin_imagenet conv2.0: 49 tiles
     assert winograd.tile(5, 1, 6, 6, 96, 256) is None  # 4 tiles of F(4×4), 9 of F(2×2): too few
-    assert winograd.tile(3, 1, 32, 32, 64, 64) == 4 and winograd.tile(3, 1, 16, 16, 64, 64) == 4
+    assert winograd.tile(3, 1, 32, 32, 64, 64) == 4 and winograd.tile(3, 1, 16, 16, 128, 64) == 4
     assert winograd.tile(3, 1, 8, 8, 192, 192) == 2  # nin_cifar10 conv3.0: 4 tiles of F(4×4), 16 of F(2×2)
     assert winograd.tile(3, 1, 13, 13, 256, 384) is None  # F(4×4): 14 MB of weights for 16 tiles; F(2×2) saves 1.94×
     assert winograd.tile(3, 1, 6, 6, 384, 1024) is None  # nin_imagenet conv4.0: 4 tiles
     assert winograd.tile(3, 2, 32, 32, 64, 64) is None and winograd.tile(1, 1, 32, 32, 64, 64) is None
     assert winograd.tile(5, 1, 32, 32, 3, 192) is None  # 3 input channels (nin_cifar10 conv1.0)
     assert winograd.tile(11, 1, 54, 54, 96, 96) is None
+    assert winograd.tile(3, 1, 8, 8, 64, 64) is None  # nin_digits: 2.4 M multiply-adds an image, too little work
 
 
 def test_multiplications_count_the_element_wise_products():
@@ -135,7 +136,7 @@ def test_multiplications_count_the_element_wise_products():
     assert winograd.saving(3, 4, 32, 32) == 4.0 and round(winograd.saving(5, 2, 16, 16), 2) == 2.78
 
 
-SPEC = ("network w() {\n    input x: f32[N, 16, 16, 16]\n    conv(32, 5, pad = 2)\n    conv(24, 3, pad = 1)\n"
+SPEC = ("network w() {\n    input x: f32[N, 32, 24, 24]\n    conv(32, 5, pad = 2)\n    conv(32, 3, pad = 1)\n"
         "    conv(10, 1)\n    global_avgpool()\n    softmax()\n}\n")
 
 
@@ -157,7 +158,7 @@ def test_every_winograd_convolution_gets_its_schedule():
     from nindsl.tvm.untuned import _schedule
 
     target = tvm.target.Target(resolved_target(LLVM))
-    for spec, batch in ((SPEC, 1), (SPEC, None), (SPEC.replace("16, 16]", "27, 27]"), 2)):
+    for spec, batch in ((SPEC, 1), (SPEC, None), (SPEC.replace("24, 24]", "27, 27]"), 2)):
         module = prepare(nindsl.check(spec), LLVM, batch, channels_last=True, legalize=winograd.legalize(winograd.choose))
         tasks = [t for t in ms.relax_integration.extract_tasks(module, target) if winograd.applies(t.dispatched[0])]
         assert len(tasks) == 2
@@ -207,8 +208,8 @@ def test_an_artifact_says_which_layers_took_winograd_and_inspect_shows_it(cli, t
     assert cli("compile", tmp_path / "w.nin", "-t", "llvm", "-o", tmp_path / "on").code == 0
     manifest = json.loads((tmp_path / "on" / "manifest.json").read_text())
     assert manifest["winograd"] == {"conv1": "F(4x4,5x5)", "conv2": "F(4x4,3x3)"}
-    direct = 16 * 16 * (25 * 16 * 32 + 9 * 32 * 24 + 24 * 10)
-    done = 16 * (64 * 16 * 32 + 36 * 32 * 24) + 16 * 16 * 24 * 10
+    direct = 24 * 24 * (25 * 32 * 32 + 9 * 32 * 32 + 32 * 10)
+    done = 36 * (64 * 32 * 32 + 36 * 32 * 32) + 24 * 24 * 32 * 10  # 6 × 6 tiles of 4 × 4
     assert manifest["multiplications"] == {"direct": direct, "done": done}
     shown = cli("inspect", tmp_path / "on").out
     assert "conv1 F(4x4,5x5), conv2 F(4x4,3x3)" in shown and f"({done / direct:.0%})" in shown

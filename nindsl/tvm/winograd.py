@@ -29,6 +29,10 @@ TILES = {3: (4, 2), 5: (4, 2)}
 MIN_CHANNELS = 16  # fewer channels leave the transforms, done per channel, too little work to amortise over
 MIN_SAVING = 2.0  # multiplications direct ÷ Winograd (tiles at the map's edges included) that make it worth it
 MIN_TILES = 16  # tiles per image: fewer leave the products too short to fill the register blocks
+# Multiply-adds per image of the direct convolution: below this, the four stages the schedule runs
+# per image (each a parallel region) cost more than the multiplications they save (nin_digits'
+# 8×8 maps of 64 channels, 2.4 M: Winograd made its build twice as slow at batch 64).
+MIN_MACS = 4_000_000
 # The transformed weights (α²/r² times the weights) are read once per image, as the schedule does
 # one image at a time: more bytes of them per tile than this, and reading them costs more than the
 # multiplications saved (nin_imagenet's 13×13 3×3 layer, 14 MB for 16 tiles of F(4×4): no faster).
@@ -37,11 +41,14 @@ MAX_WEIGHT_BYTES_PER_TILE = 512 * 1024
 
 def tile(kernel: int, stride: int, height: int, width: int, channels: int, out_channels: int) -> int | None:
     """The output tile ``m`` a convolution takes in Winograd form, or None for a direct one: stride 1,
-    a 3×3 or 5×5 kernel, at least :data:`MIN_CHANNELS` in and out, and the largest tile that leaves
+    a 3×3 or 5×5 kernel, at least :data:`MIN_CHANNELS` in and out and :data:`MIN_MACS` multiply-adds
+    per image, and the largest tile that leaves
     :data:`MIN_TILES` tiles per image, saves :data:`MIN_SAVING` of the multiplications once the
     edge tiles (partly outside the map) are counted, and reads at most
     :data:`MAX_WEIGHT_BYTES_PER_TILE` of transformed weights per tile."""
     if stride != 1 or min(channels, out_channels) < MIN_CHANNELS:
+        return None
+    if height * width * kernel * kernel * channels * out_channels < MIN_MACS:
         return None
     for m in TILES.get(kernel, ()):
         tiles, alpha = -(-height // m) * -(-width // m), m + kernel - 1
