@@ -241,3 +241,10 @@ def test_an_fp16_kit_for_a_gpu_proposes_tensor_core_kernels_and_its_records_buil
     assert built.code == 0, built.err
     artifact = json.loads((tmp_path / "art" / "manifest.json").read_text())
     assert artifact["tuning_searched"] is False and artifact["gpu_code"]["archs"] == ["sm_90"]
+
+
+def test_results_outside_a_kit_are_refused(cli, tmp_path):
+    (tmp_path / "tiny.nin").write_text(TINY_SPEC)
+    (tmp_path / "results.json").write_text("{}")
+    shown = cli("tune", tmp_path / "tiny.nin", "--results", tmp_path / "results.json")
+    assert shown.code == 1 and "is not in a measurement kit: there is no kit.json beside it" in shown.err

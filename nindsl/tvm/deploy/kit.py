@@ -177,6 +177,9 @@ def read_results(path: str | Path) -> tuple[Path, dict, dict]:
     """The kit folder beside ``path`` (a results.json), its manifest, and the results."""
     path = regular_file(path, "a kit's results.json", MAX_RESULTS_BYTES)
     kit = path.parent
+    if not (kit / MANIFEST).exists():
+        raise NindslError.one("E0502", f"`{path}` is not in a measurement kit: there is no {MANIFEST} beside it", None,
+                              "give the results.json that the kit's measure program wrote inside the kit folder")
     manifest = read_kit(kit)
     try:
         results = json.loads(path.read_text())
