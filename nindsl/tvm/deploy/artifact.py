@@ -123,11 +123,13 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         return CompileReport(out, seconds, kernels, narrow)
     tuned, db = None, None
     if tuning is not None:
-        from ..tune.search import tune
+        from ..tune.search import open_records, tune
 
+        if not tuning.search:
+            open_records(profile, tuning.db)  # (refused here, before anything is said, when it holds none)
         if batch is None:
             batch = 1
-            progress.note("tuning needs a fixed batch size: building for --batch 1")
+            progress.note("tuned kernels are for a fixed batch size: building for --batch 1")
         tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
     built = build(network, profile, weights, seed, batch, tuned)
     seconds = time.perf_counter() - start
