@@ -12,7 +12,8 @@
 # the twin on CUDA (float32, and float16 for fp16 artifacts) and ONNX Runtime (its CUDA provider
 # where installed), with latency (input from and output to the host, and on the GPU alone), max
 # |Δ| and top-1 agreement, in a process where libtvm_compiler.so is never loaded (the report says
-# so from /proc/self/maps).
+# so from /proc/self/maps). TUNED=runs/tuned-h200 adds a build tuned through a kit
+# (examples/gpu_tune_round.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/gpu_bundle}"
@@ -31,6 +32,10 @@ sed 's/^untuned = "dlight"/untuned = "dlight"\ncuda_graph = false/' backends/h20
 .venv/bin/nindsl compile specs/nin_cifar10.nin --target "$work/h200-nograph.toml" -o "$work/nin_cifar10-fp16-b64-nograph" \
   --precision fp16 --calibrate random --batch 64
 build nin_imagenet-fp16 nin_imagenet --precision fp16 --calibrate random
+# a build tuned through a kit (examples/gpu_tune_round.sh record writes runs/tuned-h200), timed beside the others
+if [ -n "${TUNED:-}" ]; then
+  cp -r "$TUNED" "$work/nin_$(basename "$TUNED")"
+fi
 .venv/bin/pip download -q "apache-tvm-ffi==$(.venv/bin/python -c 'import tvm_ffi; print(tvm_ffi.__version__)')" \
   --python-version "${PYTHON_VERSION:-3.12}" --only-binary=:all: --no-deps -d "$work/wheels"
 .venv/bin/nindsl bundle "$work"/nin_* -o "$out" --python-wheel "$work"/wheels/*.whl

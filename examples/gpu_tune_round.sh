@@ -2,7 +2,7 @@
 # One round of tuning for a GPU this machine does not have (issue 30), in three steps:
 #
 #   here:   bash examples/gpu_tune_round.sh kit [SPEC] [BATCH] [PRECISION]    # writes kits/round
-#   there:  python3 kits/round/measure && cp kits/round/results.json "$OUT"/   # on the GPU machine
+#   there:  python3 kits/round/measure && cp kits/round/results.json "$OUT"/   # on the GPU machine (carry kits/round)
 #   here:   bash examples/gpu_tune_round.sh record RESULTS.json [SPEC] [BATCH] # into tuning/, then builds
 #
 # Defaults: specs/nin_cifar10.nin, batch 64, fp16 (tensor cores), the h200 profile (sm_90, also
