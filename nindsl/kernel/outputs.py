@@ -61,11 +61,14 @@ def _bench_records(path: Path) -> bool:
                                              for r in records)
 
 
-def listed_folder(what: str, manifest: str, listed: Callable[[dict], Iterable[str]],
-                  derived: Callable[[Path], bool] = lambda relative: False) -> Kind:
+def listed_folder(what: str, manifest: str, derived: Callable[[Path], bool] = lambda relative: False) -> Kind:
     """A folder nindsl wrote: it has the JSON ``manifest``, and every file under it is the
-    manifest itself, one that ``listed(manifest's value)`` names (paths relative to it), or
-    one ``derived`` from those (Python's ``__pycache__``, for a bundle that has run)."""
+    manifest itself, one its ``files`` names (paths relative to it: a list, or a table's keys),
+    or one ``derived`` from those (Python's ``__pycache__``, for a bundle that has run)."""
+    def listed(value: dict) -> list[str]:
+        files = value.get("files")
+        return [name for name in files if isinstance(name, str)] if isinstance(files, (list, dict)) else []
+
     def value(folder: Path):
         try:
             if (folder / manifest).stat().st_size > limits.MAX_MANIFEST_BYTES:

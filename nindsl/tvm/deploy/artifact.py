@@ -44,13 +44,8 @@ from ..profiles import Profile, check_runs_here, cpu_features
 LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
 
 
-def _listed(manifest: dict) -> list[str]:
-    files = manifest.get("files")
-    return [name for name in files if isinstance(name, str)] if isinstance(files, dict) else []
-
-
 #: What `compile -o` replaces: a folder holding an artifact's manifest and the files it lists, nothing else.
-ARTIFACT = listed_folder("a nindsl artifact", MANIFEST, _listed)
+ARTIFACT = listed_folder("a nindsl artifact", MANIFEST)
 FORMAT = 1  # bumped when the artifact layout changes
 
 

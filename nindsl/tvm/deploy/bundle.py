@@ -38,13 +38,9 @@ TVM_LIBRARIES = ("libtvm_runtime.so", "libtvm_runtime_cuda.so", "libtvm_runtime_
 GRAPH_FILE = "model.graph.onnx"
 
 
-def _listed(manifest: dict) -> list[str]:
-    files = manifest.get("files")
-    return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
-
-
 #: What `bundle -o` replaces: a folder holding bundle.json and the files it lists, nothing else.
-BUNDLE = listed_folder("a nindsl bundle", "bundle.json", _listed, lambda relative: "__pycache__" in relative.parts)
+BUNDLE = listed_folder("a nindsl bundle", "bundle.json", lambda relative: "__pycache__" in relative.parts)
+
 # The launcher checks what the target machine must bring itself (a Python, and numpy in it)
 # before nindsl starts, and says what is missing instead of ending in a traceback.
 LAUNCHER = r"""#!/bin/sh

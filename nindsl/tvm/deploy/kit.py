@@ -42,13 +42,8 @@ MAX_KIT_BYTES = 48 << 20
 MAX_RESULTS_BYTES = 16 << 20
 
 
-def _listed(manifest: dict) -> list[str]:
-    files = manifest.get("files")
-    return [name for name in files if isinstance(name, str)] if isinstance(files, list) else []
-
-
 #: What `tune --kit` replaces: a kit folder holding only its own files (and the results measured there).
-KIT = listed_folder("a nindsl measurement kit", MANIFEST, _listed,
+KIT = listed_folder("a nindsl measurement kit", MANIFEST,
                     lambda relative: relative.parts[0] == RESULTS or "__pycache__" in relative.parts)
 
 
