@@ -116,3 +116,37 @@ def test_an_untuned_build_of_odd_shapes_equals_onnxruntime():
     for batch in (1, 3):
         x = test_inputs(network, batch, seed=batch)
         assert_agree(runner(x), run_onnx(to_onnx(network, weights), x), f"untuned vs ORT, batch {batch}")
+
+
+def test_small_kernels_of_a_fixed_batch_run_on_one_core_and_any_batch_keeps_every_core():
+    """Waking the other cores costs more than a few thousand vector steps save: most of nin_digits'
+    8×8 kernels at batch 1 run on one core, its two largest convolutions on all; at batch 64 all
+    but the smallest run in parallel, and for any batch size every one does. Read off the schedules an untuned
+    build applies."""
+    from nindsl.tvm import winograd
+    from nindsl.tvm.untuned import default_database
+
+    network = nindsl.load("specs/nin_digits.nin")
+    target = tvm.target.Target(resolved_target(LLVM))
+
+    def parallel(batch):
+        """{kernel: (runs in parallel, vector steps)} for the convolutions."""
+        module = prepare(network, LLVM, batch, channels_last=True, legalize=winograd.legalize(winograd.choose))
+        kernels = {}
+        for record in default_database(module, target).get_all_tuning_records():
+            func = record.workload.mod
+            if schedules.nhwc_choice(func, target) is not None:
+                steps = schedules.static_work(func)
+                kernels[len(kernels)] = ("Parallel" in [inst.kind.name for inst in record.trace.insts],
+                                         None if steps is None else steps // 16)
+        return kernels
+
+    small, large, symbolic = parallel(1), parallel(64), parallel(None)
+    assert len(small) == len(large) == len(symbolic) == 8
+    for fixed in (small, large):
+        assert all(runs == (steps >= schedules.SERIAL_STEPS) for runs, steps in fixed.values())
+    assert sum(runs for runs, _ in small.values()) == 2 and sum(runs for runs, _ in large.values()) == 7
+    assert all(runs and steps is None for runs, steps in symbolic.values())
+    (first, *_), _ = _conv_funcs(network, 1)
+    # the padded copy, the convolution, its bias and its ReLU
+    assert schedules.static_work(first) == 10 * 10 * 1 + 8 * 8 * 32 * 9 + 2 * 8 * 8 * 32

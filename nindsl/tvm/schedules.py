@@ -227,6 +227,37 @@ def direct_conv2d(sch, order: str, rows: int, heights: list[int], widths: list[i
 L1_BYTES = 32 * 1024  # the L1 data cache of most x86-64 cores of the last decade (48 KiB on recent Intel ones)
 
 
+# Vector steps (a kernel's iterations over the target's float32 lanes) below which it runs on one
+# core: waking the others and joining them costs microseconds, more than they would save on
+# so little work (nin_digits' 8×8 maps at batch 1; docs/performance.md).
+SERIAL_STEPS = 1 << 16
+
+
+def static_work(func) -> int | None:
+    """The iterations of every block of ``func`` (a kernel before scheduling), summed; None where a
+    loop has a symbolic extent (a build for any batch size)."""
+    from tvm import s_tir, tirx
+
+    sch = s_tir.Schedule(func)
+    total = 0
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        iterations = 1
+        for loop in sch.get_loops(block):
+            extent = sch.get(loop).extent
+            if not isinstance(extent, tirx.IntImm):
+                return None
+            iterations *= int(extent)
+        total += iterations
+    return total
+
+
+def in_parallel(func, lanes: int) -> bool:
+    """Whether an untuned build spreads ``func`` over the cores: unless its batch is fixed and its
+    work is under :data:`SERIAL_STEPS` vector steps."""
+    work = static_work(func)
+    return work is None or work // lanes >= SERIAL_STEPS
+
+
 def channel_lanes(channels: int, lanes: int) -> int:
     """The vector width a convolution with ``channels`` outputs takes: the target's lanes, or the
     largest power of two below them that divides the channels (1000 classes: 8 of 16)."""
@@ -294,7 +325,7 @@ def nhwc_choice(func, target) -> tuple[int, int, int] | None:
     lanes = channel_lanes(channels, lanes)
     fitting = nhwc_blocks(channels, columns, lanes, accumulators)
     preferred = [b for b in fitting if 2 <= b[0] <= 6] or fitting
-    if max(width for _, width in preferred) < 3:  # no block of several columns divides the row
+    if max(width for _, width in preferred) < 3:  # (no block of several columns divides the row)
         remainder = [b for b in remainder_blocks(channels, columns, lanes, accumulators) if 2 <= b[0] <= 6]
         preferred = remainder or preferred
     weights_per_vector = lanes * taps[0] * taps[1] * taps[2] * 4  # bytes
@@ -303,13 +334,14 @@ def nhwc_choice(func, target) -> tuple[int, int, int] | None:
     return lanes, vectors, width
 
 
-def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int) -> None:
+def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int, parallel: bool = True) -> None:
     """The channels-last template: ``sch`` holds one fused convolution (+ bias, + activation); a
     register block of ``vectors × lanes`` output channels × ``columns`` output pixels of one row
     accumulates over every tap and input channel (the input broadcast, the weights loaded as
     vectors: pre-packed by MetaSchedule's layout rewrite so that a step's weights are adjacent),
     and bias and activation are applied as it is stored. Channel blocks are outside the rows,
-    so that a block's weights stay in cache while it sweeps the map."""
+    so that a block's weights stay in cache while it sweeps the map. Without ``parallel``, on one
+    core (:func:`in_parallel`)."""
     conv = _nhwc_block(sch)
     n, y, x, f, ry, rx, rc = sch.get_loops(conv)
     fo, fv, fl = sch.split(f, [None, vectors, lanes])
@@ -323,7 +355,9 @@ def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int) -> None:
     sch.vectorize(sch.get_loops(store)[-1])
     for producer in sch.get_producers(conv):  # the padded copy of the input
         loops = sch.get_loops(producer)
-        sch.parallel(sch.fuse(*loops[:2]))
+        if parallel:
+            sch.parallel(sch.fuse(*loops[:2]))
         sch.vectorize(loops[-1])
-    sch.parallel(sch.fuse(n, fo, y))
+    if parallel:
+        sch.parallel(sch.fuse(n, fo, y))
     sch.decompose_reduction(conv, ry)

@@ -25,18 +25,18 @@ NOMINAL_SECONDS = 1.0
 def _space(func, target):
     from tvm.s_tir import meta_schedule as ms
 
+    lanes, accumulators = schedules.lanes_and_accumulators(target)
+    parallel = schedules.in_parallel(func, lanes)  # (a convolution's steps are vector steps)
     if winograd.applies(func):
-        lanes, accumulators = schedules.lanes_and_accumulators(target)
-
         def winograd_template(sch):
-            winograd.schedule(sch, lanes, accumulators)
+            winograd.schedule(sch, lanes, accumulators, parallel)
             return sch
 
         return ms.space_generator.ScheduleFn(winograd_template, sch_rules=[], mutator_probs={}, postprocs=[])
     nhwc = schedules.nhwc_choice(func, target)
     if nhwc is not None:
         def channels_last(sch):
-            schedules.nhwc_conv2d(sch, *nhwc)
+            schedules.nhwc_conv2d(sch, *nhwc, parallel=parallel)
             return sch
 
         return ms.space_generator.ScheduleFn(channels_last, sch_rules=[], mutator_probs={},
@@ -55,7 +55,10 @@ def _space(func, target):
         sch_rules=[ms.schedule_rule.AutoInline(into_producer=False, into_consumer=True, inline_const_tensor=True,
                                                disallow_if_then_else=True, require_injective=True,
                                                require_ordered=True, disallow_op=["tirx.exp"]),
-                   ms.schedule_rule.ParallelizeVectorizeUnroll(max_jobs_per_core=16, max_vectorize_extent=64,
+                   # (memory-bound: counted in elements, not vectors; a transpose's are seldom whole vectors)
+                   ms.schedule_rule.ParallelizeVectorizeUnroll(max_jobs_per_core=16 if schedules.in_parallel(func, 1)
+                                                               else -1,
+                                                               max_vectorize_extent=64,
                                                                unroll_max_steps=[0], unroll_explicit=True)],
         postprocs=[ms.postproc.RewriteParallelVectorizeUnroll(), ms.postproc.RewriteReductionBlock()],
         mutator_probs={})

@@ -221,12 +221,13 @@ def _block(sch_or_func, name: str):
         return None
 
 
-def schedule(sch, lanes: int, accumulators: int) -> None:
+def schedule(sch, lanes: int, accumulators: int, parallel: bool = True) -> None:
     """One image at a time, each stage in parallel: its input tiles transformed (vectors along the
     input channels, tiles in parallel); the α² products (in parallel over the products and blocks
     of output channels) in register blocks of ``vectors × lanes`` output channels × ``columns``
     tiles summed over the input channels, a block's weights ``U[ξ, ν, :, block]`` reused by every
-    tile of the image; then the output transform and the store with bias and activation."""
+    tile of the image; then the output transform and the store with bias and activation. Without
+    ``parallel``, every stage runs on one core (:func:`nindsl.tvm.schedules.in_parallel`)."""
     from .schedules import channel_lanes, fold_epilogue
 
     for name in ("A", "B"):  # the transforms' constant matrices: entries inlined, folded once unrolled
@@ -255,22 +256,25 @@ def schedule(sch, lanes: int, accumulators: int) -> None:
     sch.unroll(fv)
     sch.unroll(pi)
     sch.vectorize(sch.get_loops(store)[-1])
-    sch.parallel(sch.fuse(e, nu, fo))
+    if parallel:
+        sch.parallel(sch.fuse(e, nu, fo))
     sch.decompose_reduction(product, rc)
     for name in ("winograd_input_rows", "winograd_input", "winograd_output_rows", "winograd_inverse"):
-        _schedule_transform(sch, sch.get_sblock(name), lanes)
+        _schedule_transform(sch, sch.get_sblock(name), lanes, parallel)
     _, y, x, f = sch.get_loops(output)
     fo, fl = sch.split(f, [None, channel_width(channels, lanes)])
     sch.vectorize(fl)
-    sch.parallel(y)
+    if parallel:
+        sch.parallel(y)
     pad = _block(sch, "winograd_pad")
     if pad is not None:
         loops = sch.get_loops(pad)
-        sch.parallel(sch.fuse(*loops[:2]))
+        if parallel:
+            sch.parallel(sch.fuse(*loops[:2]))
         sch.vectorize(loops[-1])
 
 
-def _schedule_transform(sch, stage, lanes: int) -> None:
+def _schedule_transform(sch, stage, lanes: int, parallel: bool) -> None:
     """A transform under the image loop: its tiles in parallel, its channel loop split into
     vectors, innermost, and its α-sized loops and reduction unrolled between (the matrices'
     entries become constants)."""
@@ -284,7 +288,8 @@ def _schedule_transform(sch, stage, lanes: int) -> None:
     for loop in (*small, *reduction):
         sch.unroll(loop)
     sch.vectorize(cl)
-    sch.parallel(tile)
+    if parallel:
+        sch.parallel(tile)
 
 
 def channel_width(extent: int, lanes: int) -> int:
