@@ -150,3 +150,38 @@ def test_small_kernels_of_a_fixed_batch_run_on_one_core_and_any_batch_keeps_ever
     (first, *_), _ = _conv_funcs(network, 1)
     # the padded copy, the convolution, its bias and its ReLU
     assert schedules.static_work(first) == 10 * 10 * 1 + 8 * 8 * 32 * 9 + 2 * 8 * 8 * 32
+
+
+# Pools of every kind an untuned build vectorizes along the channels: padded, ceil and floor
+# rounding (ceil's last window partly outside the map), averages over the padded window and over
+# the input alone, channels no 16-lane vector divides.
+POOLS = ("network pools() {\n    input x: f32[N, 20, 15, 15]\n    conv(40, 3, pad = 1)\n"
+         "    maxpool(3, stride = 2, round = ceil)\n    avgpool(3, stride = 2, pad = 1)\n"
+         "    conv(10, 1)\n    avgpool(3, stride = 2, pad = 1, count_pad = false)\n    maxpool(2, pad = 1)\n"
+         "    avgpool(2, round = ceil)\n    global_avgpool()\n}\n")
+
+
+@pytest.mark.slow
+def test_pools_take_the_channels_last_template_and_equal_onnxruntime():
+    """Every pool of an untuned build is reduced in vectors along the channels, and the build's
+    outputs equal ONNX Runtime's at batch 1 (kernels on one core) and 5 (in parallel)."""
+    from tvm import s_tir
+
+    from nindsl.onnx.lower import to_onnx
+    from nindsl.onnx.runtime import run as run_onnx
+    from nindsl.tvm.build import build
+    from nindsl.tvm.deploy.artifact import Runner
+    from nindsl.tvm.tune.search import extract
+
+    from numerics import assert_agree, test_inputs, test_weights
+
+    network = nindsl.check(POOLS)
+    target = tvm.target.Target(resolved_target(LLVM))
+    pools = [t.extracted.dispatched[0] for t in extract(prepare(network, LLVM, 5, channels_last=True), target, None)
+             if "pool" in t.extracted.task_name]
+    assert len(pools) == 5 and all(schedules.nhwc_pool(s_tir.Schedule(f), 16) for f in pools)
+    weights = test_weights(network)
+    for batch in (1, 5):
+        x = test_inputs(network, batch, seed=batch)
+        runner = Runner.from_build(build(network, LLVM, weights, batch=batch))
+        assert_agree(runner(x), run_onnx(to_onnx(network, weights), x), f"untuned vs ORT, batch {batch}")

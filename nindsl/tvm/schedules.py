@@ -361,3 +361,54 @@ def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int, parallel: bool = Tr
     if parallel:
         sch.parallel(sch.fuse(n, fo, y))
     sch.decompose_reduction(conv, ry)
+
+
+def _nhwc_pool_block(sch):
+    """The reduction block of a channels-last pooling kernel in ``sch`` (``pool_max`` or
+    ``pool_sum``, reading its input's channel as is), or None."""
+    from tvm import tirx
+
+    for name in ("pool_max", "pool_sum"):
+        block = _named_block(sch, name)
+        if block is not None:
+            read = sch.get(block).reads[0].region
+            return block if len(read) == 4 and isinstance(read[-1].min, tirx.Var) else None
+    return None
+
+
+def _named_block(sch, name: str):
+    from tvm.s_tir.schedule import ScheduleError
+
+    try:
+        return sch.get_sblock(name)
+    except (ScheduleError, ValueError, RuntimeError):  # the name is not in this function
+        return None
+
+
+def nhwc_pool(sch, lanes: int, parallel: bool = True) -> bool:
+    """The channels-last pooling template: each output pixel's window reduced in vectors along the
+    channels (TVM's order puts the window innermost, which leaves nothing to vectorize), the
+    padding read in place (no padded copy), an average divided as it is stored; pixels in
+    parallel. False where ``sch`` holds no channels-last pool."""
+    pool = _nhwc_pool_block(sch)
+    if pool is None:
+        return False
+    for producer in sch.get_producers(pool):  # the padded input: read through a condition instead
+        sch.compute_inline(producer)
+    n, y, x, c, *window = sch.get_loops(pool)
+    co, cl = sch.split(c, [None, channel_lanes(int(sch.get(c).extent), lanes)])
+    sch.reorder(n, y, x, co, *window, cl)
+    store = _named_block(sch, "pool_avg")  # an average: the sums, in registers, divided as stored
+    if store is None:
+        store = sch.cache_write(pool, 0, "local")
+    else:
+        sch.set_scope(pool, 0, "local")
+    sch.reverse_compute_at(store, co, preserve_unit_loops=True)
+    for loop in window:
+        sch.unroll(loop)
+    sch.vectorize(cl)
+    sch.vectorize(sch.get_loops(store)[-1])
+    if parallel:
+        sch.parallel(sch.fuse(n, y))
+    sch.decompose_reduction(pool, window[0])
+    return True

@@ -7,9 +7,12 @@ An untuned build's convolutions and pools run channels-last (NHWC; ``frontend.pr
 :func:`~nindsl.tvm.schedules.nhwc_choice`, so that any map width and any stride divide into
 register blocks. A module left in NCHW (a tuned build's, an fp16 one's CPU judge) takes the
 NCHW template (:func:`~nindsl.tvm.schedules.direct_conv2d`) at
-:func:`~nindsl.tvm.schedules.default_choice`. Every other kernel (pooling, softmax, the mean,
-layout changes, reshapes) gets MetaSchedule's parallelize-and-vectorize rule alone, which
-spreads its outer loops over the cores and vectorises the inner one. The choices go into an
+:func:`~nindsl.tvm.schedules.default_choice`. Channels-last pools take
+:func:`~nindsl.tvm.schedules.nhwc_pool` (windows reduced in vectors along the channels). Every
+other kernel (softmax, the mean, layout changes, reshapes) gets MetaSchedule's
+parallelize-and-vectorize rule alone, which spreads its outer loops over the cores and
+vectorises the inner one. A kernel of a fixed batch with little work runs on one core
+(:func:`~nindsl.tvm.schedules.in_parallel`). The choices go into an
 in-memory database that the build applies as it applies a tuned one, weight pre-packing
 included.
 """
@@ -23,6 +26,7 @@ NOMINAL_SECONDS = 1.0
 
 
 def _space(func, target):
+    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     lanes, accumulators = schedules.lanes_and_accumulators(target)
@@ -41,6 +45,12 @@ def _space(func, target):
 
         return ms.space_generator.ScheduleFn(channels_last, sch_rules=[], mutator_probs={},
                                              postprocs=[ms.postproc.RewriteLayout()])
+    if schedules.nhwc_pool(s_tir.Schedule(func), lanes):
+        def pool(sch):
+            schedules.nhwc_pool(sch, lanes, schedules.in_parallel(func, 1))
+            return sch
+
+        return ms.space_generator.ScheduleFn(pool, sch_rules=[], mutator_probs={}, postprocs=[])
     choice = schedules.default_choice(func, target)
     if choice is not None:
         order, rows, height, width = choice
