@@ -334,6 +334,14 @@ def nhwc_choice(func, target) -> tuple[int, int, int] | None:
     return lanes, vectors, width
 
 
+def _copies(sch, block) -> bool:
+    """Whether ``block`` writes a buffer of the shape it reads: a convolution's "padded" input
+    with no padding, a copy that costs a pass over the whole input."""
+    stmt = sch.get(block)
+    return (len(stmt.reads) == 1 and len(stmt.writes) == 1
+            and [str(d) for d in stmt.reads[0].source.shape] == [str(d) for d in stmt.writes[0].source.shape])
+
+
 def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int, parallel: bool = True) -> None:
     """The channels-last template: ``sch`` holds one fused convolution (+ bias, + activation); a
     register block of ``vectors × lanes`` output channels × ``columns`` output pixels of one row
@@ -354,6 +362,9 @@ def nhwc_conv2d(sch, lanes: int, vectors: int, columns: int, parallel: bool = Tr
     sch.unroll(xi)
     sch.vectorize(sch.get_loops(store)[-1])
     for producer in sch.get_producers(conv):  # the padded copy of the input
+        if _copies(sch, producer):  # (no padding: read the input itself)
+            sch.compute_inline(producer)
+            continue
         loops = sch.get_loops(producer)
         if parallel:
             sch.parallel(sch.fuse(*loops[:2]))
