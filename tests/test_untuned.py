@@ -120,8 +120,9 @@ def test_an_untuned_build_of_odd_shapes_equals_onnxruntime():
 
 def test_small_kernels_of_a_fixed_batch_run_on_one_core_and_any_batch_keeps_every_core():
     """Waking the other cores costs more than a few thousand vector steps save: most of nin_digits'
-    8×8 kernels at batch 1 run on one core, its two largest convolutions on all; at batch 64 all
-    but the smallest run in parallel, and for any batch size every one does. Read off the schedules an untuned
+    8×8 kernels at batch 1 run on one core, its two largest convolutions on all; at batch 64, and
+    for any batch size, every one runs in parallel. Steps are counted in the vectors a kernel
+    takes (its 10 classes: 2 lanes). Read off the schedules an untuned
     build applies."""
     from nindsl.tvm import winograd
     from nindsl.tvm.untuned import default_database
@@ -135,17 +136,18 @@ def test_small_kernels_of_a_fixed_batch_run_on_one_core_and_any_batch_keeps_ever
         kernels = {}
         for record in default_database(module, target).get_all_tuning_records():
             func = record.workload.mod
-            if schedules.nhwc_choice(func, target) is not None:
+            choice = schedules.nhwc_choice(func, target)
+            if choice is not None:
                 steps = schedules.static_work(func)
                 kernels[len(kernels)] = ("Parallel" in [inst.kind.name for inst in record.trace.insts],
-                                         None if steps is None else steps // 16)
+                                         None if steps is None else steps // choice[0])
         return kernels
 
     small, large, symbolic = parallel(1), parallel(64), parallel(None)
     assert len(small) == len(large) == len(symbolic) == 8
     for fixed in (small, large):
         assert all(runs == (steps >= schedules.SERIAL_STEPS) for runs, steps in fixed.values())
-    assert sum(runs for runs, _ in small.values()) == 2 and sum(runs for runs, _ in large.values()) == 7
+    assert sum(runs for runs, _ in small.values()) == 2 and all(runs for runs, _ in large.values())
     assert all(runs and steps is None for runs, steps in symbolic.values())
     (first, *_), _ = _conv_funcs(network, 1)
     # the padded copy, the convolution, its bias and its ReLU

@@ -30,8 +30,9 @@ def _space(func, target):
     from tvm.s_tir import meta_schedule as ms
 
     lanes, accumulators = schedules.lanes_and_accumulators(target)
-    parallel = schedules.in_parallel(func, lanes)  # (a convolution's steps are vector steps)
     if winograd.applies(func):
+        parallel = schedules.in_parallel(func, lanes)  # (a convolution's steps are vector steps)
+
         def winograd_template(sch):
             winograd.schedule(sch, lanes, accumulators, parallel)
             return sch
@@ -39,6 +40,8 @@ def _space(func, target):
         return ms.space_generator.ScheduleFn(winograd_template, sch_rules=[], mutator_probs={}, postprocs=[])
     nhwc = schedules.nhwc_choice(func, target)
     if nhwc is not None:
+        parallel = schedules.in_parallel(func, nhwc[0])  # (in vectors as wide as its channels allow)
+
         def channels_last(sch):
             schedules.nhwc_conv2d(sch, *nhwc, parallel=parallel)
             return sch
