@@ -360,3 +360,82 @@ def test_trials_a_small_space_cannot_use_go_to_the_other_spaces():
     tasks[1].space = 100
     plan(tasks, 200)
     assert [t.trials for t in tasks[:3]] == [12, 100, 30] and tasks[3].trials < 10  # all spaces full: the rest unspent
+
+
+def _winograd_spec(folder):
+    """A 3×3 layer the Winograd rule takes (16×16 maps, 32 → 64 channels) and a 1×1 layer."""
+    spec = folder / "wino.nin"
+    spec.write_text("network wino() {\n    input x: f32[N, 32, 16, 16]\n    conv(64, 3, pad = 1)\n    conv(16, 1)\n"
+                    "    global_avgpool()\n}\n")
+    return spec
+
+
+@pytest.mark.slow
+def test_a_tuned_cpu_build_is_measured_against_the_untuned_template_and_the_faster_is_kept(cli, tmp_path):
+    """`--tune` builds both, times them here side by side and keeps the faster: the manifest and
+    `inspect` say which and by how much, and the build kept equals ONNX Runtime."""
+    from nindsl.onnx.runtime import run as run_onnx
+    from nindsl.tvm.deploy.artifact import Artifact
+
+    spec = _winograd_spec(tmp_path)
+    shown = cli("compile", spec, "-t", "llvm", "--tune", "--trials", "8", "--db", tmp_path / "db", "-o", tmp_path / "a")
+    assert shown.code == 0 and "measured here at batch 1" in shown.err
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    choice = manifest["tuned_choice"]
+    assert choice["kept"] == min(choice["median_ms"], key=choice["median_ms"].get)
+    assert choice["max_difference"] < 1e-4 and choice["batch"] == 1
+    # the template's build says which layers it put in Winograd form; a kept tuned build has no such entry
+    assert ("winograd" in manifest) == (choice["kept"] == "template")
+    if choice["kept"] == "template":
+        assert list(manifest["winograd"]) == ["conv1"]
+    assert "measured choice" in cli("inspect", tmp_path / "a").out
+    network = nindsl.load(spec)
+    x = np.random.default_rng(1).standard_normal((1, 32, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(Artifact(tmp_path / "a")(x), run_onnx(nindsl.to_onnx(network), x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slower", ["tuned", "template"])
+def test_the_build_kept_is_the_one_measured_faster(cli, tmp_path, monkeypatch, slower):
+    """Whichever build the clock favours is the artifact (the clock is rigged: the slower build's
+    measured times are multiplied by 50); --no-winograd makes the template direct."""
+    from nindsl.tvm.tune import choose
+
+    timed = choose._seconds_per_call
+    monkeypatch.setattr(choose, "_seconds_per_call",
+                        lambda run, batch: timed(run, batch) * (50 if run.role == slower else 1))
+    from nindsl.tvm.deploy import artifact
+
+    made = artifact.Runner.from_build
+
+    def labelled(built, device=None, role=iter(["tuned", "template"])):
+        runner = made(built, device)
+        runner.role = next(role)
+        return runner
+
+    monkeypatch.setattr(artifact.Runner, "from_build", labelled)
+    spec = _winograd_spec(tmp_path)
+    shown = cli("compile", spec, "-t", "llvm", "--tune", "--trials", "8", "--db", tmp_path / "db", "--no-winograd",
+                "-o", tmp_path / "a")
+    assert shown.code == 0, shown.err
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    kept = "template" if slower == "tuned" else "tuned"
+    assert manifest["tuned_choice"]["kept"] == kept
+    assert manifest.get("winograd") == ("off" if kept == "template" else None)
+
+
+def test_a_fast_build_whose_outputs_differ_is_not_kept():
+    from nindsl.tvm.tune.choose import faster
+
+    batch = np.ones((2, 3), np.float32)
+    right = lambda x: x * 2  # noqa: E731
+    fast = lambda x: x * 2 + 1e-3  # noqa: E731 - wrong by more than the tolerance
+
+    def slow(x):
+        for _ in range(2000):
+            x * 2
+        return x * 2
+
+    assert faster({"tuned": slow, "template": right}, batch).kept == "template"
+    choice = faster({"tuned": slow, "template": fast}, batch)
+    assert choice.kept == "tuned" and choice.max_difference > 1e-4 and "differ" in choice.describe()

@@ -221,7 +221,8 @@ def test_an_artifact_says_which_layers_took_winograd_and_inspect_shows_it(cli, t
 @pytest.mark.parametrize("options, says", [
     (["-t", "onnx"], "--no-winograd does nothing with --target onnx"),
     (["-t", "llvm", "--precision", "int8", "--calibrate", "random"], "does nothing with --precision int8"),
-    (["-t", "llvm", "--tune"], "does nothing with --tune"),
+    (["-t", "llvm", "--db", "nowhere"], "does nothing with --db without --tune"),
+    (["-t", "llvm", "--tune", "--rpc", "127.0.0.1:9", "--key", "cpu"], "does nothing with --rpc"),
     (["-t", "h200"], "does nothing with a CUDA target"),
 ])
 def test_no_winograd_is_refused_where_it_would_do_nothing(cli, tmp_path, options, says):

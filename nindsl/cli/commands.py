@@ -278,7 +278,9 @@ def _without_winograd(profile, args):
     from ..tvm.build import uses_winograd
 
     where = ("a CUDA target" if profile.device == "cuda" else f"--precision {args.precision}" if args.precision != "fp32"
-             else "--tune (tuned builds search direct convolutions)" if args.tune or args.db else
+             else "--db without --tune (records measured elsewhere build direct convolutions)" if not args.tune and args.db
+             else "--rpc (the tuned build is kept: its times are the remote machine's, so the untuned template, "
+                  "which may use Winograd, is not measured against it)" if args.tune and args.rpc else
              f"profile `{profile.name}`, whose untuned builds do not take nindsl's template or Winograd"
              if not uses_winograd(profile) else None)
     if where is not None:

@@ -243,7 +243,25 @@ def _tuning(manifest: dict) -> str:
         return "untuned"
     if manifest.get("tuning_searched") is False:
         return f"tuned from the records in {database} (no search here: measured elsewhere, e.g. by a kit)"
+    choice = manifest.get("tuned_choice")
+    if isinstance(choice, dict) and choice.get("kept") == "template":
+        return f"tuned (database {database}), but the untuned template was faster here and is the build"
     return f"tuned (database {database})"
+
+
+def _tuned_choice(manifest: dict) -> list[tuple[str, str]]:
+    """What the tuned build was measured against, and which was kept (``--tune`` on a CPU)."""
+    choice = manifest.get("tuned_choice")
+    if not isinstance(choice, dict):
+        return []
+    times, kept = choice.get("median_ms"), choice.get("kept")
+    if not (isinstance(times, dict) and kept in ("tuned", "template")
+            and all(isinstance(times.get(k), (int, float)) for k in ("tuned", "template"))):
+        return []
+    names = {"tuned": "tuned kernels", "template": "untuned template"}
+    other = "template" if kept == "tuned" else "tuned"
+    return [("measured choice", f"{names[kept]} {times[kept]:.3g} ms, kept over the {names[other]} {times[other]:.3g} ms "
+                                f"(medians here at batch {choice.get('batch', '?')})")]
 
 
 def describe_artifact(folder: Path) -> Description:
@@ -261,7 +279,7 @@ def describe_artifact(folder: Path) -> Description:
                    manifest.get("preprocess"))
     precision = manifest.get("precision", "fp32")
     rows += [("target", _target(manifest)), ("precision", f"{precision}, {_tuning(manifest)}")]
-    rows += _code(manifest) + _narrow(manifest) + _winograd(manifest)
+    rows += _code(manifest) + _narrow(manifest) + _tuned_choice(manifest) + _winograd(manifest)
     rows.append(("files", ", ".join(sorted(manifest["files"]))))
     return Description(title, tuple(rows))
 

@@ -226,9 +226,10 @@ def _compile_arguments(compile_: argparse.ArgumentParser) -> None:
                           f"from 1 to {MAX_DIM:,} (default: a build that takes any batch size; --tune tunes at 1)")
     compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
     compile_.add_argument("--no-winograd", action="store_true",
-                          help="TVM CPU, untuned float32: every convolution direct (by default stride-1 3×3 and 5×5 "
+                          help="TVM CPU, float32: every convolution direct (by default stride-1 3×3 and 5×5 "
                                "layers take Winograd's fewer multiplications where nindsl's rule says; the profile's "
-                               "`winograd = false` does the same)")
+                               "`winograd = false` does the same). With --tune, the untuned template that the tuned "
+                               "build is measured against is direct too")
     compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="fp32 | int8: post-training quantization, calibrated with --calibrate "
                                "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: llvm targets with "

@@ -40,6 +40,7 @@ from ..compat import refusal_summary, refuses_arguments
 from ..compat.cuda import captures_cuda_graph, load_cuda_runtime
 from ..gpu.cuda import GpuImage, find_nvcc, gpu_images, runs_on
 from ..profiles import Profile, check_runs_here, cpu_features
+from ..tune.choose import measures_here
 
 LIBRARY, WEIGHTS, ONNX_FILE, MANIFEST = "model.so", "weights.safetensors", "model.onnx", "manifest.json"
 
@@ -127,13 +128,32 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
             progress.note("tuned kernels are for a fixed batch size: building for --batch 1")
         tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
     built = build(network, profile, weights, seed, batch, tuned)
-    seconds = time.perf_counter() - start
     extra = {"tuning_searched": tuning.search} if tuning is not None else {}
-    if template_build(profile, tuned is not None):
+    template = template_build(profile, tuned is not None)
+    if tuned is not None and template_build(profile) and measures_here(profile, tuning):
+        built, choice = _measured_choice(network, profile, weights, seed, batch, built, progress)
+        extra["tuned_choice"] = choice.manifest()
+        template = choice.kept == "template"
+    if template:
         extra |= winograd_manifest(network) if profile.schedule.winograd else {"winograd": "off"}
+    seconds = time.perf_counter() - start
     write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin, extra)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
     return CompileReport(out, seconds, kernels)
+
+
+def _measured_choice(network: ir.Network, profile: Profile, weights, seed: int, batch: int, tuned: Build,
+                     progress: Progress):
+    """The tuned build or the untuned template, whichever runs faster here (:mod:`nindsl.tvm.tune.choose`)."""
+    from ..tune.choose import faster
+
+    progress.note("building the untuned template too (channels-last, Winograd where its rule takes a layer), "
+                  "to keep the faster")
+    template = build(network, profile, weights, seed, batch)
+    sample = np.random.default_rng(seed).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
+    choice = faster({"tuned": Runner.from_build(tuned), "template": Runner.from_build(template)}, sample)
+    progress.note(choice.describe())
+    return (tuned if choice.kept == "tuned" else template), choice
 
 
 def winograd_manifest(network: ir.Network) -> dict:
