@@ -52,9 +52,9 @@ def _reference(x, w, pad):
     return out
 
 
-def _winograd(x, w, m, pad, accumulators=None):
+def _winograd(x, w, m, pad, accumulators=None, images=1):
     """The scheduled float32 kernel of an untuned build, the weights transformed as a build does
-    (``accumulators``: as many sum registers as another CPU has)."""
+    (``accumulators``: as many sum registers as another CPU has; ``images`` a step)."""
     from tvm import s_tir, te
 
     target = tvm.target.Target(resolved_target(LLVM))
@@ -67,7 +67,7 @@ def _winograd(x, w, m, pad, accumulators=None):
     out = winograd.conv2d(data, u_in, m, w.shape[2], (pad,) * 4)
     sch = s_tir.Schedule(te.create_prim_func([data, u_in, out]))
     lanes, sums = schedules.lanes_and_accumulators(target)
-    winograd.schedule(sch, lanes, accumulators or sums)
+    winograd.schedule(sch, lanes, accumulators or sums, images=images)
     y = tvm.runtime.tensor(np.zeros([int(d) for d in out.shape], np.float32))
     tvm.compile(sch.mod, target=target)(tvm.runtime.tensor(x), u, y)
     return y.numpy()
@@ -109,6 +109,27 @@ def test_odd_maps_and_channels_are_computed_too(shape, m, pad, accumulators):
     w = rng.normal(0, 0.1, (o, c, 3, 3)).astype(np.float32)
     x = rng.standard_normal((n, h, w_, c)).astype(np.float32)
     np.testing.assert_allclose(_winograd(x, w, m, pad, accumulators), _reference(x, w, pad), atol=1e-4)
+
+
+@pytest.mark.parametrize("images", [2, 3])
+def test_several_images_a_step_compute_the_same_convolution(images):
+    """A fixed batch of 6 taken 2 or 3 images a step; a 6×6 map of 4 tiles; 20 output channels."""
+    rng = np.random.default_rng(2)
+    w = rng.normal(0, 0.1, (20, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((6, 6, 6, 16)).astype(np.float32)
+    np.testing.assert_allclose(_winograd(x, w, 2, 1, images=images), _reference(x, w, 1), atol=1e-4)
+
+
+def test_a_fixed_batch_takes_as_many_images_a_step_as_fit_and_divide_it():
+    from tvm import te
+
+    def images(batch, size, m=4):
+        data = te.placeholder((batch, size, size, 32), "float32")
+        u = te.placeholder((m + 2, m + 2, 32, 32), "float32")
+        return winograd.images(te.create_prim_func([data, u, winograd.conv2d(data, u, m, 3, (1,) * 4)]))
+
+    assert images(64, 16) == 4 and images(6, 16) == 3 and images(1, 16) == 1  # 16 tiles an image: up to 64
+    assert images(64, 32) == 1 and images(tvm.tirx.Var("n", "int64"), 16) == 1  # 64 tiles; any batch size
 
 
 def test_blocks_of_tiles_fill_the_sums_where_no_block_divides_the_tiles():

@@ -34,7 +34,7 @@ def _space(func, target):
         parallel = schedules.in_parallel(func, lanes)  # (a convolution's steps are vector steps)
 
         def winograd_template(sch):
-            winograd.schedule(sch, lanes, accumulators, parallel)
+            winograd.schedule(sch, lanes, accumulators, parallel, winograd.images(func))
             return sch
 
         return ms.space_generator.ScheduleFn(winograd_template, sch_rules=[], mutator_probs={}, postprocs=[])
