@@ -187,3 +187,17 @@ def test_pools_take_the_channels_last_template_and_equal_onnxruntime():
         x = test_inputs(network, batch, seed=batch)
         runner = Runner.from_build(build(network, LLVM, weights, batch=batch))
         assert_agree(runner(x), run_onnx(to_onnx(network, weights), x), f"untuned vs ORT, batch {batch}")
+
+
+@pytest.mark.slow
+def test_the_kernel_times_example_lists_every_kernel_of_a_build():
+    """examples/kernel_times.py, as docs/performance.md runs it: the whole build's median, then a
+    row per kernel in call order."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "examples/kernel_times.py", "specs/nin_digits.nin", "--calls", "5"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("| fused_conv2d")]
+    assert "whole build" in shown.stdout and len(rows) == 8  # nin_digits' eight distinct convolution kernels
