@@ -372,7 +372,8 @@ def _winograd_spec(folder):
 
 @pytest.mark.slow
 def test_a_tuned_cpu_build_is_measured_against_the_untuned_template_and_the_faster_is_kept(cli, tmp_path):
-    """`--tune` builds both, times them here side by side and keeps the faster: the manifest and
+    """`--tune` times the 3×3 layer alone in each form (direct, F(2×2), F(4×4)), builds the template
+    with the fastest, times it against the tuned build and keeps the faster: the manifest and
     `inspect` say which and by how much, and the build kept equals ONNX Runtime."""
     from nindsl.onnx.runtime import run as run_onnx
     from nindsl.tvm.deploy.artifact import Artifact
@@ -384,44 +385,50 @@ def test_a_tuned_cpu_build_is_measured_against_the_untuned_template_and_the_fast
     choice = manifest["tuned_choice"]
     assert choice["kept"] == min(choice["median_ms"], key=choice["median_ms"].get)
     assert choice["max_difference"] < 1e-4 and choice["batch"] == 1
+    forms = choice["template_forms"]["conv1"]["times_ms"]  # (the 1×1 layer has one form: not timed)
+    assert list(choice["template_forms"]) == ["conv1"] and set(forms) == {"direct", "F(2x2,3x3)", "F(4x4,3x3)"}
+    fastest = min(forms, key=forms.get)
     # the template's build says which layers it put in Winograd form; a kept tuned build has no such entry
     assert ("winograd" in manifest) == (choice["kept"] == "template")
     if choice["kept"] == "template":
-        assert list(manifest["winograd"]) == ["conv1"]
-    assert "measured choice" in cli("inspect", tmp_path / "a").out
+        assert manifest["winograd"] == ({} if fastest == "direct" else {"conv1": fastest})
+    shown = cli("inspect", tmp_path / "a").out
+    assert "measured choice" in shown and "template forms   conv1 " + fastest in shown
     network = nindsl.load(spec)
     x = np.random.default_rng(1).standard_normal((1, 32, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(Artifact(tmp_path / "a")(x), run_onnx(nindsl.to_onnx(network), x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("slower", ["tuned", "template"])
-def test_the_build_kept_is_the_one_measured_faster(cli, tmp_path, monkeypatch, slower):
-    """Whichever build the clock favours is the artifact (the clock is rigged: the slower build's
-    measured times are multiplied by 50); --no-winograd makes the template direct."""
+@pytest.mark.parametrize("kept, fastest, options", [("template", 2, []), ("tuned", 4, []),
+                                                     ("template", None, ["--no-winograd"])],
+                         ids=["template-with-F2", "tuned", "template-no-winograd"])
+def test_the_forms_and_the_build_kept_are_the_ones_measured_fastest(cli, tmp_path, monkeypatch, kept, fastest,
+                                                                    options):
+    """Whichever form of a layer and whichever build the clock favours is what the artifact holds
+    (the clock is rigged); the artifact still equals ONNX Runtime. --no-winograd times no forms."""
+    from nindsl.onnx.runtime import run as run_onnx
+    from nindsl.tvm.deploy.artifact import Artifact
     from nindsl.tvm.tune import choose
 
-    timed = choose._seconds_per_call
-    monkeypatch.setattr(choose, "_seconds_per_call",
-                        lambda run, batch: timed(run, batch) * (50 if run.role == slower else 1))
-    from nindsl.tvm.deploy import artifact
+    def rigged(runs, batch):
+        if set(runs) == {"tuned", "template"}:
+            return {name: 1.0 if name == kept else 9.0 for name in runs}
+        return {form: 1.0 if form == fastest else 5.0 for form in runs}
 
-    made = artifact.Runner.from_build
-
-    def labelled(built, device=None, role=iter(["tuned", "template"])):
-        runner = made(built, device)
-        runner.role = next(role)
-        return runner
-
-    monkeypatch.setattr(artifact.Runner, "from_build", labelled)
+    monkeypatch.setattr(choose, "median_ms", rigged)
     spec = _winograd_spec(tmp_path)
-    shown = cli("compile", spec, "-t", "llvm", "--tune", "--trials", "8", "--db", tmp_path / "db", "--no-winograd",
+    shown = cli("compile", spec, "-t", "llvm", "--tune", "--trials", "8", "--db", tmp_path / "db", *options,
                 "-o", tmp_path / "a")
     assert shown.code == 0, shown.err
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
-    kept = "template" if slower == "tuned" else "tuned"
     assert manifest["tuned_choice"]["kept"] == kept
-    assert manifest.get("winograd") == ("off" if kept == "template" else None)
+    assert ("template_forms" in manifest["tuned_choice"]) == (not options)
+    expected = None if kept == "tuned" else "off" if options else {"conv1": "F(2x2,3x3)"}
+    assert manifest.get("winograd") == expected
+    x = np.random.default_rng(2).standard_normal((1, 32, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(Artifact(tmp_path / "a")(x), run_onnx(nindsl.to_onnx(nindsl.load(spec)), x),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_a_fast_build_whose_outputs_differ_is_not_kept():

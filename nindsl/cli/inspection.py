@@ -260,8 +260,19 @@ def _tuned_choice(manifest: dict) -> list[tuple[str, str]]:
         return []
     names = {"tuned": "tuned kernels", "template": "untuned template"}
     other = "template" if kept == "tuned" else "tuned"
-    return [("measured choice", f"{names[kept]} {times[kept]:.3g} ms, kept over the {names[other]} {times[other]:.3g} ms "
+    rows = [("measured choice", f"{names[kept]} {times[kept]:.3g} ms, kept over the {names[other]} {times[other]:.3g} ms "
                                 f"(medians here at batch {choice.get('batch', '?')})")]
+    forms = choice.get("template_forms")
+    if isinstance(forms, dict):
+        layers = []
+        for name, measured in forms.items():
+            by_form = measured.get("times_ms") if isinstance(measured, dict) else None
+            if isinstance(by_form, dict) and by_form and all(isinstance(t, (int, float)) for t in by_form.values()):
+                ranked = sorted(by_form, key=by_form.get)
+                layers.append(f"{name} " + ", ".join(f"{form} {by_form[form]:.3g} ms" for form in ranked))
+        if layers:
+            rows.append(("template forms", "; ".join(layers) + " (each layer alone, the fastest first: the template's)"))
+    return rows
 
 
 def describe_artifact(folder: Path) -> Description:

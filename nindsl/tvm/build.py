@@ -25,8 +25,10 @@ def uses_winograd(profile: Profile, tuned: bool = False) -> bool:
 
 
 def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, batch: int | None = None,
-          tuned_module=None) -> Build:
-    """Compile a network for a profile (untuned, or from a tuned Relax module)."""
+          tuned_module=None, winograd_rule=None) -> Build:
+    """Compile a network for a profile (untuned, or from a tuned Relax module). ``winograd_rule``:
+    which convolutions an untuned CPU build puts in Winograd form (default
+    :func:`nindsl.tvm.winograd.tile`; :func:`nindsl.tvm.winograd.measured` for those measured)."""
     tvm = require_tvm()
     from ..onnx.lower import lower
 
@@ -36,10 +38,11 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     module = tuned_module
     if module is None and template_build(profile):
         from .untuned import default_database
-        from .winograd import choose, legalize
+        from .winograd import choose, legalize, tile
 
+        rule = winograd_rule or tile
         module = prepare(network, profile, batch, model=model, channels_last=True,  # (lowered once, above)
-                         legalize=legalize(choose) if uses_winograd(profile) else None)
+                         legalize=legalize(lambda call: choose(call, rule)) if uses_winograd(profile) else None)
         module = apply_database(module, default_database(module, target), profile, target)
     elif module is None:
         module = import_onnx(model, network, batch)

@@ -77,14 +77,13 @@ def multiplications(kernel: int, m: int | None, height: int, width: int, channel
     return -(-height // m) * -(-width // m) * alpha * alpha * channels * out_channels
 
 
-def plan(network) -> dict[str, tuple[int, int, int]]:
-    """The convolutions of ``network`` (an ``ir.Network``) that :func:`tile` puts in Winograd form,
-    by name (``conv2.0``: an mlpconv's k×k stage; a ``conv`` layer's label), each with its tile
-    ``m``, kernel ``r``, and the multiplications per image it saves. The same rule on the same
-    shapes as the build's :func:`choose`."""
+def layer_shapes(network) -> dict[str, tuple[int, int, int, int, int, int]]:
+    """The convolutions of ``network`` (an ``ir.Network``) by name (``conv2.0``: an mlpconv's k×k
+    stage; a ``conv`` layer's label), each as :func:`tile`'s arguments: (kernel, stride, output
+    height, output width, input channels, output channels)."""
     from ..language.layers import Conv, MlpConv
 
-    chosen = {}
+    shapes = {}
     for layer, shape in zip(network.layers, network.shapes):
         if isinstance(layer, MlpConv):
             name, out = f"{layer.label}.0", layer.channels[0]
@@ -93,20 +92,46 @@ def plan(network) -> dict[str, tuple[int, int, int]]:
         else:
             continue
         height, width = (int(d) for d in shape.out_shape[2:4])
-        channels = int(shape.in_shape[1])
-        m = tile(layer.kernel, layer.stride, height, width, channels, out)
+        shapes[name] = (layer.kernel, layer.stride, height, width, int(shape.in_shape[1]), out)
+    return shapes
+
+
+def plan(network, rule=tile) -> dict[str, tuple[int, int, int]]:
+    """The convolutions of ``network`` that ``rule`` (:func:`tile`, or a :func:`measured` one) puts
+    in Winograd form, by name, each with its tile ``m``, kernel ``r``, and the multiplications per
+    image it saves. The same rule on the same shapes as the build's :func:`choose`."""
+    chosen = {}
+    for name, (kernel, stride, height, width, channels, out) in layer_shapes(network).items():
+        m = rule(kernel, stride, height, width, channels, out)
         if m is not None:
-            saved = (multiplications(layer.kernel, None, height, width, channels, out)
-                     - multiplications(layer.kernel, m, height, width, channels, out))
-            chosen[name] = (m, layer.kernel, saved)
+            saved = (multiplications(kernel, None, height, width, channels, out)
+                     - multiplications(kernel, m, height, width, channels, out))
+            chosen[name] = (m, kernel, saved)
     return chosen
 
 
-def fraction(network) -> float:
+def fraction(network, rule=tile) -> float:
     """The multiplications an untuned CPU build of ``network`` does with Winograd where
     :func:`plan` puts it, as a fraction of the spec's multiply-adds (direct)."""
-    saved = sum(saved for _, _, saved in plan(network).values())
+    saved = sum(saved for _, _, saved in plan(network, rule).values())
     return 1 - saved / network.total_macs if network.total_macs else 1.0
+
+
+def forms(kernel: int, stride: int, height: int, width: int, channels: int, out_channels: int) -> list[int | None]:
+    """The forms a convolution can take, for measuring (``compile --tune``): direct (None) and each
+    tile of :data:`TILES` for its kernel, where it is stride 1 with :data:`MIN_CHANNELS` in and out;
+    ``[]`` where direct is the only form."""
+    if stride != 1 or kernel not in TILES or min(channels, out_channels) < MIN_CHANNELS:
+        return []
+    return [None, *TILES[kernel]]
+
+
+def measured(choices: dict):
+    """:func:`tile`, but with the forms measured for the shapes in ``choices`` (keyed by
+    :func:`tile`'s arguments)."""
+    def rule(*shape):
+        return choices[shape] if shape in choices else tile(*shape)
+    return rule
 
 
 def transform_weights(weight, m: int):
@@ -192,8 +217,8 @@ def legalize(enabled_for):
     return {"relax.nn.conv2d": conv2d_legalize}
 
 
-def choose(call) -> int | None:
-    """:func:`tile` for a Relax ``conv2d`` call: NHWC data, OIHW weights, no dilation or groups."""
+def choose(call, rule=tile) -> int | None:
+    """``rule`` (:func:`tile`) for a Relax ``conv2d`` call: NHWC data, OIHW weights, no dilation or groups."""
     attrs = call.attrs
     if (attrs.data_layout, attrs.kernel_layout, int(attrs.groups)) != ("NHWC", "OIHW", 1):
         return None
@@ -205,7 +230,7 @@ def choose(call) -> int | None:
         return None
     top, left, bottom, right = (int(p) for p in attrs.padding)
     height, width = int(data[1]) + top + bottom - kh + 1, int(data[2]) + left + right - kw + 1
-    return tile(kh, int(attrs.strides[0]), height, width, i, o)
+    return rule(kh, int(attrs.strides[0]), height, width, i, o)
 
 
 def images(func) -> int:

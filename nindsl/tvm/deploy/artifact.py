@@ -129,13 +129,13 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         tuned, db = tune(network, profile, batch, tuning, weights, seed, progress)
     built = build(network, profile, weights, seed, batch, tuned)
     extra = {"tuning_searched": tuning.search} if tuning is not None else {}
-    template = template_build(profile, tuned is not None)
+    template, rule, forms = template_build(profile, tuned is not None), None, None
     if tuned is not None and template_build(profile) and measures_here(profile, tuning):
-        built, choice = _measured_choice(network, profile, weights, seed, batch, built, progress)
-        extra["tuned_choice"] = choice.manifest()
+        built, choice, rule, forms = _measured_choice(network, profile, weights, seed, batch, built, progress)
+        extra["tuned_choice"] = choice.manifest() | ({"template_forms": forms} if forms else {})
         template = choice.kept == "template"
     if template:
-        extra |= winograd_manifest(network) if profile.schedule.winograd else {"winograd": "off"}
+        extra |= winograd_manifest(network, rule) if profile.schedule.winograd else {"winograd": "off"}
     seconds = time.perf_counter() - start
     write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin, extra)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
@@ -147,23 +147,68 @@ def _measured_choice(network: ir.Network, profile: Profile, weights, seed: int, 
     """The tuned build or the untuned template, whichever runs faster here (:mod:`nindsl.tvm.tune.choose`)."""
     from ..tune.choose import faster
 
-    progress.note("building the untuned template too (channels-last, Winograd where its rule takes a layer), "
-                  "to keep the faster")
-    template = build(network, profile, weights, seed, batch)
+    rule, forms = _measured_forms(network, profile, batch, progress) if profile.schedule.winograd else (None, {})
+    progress.note("building the untuned template too (channels-last, Winograd where measured faster), to keep the faster")
+    template = build(network, profile, weights, seed, batch, winograd_rule=rule)
     sample = np.random.default_rng(seed).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
     choice = faster({"tuned": Runner.from_build(tuned), "template": Runner.from_build(template)}, sample)
     progress.note(choice.describe())
-    return (tuned if choice.kept == "tuned" else template), choice
+    return (tuned if choice.kept == "tuned" else template), choice, rule, forms
 
 
-def winograd_manifest(network: ir.Network) -> dict:
-    """The convolutions in Winograd form, by name, and the multiplications per image: the spec's
-    multiply-adds (direct), and those the build does."""
-    from ..winograd import fraction, plan
+def _measured_forms(network: ir.Network, profile: Profile, batch: int, progress: Progress):
+    """Each stride-1 3×3 and 5×5 convolution that can take Winograd form, built alone in every form
+    (direct, and each tile) and timed here side by side at ``batch``: a rule that gives each its
+    fastest (:func:`nindsl.tvm.winograd.measured`), and the medians by layer and form."""
+    import numpy as np
 
-    chosen = {name: f"F({m}x{m},{r}x{r})" for name, (m, r, _) in plan(network).items()}
+    from ...language import check
+    from ...language.layers import Conv, MlpConv
+    from ..tune.choose import median_ms
+    from ..winograd import forms, measured, tile
+
+    chosen, table, done = {}, {}, {}
+    for layer, shape in zip(network.layers, network.shapes):
+        if not isinstance(layer, (Conv, MlpConv)):
+            continue
+        name, out = (f"{layer.label}.0", layer.channels[0]) if isinstance(layer, MlpConv) else (layer.label, layer.out)
+        _, channels, height, width = shape.in_shape
+        key = (layer.kernel, layer.stride, int(shape.out_shape[2]), int(shape.out_shape[3]), int(channels), out)
+        if key in done:  # the same shape measured already: the same choice
+            chosen[key], table[name] = done[key]
+            continue
+        options = forms(*key)
+        if not options:
+            continue
+        progress.note(f"timing {name} directly and in Winograd form ({len(options)} builds)")
+        alone = check(f"network {name.replace('.', '_')}_alone() {{\n    input x: f32[N, {channels}, {height}, {width}]\n"
+                      f"    conv({out}, {layer.kernel}, pad = {layer.pad})\n}}\n")
+        runs = {m: Runner.from_build(build(alone, profile, batch=batch, winograd_rule=lambda *_, m=m: m))
+                for m in options}
+        sample = np.random.default_rng(0).standard_normal((batch, *alone.input.shape[1:])).astype(np.float32)
+        medians = median_ms(runs, sample)
+        best = min(options, key=medians.__getitem__)
+        times = {_form_name(m, layer.kernel): round(medians[m], 4) for m in options}
+        chosen[key] = best
+        table[name] = {"times_ms": times, "rule": _form_name(tile(*key), layer.kernel)}
+        done[key] = best, table[name]
+    return measured(chosen), table
+
+
+def _form_name(m: int | None, kernel: int) -> str:
+    return "direct" if m is None else f"F({m}x{m},{kernel}x{kernel})"
+
+
+def winograd_manifest(network: ir.Network, rule=None) -> dict:
+    """The convolutions in Winograd form (by ``rule``: :func:`nindsl.tvm.winograd.tile`'s unless
+    measured), by name, and the multiplications per image: the spec's multiply-adds (direct), and
+    those the build does."""
+    from ..winograd import fraction, plan, tile
+
+    rule = rule or tile
+    chosen = {name: f"F({m}x{m},{r}x{r})" for name, (m, r, _) in plan(network, rule).items()}
     return {"winograd": chosen, "multiplications": {"direct": network.total_macs,
-                                                    "done": round(network.total_macs * fraction(network))}}
+                                                    "done": round(network.total_macs * fraction(network, rule))}}
 
 
 def _narrow_manifest(precision: str, narrow, calibration) -> dict:

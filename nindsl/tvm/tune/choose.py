@@ -63,6 +63,16 @@ def _seconds_per_call(run: Callable, batch: np.ndarray) -> float:
             return elapsed / calls
 
 
+def median_ms(runs: dict, batch: np.ndarray) -> dict:
+    """Each of ``runs`` (key → callable on a batch) timed on ``batch`` in :data:`ROUNDS` interleaved
+    rounds: its median milliseconds per call, by key."""
+    times: dict = {key: [] for key in runs}
+    for _ in range(ROUNDS):
+        for key, run in runs.items():
+            times[key].append(_seconds_per_call(run, batch))
+    return {key: statistics.median(series) * 1e3 for key, series in times.items()}
+
+
 def faster(runs: dict[str, Callable], batch: np.ndarray) -> Choice:
     """Time each of ``runs`` (name → callable on a batch) in :data:`ROUNDS` interleaved rounds on
     ``batch``; the one with the lowest median is kept (the first on a tie, and the first where
@@ -70,10 +80,6 @@ def faster(runs: dict[str, Callable], batch: np.ndarray) -> Choice:
     outputs = {name: run(batch) for name, run in runs.items()}  # (also a warm-up)
     first, *others = outputs.values()
     difference = max((float(np.max(np.abs(first - other))) for other in others), default=0.0)
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(ROUNDS):
-        for name, run in runs.items():
-            times[name].append(_seconds_per_call(run, batch))
-    medians = {name: statistics.median(series) * 1e3 for name, series in times.items()}
+    medians = median_ms(runs, batch)
     kept = min(medians, key=medians.__getitem__) if difference <= TOLERANCE else next(iter(runs))
     return Choice(kept, medians, len(batch), difference)
