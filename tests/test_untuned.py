@@ -181,7 +181,8 @@ def test_pools_take_the_channels_last_template_and_equal_onnxruntime():
     target = tvm.target.Target(resolved_target(LLVM))
     pools = [t.extracted.dispatched[0] for t in extract(prepare(network, LLVM, 5, channels_last=True), target, None)
              if "pool" in t.extracted.task_name]
-    assert len(pools) == 5 and all(schedules.nhwc_pool(s_tir.Schedule(f), 16) for f in pools)
+    assert len(pools) == 5 and all(schedules.is_nhwc_pool(f) and schedules.nhwc_pool(s_tir.Schedule(f), 16)
+                                   for f in pools)
     weights = test_weights(network)
     for batch in (1, 5):
         x = test_inputs(network, batch, seed=batch)

@@ -292,10 +292,15 @@ def _used(block: tuple[int, int], columns: int) -> float:
 
 def _nhwc_block(sch):
     """The block of an NHWC convolution (any stride) in ``sch``, or None."""
+    return named_block(sch, "conv2d_nhwc")
+
+
+def named_block(sch, name: str):
+    """The block called ``name`` in ``sch``, or None."""
     from tvm.s_tir.schedule import ScheduleError
 
     try:
-        return sch.get_sblock("conv2d_nhwc")
+        return sch.get_sblock(name)
     except (ScheduleError, ValueError, RuntimeError):  # the name is not in this function
         return None
 
@@ -325,7 +330,7 @@ def nhwc_choice(func, target) -> tuple[int, int, int] | None:
     lanes = channel_lanes(channels, lanes)
     fitting = nhwc_blocks(channels, columns, lanes, accumulators)
     preferred = [b for b in fitting if 2 <= b[0] <= 6] or fitting
-    if max(width for _, width in preferred) < 3:  # (no block of several columns divides the row)
+    if max(width for _, width in preferred) < 3:  # no block of several columns divides the row
         remainder = [b for b in remainder_blocks(channels, columns, lanes, accumulators) if 2 <= b[0] <= 6]
         preferred = remainder or preferred
     weights_per_vector = lanes * taps[0] * taps[1] * taps[2] * 4  # bytes
@@ -380,20 +385,18 @@ def _nhwc_pool_block(sch):
     from tvm import tirx
 
     for name in ("pool_max", "pool_sum"):
-        block = _named_block(sch, name)
+        block = named_block(sch, name)
         if block is not None:
             read = sch.get(block).reads[0].region
             return block if len(read) == 4 and isinstance(read[-1].min, tirx.Var) else None
     return None
 
 
-def _named_block(sch, name: str):
-    from tvm.s_tir.schedule import ScheduleError
+def is_nhwc_pool(func) -> bool:
+    """Whether ``func`` (a kernel before scheduling) is a channels-last pool :func:`nhwc_pool` takes."""
+    from tvm import s_tir
 
-    try:
-        return sch.get_sblock(name)
-    except (ScheduleError, ValueError, RuntimeError):  # the name is not in this function
-        return None
+    return _nhwc_pool_block(s_tir.Schedule(func)) is not None
 
 
 def nhwc_pool(sch, lanes: int, parallel: bool = True) -> bool:
@@ -409,7 +412,7 @@ def nhwc_pool(sch, lanes: int, parallel: bool = True) -> bool:
     n, y, x, c, *window = sch.get_loops(pool)
     co, cl = sch.split(c, [None, channel_lanes(int(sch.get(c).extent), lanes)])
     sch.reorder(n, y, x, co, *window, cl)
-    store = _named_block(sch, "pool_avg")  # an average: the sums, in registers, divided as stored
+    store = named_block(sch, "pool_avg")  # an average: the sums, in registers, divided as stored
     if store is None:
         store = sch.cache_write(pool, 0, "local")
     else:

@@ -26,7 +26,6 @@ NOMINAL_SECONDS = 1.0
 
 
 def _space(func, target):
-    from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
     lanes, accumulators = schedules.lanes_and_accumulators(target)
@@ -48,7 +47,7 @@ def _space(func, target):
 
         return ms.space_generator.ScheduleFn(channels_last, sch_rules=[], mutator_probs={},
                                              postprocs=[ms.postproc.RewriteLayout()])
-    if schedules.nhwc_pool(s_tir.Schedule(func), lanes):
+    if schedules.is_nhwc_pool(func):
         def pool(sch):
             schedules.nhwc_pool(sch, lanes, schedules.in_parallel(func, 1))
             return sch

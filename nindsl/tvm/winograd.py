@@ -253,13 +253,10 @@ def applies(func) -> bool:
 
 def _block(sch_or_func, name: str):
     from tvm import s_tir
-    from tvm.s_tir.schedule import ScheduleError
 
-    sch = sch_or_func if isinstance(sch_or_func, s_tir.Schedule) else s_tir.Schedule(sch_or_func)
-    try:
-        return sch.get_sblock(name)
-    except (ScheduleError, ValueError, RuntimeError):
-        return None
+    from .schedules import named_block
+
+    return named_block(sch_or_func if isinstance(sch_or_func, s_tir.Schedule) else s_tir.Schedule(sch_or_func), name)
 
 
 def schedule(sch, lanes: int, accumulators: int, parallel: bool = True, images: int = 1) -> None:
