@@ -202,3 +202,21 @@ def test_the_kernel_times_example_lists_every_kernel_of_a_build():
     assert shown.returncode == 0, shown.stderr
     rows = [line for line in shown.stdout.splitlines() if line.startswith("| fused_conv2d")]
     assert "whole build" in shown.stdout and len(rows) == 8  # nin_digits' eight distinct convolution kernels
+
+
+def test_a_convolution_the_template_cannot_schedule_is_said_not_hidden(cli, tmp_path, monkeypatch):
+    """Where a schedule primitive refuses a kernel, it keeps TVM's own (naive) loops: slow, so the
+    compile warns, the manifest lists it and `inspect` shows it. (The refusal is forced here.)"""
+    import json
+
+    from nindsl.tvm import untuned
+
+    schedule = untuned._schedule
+    monkeypatch.setattr(untuned, "_schedule",
+                        lambda func, target, name: None if "conv2d" in name else schedule(func, target, name))
+    (tmp_path / "s.nin").write_text("network s() {\n    input x: f32[N, 8, 6, 6]\n    conv(16, 3, pad = 1)\n"
+                                    "    global_avgpool()\n}\n")
+    shown = cli("compile", tmp_path / "s.nin", "-t", "llvm", "--batch", "1", "-o", tmp_path / "a")
+    assert shown.code == 0 and "warning: the template could not schedule 1 convolution kernel" in shown.err
+    assert len(json.loads((tmp_path / "a" / "manifest.json").read_text())["unscheduled"]) == 1
+    assert "unscheduled" in cli("inspect", tmp_path / "a").out

@@ -291,6 +291,10 @@ def describe_artifact(folder: Path) -> Description:
     precision = manifest.get("precision", "fp32")
     rows += [("target", _target(manifest)), ("precision", f"{precision}, {_tuning(manifest)}")]
     rows += _code(manifest) + _narrow(manifest) + _tuned_choice(manifest) + _winograd(manifest)
+    unscheduled = manifest.get("unscheduled")
+    if isinstance(unscheduled, list) and unscheduled:
+        rows.append(("unscheduled", f"{len(unscheduled)} convolution kernel(s) the template could not schedule run "
+                                    f"TVM's naive loops: {', '.join(map(str, unscheduled))}"))
     rows.append(("files", ", ".join(sorted(manifest["files"]))))
     return Description(title, tuple(rows))
 

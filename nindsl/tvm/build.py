@@ -35,7 +35,7 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
     lowered = lower(network, weights, seed)  # (a Lowered value comes back as it is: nothing redone)
     weights, model = lowered.weights, lowered.model
     target = tvm.target.Target(resolved_target(profile))
-    module = tuned_module
+    module, unscheduled = tuned_module, ()
     if module is None and template_build(profile):
         from .untuned import default_database
         from .winograd import choose, legalize, tile
@@ -43,7 +43,9 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
         rule = winograd_rule or tile
         module = prepare(network, profile, batch, model=model, channels_last=True,  # (lowered once, above)
                          legalize=legalize(lambda call: choose(call, rule)) if uses_winograd(profile) else None)
-        module = apply_database(module, default_database(module, target), profile, target)
+        left = []
+        module = apply_database(module, default_database(module, target, left), profile, target)
+        unscheduled = tuple(name for name in left if "conv2d" in name)  # (the slow ones: TVM's naive loops)
     elif module is None:
         module = import_onnx(model, network, batch)
     # With weight pre-packing, `main_transform_params` takes the weights and `main` the packed ones.
@@ -68,4 +70,5 @@ def build(network: ir.Network, profile: Profile, weights=None, seed: int = 0, ba
         executable = compile_cuda(module, target, profile.schedule.cuda_graph, storage_rewrite=tuned_module is None)
     else:
         executable = tvm.compile(module, target=target)
-    return Build(executable, model, weights, order, target, packs, batch, max_batch=profile.graph_bound(batch))
+    return Build(executable, model, weights, order, target, packs, batch, max_batch=profile.graph_bound(batch),
+                 unscheduled=unscheduled)

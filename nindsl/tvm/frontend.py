@@ -100,3 +100,4 @@ class Build:
     conv_kernels: int = 0  # fp16 on CUDA: the convolution kernels in all
     lifted_names: list[str] | None = None  # fp16: a name for each value `main_transform_params` returns
     max_batch: int | None = None  # an any-batch build captured in CUDA graphs: the largest batch per call
+    unscheduled: tuple[str, ...] = ()  # an untuned CPU build: convolutions its template could not schedule

@@ -88,9 +88,10 @@ def _replays(trace, func) -> bool:
     return True
 
 
-def default_database(module, target):
+def default_database(module, target, unscheduled: list | None = None):
     """A database holding one schedule for every kernel of ``module`` (a Relax module, static
-    or symbolic batch): what an untuned build applies."""
+    or symbolic batch): what an untuned build applies. The kernels left to the pipeline's own
+    schedule (:func:`_schedule` gave none) are appended to ``unscheduled`` by name."""
     from tvm.s_tir import meta_schedule as ms
 
     import_tensor_intrinsics()  # a tune context imports them, the slow way unless done first
@@ -98,8 +99,10 @@ def default_database(module, target):
     for task in ms.relax_integration.extract_tasks(module, target):
         func = task.dispatched[0]
         schedule = _schedule(func, target, task.task_name)
-        if schedule is None:
-            continue  # this kernel keeps the pipeline's own schedule
+        if schedule is None:  # this kernel keeps the pipeline's own schedule
+            if unscheduled is not None:
+                unscheduled.append(task.task_name)
+            continue
         # A record needs a time to be the workload's best; nothing was measured, so it holds a nominal one.
         database.commit_tuning_record(ms.database.TuningRecord(
             schedule.trace, database.commit_workload(func), [NOMINAL_SECONDS], target))

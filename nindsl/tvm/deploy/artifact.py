@@ -136,6 +136,10 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         template = choice.kept == "template"
     if template:
         extra |= winograd_manifest(network, rule) if profile.schedule.winograd else {"winograd": "off"}
+    if built.unscheduled:  # (a schedule primitive refused the shape: the kernel runs TVM's naive loops)
+        extra["unscheduled"] = list(built.unscheduled)
+        progress.note(f"warning: the template could not schedule {len(built.unscheduled)} convolution kernel(s), "
+                      f"which run unscheduled and slowly: {', '.join(built.unscheduled)}")
     seconds = time.perf_counter() - start
     write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin, extra)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
@@ -150,6 +154,8 @@ def _measured_choice(network: ir.Network, profile: Profile, weights, seed: int, 
     rule, forms = _measured_forms(network, profile, batch, progress) if profile.schedule.winograd else (None, {})
     progress.note("building the untuned template too (channels-last, Winograd where measured faster), to keep the faster")
     template = build(network, profile, weights, seed, batch, winograd_rule=rule)
+    if template.unscheduled:
+        progress.note(f"warning: the template could not schedule {', '.join(template.unscheduled)}")
     sample = np.random.default_rng(seed).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
     choice = faster({"tuned": Runner.from_build(tuned), "template": Runner.from_build(template)}, sample)
     progress.note(choice.describe())
@@ -183,8 +189,11 @@ def _measured_forms(network: ir.Network, profile: Profile, batch: int, progress:
         progress.note(f"timing {name} directly and in Winograd form ({len(options)} builds)")
         alone = check(f"network {name.replace('.', '_')}_alone() {{\n    input x: f32[N, {channels}, {height}, {width}]\n"
                       f"    conv({out}, {layer.kernel}, pad = {layer.pad})\n}}\n")
-        runs = {m: Runner.from_build(build(alone, profile, batch=batch, winograd_rule=lambda *_, m=m: m))
-                for m in options}
+        builds = {m: build(alone, profile, batch=batch, winograd_rule=lambda *_, m=m: m) for m in options}
+        left = sorted({kernel for built in builds.values() for kernel in built.unscheduled})
+        if left:
+            progress.note(f"warning: timing {name}, the template could not schedule {', '.join(left)}")
+        runs = {m: Runner.from_build(built) for m, built in builds.items()}
         sample = np.random.default_rng(0).standard_normal((batch, *alone.input.shape[1:])).astype(np.float32)
         medians = median_ms(runs, sample)
         best = min(options, key=medians.__getitem__)
