@@ -224,12 +224,14 @@ def _compile_arguments(compile_: argparse.ArgumentParser) -> None:
                           help="seed for weights drawn from the spec's init, without --weights (default: 0)")
     compile_.add_argument("--batch", metavar="N", help="TVM: build for exactly N images per run, one whole number "
                           f"from 1 to {MAX_DIM:,} (default: a build that takes any batch size; --tune tunes at 1)")
-    compile_.add_argument("--tune", action="store_true", help="TVM: auto-tune with MetaSchedule")
+    compile_.add_argument("--tune", action="store_true",
+                          help="TVM: auto-tune with MetaSchedule (on a CPU, then time each 3×3/5×5 layer's forms and "
+                               "the tuned build against the untuned template, and keep the faster)")
     compile_.add_argument("--no-winograd", action="store_true",
                           help="TVM CPU, float32: every convolution direct (by default stride-1 3×3 and 5×5 "
                                "layers take Winograd's fewer multiplications where nindsl's rule says; the profile's "
                                "`winograd = false` does the same). With --tune, the untuned template that the tuned "
-                               "build is measured against is direct too")
+                               "build is measured against is direct too, and no layer's forms are timed")
     compile_.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="fp32 | int8: post-training quantization, calibrated with --calibrate "
                                "(onnx: a QDQ model; llvm: nindsl's integer kernels) | bf16: llvm targets with "
