@@ -285,7 +285,8 @@ def _without_winograd(profile, args):
              if not uses_winograd(profile) else None)
     if where is not None:
         raise NindslError.one("E0504", f"--no-winograd does nothing with {where}", None,
-                              "Winograd is for untuned float32 CPU builds: leave --no-winograd out")
+                              "Winograd is for CPU float32 builds, untuned or the template a --tune here measures: "
+                              "leave --no-winograd out")
     return replace(profile, schedule=replace(profile.schedule, winograd=False))
 
 
