@@ -48,8 +48,10 @@ def _space(func, target):
         return ms.space_generator.ScheduleFn(channels_last, sch_rules=[], mutator_probs={},
                                              postprocs=[ms.postproc.RewriteLayout()])
     if schedules.is_nhwc_pool(func):
+        parallel = schedules.in_parallel(func, 1)  # (memory-bound: counted in elements)
+
         def pool(sch):
-            schedules.nhwc_pool(sch, lanes, schedules.in_parallel(func, 1))
+            schedules.nhwc_pool(sch, lanes, parallel)
             return sch
 
         return ms.space_generator.ScheduleFn(pool, sch_rules=[], mutator_probs={}, postprocs=[])

@@ -77,13 +77,13 @@ def multiplications(kernel: int, m: int | None, height: int, width: int, channel
     return -(-height // m) * -(-width // m) * alpha * alpha * channels * out_channels
 
 
-def layer_shapes(network) -> dict[str, tuple[int, int, int, int, int, int]]:
-    """The convolutions of ``network`` (an ``ir.Network``) by name (``conv2.0``: an mlpconv's k×k
-    stage; a ``conv`` layer's label), each as :func:`tile`'s arguments: (kernel, stride, output
-    height, output width, input channels, output channels)."""
+def convolutions(network):
+    """The convolutions of ``network`` (an ``ir.Network``): for each, its name (``conv2.0``: an
+    mlpconv's k×k stage; a ``conv`` layer's label), its layer, its ``LayerShape`` and its shape as
+    :func:`tile`'s arguments (kernel, stride, output height, output width, input channels, output
+    channels)."""
     from ..language.layers import Conv, MlpConv
 
-    shapes = {}
     for layer, shape in zip(network.layers, network.shapes):
         if isinstance(layer, MlpConv):
             name, out = f"{layer.label}.0", layer.channels[0]
@@ -92,8 +92,7 @@ def layer_shapes(network) -> dict[str, tuple[int, int, int, int, int, int]]:
         else:
             continue
         height, width = (int(d) for d in shape.out_shape[2:4])
-        shapes[name] = (layer.kernel, layer.stride, height, width, int(shape.in_shape[1]), out)
-    return shapes
+        yield name, layer, shape, (layer.kernel, layer.stride, height, width, int(shape.in_shape[1]), out)
 
 
 def plan(network, rule=tile) -> dict[str, tuple[int, int, int]]:
@@ -101,7 +100,7 @@ def plan(network, rule=tile) -> dict[str, tuple[int, int, int]]:
     in Winograd form, by name, each with its tile ``m``, kernel ``r``, and the multiplications per
     image it saves. The same rule on the same shapes as the build's :func:`choose`."""
     chosen = {}
-    for name, (kernel, stride, height, width, channels, out) in layer_shapes(network).items():
+    for name, _, _, (kernel, stride, height, width, channels, out) in convolutions(network):
         m = rule(kernel, stride, height, width, channels, out)
         if m is not None:
             saved = (multiplications(kernel, None, height, width, channels, out)

@@ -136,10 +136,9 @@ def compile_artifact(network: ir.Network, profile: Profile, out: str | Path, wei
         template = choice.kept == "template"
     if template:
         extra |= winograd_manifest(network, rule) if profile.schedule.winograd else {"winograd": "off"}
-    if built.unscheduled:  # (a schedule primitive refused the shape: the kernel runs TVM's naive loops)
+    if built.unscheduled:  # (a schedule primitive refused the shape)
         extra["unscheduled"] = list(built.unscheduled)
-        progress.note(f"warning: the template could not schedule {len(built.unscheduled)} convolution kernel(s), "
-                      f"which run unscheduled and slowly: {', '.join(built.unscheduled)}")
+        _warn_unscheduled(progress, built.unscheduled)
     seconds = time.perf_counter() - start
     write_artifact(out, network, profile, built, seconds, str(db) if db else None, weights.origin, extra)
     kernels = gpu_kernel_count(out / LIBRARY) if profile.device == "cuda" else None
@@ -154,11 +153,11 @@ def _measured_choice(network: ir.Network, profile: Profile, weights, seed: int, 
     rule, forms = _measured_forms(network, profile, batch, progress) if profile.schedule.winograd else (None, {})
     progress.note("building the untuned template too (channels-last, Winograd where measured faster), to keep the faster")
     template = build(network, profile, weights, seed, batch, winograd_rule=rule)
-    if template.unscheduled:
-        progress.note(f"warning: the template could not schedule {', '.join(template.unscheduled)}")
     sample = np.random.default_rng(seed).standard_normal((batch, *network.input.shape[1:])).astype(np.float32)
     choice = faster({"tuned": Runner.from_build(tuned), "template": Runner.from_build(template)}, sample)
     progress.note(choice.describe())
+    if choice.kept == "tuned":  # (a kept template's are said with the build's)
+        _warn_unscheduled(progress, template.unscheduled, "for the template the tuned build beat")
     return (tuned if choice.kept == "tuned" else template), choice, rule, forms
 
 
@@ -166,42 +165,37 @@ def _measured_forms(network: ir.Network, profile: Profile, batch: int, progress:
     """Each stride-1 3×3 and 5×5 convolution that can take Winograd form, built alone in every form
     (direct, and each tile) and timed here side by side at ``batch``: a rule that gives each its
     fastest (:func:`nindsl.tvm.winograd.measured`), and the medians by layer and form."""
-    import numpy as np
-
     from ...language import check
-    from ...language.layers import Conv, MlpConv
     from ..tune.choose import median_ms
-    from ..winograd import forms, measured, tile
+    from ..winograd import convolutions, forms, measured, tile
 
-    chosen, table, done = {}, {}, {}
-    for layer, shape in zip(network.layers, network.shapes):
-        if not isinstance(layer, (Conv, MlpConv)):
-            continue
-        name, out = (f"{layer.label}.0", layer.channels[0]) if isinstance(layer, MlpConv) else (layer.label, layer.out)
-        _, channels, height, width = shape.in_shape
-        key = (layer.kernel, layer.stride, int(shape.out_shape[2]), int(shape.out_shape[3]), int(channels), out)
-        if key in done:  # the same shape measured already: the same choice
-            chosen[key], table[name] = done[key]
-            continue
+    chosen, measured_shapes, table = {}, {}, {}
+    for name, layer, shape, key in convolutions(network):
         options = forms(*key)
         if not options:
             continue
-        progress.note(f"timing {name} directly and in Winograd form ({len(options)} builds)")
-        alone = check(f"network {name.replace('.', '_')}_alone() {{\n    input x: f32[N, {channels}, {height}, {width}]\n"
-                      f"    conv({out}, {layer.kernel}, pad = {layer.pad})\n}}\n")
-        builds = {m: build(alone, profile, batch=batch, winograd_rule=lambda *_, m=m: m) for m in options}
-        left = sorted({kernel for built in builds.values() for kernel in built.unscheduled})
-        if left:
-            progress.note(f"warning: timing {name}, the template could not schedule {', '.join(left)}")
-        runs = {m: Runner.from_build(built) for m, built in builds.items()}
-        sample = np.random.default_rng(0).standard_normal((batch, *alone.input.shape[1:])).astype(np.float32)
-        medians = median_ms(runs, sample)
-        best = min(options, key=medians.__getitem__)
-        times = {_form_name(m, layer.kernel): round(medians[m], 4) for m in options}
-        chosen[key] = best
-        table[name] = {"times_ms": times, "rule": _form_name(tile(*key), layer.kernel)}
-        done[key] = best, table[name]
+        if key not in measured_shapes:  # (layers of one shape are measured once)
+            progress.note(f"timing {name} directly and in Winograd form ({len(options)} builds)")
+            _, channels, height, width = shape.in_shape
+            alone = check(f"network {name.replace('.', '_')}_alone() {{\n    input x: f32[N, {channels}, {height}, "
+                          f"{width}]\n    conv({key[-1]}, {layer.kernel}, pad = {layer.pad})\n}}\n")
+            builds = {m: build(alone, profile, batch=batch, winograd_rule=lambda *_, m=m: m) for m in options}
+            _warn_unscheduled(progress, sorted({k for built in builds.values() for k in built.unscheduled}),
+                              f"timing {name}")
+            sample = np.random.default_rng(0).standard_normal((batch, *alone.input.shape[1:])).astype(np.float32)
+            medians = median_ms({m: Runner.from_build(built) for m, built in builds.items()}, sample)
+            chosen[key] = min(options, key=medians.__getitem__)
+            measured_shapes[key] = {"times_ms": {_form_name(m, layer.kernel): round(medians[m], 4) for m in options},
+                                    "rule": _form_name(tile(*key), layer.kernel)}
+        table[name] = measured_shapes[key]
     return measured(chosen), table
+
+
+def _warn_unscheduled(progress: Progress, kernels, where: str = "") -> None:
+    """Say the convolution kernels the template could not schedule (they run TVM's naive loops)."""
+    if kernels:
+        progress.note(f"warning: {where + ', ' if where else ''}the template could not schedule {len(kernels)} convolution kernel(s), "
+                      f"which run unscheduled and slowly: {', '.join(kernels)}")
 
 
 def _form_name(m: int | None, kernel: int) -> str:
