@@ -17,6 +17,12 @@ from collections import defaultdict
 import numpy as np
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)
+
+
 def main() -> None:
     import tvm
     from tvm.runtime.vm import VirtualMachine
@@ -27,12 +33,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=_positive, default=1)
     parser.add_argument("--target", default="llvm")
-    parser.add_argument("--calls", type=int, default=0, help="timed calls (default: 200 at batch 1, else 10)")
+    parser.add_argument("--calls", type=_positive, help="timed calls (default: 200 at batch 1, else 10)")
     args = parser.parse_args()
-    network = nindsl.load(args.spec)
-    built = build(network, load_profile(args.target), batch=args.batch)
+    try:
+        network = nindsl.load(args.spec)
+        built = build(network, load_profile(args.target), batch=args.batch)
+    except nindsl.NindslError as error:  # a missing or wrong spec, an unknown target: said, not a traceback
+        raise SystemExit(f"{parser.prog}: {error}") from None
     device = tvm.cpu(0)
     weights = [tvm.runtime.tensor(built.weights[name], device) for name in built.order]
     vm = VirtualMachine(built.executable, device)
